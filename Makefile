@@ -1,0 +1,22 @@
+# The two README commands. `make demo`: fresh clone -> environment -> main job on the
+# bundled sample. `make test`: environment -> whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PIP = $(VENV)/bin/pip
+EXTRA ?= cpu
+
+.PHONY: setup demo test bench
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[$(EXTRA),test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/searchagent demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests

@@ -1,0 +1,1 @@
+"""Offline index building and the on-disk formats: corpus -> INDEX_DIR."""

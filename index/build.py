@@ -1,0 +1,120 @@
+"""The offline build: corpus JSONL -> INDEX_DIR (doc store, BM25, embeddings, vector index).
+
+Every stage shows a progress bar; the whole build happens in a temporary folder that is
+renamed into place only when the manifest (with checksums) is written.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from index.corpus import file_sha256, read_corpus
+from index.faiss_index import FaissIndex, build_faiss
+from index.manifest import atomic_folder, write_manifest
+from retrievers.bm25 import BM25Index
+from retrievers.docstore import DocStore, write_docstore
+from retrievers.encoder import Encoder, passage_text
+from retrievers.tokenize import tokenize
+from searchagent import __version__
+from searchagent.config import Config, IndexConfig
+from searchagent.errors import InputError
+
+EMBEDDINGS = "dense/embeddings.npy"
+FAISS_FILE = "dense/faiss.index"
+
+
+def build_index(corpus: str | Path, out: str | Path, config: Config | None = None,
+                overwrite: bool = False) -> dict:
+    """Build every configured component; return the manifest."""
+    config = config or Config()
+    cfg = config.index
+    if not (cfg.bm25 or cfg.dense):
+        raise InputError("nothing to build: enable bm25 and/or dense", field="index")
+    if cfg.dtype not in ("float16", "float32"):
+        raise InputError("must be float16 or float32", field="index.dtype")
+    corpus = Path(corpus)
+    timings: dict[str, float] = {}
+    components: dict[str, dict] = {}
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        start = time.perf_counter()
+        passages = tqdm(read_corpus(corpus, cfg.chunk_words, cfg.chunk_overlap),
+                        desc="docstore: reading corpus", unit="passage", mininterval=1.0)
+        count = write_docstore(tmp / "docs.duckdb", passages)
+        timings["docstore"] = time.perf_counter() - start
+        docstore = DocStore(tmp / "docs.duckdb")
+        try:
+            if cfg.bm25:
+                start = time.perf_counter()
+                components["bm25"] = _build_bm25(docstore, tmp / "bm25", cfg)
+                timings["bm25"] = time.perf_counter() - start
+            if cfg.dense:
+                start = time.perf_counter()
+                components["dense"] = _embed(docstore, tmp / EMBEDDINGS, cfg)
+                timings["embed"] = time.perf_counter() - start
+                start = time.perf_counter()
+                components["dense"]["index"] = _build_vector_index(tmp, cfg)
+                timings["vector_index"] = time.perf_counter() - start
+        finally:
+            docstore.close()
+        config.write(tmp / "config.json")
+        manifest = write_manifest(tmp, {
+            "searchagent_version": __version__,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "corpus": {"path": str(corpus.resolve()), "sha256": file_sha256(corpus)},
+            "counts": {"passages": count},
+            "components": components,
+            "build_seconds": {k: round(v, 3) for k, v in timings.items()},
+        })
+    return manifest
+
+
+def _build_bm25(docstore: DocStore, folder: Path, cfg: IndexConfig) -> dict:
+    tokens = (tokenize(f"{title} {text}") for _, title, text in docstore.iter_texts())
+    index = BM25Index.build(tokens, k1=cfg.bm25_k1, b=cfg.bm25_b, total=docstore.size)
+    index.save(folder)
+    return {"vocab": len(index.vocab), "postings": int(len(index.indices)), **index.params}
+
+
+def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:
+    """Stream passages through the encoder into a memmapped .npy file."""
+    encoder = Encoder(cfg.dense_model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=cfg.dtype,
+                                    shape=(docstore.size, encoder.dim))
+    block = max(cfg.batch_size * 16, 1024)
+    batch: list[str] = []
+    row = 0
+    started = time.perf_counter()
+    with tqdm(total=docstore.size, desc=f"dense: embedding on {encoder.device}",
+              unit="passage", mininterval=1.0) as bar:
+        for _, title, text in docstore.iter_texts():
+            batch.append(passage_text(title, text))
+            if len(batch) == block:
+                out[row:row + block] = encoder.encode(batch, cfg.batch_size)
+                row += block
+                bar.update(block)
+                batch = []
+        if batch:
+            out[row:row + len(batch)] = encoder.encode(batch, cfg.batch_size)
+            bar.update(len(batch))
+    out.flush()
+    del out
+    seconds = time.perf_counter() - started
+    return {"model": cfg.dense_model, "model_path": encoder.path, "dim": encoder.dim,
+            "dtype": cfg.dtype, "passages_per_second": round(docstore.size / seconds, 1)}
+
+
+def _build_vector_index(folder: Path, cfg: IndexConfig) -> dict:
+    vectors = np.load(folder / EMBEDDINGS, mmap_mode="r")
+    if cfg.faiss == "spann":
+        from index.spann import build_spann  # optional heavy component
+
+        return build_spann(vectors, folder / "dense" / "spann")
+    index = FaissIndex(build_faiss(vectors, cfg.faiss), cfg.faiss, use_gpu=False)
+    index.save(folder / FAISS_FILE)
+    return {"kind": "faiss", "factory": cfg.faiss, "ntotal": int(index.index.ntotal)}

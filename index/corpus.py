@@ -1,0 +1,112 @@
+"""Read a corpus JSONL (optionally .gz) into passages, validating every line.
+
+Two shapes are accepted per line: ``{"id", "title", "text"}`` and the FlashRAG/Pyserini
+``{"id", "contents"}`` (title = first line of contents). Long texts can be chunked into
+overlapping word windows; chunk ids are ``<id>#<n>``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+from searchagent.errors import InputError
+from searchagent.types import Passage
+
+
+def open_text(path: str | Path) -> io.TextIOBase:
+    """Open a text file, transparently gunzipping ``*.gz``; errors name the file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+        return open(path, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror or exc}", path=str(path)) from exc
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_record(record: object, path: str, line: int) -> Passage:
+    """Turn one decoded JSON line into a Passage, naming the bad field on error."""
+    if not isinstance(record, dict):
+        raise InputError("expected a JSON object", path=path, line=line)
+    if "id" not in record:
+        raise InputError("missing field", path=path, line=line, field="id")
+    pid = record["id"]
+    if not isinstance(pid, (str, int)) or isinstance(pid, bool) or str(pid) == "":
+        raise InputError("must be a non-empty string or integer", path=path, line=line,
+                         field="id")
+    if "text" in record:
+        title, text = record.get("title", ""), record["text"]
+        for name, value in (("title", title), ("text", text)):
+            if not isinstance(value, str):
+                raise InputError("must be a string", path=path, line=line, field=name)
+    elif "contents" in record:
+        if not isinstance(record["contents"], str):
+            raise InputError("must be a string", path=path, line=line, field="contents")
+        title, _, text = record["contents"].partition("\n")
+        if not text:  # a single line: no separate title
+            title, text = "", title
+    else:
+        raise InputError("missing field (need 'text' or 'contents')", path=path, line=line,
+                         field="text")
+    title, text = title.strip(), text.strip()
+    if not text and not title:
+        raise InputError("empty passage", path=path, line=line, field="text")
+    return Passage(id=str(pid), title=title, text=text)
+
+
+def chunk_passage(passage: Passage, words: int, overlap: int) -> list[Passage]:
+    """Split a passage into windows of ``words`` words that overlap by ``overlap``."""
+    tokens = passage.text.split()
+    if words <= 0 or len(tokens) <= words:
+        return [passage]
+    step = max(1, words - overlap)
+    chunks = []
+    for n, start in enumerate(range(0, len(tokens), step)):
+        chunks.append(Passage(f"{passage.id}#{n}", passage.title,
+                              " ".join(tokens[start:start + words])))
+        if start + words >= len(tokens):
+            break
+    return chunks
+
+
+def read_corpus(path: str | Path, chunk_words: int = 0, chunk_overlap: int = 0
+                ) -> Iterator[Passage]:
+    """Yield validated passages; duplicate ids and an empty corpus are errors."""
+    if chunk_overlap < 0 or (chunk_words and chunk_overlap >= chunk_words):
+        raise InputError("chunk overlap must be >= 0 and smaller than chunk words",
+                         field="chunk_overlap")
+    name = str(path)
+    seen: set[str] = set()
+    with open_text(path) as handle:
+        try:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})",
+                                     path=name, line=line_no) from exc
+                passage = parse_record(record, name, line_no)
+                if passage.id in seen:
+                    raise InputError(f"duplicate id {passage.id!r}", path=name, line=line_no,
+                                     field="id")
+                seen.add(passage.id)
+                yield from chunk_passage(passage, chunk_words, chunk_overlap)
+        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as exc:
+            raise InputError(f"unreadable file: {exc}", path=name) from exc
+    if not seen:
+        raise InputError("empty corpus: no passages found", path=name)

@@ -1,0 +1,96 @@
+"""``manifest.json``: what an index folder holds, and the check that it still does.
+
+It records the format version, corpus hash, counts, models, parameters, build time and a
+size + sha256 for every file. ``verify_index`` fails with a clear error on any mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from index.corpus import file_sha256
+from searchagent.errors import IndexFormatError, InputError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def file_table(folder: Path) -> dict[str, dict]:
+    """Size and sha256 of every file under ``folder`` except the manifest itself."""
+    table = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            rel = path.relative_to(folder).as_posix()
+            table[rel] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    return table
+
+
+def write_manifest(folder: Path, info: dict) -> dict:
+    manifest = {"format_version": FORMAT_VERSION, **info, "files": file_table(folder)}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IndexFormatError(f"index folder not found: {folder}")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise IndexFormatError(f"not an index (no {MANIFEST}): {folder}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"corrupt {path}: {exc}") from exc
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(f"{path}: format version {version!r}, this searchagent reads "
+                               f"{FORMAT_VERSION}; rebuild the index")
+    return manifest
+
+
+def verify_index(folder: str | Path, mode: str = "full") -> dict:
+    """Check every listed file's size (and sha256 when ``mode == 'full'``)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for rel, expected in manifest.get("files", {}).items():
+        path = folder / rel
+        if not path.is_file():
+            raise IndexFormatError(f"index file missing: {path}")
+        size = path.stat().st_size
+        if size != expected["size"]:
+            raise IndexFormatError(f"index file {path} has {size} bytes, manifest says "
+                                   f"{expected['size']} (truncated or replaced)")
+        if mode == "full" and file_sha256(path) != expected["sha256"]:
+            raise IndexFormatError(f"index file {path} fails its sha256 check (corrupted)")
+    return manifest
+
+
+@contextmanager
+def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder; rename it to ``out`` only if the block succeeds."""
+    out = Path(out).resolve()
+    if out.exists() and not overwrite:
+        raise InputError("output folder already exists (pass --overwrite to replace it)",
+                         path=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{int(time.time())}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)

@@ -1,0 +1,122 @@
+"""Okapi BM25 with precomputed impact scores in a term-major CSR matrix.
+
+Scoring matches ``rank_bm25.BM25Okapi`` (same idf with the epsilon floor for negative
+idf, same k1/b defaults): each posting stores ``idf * tf*(k1+1) / (tf + k1*norm(doc))``,
+so a query is a sum of a few rows and a partial sort.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from retrievers.docstore import DocStore
+from retrievers.tokenize import tokenize
+from searchagent.errors import IndexFormatError
+from searchagent.types import Hit
+
+
+class BM25Index:
+    """Build from token lists, save/load as npz + JSON, score queries."""
+
+    def __init__(self, vocab: dict[str, int], indptr: np.ndarray, indices: np.ndarray,
+                 data: np.ndarray, n_docs: int, params: dict):
+        self.vocab, self.indptr, self.indices, self.data = vocab, indptr, indices, data
+        self.n_docs, self.params = n_docs, params
+
+    @classmethod
+    def build(cls, docs: Iterable[list[str]], k1: float = 1.5, b: float = 0.75,
+              epsilon: float = 0.25, total: int | None = None) -> "BM25Index":
+        vocab: dict[str, int] = {}
+        term_ids, doc_ids, tfs, doc_len = [], [], [], []
+        for row, tokens in enumerate(tqdm(docs, total=total, desc="bm25: counting",
+                                          unit="doc", mininterval=1.0)):
+            counts = Counter(tokens)
+            term_ids.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in counts),
+                                        dtype=np.int32, count=len(counts)))
+            tfs.append(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
+            doc_ids.append(np.full(len(counts), row, dtype=np.int32))
+            doc_len.append(len(tokens))
+        n_docs = len(doc_len)
+        terms = np.concatenate(term_ids) if term_ids else np.zeros(0, np.int32)
+        docs_ = np.concatenate(doc_ids) if doc_ids else np.zeros(0, np.int32)
+        tf = np.concatenate(tfs) if tfs else np.zeros(0, np.float32)
+        lengths = np.asarray(doc_len, dtype=np.float64)
+        avgdl = lengths.mean() if n_docs else 0.0
+
+        df = np.bincount(terms, minlength=len(vocab)).astype(np.float64)
+        idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+        floor = epsilon * (idf.mean() if len(idf) else 0.0)
+        idf[idf < 0] = floor
+
+        order = np.argsort(terms, kind="stable")
+        terms, docs_, tf = terms[order], docs_[order], tf[order].astype(np.float64)
+        norm = k1 * (1 - b + b * lengths[docs_] / avgdl) if avgdl else k1
+        data = (idf[terms] * tf * (k1 + 1) / (tf + norm)).astype(np.float32)
+        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms, minlength=len(vocab)), out=indptr[1:])
+        params = {"k1": k1, "b": b, "epsilon": epsilon, "avgdl": float(avgdl)}
+        return cls(vocab, indptr, docs_, data, n_docs, params)
+
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """BM25 score of every document for a tokenized query."""
+        scores = np.zeros(self.n_docs, dtype=np.float32)
+        for term, count in Counter(tokens).items():
+            tid = self.vocab.get(term)
+            if tid is None:
+                continue
+            start, end = self.indptr[tid], self.indptr[tid + 1]
+            scores[self.indices[start:end]] += count * self.data[start:end]
+        return scores
+
+    def top_k(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and scores of the best k documents with a positive score, best first."""
+        scores = self.scores(tokens)
+        k = min(k, self.n_docs)
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        candidates = np.argpartition(-scores, k - 1)[:k]
+        order = np.lexsort((candidates, -scores[candidates]))
+        rows = candidates[order]
+        rows = rows[scores[rows] > 0]
+        return rows.astype(np.int64), scores[rows]
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / "postings.npz", indptr=self.indptr, indices=self.indices,
+                 data=self.data)
+        terms = sorted(self.vocab, key=self.vocab.__getitem__)
+        (folder / "vocab.json").write_text(json.dumps(terms))
+        (folder / "params.json").write_text(json.dumps({**self.params, "n_docs": self.n_docs}))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "BM25Index":
+        folder = Path(folder)
+        try:
+            with np.load(folder / "postings.npz", allow_pickle=False) as arrays:
+                indptr, indices, data = arrays["indptr"], arrays["indices"], arrays["data"]
+            terms = json.loads((folder / "vocab.json").read_text())
+            params = json.loads((folder / "params.json").read_text())
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexFormatError(f"BM25 index unreadable in {folder}: {exc}") from exc
+        if len(indptr) != len(terms) + 1 or indptr[-1] != len(indices) or len(indices) != len(data):
+            raise IndexFormatError(f"BM25 index in {folder} is inconsistent")
+        n_docs = params.pop("n_docs")
+        return cls({t: i for i, t in enumerate(terms)}, indptr, indices, data, n_docs, params)
+
+
+class BM25Retriever:
+    """Retriever protocol over a BM25Index and the doc store."""
+
+    def __init__(self, index: BM25Index, docstore: DocStore):
+        self.index, self.docstore = index, docstore
+
+    def search(self, query: str, k: int, *, budget: dict | None = None) -> list[Hit]:
+        rows, scores = self.index.top_k(tokenize(query), k)
+        return self.docstore.hits(rows, scores)

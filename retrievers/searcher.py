@@ -1,0 +1,93 @@
+"""Open an index folder once and hand out retrievers over it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from index.faiss_index import FaissIndex
+from index.manifest import verify_index
+from retrievers.bm25 import BM25Index, BM25Retriever
+from retrievers.dense import DenseRetriever
+from retrievers.docstore import DocStore
+from retrievers.encoder import Encoder
+from retrievers.hybrid import HybridRetriever
+from searchagent.config import Config, RetrievalConfig
+from searchagent.errors import InputError, SearchAgentError
+from searchagent.types import Hit, Retriever
+
+MODES = ("bm25", "dense", "hybrid")
+
+
+class Searcher:
+    """A verified, opened index: doc store plus lazily loaded BM25 / dense components."""
+
+    def __init__(self, folder: str | Path, config: Config | None = None,
+                 verify: str | None = None):
+        self.folder = Path(folder)
+        self.config = config or Config()
+        self.manifest = verify_index(self.folder, verify or self.config.index.verify)
+        self.components = self.manifest.get("components", {})
+        self.docstore = DocStore(self.folder / "docs.duckdb")
+
+    @cached_property
+    def bm25(self) -> BM25Retriever:
+        self._require("bm25")
+        return BM25Retriever(BM25Index.load(self.folder / "bm25"), self.docstore)
+
+    @cached_property
+    def encoder(self) -> Encoder:
+        self._require("dense")
+        return Encoder(self.components["dense"]["model"])
+
+    @cached_property
+    def vector_index(self):
+        self._require("dense")
+        info = self.components["dense"]["index"]
+        if info["kind"] == "spann":
+            from index.spann import SpannIndex
+
+            return SpannIndex.open(self.folder / "dense" / "spann")
+        return FaissIndex.load(self.folder / "dense" / "faiss.index", info["factory"])
+
+    @cached_property
+    def dense(self) -> DenseRetriever:
+        return DenseRetriever(self.encoder, self.vector_index, self.docstore,
+                              _search_params(self.components["dense"]["index"],
+                                             self.config.retrieval))
+
+    def retriever(self, mode: str | None = None) -> Retriever:
+        mode = mode or self.config.retrieval.mode
+        if mode == "bm25":
+            return self.bm25
+        if mode == "dense":
+            return self.dense
+        if mode == "hybrid":
+            parts = [getattr(self, name) for name in ("bm25", "dense") if name in self.components]
+            return HybridRetriever(parts, rrf_k=self.config.retrieval.rrf_k)
+        raise InputError(f"unknown retrieval mode {mode!r} (choose from {', '.join(MODES)})",
+                         field="mode")
+
+    def search(self, query: str, k: int = 10, mode: str | None = None) -> list[Hit]:
+        if not query or not query.strip():
+            raise InputError("empty query", field="query")
+        if k <= 0:
+            raise InputError(f"k must be positive, got {k}", field="k")
+        return self.retriever(mode).search(query, k)
+
+    def _require(self, component: str) -> None:
+        if component not in self.components:
+            raise SearchAgentError(f"index {self.folder} was built without {component}; "
+                                   f"it has: {', '.join(self.components) or 'nothing'}")
+
+    def close(self) -> None:
+        self.docstore.close()
+
+
+def _search_params(info: dict, cfg: RetrievalConfig) -> dict:
+    factory = info.get("factory", "")
+    if "HNSW" in factory:
+        return {"efSearch": cfg.hnsw_ef_search}
+    if "IVF" in factory:
+        return {"nprobe": cfg.ivf_nprobe}
+    return {}

@@ -1,0 +1,5 @@
+import sys
+
+from searchagent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""The ``searchagent`` console script: one subcommand group per module in this package.
+
+Each module ``searchagent/cli/<name>_cmd.py`` exposes ``register(subparsers)``; every
+parser sets ``func(args) -> int``. User errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+
+from searchagent import __version__
+from searchagent.errors import SearchAgentError
+
+COMMAND_MODULES = ("index", "search", "ask", "eval", "policy", "serve", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="searchagent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"searchagent {__version__}")
+    parser.add_argument("--config", help="config file (TOML or JSON); env SEARCHAGENT__S__K "
+                        "and flags override it")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        module_name = f"searchagent.cli.{name}_cmd"
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SearchAgentError as exc:
+        print(f"searchagent: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("searchagent: interrupted", file=sys.stderr)
+        return 130

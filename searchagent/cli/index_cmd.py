@@ -1,0 +1,72 @@
+"""``searchagent index build|info``."""
+
+from __future__ import annotations
+
+import json
+
+from searchagent.config import load_config
+
+
+def register(sub) -> None:
+    index = sub.add_parser("index", help="build or inspect an index folder")
+    actions = index.add_subparsers(dest="action", required=True)
+
+    build = actions.add_parser("build", help="corpus JSONL(.gz) -> index folder")
+    build.add_argument("corpus", help="JSONL with {id,title,text} or {id,contents} per line")
+    build.add_argument("--out", required=True, help="index folder to create")
+    build.add_argument("--bm25", action="store_true", help="build BM25 (default: both)")
+    build.add_argument("--dense", nargs="?", const="default", metavar="MODEL",
+                       help="build dense embeddings with MODEL (default: bundled MiniLM)")
+    build.add_argument("--faiss", metavar="FACTORY", help="faiss index_factory string "
+                       "(Flat, HNSW32, IVF256,Flat, ...)")
+    build.add_argument("--index", choices=["faiss", "spann"], default=None,
+                       help="vector index kind (spann = SSD-backed disk index)")
+    build.add_argument("--dtype", choices=["float16", "float32"])
+    build.add_argument("--chunk-words", type=int, help="split passages into N-word windows")
+    build.add_argument("--chunk-overlap", type=int, help="words shared by adjacent windows")
+    build.add_argument("--batch-size", type=int)
+    build.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    build.set_defaults(func=run_build)
+
+    info = actions.add_parser("info", help="print an index's manifest summary")
+    info.add_argument("index_dir")
+    info.add_argument("--verify", choices=["size", "full"], default="full")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=run_info)
+
+
+def run_build(args) -> int:
+    from index.build import build_index
+
+    both = not args.bm25 and args.dense is None
+    cli = {"index": {
+        "bm25": True if both else args.bm25,
+        "dense": True if both else args.dense is not None,
+        "dense_model": args.dense,
+        "faiss": "spann" if args.index == "spann" else args.faiss,
+        "dtype": args.dtype, "chunk_words": args.chunk_words,
+        "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size}}
+    config = load_config(args.config, cli=cli)
+    manifest = build_index(args.corpus, args.out, config, overwrite=args.overwrite)
+    print(f"built {args.out}: {manifest['counts']['passages']} passages, components: "
+          f"{', '.join(manifest['components'])}; seconds per stage: {manifest['build_seconds']}")
+    return 0
+
+
+def run_info(args) -> int:
+    from index.manifest import verify_index
+
+    manifest = verify_index(args.index_dir, args.verify)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    print(f"index:      {args.index_dir} (format {manifest['format_version']}, "
+          f"built {manifest['built_at']}, searchagent {manifest['searchagent_version']})")
+    print(f"corpus:     {manifest['corpus']['path']} sha256 {manifest['corpus']['sha256'][:16]}…")
+    print(f"passages:   {manifest['counts']['passages']}")
+    for name, component in manifest["components"].items():
+        print(f"{name + ':':<11} {json.dumps(component)}")
+    size = sum(f["size"] for f in manifest["files"].values())
+    print(f"files:      {len(manifest['files'])} ({size / 1e6:.1f} MB), {args.verify} check ok")
+    print(f"build (s):  {manifest['build_seconds']}")
+    return 0

@@ -1,0 +1,37 @@
+"""``searchagent search INDEX_DIR "query"``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from searchagent.config import load_config
+
+
+def register(sub) -> None:
+    search = sub.add_parser("search", help="retrieve passages for a query")
+    search.add_argument("index_dir")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--mode", choices=["bm25", "dense", "hybrid"])
+    search.add_argument("--json", action="store_true", help="one JSON object per hit")
+    search.set_defaults(func=run_search)
+
+
+def run_search(args) -> int:
+    from retrievers.searcher import Searcher
+
+    config = load_config(args.config, cli={"retrieval": {"mode": args.mode}})
+    searcher = Searcher(args.index_dir, config)
+    start = time.perf_counter()
+    hits = searcher.search(args.query, args.k, config.retrieval.mode)
+    seconds = time.perf_counter() - start
+    for rank, hit in enumerate(hits, start=1):
+        if args.json:
+            print(json.dumps({"rank": rank, "id": hit.id, "score": hit.score,
+                              "title": hit.title, "text": hit.text}))
+        else:
+            print(f"{rank:>3}. {hit.score:8.4f}  [{hit.id}] {hit.title}: {hit.text[:100]}")
+    if not args.json:
+        print(f"({len(hits)} hits, {config.retrieval.mode}, {seconds * 1000:.1f} ms)")
+    return 0

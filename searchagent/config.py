@@ -1,0 +1,161 @@
+"""One typed configuration: defaults < config file (TOML/JSON) < environment < CLI flags.
+
+Environment overrides use ``SEARCHAGENT__SECTION__KEY=value`` (values parsed as JSON when
+possible, otherwise taken as strings). The resolved config is written into every index
+and run folder as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from searchagent.errors import InputError
+
+ENV_PREFIX = "SEARCHAGENT__"
+
+
+@dataclass
+class IndexConfig:
+    bm25: bool = True
+    dense: bool = True
+    dense_model: str = "default"          # "default" = the bundled all-MiniLM-L6-v2
+    faiss: str = "Flat"                   # a faiss index_factory string, or "spann"
+    dtype: str = "float16"                # stored embeddings: float16 | float32
+    chunk_words: int = 0                  # 0 = keep passages whole
+    chunk_overlap: int = 0
+    batch_size: int = 64
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    verify: str = "full"                  # checksum check on open: full | size
+
+
+@dataclass
+class RetrievalConfig:
+    mode: str = "hybrid"                  # bm25 | dense | hybrid
+    k: int = 5
+    rrf_k: int = 60
+    hnsw_ef_search: int = 64
+    ivf_nprobe: int = 16
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "llama_cpp"            # llama_cpp | transformers | openai
+    model: str = "default"                # "default" = the bundled SmolLM2-135M-Instruct GGUF
+    threads: int = 0                      # 0 = all cores
+    max_new_tokens: int = 48
+    temperature: float = 0.0
+    context_tokens: int = 2048
+    base_url: str = ""
+    api_key: str = ""
+    timeout_s: float = 60.0
+    retries: int = 2
+
+
+@dataclass
+class AgentConfig:
+    strategy: str = "auto"                # auto | parametric | single | multi
+    max_hops: int = 4
+    context_budget_tokens: int = 1200
+    lam: float = 0.1
+    policy_dir: str = ""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_queue: int = 64
+    request_timeout_s: float = 120.0
+    max_body_bytes: int = 65536
+    api_key: str = ""
+    scheduler: str = "priority"           # fcfs | priority
+
+
+@dataclass
+class Config:
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def updated(self, overrides: Mapping[str, Mapping[str, Any]], source: str) -> "Config":
+        """Return a copy with ``{section: {key: value}}`` applied, type-checked per field."""
+        data = self.to_dict()
+        for section, values in overrides.items():
+            if section not in data:
+                raise InputError(f"unknown config section (known: {', '.join(data)})",
+                                 path=source, field=section)
+            for key, value in values.items():
+                if key not in data[section]:
+                    raise InputError(f"unknown config key in [{section}]",
+                                     path=source, field=f"{section}.{key}")
+                data[section][key] = _coerce(value, type(data[section][key]), source,
+                                             f"{section}.{key}")
+        return Config.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> "Config":
+        kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        return cls(**{name: kinds[name](**data.get(name, {})) for name in kinds})
+
+
+def _coerce(value: Any, kind: type, source: str, name: str) -> Any:
+    if isinstance(value, str) and kind is not str:
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"expected {kind.__name__}, got {value!r}", path=source, field=name)
+    return value
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                cli: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Resolve the configuration from its layers."""
+    config = Config()
+    if path:
+        config = config.updated(_read_file(Path(path)), str(path))
+    env = os.environ if env is None else env
+    from_env: dict[str, dict[str, Any]] = {}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            parts = key[len(ENV_PREFIX):].lower().split("__")
+            if len(parts) != 2:
+                raise InputError("expected SEARCHAGENT__SECTION__KEY", path="environment",
+                                 field=key)
+            from_env.setdefault(parts[0], {})[parts[1]] = value
+    config = config.updated(from_env, "environment")
+    if cli:
+        config = config.updated({s: {k: v for k, v in kv.items() if v is not None}
+                                 for s, kv in cli.items()}, "command line")
+    return config
+
+
+def _read_file(path: Path) -> dict:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read config file: {exc.strerror}", path=str(path)) from exc
+    try:
+        if path.suffix == ".json":
+            return json.loads(raw)
+        return tomllib.loads(raw.decode())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"invalid config file: {exc}", path=str(path)) from exc

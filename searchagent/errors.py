@@ -1,0 +1,31 @@
+"""Error types shared by every stage; each message says what was wrong and where."""
+
+from __future__ import annotations
+
+
+class SearchAgentError(Exception):
+    """Base class for errors a user can act on (the CLI prints them without a traceback)."""
+
+
+class InputError(SearchAgentError):
+    """Bad user input: names the file, line and field when there is one."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+        self.path, self.line, self.field = path, line, field
+
+
+class IndexFormatError(SearchAgentError):
+    """A missing, incomplete or corrupted index folder."""
+
+
+class BackendError(SearchAgentError):
+    """A model backend (generator server, embedder) is unavailable or misbehaving."""

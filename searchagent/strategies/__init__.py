@@ -1,0 +1,1 @@
+"""The agent's arms: parametric, single retrieval, multi-hop coarse-to-fine."""
