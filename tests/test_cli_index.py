@@ -1,0 +1,39 @@
+"""The console script end to end: index build / info / search, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def cli(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "searchagent", *map(str, args)],
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stderr)
+    return result
+
+
+def test_build_info_search(tmp_path, small_corpus):
+    out = tmp_path / "idx"
+    built = cli("index", "build", small_corpus, "--out", out, "--bm25")
+    assert "400 passages" in built.stdout
+    info = cli("index", "info", out)
+    assert "passages:   400" in info.stdout and "full check ok" in info.stdout
+    found = cli("search", out, "Tinted Windows band first performance", "-k", "3",
+                "--mode", "bm25", "--json")
+    hits = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert "Tinted Windows" in hits[0]["title"]
+
+
+def test_errors_exit_nonzero_with_a_located_message(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "ok"}\n{"id": "b", "text": }\n')
+    result = cli("index", "build", bad, "--out", tmp_path / "idx", "--bm25", check=False)
+    assert result.returncode == 2
+    assert f"{bad}, line 2: malformed JSON" in result.stderr
+    assert not (tmp_path / "idx").exists()
+    result = cli("search", tmp_path / "missing", "q", check=False)
+    assert result.returncode == 2 and "index folder not found" in result.stderr

@@ -1,0 +1,74 @@
+"""Corpus reading: both JSONL shapes, gzip, chunking, and errors that name file/line/field."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from index.corpus import chunk_passage, read_corpus
+from searchagent.errors import InputError
+from searchagent.types import Passage
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_reads_both_shapes_and_gzip(tmp_path):
+    lines = [json.dumps({"id": "a", "title": "Alpha", "text": "first passage"}),
+             "",
+             json.dumps({"id": 7, "contents": "Beta\nsecond passage"}),
+             json.dumps({"id": "c", "contents": "just one line"})]
+    plain = write_lines(tmp_path / "c.jsonl", lines)
+    packed = tmp_path / "c.jsonl.gz"
+    with gzip.open(packed, "wt") as out:
+        out.write(plain.read_text())
+    for path in (plain, packed):
+        assert list(read_corpus(path)) == [Passage("a", "Alpha", "first passage"),
+                                           Passage("7", "Beta", "second passage"),
+                                           Passage("c", "", "just one line")]
+
+
+@pytest.mark.parametrize("line, field, fragment", [
+    ('{"id": "x", "text": "ok"', None, "malformed JSON"),
+    ('{"title": "t", "text": "no id"}', "id", "missing field"),
+    ('{"id": "x", "title": "t"}', "text", "missing field"),
+    ('{"id": "x", "text": 5}', "text", "must be a string"),
+    ('["not", "an", "object"]', None, "expected a JSON object"),
+    ('{"id": "", "text": "empty id"}', "id", "non-empty"),
+])
+def test_bad_lines_name_file_line_and_field(tmp_path, line, field, fragment):
+    path = write_lines(tmp_path / "bad.jsonl", ['{"id": "ok", "text": "fine"}', line])
+    with pytest.raises(InputError) as err:
+        list(read_corpus(path))
+    message = str(err.value)
+    assert str(path) in message and "line 2" in message and fragment in message
+    if field:
+        assert f"field {field!r}" in message
+
+
+def test_duplicate_id_empty_and_unreadable(tmp_path):
+    dup = write_lines(tmp_path / "dup.jsonl", ['{"id": "a", "text": "x"}',
+                                               '{"id": "a", "text": "y"}'])
+    with pytest.raises(InputError, match="line 2.*duplicate id 'a'"):
+        list(read_corpus(dup))
+    with pytest.raises(InputError, match="empty corpus"):
+        list(read_corpus(write_lines(tmp_path / "empty.jsonl", ["", "  "])))
+    with pytest.raises(InputError, match="cannot open"):
+        list(read_corpus(tmp_path / "missing.jsonl"))
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(InputError, match="unreadable"):
+        list(read_corpus(broken))
+
+
+def test_chunking_windows_overlap():
+    passage = Passage("p", "T", " ".join(f"w{i}" for i in range(10)))
+    chunks = chunk_passage(passage, words=4, overlap=1)
+    assert [c.id for c in chunks] == ["p#0", "p#1", "p#2"]
+    assert chunks[0].text == "w0 w1 w2 w3" and chunks[1].text.startswith("w3")
+    assert chunks[-1].text.endswith("w9") and all(c.title == "T" for c in chunks)
+    assert chunk_passage(passage, words=20, overlap=0) == [passage]
