@@ -1,0 +1,1 @@
+"""Evaluation harness: dataset loaders, corpus pooling, metrics, runner, reports, plots."""

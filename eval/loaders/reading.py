@@ -1,0 +1,103 @@
+"""Reading dataset files: JSON (list or wrapped object) or JSONL, optionally gzipped.
+
+Every record carries a ``Location`` so a bad field is reported with its file and line
+(JSONL) or item number (JSON list).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from index.corpus import open_text
+from searchagent.errors import InputError
+
+
+@dataclass(frozen=True)
+class Location:
+    path: str
+    line: int | None = None     # 1-based line in a JSONL file
+    item: int | None = None     # 0-based position in a JSON list
+    position: int = 0           # 0-based record number, used for ids when a file has none
+
+    def error(self, message: str, field: str | None = None) -> InputError:
+        if self.item is not None:
+            field = f"[{self.item}]" + (f".{field}" if field else "")
+        return InputError(message, path=self.path, line=self.line, field=field)
+
+
+def read_records(path: str | Path) -> Iterator[tuple[Location, Any]]:
+    """Yield ``(location, record)``; a JSON file's top-level ``data``/``Data`` list is unwrapped."""
+    name = str(path)
+    if not Path(path).is_file():
+        raise InputError("dataset file not found", path=name)
+    with open_text(path) as handle:
+        try:
+            text = handle.read()
+        except (UnicodeDecodeError, OSError, EOFError) as exc:
+            raise InputError(f"unreadable file: {exc}", path=name) from exc
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if whole is None or (isinstance(whole, dict) and not _wrapped_list(whole)):
+        yield from _jsonl(text, name)
+        return
+    items = whole if isinstance(whole, list) else _wrapped_list(whole)
+    for n, record in enumerate(items):
+        yield Location(name, item=n, position=n), record
+
+
+def _wrapped_list(whole: dict) -> list | None:
+    for key in ("data", "Data"):
+        if isinstance(whole.get(key), list):
+            return whole[key]
+    return None
+
+
+def _jsonl(text: str, name: str) -> Iterator[tuple[Location, Any]]:
+    position = 0
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=name,
+                             line=line_no) from exc
+        yield Location(name, line=line_no, position=position), record
+        position += 1
+
+
+def require(record: Any, key: str, loc: Location, kind: type | tuple = str) -> Any:
+    """``record[key]`` checked for presence and type (strings must be non-empty)."""
+    if not isinstance(record, dict):
+        raise loc.error("expected a JSON object")
+    if key not in record or record[key] is None:
+        raise loc.error("missing field", key)
+    value = record[key]
+    if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
+        wanted = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise loc.error(f"expected a non-empty {wanted}", key)
+    return value
+
+
+def answer_strings(value: Any, loc: Location, field: str) -> list[str]:
+    """A gold answer field (string, number, or list of them) as a non-empty list of strings."""
+    values = value if isinstance(value, list) else [value]
+    out = [str(v).strip() for v in values
+           if isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip()]
+    if not out:
+        raise loc.error("no gold answer", field)
+    return out
+
+
+def record_id(record: dict, loc: Location, *keys: str) -> str:
+    """The first present id field, else the record's position in the file."""
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) != "":
+            return str(value)
+    return str(loc.position)

@@ -1,0 +1,146 @@
+"""Reports: per dataset x system tables (EM / F1 / Acc with bootstrap 95% CIs, steps, hops,
+seconds, tokens; Adaptive-RAG Table 1 style), per-arm breakdowns, and the plots.
+
+Runs are looked up in both tables: ``results`` rows appear under their system name;
+``arm_outcomes`` rows appear as one system per arm plus ``oracle`` (per question the
+cheapest arm that gets EM 1, else the best-F1 arm), the upper bound a policy aims at.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Iterable
+
+from eval.bootstrap import Interval, bootstrap_ci
+from eval.store import RunStore
+from searchagent.errors import InputError
+from searchagent.strategies.base import ARMS
+
+
+@dataclass
+class SystemSummary:
+    dataset: str
+    system: str
+    n: int
+    em: Interval
+    f1: Interval
+    acc: Interval
+    steps: float
+    hops: float
+    seconds: float
+    tokens: float
+    sup_recall: float | None
+    arms: Counter = field(default_factory=Counter)
+    em_by_arm: dict[str, float] = field(default_factory=dict)
+
+
+def summarize(rows: list[dict], seed: int = 0) -> SystemSummary:
+    def mean(name):
+        return fmean(float(r[name] or 0) for r in rows)
+
+    recalls = [r["sup_recall"] for r in rows if r.get("sup_recall") is not None]
+    arms = Counter(r.get("arm") or "?" for r in rows)
+    em_by_arm = {arm: fmean(r["em"] for r in rows if (r.get("arm") or "?") == arm)
+                 for arm in arms}
+    return SystemSummary(
+        dataset=rows[0]["dataset"], system=rows[0]["system"], n=len(rows),
+        em=bootstrap_ci([r["em"] for r in rows], seed=seed),
+        f1=bootstrap_ci([r["f1"] for r in rows], seed=seed),
+        acc=bootstrap_ci([r["acc"] for r in rows], seed=seed),
+        steps=mean("retrieval_calls"), hops=mean("hops"), seconds=mean("seconds"),
+        tokens=fmean(float((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0))
+                     for r in rows),
+        sup_recall=fmean(recalls) if recalls else None, arms=arms, em_by_arm=em_by_arm)
+
+
+def oracle_rows(arm_rows: Iterable[dict]) -> list[dict]:
+    """Per question: the cheapest arm with EM 1, else the highest-F1 (then cheapest) arm."""
+    by_question: dict[tuple, list[dict]] = defaultdict(list)
+    for row in arm_rows:
+        by_question[(row["run"], row["dataset"], row["qid"])].append(row)
+    cost = {arm: n for n, arm in enumerate(ARMS)}
+    out = []
+    for rows in by_question.values():
+        rows = sorted(rows, key=lambda r: (cost.get(r["arm"], len(cost)), r["retrieval_calls"]))
+        correct = [r for r in rows if r["em"] >= 1]
+        best = correct[0] if correct else max(rows, key=lambda r: r["f1"])
+        out.append({**best, "system": "oracle"})
+    return out
+
+
+def load_rows(db: str | Path, runs: list[str]) -> list[dict]:
+    """Result rows plus arm-log rows (as arm systems and the oracle) of the given runs."""
+    if not Path(db).is_file():
+        raise InputError("runs database not found", path=str(db))
+    with RunStore(db, read_only=True) as store:
+        results = store.rows("results", runs)
+        arm_rows = store.rows("arm_outcomes", runs)
+        known = set(store.runs("results")) | set(store.runs("arm_outcomes"))
+    missing = [r for r in runs if r not in known]
+    if missing:
+        raise InputError(f"no rows for run(s) {', '.join(missing)} (known: "
+                         f"{', '.join(sorted(known)) or 'none'})", path=str(db))
+    rows = list(results)
+    rows += [{**r, "system": f"arm:{r['arm']}"} for r in arm_rows]
+    rows += oracle_rows(arm_rows)
+    if len(runs) > 1:
+        rows = [{**r, "system": f"{r['run']}/{r['system']}"} for r in rows]
+    return rows
+
+
+def summaries(rows: list[dict]) -> list[SystemSummary]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["system"])].append(row)
+    return [summarize(groups[key]) for key in sorted(groups)]
+
+
+def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str]) -> str:
+    lines = [f"# Evaluation report: {', '.join(runs)}", "",
+             "EM / F1 / Acc in %, mean over questions with a bootstrap 95% CI; steps = "
+             "retrieval calls per question; seconds = wall time per question; tokens = "
+             "prompt + completion tokens per question; sup. recall = share of gold "
+             "supporting titles among the passages used.", ""]
+    for dataset in sorted({s.dataset for s in summaries_}):
+        lines += [f"## {dataset}", "",
+                  "| system | n | EM | F1 | Acc | steps | hops | seconds | tokens | sup. recall |",
+                  "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
+        for s in (s for s in summaries_ if s.dataset == dataset):
+            recall = "-" if s.sup_recall is None else f"{100 * s.sup_recall:.1f}"
+            lines.append(f"| {s.system} | {s.n} | {s.em.fmt()} | {s.f1.fmt()} | {s.acc.fmt()} "
+                         f"| {s.steps:.2f} | {s.hops:.2f} | {s.seconds:.2f} | {s.tokens:.0f} "
+                         f"| {recall} |")
+        lines.append("")
+    mixed = [s for s in summaries_ if len(s.arms) > 1]
+    if mixed:
+        lines += ["## Arms chosen", "", "| dataset | system | " +
+                  " | ".join(f"{a} share (EM)" for a in ARMS) + " |",
+                  "|---|---|" + "---|" * len(ARMS)]
+        for s in mixed:
+            cells = [f"{100 * s.arms[a] / s.n:.0f}% ({100 * s.em_by_arm[a]:.1f})"
+                     if a in s.arms else "0%" for a in ARMS]
+            lines.append(f"| {s.dataset} | {s.system} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(db: str | Path, runs: list[str], out: str | Path) -> Path:
+    """Write ``report.md`` and the PNG plots into ``out``; return the report path."""
+    from eval.plots import arm_plot, quality_plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = summaries(load_rows(db, runs))
+    plots = quality_plots(table, out) + arm_plot(table, out)
+    path = out / "report.md"
+    fd, tmp = tempfile.mkstemp(prefix=".report.", dir=out)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(markdown(table, runs, [str(p) for p in plots]))
+    os.replace(tmp, path)
+    return path

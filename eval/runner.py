@@ -1,0 +1,77 @@
+"""Evaluate systems on examples, one stored row per (system, question), resumable.
+
+A *system* is anything with ``run(question, ctx) -> Answer`` (a strategy, or the agent
+with its policy); ``Answer.strategy`` names the arm it used. Rows already in the store
+for this run are skipped, so rerunning a killed command finishes the job without
+duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, is_dataclass
+from typing import Any, Mapping, Protocol, Sequence
+
+from eval.examples import Example
+from eval.executor import Summary, execute
+from eval.metrics import answer_scores, passage_recall
+from eval.store import RunStore
+
+
+class System(Protocol):
+    def run(self, question: str, ctx: dict | None = None) -> Any:
+        ...
+
+
+def question_context(example: Example, seed: int | None) -> dict:
+    return {"qid": example.id, "dataset": example.dataset, "seed": seed}
+
+
+def score_answer(example: Example, answer: Any, seconds: float) -> dict:
+    """The columns shared by ``results`` and ``arm_outcomes`` for one answered question."""
+    prediction = str(getattr(answer, "answer", "") or "")
+    passages = list(getattr(answer, "passages", None) or [])
+    recall = None
+    if example.supporting_titles:
+        recall = passage_recall([p.get("title", "") for p in passages],
+                                example.supporting_titles)
+        recall = None if math.isnan(recall) else recall
+    return {"dataset": example.dataset, "qid": example.id, "question": example.question,
+            "prediction": prediction, "golds": json.dumps(example.answers, ensure_ascii=False),
+            **answer_scores(prediction, example.answers), "sup_recall": recall,
+            "retrieval_calls": int(getattr(answer, "retrieval_calls", 0) or 0),
+            "hops": int(getattr(answer, "hops", 0) or 0),
+            "prompt_tokens": int(getattr(answer, "prompt_tokens", 0) or 0),
+            "completion_tokens": int(getattr(answer, "completion_tokens", 0) or 0),
+            "seconds": float(seconds)}
+
+
+def answer_trace(answer: Any) -> dict:
+    steps = [asdict(s) if is_dataclass(s) else s for s in getattr(answer, "trace", None) or []]
+    return {"passages": list(getattr(answer, "passages", None) or []), "steps": steps,
+            "confidence": getattr(answer, "confidence", None)}
+
+
+def evaluate(systems: Mapping[str, System], examples: Sequence[Example], store: RunStore,
+             run: str, workers: int = 1, seed: int | None = None) -> dict[str, Summary]:
+    """Answer every (system, example) not yet stored under ``run``; return per-system counts."""
+    summaries = {}
+    for name, system in systems.items():
+        done = store.done_keys("results", run=run, system=name)
+        pending = [ex for ex in examples if (run, name, ex.dataset, ex.id) not in done]
+
+        def work(example: Example, system=system, name=name) -> dict:
+            start = time.perf_counter()
+            answer = system.run(example.question, question_context(example, seed))
+            row = score_answer(example, answer, time.perf_counter() - start)
+            return {**row, "run": run, "system": name,
+                    "arm": getattr(answer, "strategy", None) or name,
+                    "trace": answer_trace(answer)}
+
+        summaries[name] = execute(pending, work, lambda row: store.insert("results", row),
+                                  workers=workers, desc=f"{run}/{name}",
+                                  already_done=len(examples) - len(pending),
+                                  label=lambda ex: f"{ex.dataset}/{ex.id}")
+    return summaries

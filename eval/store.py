@@ -1,0 +1,127 @@
+"""The DuckDB schema for evaluation runs and the arm log, and the one class that writes it.
+
+``results``: one row per (run, system, dataset, question) of ``searchagent eval run``.
+``arm_outcomes``: one row per (run, dataset, question, arm) of ``searchagent eval log-arms``;
+the table policies train on. Rows are inserted one at a time as questions finish, with
+``INSERT OR IGNORE`` on the primary key, so a resumed run never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import duckdb
+
+RESULT_COLUMNS = {
+    "run": "VARCHAR", "system": "VARCHAR", "dataset": "VARCHAR", "qid": "VARCHAR",
+    "question": "VARCHAR", "prediction": "VARCHAR", "golds": "VARCHAR",
+    "em": "DOUBLE", "f1": "DOUBLE", "acc": "DOUBLE", "sup_recall": "DOUBLE",
+    "retrieval_calls": "INTEGER", "hops": "INTEGER", "prompt_tokens": "INTEGER",
+    "completion_tokens": "INTEGER", "seconds": "DOUBLE", "arm": "VARCHAR", "trace": "JSON",
+    "created_at": "TIMESTAMP",
+}
+RESULT_KEY = ("run", "system", "dataset", "qid")
+
+ARM_COLUMNS = {
+    "run": "VARCHAR", "dataset": "VARCHAR", "qid": "VARCHAR", "question": "VARCHAR",
+    "arm": "VARCHAR", "prediction": "VARCHAR", "golds": "VARCHAR",
+    "em": "DOUBLE", "f1": "DOUBLE", "acc": "DOUBLE", "sup_recall": "DOUBLE",
+    "retrieval_calls": "INTEGER", "hops": "INTEGER", "prompt_tokens": "INTEGER",
+    "completion_tokens": "INTEGER", "seconds": "DOUBLE", "confidence": "DOUBLE",
+    "created_at": "TIMESTAMP",
+}
+ARM_KEY = ("run", "dataset", "qid", "arm")
+
+TABLES = {"results": (RESULT_COLUMNS, RESULT_KEY), "arm_outcomes": (ARM_COLUMNS, ARM_KEY)}
+
+
+def create_sql(table: str) -> str:
+    columns, key = TABLES[table]
+    body = ", ".join(f"{name} {kind}" for name, kind in columns.items())
+    return f"CREATE TABLE IF NOT EXISTS {table} ({body}, PRIMARY KEY ({', '.join(key)}))"
+
+
+class RunStore:
+    """A runs database. Use it from one thread at a time (the runner's writer thread)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            for table in TABLES:
+                self.con.execute(create_sql(table))
+
+    def done_keys(self, table: str, **where: Any) -> set[tuple]:
+        """Primary keys already stored, restricted by equality filters like ``run=...``."""
+        columns, key = TABLES[table]
+        if not self.has_table(table):
+            return set()
+        clause = " AND ".join(f"{name} = ?" for name in where) or "TRUE"
+        rows = self.con.execute(f"SELECT {', '.join(key)} FROM {table} WHERE {clause}",
+                                list(where.values())).fetchall()
+        return {tuple(row) for row in rows}
+
+    def insert(self, table: str, row: dict[str, Any]) -> bool:
+        """Insert one row (missing columns are NULL); False when its key was already there."""
+        columns, key = TABLES[table]
+        unknown = set(row) - set(columns)
+        if unknown:
+            raise ValueError(f"unknown {table} columns: {sorted(unknown)}")
+        names = [c for c in columns if c != "created_at"]
+        values = [_json_cell(row.get(c)) if columns[c] == "JSON" else row.get(c) for c in names]
+        marks = ", ".join(["?"] * len(names))
+        before = self.count(table, **{k: row[k] for k in key})
+        self.con.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(names)}, created_at) "
+                         f"VALUES ({marks}, now())", values)
+        return before == 0
+
+    def count(self, table: str, **where: Any) -> int:
+        clause = " AND ".join(f"{name} = ?" for name in where) or "TRUE"
+        return self.con.execute(f"SELECT count(*) FROM {table} WHERE {clause}",
+                                list(where.values())).fetchone()[0]
+
+    def has_table(self, table: str) -> bool:
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+            [table]).fetchone()[0])
+
+    def rows(self, table: str, runs: Iterable[str]) -> list[dict]:
+        """All rows of the given runs as dicts (JSON columns decoded)."""
+        runs = list(runs)
+        if not runs or not self.has_table(table):
+            return []
+        cursor = self.con.execute(
+            f"SELECT * FROM {table} WHERE run IN ({', '.join(['?'] * len(runs))}) "
+            f"ORDER BY run, dataset, qid", runs)
+        names = [d[0] for d in cursor.description]
+        out = []
+        for values in cursor.fetchall():
+            row = dict(zip(names, values))
+            for name in ("golds", "trace"):
+                if isinstance(row.get(name), str):
+                    row[name] = json.loads(row[name])
+            out.append(row)
+        return out
+
+    def runs(self, table: str) -> list[str]:
+        if not self.has_table(table):
+            return []
+        return [r[0] for r in self.con.execute(f"SELECT DISTINCT run FROM {table} ORDER BY 1")
+                .fetchall()]
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _json_cell(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, ensure_ascii=False)

@@ -1,0 +1,168 @@
+"""``searchagent eval pool|run|log-arms|report``: the evaluation harness."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from searchagent.config import load_config
+from searchagent.errors import InputError
+
+DEFAULT_DB = "runs/runs.duckdb"
+
+
+def register(sub) -> None:
+    ev = sub.add_parser("eval", help="benchmark loaders, pooled corpora, runs, reports")
+    actions = ev.add_subparsers(dest="action", required=True)
+
+    pool = actions.add_parser("pool", help="pool the context paragraphs of dataset files "
+                              "into one corpus JSONL")
+    pool.add_argument("datasets", nargs="+", metavar="NAME[:FORMAT]:PATH")
+    pool.add_argument("--out", required=True, help="corpus JSONL to write")
+    pool.set_defaults(func=run_pool)
+
+    for name, helptext in (("run", "evaluate strategies or policies, one row per question"),
+                           ("log-arms", "run every arm on every question (policy training)")):
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("--dataset", action="append", required=True, metavar="NAME[:FORMAT]:PATH")
+        p.add_argument("--index", required=True, help="index folder")
+        p.add_argument("--run", required=True, help="run name (rerun the same name to resume)")
+        p.add_argument("--db", default=DEFAULT_DB, help=f"runs database (default {DEFAULT_DB})")
+        p.add_argument("--runs-dir", default="runs", help="where runs/<run>/config.json goes")
+        p.add_argument("--limit", type=int, help="questions per dataset")
+        p.add_argument("--seed", type=int, help="with --limit: a seeded random sample "
+                       "(default: the first N)")
+        p.add_argument("--workers", type=int, default=1, help="questions in flight")
+        p.add_argument("--mode", choices=["bm25", "dense", "hybrid"], help="retrieval mode")
+        p.add_argument("-k", type=int, help="passages per retrieval")
+        p.add_argument("--max-hops", type=int)
+        p.add_argument("--max-new-tokens", type=int)
+        p.add_argument("--threads", type=int, help="generator threads (0 = all cores)")
+        p.add_argument("--force", action="store_true",
+                       help="reuse a run name even though its settings changed")
+    run = actions.choices["run"]
+    run.add_argument("--strategy", action="append", metavar="NAME[,NAME]",
+                     help="fixed strategy (parametric, single, multi); repeatable")
+    run.add_argument("--policy", action="append", metavar="DIR",
+                     help="trained policy folder, run through the agent; repeatable")
+    run.set_defaults(func=run_eval)
+    arms = actions.choices["log-arms"]
+    arms.add_argument("--arms", default="parametric,single,multi")
+    arms.set_defaults(func=run_log_arms)
+
+    report = actions.add_parser("report", help="markdown tables and plots for runs")
+    report.add_argument("runs", nargs="+", metavar="RUN")
+    report.add_argument("--db", default=DEFAULT_DB)
+    report.add_argument("--out", required=True, help="folder for report.md and PNGs")
+    report.set_defaults(func=run_report)
+
+
+def run_pool(args) -> int:
+    from eval.pooling import pool_corpus
+
+    stats = pool_corpus(args.datasets, args.out)
+    for spec, counts in stats["datasets"].items():
+        print(f"{spec}: {counts['questions']} questions, {counts['paragraphs']} paragraphs")
+    print(f"wrote {args.out}: {stats['passages']} unique passages "
+          f"(from {stats['paragraphs']} paragraphs)")
+    return 0
+
+
+def _setup(args, systems: list[str]):
+    """Config, examples, run folder; returns (config, examples)."""
+    from eval.examples import subset
+    from eval.loaders import load_spec
+
+    cli = {"retrieval": {"mode": args.mode, "k": args.k},
+           "agent": {"max_hops": args.max_hops},
+           "generator": {"max_new_tokens": args.max_new_tokens, "threads": args.threads}}
+    config = load_config(args.config, cli=cli)
+    if args.workers < 1:
+        raise InputError(f"must be >= 1, got {args.workers}", field="workers")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"must be >= 1, got {args.limit}", field="limit")
+    examples = []
+    for spec in args.dataset:
+        examples += subset(load_spec(spec), args.limit, args.seed)
+    settings = {"config": config.to_dict(), "datasets": args.dataset, "systems": systems,
+                "index": str(Path(args.index).resolve()), "limit": args.limit,
+                "seed": args.seed, "db": str(Path(args.db).resolve())}
+    _write_run_config(Path(args.runs_dir) / args.run, settings, args.force)
+    return config, examples
+
+
+def _write_run_config(folder: Path, settings: dict, force: bool) -> None:
+    path = folder / "config.json"
+    if path.exists() and not force:
+        old = json.loads(path.read_text())
+        changed = [k for k in settings if k not in ("systems",) and old.get(k) != settings[k]]
+        if changed:
+            raise InputError(f"run already exists with different {', '.join(changed)}; pick a "
+                             "new --run name or pass --force", path=str(path))
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {**settings, "command": sys.argv, "cwd": os.getcwd()}
+    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=folder)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _open(args, config):
+    from retrievers.searcher import Searcher
+    from searchagent.generators.factory import make_generator
+
+    return Searcher(args.index, config), make_generator(config.generator)
+
+
+def _finish(summaries: dict, db: str) -> int:
+    failed = sum(s.failed for s in summaries.values())
+    for name, s in summaries.items():
+        print(f"{name}: {s.done} answered, {s.failed} failed")
+    print(f"rows in {db}" + (f"; rerun the same command to retry {failed} failed" if failed
+                             else ""))
+    return 1 if failed else 0
+
+
+def run_eval(args) -> int:
+    from eval.runner import evaluate
+    from eval.store import RunStore
+    from eval.systems import make_policy_system, make_strategy_system, strategy_names
+
+    names = strategy_names(args.strategy)
+    policies = args.policy or []
+    if not names and not policies:
+        raise InputError("give --strategy NAME and/or --policy DIR", field="strategy")
+    labels = names + [f"policy:{Path(p).name}" for p in policies]
+    config, examples = _setup(args, labels)
+    searcher, generator = _open(args, config)
+    systems = {n: make_strategy_system(n, searcher, generator, config) for n in names}
+    for path, label in zip(policies, labels[len(names):]):
+        systems[label] = make_policy_system(path, searcher, generator, config)
+    with RunStore(args.db) as store:
+        summaries = evaluate(systems, examples, store, args.run, args.workers, args.seed)
+    return _finish(summaries, args.db)
+
+
+def run_log_arms(args) -> int:
+    from eval.arm_log import log_arms
+    from eval.store import RunStore
+    from eval.systems import make_strategy_system, strategy_names
+
+    arms = strategy_names([args.arms])
+    config, examples = _setup(args, arms)
+    searcher, generator = _open(args, config)
+    systems = {arm: make_strategy_system(arm, searcher, generator, config) for arm in arms}
+    with RunStore(args.db) as store:
+        summary = log_arms(systems, examples, store, args.run, args.workers, args.seed)
+    return _finish({"arms": summary}, args.db)
+
+
+def run_report(args) -> int:
+    from eval.report import write_report
+
+    path = write_report(args.db, args.runs, args.out)
+    print(f"wrote {path}")
+    return 0

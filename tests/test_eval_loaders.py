@@ -1,0 +1,163 @@
+"""Every dataset shape loads into Examples from small fixtures written in that shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.examples import join_sentences, subset
+from eval.loaders import detect_format, load_dataset, load_spec, parse_spec
+from eval.loaders.reading import read_records
+from searchagent.errors import InputError
+
+FIX = Path(__file__).parent / "fixtures" / "eval"
+
+
+def first_format(name: str) -> str:
+    return detect_format(next(read_records(FIX / name))[1], name)
+
+
+@pytest.mark.parametrize("name", ["hotpot_official.json", "hotpot_hf.jsonl"])
+def test_hotpotqa_official_and_hf_shapes_agree(name):
+    assert first_format(name) == "hotpotqa"
+    bridge, comparison = load_dataset("hotpotqa", FIX / name)
+    assert bridge.id == "hp1" and bridge.answers == ["Chief of Protocol"]
+    assert bridge.qtype == "bridge" and comparison.answers == ["yes"]
+    assert bridge.supporting_titles == ["Shirley Temple", "Kiss and Tell (1945 film)"]
+    assert [p.title for p in bridge.paragraphs] == ["Meet Corliss Archer", "Shirley Temple",
+                                                    "Kiss and Tell (1945 film)"]
+    assert [p.supporting for p in bridge.paragraphs] == [False, True, True]
+    # HotpotQA sentences carry their own leading space: no doubled spaces when joined
+    assert bridge.paragraphs[1].text == ("Shirley Temple Black was an American actress and "
+                                         "diplomat. As an adult, she served as Chief of "
+                                         "Protocol of the United States.")
+
+
+def test_2wiki_official_and_flashrag_shapes():
+    (official,) = load_dataset("2wiki", FIX / "2wiki_official.json", fmt="2wikimultihopqa")
+    flash = load_dataset("2wiki", FIX / "2wiki_flashrag.jsonl")
+    assert first_format("2wiki_flashrag.jsonl") == "flashrag"
+    assert official.answers == flash[0].answers == ["Małgorzata Braunek"]
+    assert official.qtype == flash[0].qtype == "compositional"
+    assert set(official.supporting_titles) == set(flash[0].supporting_titles) == {
+        "Polish-Russian War (film)", "Xawery Żuławski"}
+    # 2Wiki sentences have no leading space: one is inserted between them
+    assert flash[0].paragraphs[1].text == ("Xawery Żuławski is a Polish film director. He is "
+                                           "the son of actress Małgorzata Braunek.")
+    assert official.paragraphs == flash[0].paragraphs
+    assert flash[1].answers == ["Scott Derrickson", "Scott Edward Derrickson"]
+
+
+def test_musique_jsonl_named_json_with_aliases_and_hops():
+    assert first_format("musique.json") == "musique"
+    two, three = load_dataset("musique", FIX / "musique.json")
+    assert two.answers == ["Miquette Giraudy", "M. Giraudy"]
+    assert (two.qtype, three.qtype) == ("2hop", "3hop")
+    assert two.supporting_titles == ["Green (Steve Hillage album)", "Miquette Giraudy"]
+    assert len(two.paragraphs) == 3 and len(two.supporting_paragraphs) == 2
+
+
+def test_musique_without_paragraphs_uses_document_ids():
+    (example,) = load_dataset("musique", FIX / "musique_no_paragraphs.json")
+    assert example.paragraphs == []
+    assert example.supporting_titles == ["Green (Steve Hillage album)", "Miquette Giraudy"]
+
+
+def test_flashrag_musique_support_paragraphs():
+    (example,) = load_dataset("musique", FIX / "musique_flashrag.jsonl")
+    assert example.qtype == "2hop"
+    assert [p.title for p in example.paragraphs] == ["Green (Steve Hillage album)",
+                                                     "Miquette Giraudy"]
+    assert all(p.supporting for p in example.paragraphs)
+
+
+def test_ircot_answer_objects_spans_numbers_dates():
+    assert first_format("ircot.jsonl") == "ircot"
+    span, number, date = load_dataset("hotpotqa", FIX / "ircot.jsonl")
+    assert span.answers == ["Chief of Protocol"] and number.answers == ["1"]
+    assert date.answers == ["16 July 1966"]
+    assert span.supporting_titles == ["Shirley Temple", "Kiss and Tell (1945 film)"]
+    assert number.paragraphs == []
+
+
+def test_flashrag_nq_and_plain_question_lists():
+    flash = load_dataset("nq", FIX / "flashrag.jsonl")
+    assert [e.id for e in flash] == ["test_0", "test_1"]
+    assert flash[0].answers == ["Wilhelm Conrad Röntgen"]
+    nq = load_dataset("nq", FIX / "nq_open.jsonl")
+    assert first_format("nq_open.jsonl") == "nq_open"
+    assert [e.id for e in nq] == ["0", "1"]            # no ids: numbered by position
+    assert nq[1].answers == ["Bobby Scott", "Bob Russell"]
+    plain = load_dataset("squad", FIX / "qa_list.jsonl")
+    assert plain[1].answers == ["Levi's Stadium", "Santa Clara, California"]
+
+
+@pytest.mark.parametrize("name,ids", [("triviaqa_official.json", ["tc_1", "tc_2"]),
+                                      ("triviaqa_hf.jsonl", ["tc_2"]),
+                                      ("triviaqa_sample.jsonl", ["0", "1"])])
+def test_triviaqa_shapes_keep_aliases(name, ids):
+    examples = load_dataset("triviaqa", FIX / name)
+    assert [e.id for e in examples] == ids
+    mars = [e for e in examples if "Red Planet" in e.question][0]
+    expected = ["Mars"] if name == "triviaqa_sample.jsonl" else ["Mars", "Planet Mars"]
+    assert mars.answers == expected
+    if name == "triviaqa_official.json":
+        assert examples[0].answers == ["December", "Dec", "Dec."]
+
+
+def test_squad_official_and_hf():
+    assert first_format("squad_official.json") == "squad"
+    afc, nfc = load_dataset("squad", FIX / "squad_official.json")
+    assert afc.id == "56be4db0acb8001400a502ec" and afc.answers == ["Denver Broncos"]
+    assert afc.supporting_titles == ["Super Bowl 50"] and afc.paragraphs[0].supporting
+    (hf,) = load_dataset("squad", FIX / "squad_hf.jsonl")
+    assert hf.answers[0] == "Levi's Stadium" and "Levi's Stadium" in hf.paragraphs[0].text
+
+
+def test_spec_parsing_and_format_override():
+    assert parse_spec("hotpotqa:/x/y.jsonl").fmt is None
+    spec = parse_spec(f"tqa:qa:{FIX / 'triviaqa_sample.jsonl'}")
+    assert (spec.name, spec.fmt) == ("tqa", "nq_open")
+    assert [e.dataset for e in load_spec(spec)] == ["tqa", "tqa"]
+    with pytest.raises(InputError, match="NAME:PATH"):
+        parse_spec("no-colon")
+    with pytest.raises(InputError, match="unknown dataset format"):
+        load_dataset("x", FIX / "nq_open.jsonl", fmt="nope")
+
+
+def test_bad_inputs_name_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "question": "q?", "golden_answers": ["x"]}\n'
+                   '{"id": "b", "question": "q2?", "golden_answers": []}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl, line 2, field .golden_answers.: no gold"):
+        load_dataset("d", bad)
+    bad.write_text('{"id": "a", "question": "q?", "golden_answers": ["x"]}\n{oops\n')
+    with pytest.raises(InputError, match="line 2.*malformed JSON"):
+        load_dataset("d", bad)
+    bad.write_text('{"id": "a", "question": "q?", "answer": ["x"]}\n'
+                   '{"id": "a", "question": "q2?", "answer": ["y"]}\n')
+    with pytest.raises(InputError, match="line 2.*duplicate question id 'a'"):
+        load_dataset("d", bad)
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([{"_id": "1", "question": "q", "answer": "a", "context": []},
+                                  {"_id": "2", "answer": "a", "context": []}]))
+    with pytest.raises(InputError, match=r"field '\[1\]\.question'.*missing"):
+        load_dataset("d", listed)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text('{"foo": 1}\n')
+    with pytest.raises(InputError, match="cannot tell the dataset format"):
+        load_dataset("d", unknown)
+    with pytest.raises(InputError, match="not found"):
+        load_dataset("d", tmp_path / "missing.jsonl")
+
+
+def test_subset_first_n_or_seeded_sample():
+    examples = load_dataset("nq", FIX / "nq_open.jsonl") * 1
+    assert subset(examples, 1) == examples[:1]
+    assert subset(examples, None) == examples
+    many = [e for _ in range(10) for e in examples]
+    a, b = subset(many, 5, seed=3), subset(many, 5, seed=3)
+    assert a == b and len(a) == 5
+    assert join_sentences(["A.", " B.", "C."]) == "A. B. C."

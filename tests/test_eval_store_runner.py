@@ -1,0 +1,127 @@
+"""The DuckDB schema, resumable runs (one row per question and system), the arm log and
+reports, driven by a real retrieval system over the shared small index."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import duckdb
+import pytest
+
+from eval.arm_log import log_arms
+from eval.examples import Example
+from eval.metrics import exact_match
+from eval.report import load_rows, summaries, write_report
+from eval.runner import evaluate
+from eval.store import ARM_COLUMNS, RESULT_COLUMNS, RunStore
+from searchagent.strategies.base import Answer
+from tests.conftest import sample_questions
+
+CONTRACT_ARM_COLUMNS = ["run", "dataset", "qid", "question", "arm", "prediction", "golds",
+                        "em", "f1", "acc", "sup_recall", "retrieval_calls", "hops",
+                        "prompt_tokens", "completion_tokens", "seconds", "confidence",
+                        "created_at"]
+
+
+class TopTitle:
+    """A real, cheap system: retrieve with the index and answer with the top hit's title."""
+
+    def __init__(self, searcher, mode: str, k: int = 3, fail_on: str = ""):
+        self.searcher, self.mode, self.k, self.fail_on = searcher, mode, k, fail_on
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def run(self, question, ctx=None):
+        with self.lock:
+            self.calls.append(ctx["qid"])
+        if self.fail_on and ctx["qid"] == self.fail_on:
+            raise RuntimeError("boom")
+        hits = self.searcher.search(question, self.k, self.mode)
+        return Answer(answer=hits[0].title, strategy=self.mode, retrieval_calls=1, hops=1,
+                      passages=[{"id": h.id, "title": h.title, "score": h.score} for h in hits],
+                      confidence=-0.5)
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[Example]:
+    return [Example(id=q["id"], question=q["question"], answers=q["answers"], dataset="sample",
+                    supporting_titles=q["supporting_titles"]) for q in sample_questions()[:12]]
+
+
+def test_schema_matches_the_contract(tmp_path):
+    with RunStore(tmp_path / "r.duckdb") as store:
+        cols = store.con.execute("SELECT column_name, data_type FROM information_schema.columns"
+                                 " WHERE table_name = 'arm_outcomes' ORDER BY ordinal_position"
+                                 ).fetchall()
+        assert [c for c, _ in cols] == CONTRACT_ARM_COLUMNS == list(ARM_COLUMNS)
+        assert dict(cols)["golds"] == "VARCHAR" and dict(cols)["retrieval_calls"] == "INTEGER"
+        names = [c for (c,) in store.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'results' "
+            "ORDER BY ordinal_position").fetchall()]
+        assert names == list(RESULT_COLUMNS)
+        row = {"run": "r", "system": "s", "dataset": "d", "qid": "1", "em": 1.0,
+               "trace": {"steps": []}}
+        assert store.insert("results", row) is True
+        assert store.insert("results", {**row, "em": 0.0}) is False    # key exists: ignored
+        assert store.con.execute("SELECT em FROM results").fetchall() == [(1.0,)]
+
+
+def test_run_writes_one_row_per_question_and_resumes(tmp_path, searcher, examples):
+    db = tmp_path / "runs.duckdb"
+    bm25, dense = TopTitle(searcher, "bm25"), TopTitle(searcher, "dense", fail_on=examples[3].id)
+    with RunStore(db) as store:
+        first = evaluate({"bm25": bm25}, examples[:5], store, "r1", workers=2)
+        out = evaluate({"bm25": bm25, "dense": dense}, examples, store, "r1", workers=3)
+    assert first["bm25"].done == 5
+    assert out["bm25"].done == 7 and len(bm25.calls) == 12    # only the 7 new ones ran again
+    assert out["dense"].done == 11 and out["dense"].failed == 1
+    assert "boom" in out["dense"].errors[0]
+    con = duckdb.connect(str(db), read_only=True)
+    counts = dict(con.execute("SELECT system, count(*) FROM results GROUP BY 1").fetchall())
+    assert counts == {"bm25": 12, "dense": 11}
+    assert con.execute("SELECT count(*) FROM (SELECT DISTINCT run, system, dataset, qid "
+                       "FROM results)").fetchone()[0] == 23
+    pred, golds, em, trace, arm = con.execute(
+        "SELECT prediction, golds, em, trace, arm FROM results WHERE system = 'bm25' "
+        "AND qid = ?", [examples[0].id]).fetchone()
+    con.close()
+    assert em == exact_match(pred, json.loads(golds))
+    assert arm == "bm25" and len(json.loads(trace)["passages"]) == 3
+    with RunStore(db) as store:                               # a rerun retries the failure
+        again = evaluate({"dense": TopTitle(searcher, "dense")}, examples, store, "r1")
+    assert again["dense"].done == 1
+
+
+def test_arm_log_and_report(tmp_path, searcher, examples):
+    db = tmp_path / "runs.duckdb"
+    arms = {"parametric": TopTitle(searcher, "bm25", k=1), "single": TopTitle(searcher, "dense"),
+            "multi": TopTitle(searcher, "hybrid", k=5)}
+    with RunStore(db) as store:
+        summary = log_arms(arms, examples, store, "arms", workers=2)
+        evaluate({"hybrid": TopTitle(searcher, "hybrid")}, examples, store, "eval1")
+        assert log_arms(arms, examples, store, "arms").done == 0   # all logged already
+    assert summary.done == 36
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT qid, arm, sup_recall, confidence, golds FROM arm_outcomes"
+                       ).fetchall()
+    con.close()
+    assert len(rows) == 36 and {r[1] for r in rows} == set(arms)
+    assert all(r[3] == -0.5 and json.loads(r[4]) for r in rows)
+    assert all(0.0 <= r[2] <= 1.0 for r in rows)
+
+    table = {(s.dataset, s.system): s for s in summaries(load_rows(db, ["arms"]))}
+    assert set(table) == {("sample", f"arm:{a}") for a in arms} | {("sample", "oracle")}
+    oracle, arm_em = table[("sample", "oracle")], [table[("sample", f"arm:{a}")].em.mean
+                                                   for a in arms]
+    assert oracle.em.mean >= max(arm_em) and oracle.n == len(examples)
+
+    out = tmp_path / "report"
+    path = write_report(db, ["arms", "eval1"], out)
+    text = path.read_text()
+    assert "| eval1/hybrid | 12 |" in text and "| arms/oracle | 12 |" in text
+    assert "## Arms chosen" in text
+    for png in ("quality_sample.png", "arms.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(Exception, match="no rows for run"):
+        write_report(db, ["nope"], out)
