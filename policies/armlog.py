@@ -1,0 +1,143 @@
+"""Read the evaluation harness's arm log (DuckDB table ``arm_outcomes``) into arrays.
+
+One row per (run, dataset, qid, arm). ``load_arm_log`` keeps questions that have every
+arm, takes the newest row when several runs logged the same (dataset, qid, arm), and
+returns per-arm quality, steps, seconds and the parametric arm's confidence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from policies.arms import ARMS
+from searchagent.errors import InputError
+
+TABLE = "arm_outcomes"
+COLUMNS = ("run", "dataset", "qid", "question", "arm", "prediction", "golds", "em", "f1",
+           "acc", "sup_recall", "retrieval_calls", "hops", "prompt_tokens",
+           "completion_tokens", "seconds", "confidence", "created_at")
+
+
+@dataclass
+class ArmTable:
+    keys: list[tuple[str, str]]               # (dataset, qid)
+    questions: list[str]
+    golds: list[list[str]]
+    quality: dict[str, np.ndarray]            # metric -> (n, arms)
+    steps: np.ndarray                         # retrieval calls, (n, arms)
+    seconds: np.ndarray                       # (n, arms)
+    confidence: np.ndarray                    # parametric arm's mean logprob, NaN if none
+    dropped: int = 0                          # questions missing an arm
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def subset(self, rows: Sequence[int]) -> "ArmTable":
+        rows = np.asarray(rows, dtype=np.int64)
+        return ArmTable([self.keys[i] for i in rows], [self.questions[i] for i in rows],
+                        [self.golds[i] for i in rows],
+                        {m: q[rows] for m, q in self.quality.items()},
+                        self.steps[rows], self.seconds[rows], self.confidence[rows])
+
+    def confidences(self) -> list[float | None]:
+        return [None if math.isnan(c) else float(c) for c in self.confidence]
+
+
+def load_arm_log(path: str | Path, runs: Sequence[str] | None = None,
+                 datasets: Sequence[str] | None = None) -> ArmTable:
+    import duckdb
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("arm log not found", path=str(path))
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise InputError(f"cannot open arm log: {exc}", path=str(path)) from exc
+    try:
+        present = {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+            [TABLE]).fetchall()}
+        if not present:
+            raise InputError(f"no table {TABLE} in this database", path=str(path),
+                             field=TABLE)
+        needed = ("run", "dataset", "qid", "question", "arm", "golds", "em", "f1", "acc",
+                  "retrieval_calls", "seconds", "confidence", "created_at")
+        missing = [c for c in needed if c not in present]
+        if missing:
+            raise InputError(f"arm log lacks column(s) {', '.join(missing)}",
+                             path=str(path), field=f"{TABLE}.{missing[0]}")
+        where, params = ["arm IN (?, ?, ?)"], list(ARMS)
+        for name, values in (("run", runs), ("dataset", datasets)):
+            if values:
+                where.append(f"{name} IN ({', '.join('?' * len(values))})")
+                params += list(values)
+        rows = con.execute(
+            f"SELECT dataset, qid, question, arm, golds, em, f1, acc, retrieval_calls, "
+            f"seconds, confidence FROM (SELECT *, row_number() OVER (PARTITION BY dataset, "
+            f"qid, arm ORDER BY created_at DESC, run DESC) AS newest FROM {TABLE} "
+            f"WHERE {' AND '.join(where)}) WHERE newest = 1 ORDER BY dataset, qid, arm",
+            params).fetchall()
+    finally:
+        con.close()
+    return _to_table(rows, str(path))
+
+
+def _to_table(rows, source: str) -> ArmTable:
+    by_key: dict[tuple[str, str], dict] = {}
+    for dataset, qid, question, arm, golds, em, f1, acc, calls, seconds, conf in rows:
+        entry = by_key.setdefault((str(dataset), str(qid)),
+                                  {"question": question, "golds": golds, "arms": {}})
+        values = (em, f1, acc, calls, seconds)
+        if any(v is None for v in values):
+            raise InputError(f"NULL em/f1/acc/retrieval_calls/seconds for dataset={dataset} "
+                             f"qid={qid} arm={arm}", path=source, field=TABLE)
+        entry["arms"][arm] = (*map(float, values), conf)
+    complete = {k: v for k, v in by_key.items() if len(v["arms"]) == len(ARMS)}
+    keys = sorted(complete)
+    n = len(keys)
+    table = np.zeros((5, n, len(ARMS)))
+    confidence = np.full(n, np.nan)
+    golds = []
+    for i, key in enumerate(keys):
+        entry = complete[key]
+        for a, arm in enumerate(ARMS):
+            table[:, i, a] = entry["arms"][arm][:5]
+        conf = entry["arms"]["parametric"][5]
+        if conf is not None:
+            confidence[i] = float(conf)
+        golds.append(_parse_golds(entry["golds"], source, key))
+    return ArmTable(keys, [complete[k]["question"] for k in keys], golds,
+                    {"em": table[0], "f1": table[1], "acc": table[2]}, table[3], table[4],
+                    confidence, dropped=len(by_key) - n)
+
+
+def _parse_golds(value, source: str, key) -> list[str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"golds is not JSON for dataset={key[0]} qid={key[1]}",
+                             path=source, field="golds") from exc
+    if isinstance(value, str):
+        value = [value]
+    return [str(v) for v in (value or [])]
+
+
+def split_by_id(keys: Sequence[tuple[str, str]], test_frac: float = 0.3,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint train/test row indices: sort by a seeded hash of (dataset, qid)."""
+    import hashlib
+
+    if not 0.0 < test_frac < 1.0:
+        raise InputError(f"test fraction must be in (0, 1), got {test_frac}", field="test_frac")
+    order = sorted(range(len(keys)), key=lambda i: hashlib.sha256(
+        f"{seed}|{keys[i][0]}|{keys[i][1]}".encode()).hexdigest())
+    n_test = int(round(len(keys) * test_frac))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])

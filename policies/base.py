@@ -1,0 +1,75 @@
+"""The Policy interface every bandit and baseline implements.
+
+``scores(x, explore)`` returns one number per arm (higher is better) and ``choose`` takes
+the argmax; ``explore=False`` is the greedy (serving / evaluation) choice. ``update`` learns
+from one revealed reward. ``state()`` returns JSON-able values and numpy arrays that
+``from_state`` turns back into the same policy (see ``persistence``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from policies.arms import ARMS
+from searchagent.errors import InputError
+
+
+class Policy:
+    algo: ClassVar[str] = "base"
+    learns_online: ClassVar[bool] = True
+
+    def __init__(self, dim: int, n_arms: int = len(ARMS), seed: int = 0):
+        if dim <= 0 or n_arms <= 0:
+            raise InputError(f"policy needs dim > 0 and n_arms > 0, got {dim}, {n_arms}")
+        self.dim, self.n_arms, self.seed = int(dim), int(n_arms), int(seed)
+        self.rng = np.random.default_rng(seed)
+        self.updates = 0
+
+    # -- acting -------------------------------------------------------------------------
+    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def choose(self, x: np.ndarray, explore: bool = True) -> tuple[int, np.ndarray]:
+        scores = self.scores(self._check(x), explore)
+        return int(np.argmax(scores)), scores
+
+    def choose_batch(self, X: np.ndarray) -> np.ndarray:
+        """Greedy arms for many rows (evaluation)."""
+        return np.array([self.choose(x, explore=False)[0] for x in X], dtype=np.int64)
+
+    # -- learning -----------------------------------------------------------------------
+    def update(self, x: np.ndarray, arm: int, reward: float) -> None:
+        raise NotImplementedError
+
+    def fit_full(self, X: np.ndarray, R: np.ndarray) -> None:
+        """Full-information training: every arm's reward is revealed for every row."""
+        for x, rewards in zip(X, R):
+            for arm in range(self.n_arms):
+                self.update(x, arm, float(rewards[arm]))
+
+    # -- persistence --------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Hyperparameters (JSON-able) that ``__init__`` accepts besides dim/n_arms/seed."""
+        return {}
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"updates": self.updates, "rng": self.rng.bit_generator.state}, {}
+
+    def load_state(self, values: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.updates = int(values.get("updates", 0))
+        if "rng" in values:
+            self.rng.bit_generator.state = values["rng"]
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.shape[0] != self.dim:
+            raise InputError(f"feature vector has {x.shape[0]} values, the policy expects "
+                             f"{self.dim}", field="features")
+        return x
+
+    def _check_arm(self, arm: int) -> int:
+        if not 0 <= int(arm) < self.n_arms:
+            raise InputError(f"arm index {arm} out of range 0..{self.n_arms - 1}", field="arm")
+        return int(arm)

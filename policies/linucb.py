@@ -1,0 +1,23 @@
+"""LinUCB (disjoint linear models): score = theta_a . x + alpha * sqrt(x^T A_a^-1 x)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from policies.ridge import RidgePolicy
+
+
+class LinUCB(RidgePolicy):
+    algo = "linucb"
+
+    def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, reg: float = 1.0,
+                 alpha: float = 0.5):
+        super().__init__(dim, n_arms, seed, reg)
+        self.alpha = float(alpha)
+
+    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
+        mean, width = self.mean_and_width(self._check(x))
+        return mean + self.alpha * width if explore else mean
+
+    def params(self):
+        return {**super().params(), "alpha": self.alpha}

@@ -1,0 +1,199 @@
+"""Thread-safe online learning: record each served decision, apply feedback, persist.
+
+A policy folder holds the trained policy (``policy.json`` + arrays) and a DuckDB journal
+``online.duckdb`` with one row per served decision (features, arm, scores, what was
+answered) and, once feedback arrives, its reward and a feedback sequence number. Feedback
+is committed to the journal before the in-memory policy is updated, and the policy is
+snapshotted every ``snapshot_every`` feedbacks with the last sequence number it includes;
+on open, feedback newer than the snapshot is replayed. A restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from policies.arms import ARMS, arm_index
+from policies.persistence import POLICY_FILE, PolicyBundle, load_policy, save_policy
+from searchagent.errors import InputError
+
+JOURNAL = "online.duckdb"
+APPLIED_KEY = "online_applied_seq"
+SCHEMA = """CREATE TABLE IF NOT EXISTS decisions (
+    request_id VARCHAR PRIMARY KEY, created_at TIMESTAMP DEFAULT current_timestamp,
+    fingerprint VARCHAR, question VARCHAR, features FLOAT[], arm VARCHAR, forced BOOLEAN,
+    explored BOOLEAN, scores DOUBLE[], prediction VARCHAR, retrieval_calls DOUBLE,
+    seconds DOUBLE, quality DOUBLE, reward DOUBLE, feedback_seq BIGINT,
+    feedback_at TIMESTAMP)"""
+
+
+@dataclass
+class Decision:
+    request_id: str
+    arm: str
+    scores: list[float]
+    fingerprint: str
+    forced: bool = False
+    explored: bool = False
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Feedback:
+    request_id: str
+    reward: float
+    quality: float | None
+    applied: bool            # False when the policy could not learn from it
+
+
+class OnlineLearner:
+    """Serve decisions from a policy bundle and learn from feedback (one lock guards all)."""
+
+    def __init__(self, folder: str | Path | None, bundle: PolicyBundle | None = None,
+                 explore: bool = True, snapshot_every: int = 20):
+        import duckdb
+
+        self.folder = Path(folder) if folder else None
+        self.explore, self.snapshot_every = explore, max(1, int(snapshot_every))
+        self.lock = threading.RLock()
+        if bundle is None:
+            if self.folder is None:
+                raise InputError("an online learner needs a policy folder or a policy")
+            bundle = load_policy(self.folder)
+        elif self.folder is not None and not (self.folder / POLICY_FILE).exists():
+            save_policy(bundle, self.folder)
+        self.bundle = bundle
+        path = str(self.folder / JOURNAL) if self.folder else ":memory:"
+        try:
+            self.con = duckdb.connect(path)
+        except duckdb.Error as exc:
+            raise InputError(f"cannot open the decision journal: {exc}", path=path) from exc
+        self.con.execute(SCHEMA)
+        self.pending = 0
+        self._replay_unapplied()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.bundle.fingerprint
+
+    # -- serving ------------------------------------------------------------------------
+    def decide(self, features: np.ndarray | None, question: str,
+               forced_arm: str | None = None) -> Decision:
+        """Choose an arm (or record a forced one) and journal the decision."""
+        if features is None and forced_arm is None:
+            raise InputError("features are needed to choose an arm", field="features")
+        with self.lock:
+            scores = [float("nan")] * len(ARMS)
+            explored = False
+            if features is not None:
+                greedy, estimates = self.bundle.policy.choose(features, explore=False)
+                arm_i = greedy
+                if self.explore and self.bundle.policy.learns_online:
+                    arm_i, _ = self.bundle.policy.choose(features, explore=True)
+                    explored = arm_i != greedy
+                scores = [float(s) for s in estimates]   # greedy estimates, no bonus
+                arm = ARMS[arm_i]
+            if forced_arm is not None:
+                arm = ARMS[arm_index(forced_arm)]
+            decision = Decision(uuid.uuid4().hex, arm, scores, self.fingerprint,
+                                forced=forced_arm is not None, explored=explored)
+            self.con.execute(
+                "INSERT INTO decisions (request_id, fingerprint, question, features, arm, "
+                "forced, explored, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [decision.request_id, decision.fingerprint, question,
+                 None if features is None else np.asarray(features, np.float32).tolist(),
+                 arm, decision.forced, explored, _finite(scores)])
+        return decision
+
+    def record_served(self, request_id: str, prediction: str, retrieval_calls: float,
+                      seconds: float) -> None:
+        with self.lock:
+            self.con.execute("UPDATE decisions SET prediction = ?, retrieval_calls = ?, "
+                             "seconds = ? WHERE request_id = ?",
+                             [prediction, float(retrieval_calls), float(seconds), request_id])
+
+    # -- learning -----------------------------------------------------------------------
+    def feedback(self, request_id: str, gold: str | Sequence[str] | None = None,
+                 reward: float | None = None) -> Feedback:
+        """Score a served decision (gold answer(s) or a reward) and update the policy."""
+        if (gold is None) == (reward is None):
+            raise InputError("give exactly one of gold or reward", field="feedback")
+        with self.lock:
+            row = self.con.execute(
+                "SELECT features, arm, prediction, retrieval_calls, seconds, feedback_seq, "
+                "fingerprint FROM decisions WHERE request_id = ?", [request_id]).fetchone()
+            if row is None:
+                raise InputError(f"unknown request id {request_id!r}", field="request_id")
+            features, arm, prediction, calls, seconds, seq, fingerprint = row
+            if seq is not None:
+                raise InputError(f"request {request_id} already has feedback",
+                                 field="request_id")
+            quality = None
+            if gold is not None:
+                if prediction is None:
+                    raise InputError(f"request {request_id} has no served answer yet",
+                                     field="request_id")
+                quality = self.bundle.reward.quality(prediction, gold)
+                reward = self.bundle.reward.reward(quality, calls or 0.0, seconds or 0.0)
+            reward = float(reward)
+            if not np.isfinite(reward):
+                raise InputError(f"reward must be a finite number, got {reward}", field="reward")
+            applied = (features is not None and fingerprint == self.fingerprint
+                       and self.bundle.policy.learns_online)
+            next_seq = self.con.execute(
+                "SELECT coalesce(max(feedback_seq), 0) + 1 FROM decisions").fetchone()[0]
+            self.con.execute("UPDATE decisions SET quality = ?, reward = ?, feedback_seq = ?, "
+                             "feedback_at = current_timestamp WHERE request_id = ?",
+                             [quality, reward, next_seq, request_id])
+            if applied:
+                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward)
+            self.bundle.meta[APPLIED_KEY] = int(next_seq)
+            self.pending += 1
+            if self.pending >= self.snapshot_every:
+                self.snapshot()
+        return Feedback(request_id, reward, quality, applied)
+
+    def snapshot(self) -> None:
+        """Persist the policy now (feedback is already durable in the journal)."""
+        with self.lock:
+            if self.folder is not None:
+                save_policy(self.bundle, self.folder)
+            self.pending = 0
+
+    def stats(self) -> dict:
+        with self.lock:
+            served, rewarded, mean = self.con.execute(
+                "SELECT count(*), count(reward), avg(reward) FROM decisions").fetchone()
+        return {"served": served, "feedback": rewarded, "mean_reward": mean,
+                "fingerprint": self.fingerprint, "algo": self.bundle.policy.algo}
+
+    def close(self) -> None:
+        with self.lock:
+            if self.pending:
+                self.snapshot()
+            self.con.close()
+
+    def _replay_unapplied(self) -> None:
+        applied = int(self.bundle.meta.get(APPLIED_KEY, 0))
+        rows = self.con.execute(
+            "SELECT features, arm, reward, feedback_seq, fingerprint FROM decisions "
+            "WHERE feedback_seq > ? ORDER BY feedback_seq", [applied]).fetchall()
+        for features, arm, reward, seq, fingerprint in rows:
+            if features is not None and fingerprint == self.fingerprint \
+                    and self.bundle.policy.learns_online:
+                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward)
+            self.bundle.meta[APPLIED_KEY] = int(seq)
+        if rows:
+            self.snapshot()
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    return [v if np.isfinite(v) else None for v in values]

@@ -1,0 +1,164 @@
+"""Offline replay: train a policy from the arm log and evaluate it on held-out questions.
+
+The arm log has every arm's outcome for every question, so replay is exact: in the
+bandit variant the policy picks an arm and only that arm's reward is revealed to it; in
+the full-information variant every arm's reward is revealed. Both record a regret curve
+(best reward minus the reward of the arm the policy would have played, cumulated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from policies.armlog import ArmTable
+from policies.arms import ARMS
+from policies.base import Policy
+from policies.baselines import SupervisedClassifier, oracle_arms
+from policies.embeddings import EmbeddingCache
+from policies.features import FeatureMap, FeatureSpec, embedder_identity
+from policies.persistence import PolicyBundle, make_policy
+from policies.rewards import RewardSpec
+from searchagent.errors import InputError
+
+MODES = ("bandit", "full")
+
+
+@dataclass
+class TrainLog:
+    arms: np.ndarray          # arm played (bandit) or greedy arm before the update (full)
+    regret: np.ndarray        # per-step regret of that arm
+
+    @property
+    def cumulative_regret(self) -> np.ndarray:
+        return np.cumsum(self.regret)
+
+
+def embed_questions(questions: list[str], encoder, cache: str | Path | None,
+                    model_name: str) -> np.ndarray:
+    """Embeddings for the questions, through the npz cache when one is given."""
+    if cache is None:
+        return encoder.encode(questions)
+    return EmbeddingCache(cache, model_name).get(questions, encoder)
+
+
+def features_for(table: ArmTable, fmap: FeatureMap, embeddings: np.ndarray) -> np.ndarray:
+    return fmap.transform(embeddings, table.questions, table.confidences())
+
+
+def reward_table(table: ArmTable, spec: RewardSpec) -> np.ndarray:
+    return spec.reward_matrix(table.quality[spec.metric], table.steps, table.seconds)
+
+
+def train_bandit(policy: Policy, X: np.ndarray, R: np.ndarray, epochs: int = 1,
+                 seed: int = 0, progress: bool = False) -> TrainLog:
+    """True bandit feedback: only the played arm's reward reaches the policy."""
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(X)) for _ in range(epochs)])
+    arms = np.zeros(len(order), dtype=np.int64)
+    regret = np.zeros(len(order))
+    for t, i in enumerate(tqdm(order, desc=f"replay {policy.algo}", disable=not progress)):
+        arm, _ = policy.choose(X[i], explore=True)
+        policy.update(X[i], arm, float(R[i, arm]))
+        arms[t], regret[t] = arm, R[i].max() - R[i, arm]
+    return TrainLog(arms, regret)
+
+
+def train_full(policy: Policy, X: np.ndarray, R: np.ndarray, quality: np.ndarray,
+               epochs: int = 1, seed: int = 0, progress: bool = False) -> TrainLog:
+    """Full information: every arm's reward is revealed for each training question."""
+    if isinstance(policy, SupervisedClassifier):
+        policy.fit(X, quality, R)
+        arms = policy.choose_batch(X)
+        return TrainLog(arms, R.max(axis=1) - R[np.arange(len(X)), arms])
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(X)) for _ in range(epochs)])
+    arms = np.zeros(len(order), dtype=np.int64)
+    for t, i in enumerate(tqdm(order, desc=f"full-info {policy.algo}", disable=not progress)):
+        arms[t], _ = policy.choose(X[i], explore=False)
+        for arm in range(len(ARMS)):
+            policy.update(X[i], arm, float(R[i, arm]))
+    return TrainLog(arms, R[order].max(axis=1) - R[order, arms])
+
+
+def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: FeatureSpec,
+                 reward: RewardSpec, mode: str = "bandit", epochs: int = 1, seed: int = 0,
+                 params: dict[str, Any] | None = None,
+                 progress: bool = False) -> tuple[PolicyBundle, TrainLog]:
+    if mode not in MODES:
+        raise InputError(f"unknown training mode {mode!r} (choose from {', '.join(MODES)})",
+                         field="mode")
+    if algo == "supervised":
+        mode = "full"       # labels need every arm's outcome
+    fmap = FeatureMap.fit(features, embeddings)
+    X = features_for(table, fmap, embeddings)
+    R = reward_table(table, reward)
+    policy = make_policy(algo, fmap.dim, seed, **(params or {}))
+    if mode == "bandit":
+        log = train_bandit(policy, X, R, epochs, seed, progress)
+    else:
+        log = train_full(policy, X, R, table.quality[reward.metric], epochs, seed, progress)
+    meta = {"mode": mode, "epochs": epochs, "train_questions": len(table),
+            "final_cumulative_regret": float(log.regret.sum())}
+    return PolicyBundle(policy, fmap, reward, meta), log
+
+
+def outcome_of(arms: np.ndarray, table: ArmTable, R: np.ndarray) -> dict[str, float]:
+    """Averages over questions when question i is answered by arm ``arms[i]``."""
+    rows = np.arange(len(arms))
+    share = np.bincount(arms, minlength=len(ARMS)) / max(len(arms), 1)
+    out = {"reward": float(R[rows, arms].mean()),
+           **{m: float(q[rows, arms].mean()) for m, q in table.quality.items()},
+           "steps": float(table.steps[rows, arms].mean()),
+           "seconds": float(table.seconds[rows, arms].mean())}
+    out.update({f"share_{arm}": float(s) for arm, s in zip(ARMS, share)})
+    return out
+
+
+def reference_rows(table: ArmTable, R: np.ndarray) -> dict[str, dict[str, float]]:
+    """The fixed arms and the oracle on the same questions."""
+    n = len(table)
+    rows = {f"always-{arm}": outcome_of(np.full(n, a, dtype=np.int64), table, R)
+            for a, arm in enumerate(ARMS)}
+    rows["oracle"] = outcome_of(oracle_arms(R), table, R)
+    return rows
+
+
+def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray) -> dict:
+    """Greedy (no exploration) choices of the policy on ``table`` next to the references."""
+    X = features_for(table, bundle.features, embeddings)
+    R = reward_table(table, bundle.reward)
+    refs = reference_rows(table, R)
+    result = outcome_of(bundle.policy.choose_batch(X), table, R)
+    best_fixed = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
+    result["gap_closed"] = gap_closed(result["reward"], best_fixed, refs["oracle"]["reward"])
+    return {"policy": result, "references": refs, "best_fixed_reward": best_fixed}
+
+
+def gap_closed(value: float, best_fixed: float, oracle: float) -> float:
+    """Fraction of the best-fixed-arm -> oracle reward gap a policy closes (NaN: no gap)."""
+    gap = oracle - best_fixed
+    return float((value - best_fixed) / gap) if gap > 1e-12 else float("nan")
+
+
+def load_replay_data(log: str | Path, runs=None, datasets=None, cache: str | Path | None = None,
+                     embedder: str = "default", encoder=None):
+    """The arm log as an ArmTable plus each question's embedding (cached), and the encoder name."""
+    from policies.armlog import load_arm_log
+
+    table = load_arm_log(log, runs, datasets)
+    if len(table) == 0:
+        raise InputError("the arm log has no question with every arm "
+                         f"({', '.join(ARMS)}) for this selection", path=str(log))
+    if encoder is None:
+        from retrievers.encoder import Encoder
+
+        encoder = Encoder(embedder)
+    name = embedder_identity(encoder)
+    if cache is None:
+        cache = Path(log).with_name(Path(log).name + f".{name}.emb.npz")
+    return table, embed_questions(table.questions, encoder, cache, name), name
