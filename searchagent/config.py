@@ -76,6 +76,11 @@ class ServerConfig:
     max_body_bytes: int = 65536
     api_key: str = ""
     scheduler: str = "priority"           # fcfs | priority
+    non_stall: bool = True                # cut retrievals past the budget when generation idles
+    sessions: int = 8                     # agent sessions running at once
+    max_batch: int = 8                    # generation calls per backend call (batching backends)
+    retrieval_budget_ms: float = 50.0
+    retrieval_workers: int = 2
 
 
 @dataclass
@@ -159,8 +164,3 @@ def _read_file(path: Path) -> dict:
         return tomllib.loads(raw.decode())
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"invalid config file: {exc}", path=str(path)) from exc
-    non_stall: bool = True                # cut retrievals past the budget when generation idles
-    sessions: int = 8                     # agent sessions running at once
-    max_batch: int = 8                    # generation calls per backend call (batching backends)
-    retrieval_budget_ms: float = 50.0
-    retrieval_workers: int = 2
