@@ -86,7 +86,7 @@ def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=cfg.dtype,
                                     shape=(docstore.size, encoder.dim))
-    block = max(cfg.batch_size * 16, 1024)
+    block = max(cfg.batch_size * 4, 256)
     batch: list[str] = []
     row = 0
     started = time.perf_counter()

@@ -96,3 +96,22 @@ def test_bm25_only_index_refuses_dense_search(tmp_path, small_corpus):
     assert searcher.search("film director", 3, "hybrid")  # hybrid degrades to what exists
     with pytest.raises(Exception, match="built without dense"):
         searcher.search("film director", 3, "dense")
+
+
+def test_dense_only_hnsw_float32_with_chunking(tmp_path):
+    from tests.conftest import sample_passages
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(p) + "\n" for p in sample_passages(60)))
+    out = tmp_path / "idx"
+    config = load_config(env={}, cli={"index": {"bm25": False, "faiss": "HNSW16",
+                                                "dtype": "float32", "chunk_words": 40,
+                                                "chunk_overlap": 10}})
+    manifest = build_index(corpus, out, config)
+    assert set(manifest["components"]) == {"dense"}
+    assert manifest["components"]["dense"]["index"]["factory"] == "HNSW16"
+    assert manifest["counts"]["passages"] > 60           # long passages were split
+    assert np.load(out / "dense/embeddings.npy").dtype == np.float32
+    searcher = Searcher(out, config)
+    hits = searcher.search("a singer-songwriter group from Birmingham, Alabama", 3, "dense")
+    assert hits[0].title == "Act of Congress (music group)" and hits[0].id.endswith("#0")
