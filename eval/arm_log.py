@@ -22,7 +22,7 @@ def log_arms(arms: Mapping[str, System], examples: Sequence[Example], store: Run
     def work(job: tuple[Example, str]) -> dict:
         example, arm = job
         start = time.perf_counter()
-        answer = arms[arm].run(example.question, question_context(example, seed))
+        answer = arms[arm].run(example.question, question_context(example, seed, arm))
         row = score_answer(example, answer, time.perf_counter() - start)
         return {**row, "run": run, "arm": arm,
                 "confidence": getattr(answer, "confidence", None)}

@@ -25,8 +25,10 @@ class System(Protocol):
         ...
 
 
-def question_context(example: Example, seed: int | None) -> dict:
-    return {"qid": example.id, "dataset": example.dataset, "seed": seed}
+def question_context(example: Example, seed: int | None, system: str) -> dict:
+    """What a system sees besides the question; ``session`` lets hops reuse KV state."""
+    return {"qid": example.id, "dataset": example.dataset, "seed": seed,
+            "session": f"{system}/{example.dataset}/{example.id}"}
 
 
 def score_answer(example: Example, answer: Any, seconds: float) -> dict:
@@ -64,7 +66,7 @@ def evaluate(systems: Mapping[str, System], examples: Sequence[Example], store: 
 
         def work(example: Example, system=system, name=name) -> dict:
             start = time.perf_counter()
-            answer = system.run(example.question, question_context(example, seed))
+            answer = system.run(example.question, question_context(example, seed, name))
             row = score_answer(example, answer, time.perf_counter() - start)
             return {**row, "run": run, "system": name,
                     "arm": getattr(answer, "strategy", None) or name,

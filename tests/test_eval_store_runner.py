@@ -12,7 +12,7 @@ import pytest
 from eval.arm_log import log_arms
 from eval.examples import Example
 from eval.metrics import exact_match
-from eval.report import load_rows, summaries, write_report
+from eval.report import load_rows, markdown, oracle_rows, summaries, write_report
 from eval.runner import evaluate
 from eval.store import ARM_COLUMNS, RESULT_COLUMNS, RunStore
 from searchagent.strategies.base import Answer
@@ -27,8 +27,8 @@ CONTRACT_ARM_COLUMNS = ["run", "dataset", "qid", "question", "arm", "prediction"
 class TopTitle:
     """A real, cheap system: retrieve with the index and answer with the top hit's title."""
 
-    def __init__(self, searcher, mode: str, k: int = 3, fail_on: str = ""):
-        self.searcher, self.mode, self.k, self.fail_on = searcher, mode, k, fail_on
+    def __init__(self, searcher, name: str, k: int = 3, fail_on: str = ""):
+        self.searcher, self.name, self.k, self.fail_on = searcher, name, k, fail_on
         self.calls: list[str] = []
         self.lock = threading.Lock()
 
@@ -37,10 +37,26 @@ class TopTitle:
             self.calls.append(ctx["qid"])
         if self.fail_on and ctx["qid"] == self.fail_on:
             raise RuntimeError("boom")
-        hits = self.searcher.search(question, self.k, self.mode)
-        return Answer(answer=hits[0].title, strategy=self.mode, retrieval_calls=1, hops=1,
+        hits = self.searcher.search(question, self.k, "bm25")
+        return Answer(answer=hits[0].title, strategy=self.name, retrieval_calls=1, hops=1,
                       passages=[{"id": h.id, "title": h.title, "score": h.score} for h in hits],
                       confidence=-0.5)
+
+
+@pytest.fixture(scope="module")
+def searcher(small_corpus, tmp_path_factory):
+    """A BM25-only index over the 400 sample passages (builds in about a second)."""
+    from index.build import build_index
+    from retrievers.searcher import Searcher
+    from searchagent.config import Config
+
+    config = Config()
+    config.index.dense = False
+    folder = tmp_path_factory.mktemp("eval-index") / "bm25"
+    build_index(small_corpus, folder, config)
+    opened = Searcher(folder, config)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +85,7 @@ def test_schema_matches_the_contract(tmp_path):
 
 def test_run_writes_one_row_per_question_and_resumes(tmp_path, searcher, examples):
     db = tmp_path / "runs.duckdb"
-    bm25, dense = TopTitle(searcher, "bm25"), TopTitle(searcher, "dense", fail_on=examples[3].id)
+    bm25, dense = TopTitle(searcher, "bm25"), TopTitle(searcher, "dense", k=5, fail_on=examples[3].id)
     with RunStore(db) as store:
         first = evaluate({"bm25": bm25}, examples[:5], store, "r1", workers=2)
         out = evaluate({"bm25": bm25, "dense": dense}, examples, store, "r1", workers=3)
@@ -88,15 +104,25 @@ def test_run_writes_one_row_per_question_and_resumes(tmp_path, searcher, example
     con.close()
     assert em == exact_match(pred, json.loads(golds))
     assert arm == "bm25" and len(json.loads(trace)["passages"]) == 3
+    assert len(json.loads(con2_trace(db, "dense", examples[0].id))["passages"]) == 5
     with RunStore(db) as store:                               # a rerun retries the failure
-        again = evaluate({"dense": TopTitle(searcher, "dense")}, examples, store, "r1")
+        again = evaluate({"dense": TopTitle(searcher, "dense", k=5)}, examples, store, "r1")
     assert again["dense"].done == 1
+
+
+def con2_trace(db, system, qid):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT trace FROM results WHERE system = ? AND qid = ?",
+                           [system, qid]).fetchone()[0]
+    finally:
+        con.close()
 
 
 def test_arm_log_and_report(tmp_path, searcher, examples):
     db = tmp_path / "runs.duckdb"
-    arms = {"parametric": TopTitle(searcher, "bm25", k=1), "single": TopTitle(searcher, "dense"),
-            "multi": TopTitle(searcher, "hybrid", k=5)}
+    arms = {"parametric": TopTitle(searcher, "parametric", k=1), "single": TopTitle(searcher, "single", k=3),
+            "multi": TopTitle(searcher, "multi", k=8)}
     with RunStore(db) as store:
         summary = log_arms(arms, examples, store, "arms", workers=2)
         evaluate({"hybrid": TopTitle(searcher, "hybrid")}, examples, store, "eval1")
@@ -120,8 +146,25 @@ def test_arm_log_and_report(tmp_path, searcher, examples):
     path = write_report(db, ["arms", "eval1"], out)
     text = path.read_text()
     assert "| eval1/hybrid | 12 |" in text and "| arms/oracle | 12 |" in text
-    assert "## Arms chosen" in text
     for png in ("quality_sample.png", "arms.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(Exception, match="no rows for run"):
         write_report(db, ["nope"], out)
+
+
+def test_oracle_picks_the_cheapest_correct_arm():
+    def row(qid, arm, em, f1, calls):
+        return {"run": "r", "dataset": "d", "qid": qid, "arm": arm, "em": em, "f1": f1,
+                "acc": em, "retrieval_calls": calls, "hops": calls, "seconds": 1.0,
+                "prompt_tokens": 10, "completion_tokens": 2, "sup_recall": None}
+    rows = [row("1", "parametric", 0, 0.2, 0), row("1", "single", 1, 1, 1),
+            row("1", "multi", 1, 1, 3),                       # cheapest correct: single
+            row("2", "parametric", 1, 1, 0), row("2", "multi", 1, 1, 2),
+            row("3", "parametric", 0, 0.1, 0), row("3", "single", 0, 0.5, 1),
+            row("3", "multi", 0, 0.5, 4)]                     # none correct: best F1, cheaper
+    chosen = {r["qid"]: r["arm"] for r in oracle_rows(rows)}
+    assert chosen == {"1": "single", "2": "parametric", "3": "single"}
+    (oracle,) = summaries(oracle_rows(rows))
+    assert oracle.em.mean == pytest.approx(2 / 3) and oracle.steps == pytest.approx(2 / 3)
+    text = markdown([oracle], ["r"], [])
+    assert "## Arms chosen" in text and "| d | oracle | 33% (100.0) | 67% (50.0) | 0% |" in text
