@@ -1,0 +1,163 @@
+"""Policies on held-out questions of a real arm log: a lambda sweep, side by side.
+
+For each lambda: the fixed arms, the oracle, and every policy (LinUCB, linear Thompson,
+neural epsilon-greedy: bandit feedback and full information; the supervised classifier)
+trained by replay on the training split (disjoint question ids, fixed seed) and scored
+greedily on the held-out split. Bandit rows are the median over ``--seeds`` replay orders.
+Prints a markdown table and the acceptance checks, writes the Pareto plot (F1 vs average
+retrieval steps) and the regret curves.
+
+    .venv/bin/python benchmarks/policy_replay.py --log bench-out/armlog.duckdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from policies.armlog import split_by_id  # noqa: E402
+from policies.features import FeatureSpec  # noqa: E402
+from policies.replay import (evaluate, load_replay_data, reference_rows,  # noqa: E402
+                             reward_table, train_policy)
+from policies.rewards import RewardSpec  # noqa: E402
+
+SYSTEMS = [("linucb", "bandit"), ("thompson", "bandit"), ("neural", "bandit"),
+           ("linucb", "full"), ("thompson", "full"), ("neural", "full"), ("supervised", "full")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", default="bench-out/armlog.duckdb")
+    parser.add_argument("--run", action="append")
+    parser.add_argument("--lams", default="0,0.02,0.05,0.1,0.2,0.3")
+    parser.add_argument("--mba-lam", type=float, default=0.1,
+                        help="the lambda that balances like MBA-RAG (checked for F1/steps)")
+    parser.add_argument("--metric", default="f1")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--projection", default="random")
+    parser.add_argument("--proj-dim", type=int, default=64)
+    parser.add_argument("--test-frac", type=float, default=0.3)
+    parser.add_argument("--systems", default=",".join(f"{a}/{m}" for a, m in SYSTEMS))
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    systems = [tuple(s.split("/")) for s in args.systems.split(",")]
+    lams = [float(x) for x in args.lams.split(",")]
+
+    table, emb, embedder = load_replay_data(args.log, args.run)
+    train, test = split_by_id(table.keys, args.test_frac, seed=0)
+    tr, te, emb_tr, emb_te = table.subset(train), table.subset(test), emb[train], emb[test]
+    spec = FeatureSpec(embedder=embedder, embed_dim=emb.shape[1], projection=args.projection,
+                       proj_dim=args.proj_dim)
+    print(f"arm log {args.log}: {len(table)} questions with every arm ({table.dropped} "
+          f"incomplete dropped); train {len(train)}, held-out {len(test)}; features "
+          f"{spec.projection}/{spec.proj_dim}, metric {args.metric}")
+    rows, curves = [], {}
+    for lam in lams:
+        reward = RewardSpec(lam=lam, metric=args.metric)
+        refs = reference_rows(te, reward_table(te, reward))
+        for name, row in refs.items():
+            rows.append({"lam": lam, "system": name, **row})
+        for algo, mode in systems:
+            results, started = [], time.perf_counter()
+            seeds = 1 if algo == "supervised" else args.seeds
+            for seed in range(seeds):
+                bundle, log = train_policy(algo, tr, emb_tr, spec, reward, mode, args.epochs, seed)
+                results.append(evaluate(bundle, te, emb_te)["policy"])
+                if lam == args.mba_lam and mode == "bandit" and seed == 0:
+                    curves[algo] = log.cumulative_regret.tolist()
+            median = {k: statistics.median(r[k] for r in results) for k in results[0]}
+            median["train_seconds"] = (time.perf_counter() - started) / seeds
+            rows.append({"lam": lam, "system": f"{algo}/{mode}", **median})
+            print(f"  lam={lam} {algo}/{mode}: reward {median['reward']:.4f} "
+                  f"f1 {median['f1']:.3f} steps {median['steps']:.2f}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "policy_replay.json").write_text(json.dumps({"rows": rows, "regret": curves,
+                                                        "args": vars(args)}, indent=1))
+    print_table(rows, lams)
+    checks(rows, lams, args.mba_lam)
+    plot(rows, curves, lams, out, args.mba_lam)
+
+
+def print_table(rows: list[dict], lams: list[float]) -> None:
+    print("\n| lambda | system | reward | F1 | EM | avg steps | parametric / single / multi "
+          "| gap to oracle closed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        gap = row.get("gap_closed")
+        gap = "" if gap is None or np.isnan(gap) else f"{gap:.2f}"
+        print(f"| {row['lam']} | {row['system']} | {row['reward']:.4f} | {row['f1']:.3f} | "
+              f"{row['em']:.3f} | {row['steps']:.2f} | {row['share_parametric']:.2f} / "
+              f"{row['share_single']:.2f} / {row['share_multi']:.2f} | {gap} |")
+
+
+def checks(rows: list[dict], lams: list[float], mba_lam: float) -> None:
+    print("\nChecks")
+    for lam in lams:
+        at = [r for r in rows if r["lam"] == lam]
+        fixed = max((r for r in at if r["system"].startswith("always-")), key=lambda r: r["reward"])
+        policies = [r for r in at if "/" in r["system"]]
+        best = max(policies, key=lambda r: r["reward"])
+        verdict = "PASS" if best["reward"] >= fixed["reward"] - 1e-12 else "FAIL"
+        print(f"  lambda={lam}: best policy {best['system']} reward {best['reward']:.4f} vs best "
+              f"fixed {fixed['system']} {fixed['reward']:.4f} -> {verdict}")
+    at = [r for r in rows if r["lam"] == mba_lam]
+    multi = next(r for r in at if r["system"] == "always-multi")
+    for r in (r for r in at if "/" in r["system"]):
+        f1_ok = r["f1"] >= 0.98 * multi["f1"]
+        steps_ok = r["steps"] <= 0.5 * multi["steps"]
+        print(f"  lambda={mba_lam} {r['system']}: F1 {r['f1']:.3f} = "
+              f"{r['f1'] / max(multi['f1'], 1e-12):.1%} of always-multi, steps "
+              f"{r['steps']:.2f} = {r['steps'] / max(multi['steps'], 1e-12):.1%} -> "
+              f"{'PASS' if f1_ok and steps_ok else 'FAIL'}")
+
+
+def plot(rows: list[dict], curves: dict, lams: list[float], out: Path, mba_lam: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name in dict.fromkeys(r["system"] for r in rows if "/" in r["system"] or
+                              r["system"] == "oracle"):
+        series = sorted((r for r in rows if r["system"] == name), key=lambda r: r["lam"])
+        style = {"marker": "o", "linestyle": "-"} if name != "oracle" else \
+            {"marker": "*", "linestyle": "--", "color": "black", "markersize": 10}
+        ax.plot([r["steps"] for r in series], [r["f1"] for r in series], label=name, **style)
+    for arm, marker in (("parametric", "s"), ("single", "^"), ("multi", "D")):
+        row = next(r for r in rows if r["system"] == f"always-{arm}")
+        ax.scatter(row["steps"], row["f1"], marker=marker, s=90, color="grey", zorder=5)
+        ax.annotate(f"always-{arm}", (row["steps"], row["f1"]), textcoords="offset points",
+                    xytext=(5, -12))
+    ax.set_xlabel("average retrieval steps per question")
+    ax.set_ylabel("F1 (held-out)")
+    ax.set_title(f"F1 vs. steps over lambda in {lams}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "policy_pareto.png", dpi=120)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, curve in curves.items():
+        ax.plot(curve, label=name)
+    ax.set_xlabel("replay step (bandit feedback)")
+    ax.set_ylabel("cumulative regret")
+    ax.set_title(f"Training regret, lambda={mba_lam}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "policy_regret.png", dpi=120)
+    print(f"\nwrote {out / 'policy_pareto.png'} and {out / 'policy_regret.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""``searchagent policy train|eval``: bandit policies from the evaluation arm log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from searchagent.errors import InputError
+
+
+def register(sub) -> None:
+    policy = sub.add_parser("policy", help="train and evaluate strategy-choosing policies")
+    actions = policy.add_subparsers(dest="action", required=True)
+
+    train = actions.add_parser("train", help="offline replay training from an arm log")
+    _log_args(train)
+    train.add_argument("--algo", default="linucb",
+                       choices=["linucb", "thompson", "neural", "supervised", "fixed"])
+    train.add_argument("--lam", type=float, default=0.1, help="cost weight lambda")
+    train.add_argument("--metric", default="f1", choices=["f1", "em", "acc"])
+    train.add_argument("--cost", default="steps", choices=["steps", "seconds"])
+    train.add_argument("--out", required=True, help="policy folder to write")
+    train.add_argument("--mode", default="bandit", choices=["bandit", "full"],
+                       help="bandit: only the chosen arm's reward is revealed; full: all arms")
+    train.add_argument("--epochs", type=int, default=1, help="passes over the training split")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--projection", default="none", choices=["none", "random", "pca"])
+    train.add_argument("--proj-dim", type=int, default=64)
+    train.add_argument("--no-confidence", action="store_true",
+                       help="leave out the closed-book confidence feature")
+    train.add_argument("--no-lexical", action="store_true", help="leave out lexical features")
+    train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="algorithm hyperparameter, e.g. alpha=0.5 (repeatable)")
+    train.set_defaults(func=run_train)
+
+    ev = actions.add_parser("eval", help="evaluate a trained policy on held-out questions")
+    _log_args(ev)
+    ev.add_argument("--policy", required=True, help="policy folder")
+    ev.add_argument("--split", default="test", choices=["test", "train", "all"])
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=run_eval)
+
+
+def _log_args(parser) -> None:
+    parser.add_argument("--log", required=True, help="arm log DuckDB (table arm_outcomes)")
+    parser.add_argument("--run", action="append", help="only these runs (repeatable)")
+    parser.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
+    parser.add_argument("--test-frac", type=float, default=0.3,
+                        help="held-out share, split by question id")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--cache", help="question-embedding cache (default: beside the log)")
+    parser.add_argument("--embedder", default="default", help="sentence-transformers folder")
+
+
+def _params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"expected KEY=VALUE, got {pair!r}", field="--param")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def run_train(args) -> int:
+    from policies.armlog import split_by_id
+    from policies.features import FeatureSpec
+    from policies.persistence import save_policy
+    from policies.replay import evaluate, load_replay_data, train_policy
+    from policies.rewards import RewardSpec
+
+    table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
+                                                   args.cache, args.embedder)
+    train_rows, test_rows = split_by_id(table.keys, args.test_frac, args.split_seed)
+    features = FeatureSpec(embedder=embedder, embed_dim=int(embeddings.shape[1]),
+                           projection=args.projection, proj_dim=args.proj_dim,
+                           lexical=not args.no_lexical, confidence=not args.no_confidence,
+                           seed=args.seed)
+    reward = RewardSpec(lam=args.lam, metric=args.metric, cost=args.cost)
+    bundle, log = train_policy(args.algo, table.subset(train_rows), embeddings[train_rows],
+                               features, reward, args.mode, args.epochs, args.seed,
+                               _params(args.param), progress=True)
+    result = evaluate(bundle, table.subset(test_rows), embeddings[test_rows])
+    bundle.meta.update({"log": str(Path(args.log).resolve()), "runs": args.run,
+                        "datasets": args.dataset, "test_frac": args.test_frac,
+                        "split_seed": args.split_seed, "test_questions": len(test_rows),
+                        "dropped_incomplete": table.dropped, "heldout": result["policy"]})
+    save_policy(bundle, args.out)
+    print(f"trained {args.algo} ({bundle.meta['mode']}, lambda={args.lam}) on "
+          f"{len(train_rows)} questions; features {bundle.fingerprint} ({bundle.features.dim}-d)"
+          f"; saved to {args.out}")
+    _print_table(result, f"held-out ({len(test_rows)} questions)")
+    return 0
+
+
+def run_eval(args) -> int:
+    from policies.armlog import split_by_id
+    from policies.persistence import load_policy
+    from policies.replay import evaluate, load_replay_data
+
+    bundle = load_policy(args.policy)
+    test_frac = bundle.meta.get("test_frac", args.test_frac)
+    split_seed = bundle.meta.get("split_seed", args.split_seed)
+    table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
+                                                   args.cache, args.embedder)
+    if embedder != bundle.features.spec.embedder:
+        raise InputError(f"policy was trained on {bundle.features.spec.embedder} embeddings, "
+                         f"not {embedder}", path=args.policy, field="features.embedder")
+    train_rows, test_rows = split_by_id(table.keys, test_frac, split_seed)
+    rows = {"test": test_rows, "train": train_rows}.get(args.split)
+    if rows is not None:
+        table, embeddings = table.subset(rows), embeddings[rows]
+    result = evaluate(bundle, table, embeddings)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        _print_table(result, f"{args.split} split ({len(table)} questions), "
+                             f"{bundle.policy.algo}, lambda={bundle.reward.lam}")
+    return 0
+
+
+def _print_table(result: dict, title: str) -> None:
+    print(title)
+    header = f"{'system':<16}{'reward':>8}{'f1':>7}{'em':>7}{'steps':>7}{'param':>7}" \
+             f"{'single':>7}{'multi':>7}"
+    print(header)
+    rows = {"policy": result["policy"], **result["references"]}
+    for name, row in rows.items():
+        print(f"{name:<16}{row['reward']:>8.4f}{row['f1']:>7.3f}{row['em']:>7.3f}"
+              f"{row['steps']:>7.2f}{row['share_parametric']:>7.2f}{row['share_single']:>7.2f}"
+              f"{row['share_multi']:>7.2f}")
+    print(f"gap to oracle closed: {result['policy']['gap_closed']:.3f}")

@@ -1,0 +1,130 @@
+"""The agent end to end: real index, real MiniLM encoder, real GGUF generator, real policies."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from policies.baselines import FixedArm
+from policies.features import FeatureMap, FeatureSpec, embedder_identity
+from policies.linucb import LinUCB
+from policies.persistence import PolicyBundle, load_policy, save_policy
+from policies.rewards import RewardSpec
+from searchagent.agent import Agent, FALLBACK_ARM, decision_of, make_agent
+from searchagent.config import Config
+from searchagent.errors import InputError
+from tests.conftest import sample_questions
+
+pytestmark = pytest.mark.slow
+
+QUESTION = sample_questions()[0]
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from searchagent.generators.factory import make_generator
+
+    return make_generator(Config().generator)
+
+
+@pytest.fixture(scope="module")
+def config():
+    config = Config()
+    config.agent.max_hops = 2
+    config.agent.fewshot = 0               # short prompts keep the CPU tests fast
+    config.agent.context_budget_tokens = 256
+    config.retrieval.k = 2
+    config.generator.max_new_tokens = 16
+    return config
+
+
+def bundle_for(searcher, policy_cls, **kwargs) -> PolicyBundle:
+    spec = FeatureSpec(embedder=embedder_identity(searcher.encoder), embed_dim=searcher.encoder.dim,
+                       projection="random", proj_dim=16)
+    fmap = FeatureMap.fit(spec)
+    return PolicyBundle(policy_cls(fmap.dim, **kwargs), fmap, RewardSpec(lam=0.1))
+
+
+def test_no_policy_falls_back_and_still_scores_feedback(searcher, generator, config):
+    agent = Agent(searcher, generator, config)
+    answer = agent.answer(QUESTION["question"])
+    decision = decision_of(answer)
+    assert answer.strategy == FALLBACK_ARM == decision["arm"]
+    assert decision["policy"] == f"fallback:{FALLBACK_ARM}" and answer.retrieval_calls == 1
+    result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
+    assert result["applied"] is False and result["reward"] <= 1.0 - 0.1 * 1 + 1e-9
+    with pytest.raises(InputError, match="unknown request id"):
+        agent.feedback(decision["request_id"], reward=1.0)
+    with pytest.raises(InputError, match="empty question"):
+        agent.answer("  ")
+    with pytest.raises(InputError, match="unknown arm"):
+        agent.answer("who?", strategy="web")
+
+
+def test_parametric_choice_reuses_the_closed_book_answer(searcher, generator, config):
+    agent = Agent(searcher, generator, config,
+                  policy=bundle_for(searcher, FixedArm, arm="parametric"))
+    answer = agent.answer(QUESTION["question"])
+    decision = decision_of(answer)
+    assert answer.strategy == "parametric" and decision["closed_book_reused"]
+    assert [s.kind for s in answer.trace].count("generate") == 1   # no second generation
+    assert answer.retrieval_calls == 0 and answer.confidence is not None
+    assert decision["fingerprint"] == agent.learner.fingerprint and len(decision["scores"]) == 3
+
+
+def test_linucb_policy_serves_learns_and_survives_restart(searcher, generator, config, tmp_path):
+    bundle = bundle_for(searcher, LinUCB, alpha=0.0)
+    bundle.policy.b[1] = 1.0          # a prior that makes 'single' the greedy choice
+    bundle.policy.theta[1] = bundle.policy.A_inv[1] @ bundle.policy.b[1]
+    save_policy(bundle, tmp_path)
+    config.agent.policy_dir = str(tmp_path)
+    try:
+        agent = make_agent(searcher, generator, config)
+    finally:
+        config.agent.policy_dir = ""
+    answer = agent.answer(QUESTION["question"])
+    decision = decision_of(answer)
+    assert answer.strategy == "single" and not decision["explored"]
+    assert answer.trace[1].detail["purpose"] == "confidence_probe"   # charged to the answer
+    assert answer.retrieval_calls == 1 and decision["scores"][1] == max(decision["scores"])
+    result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
+    assert result["applied"] and agent.learner.bundle.policy.counts[1] == 1
+    agent.close()
+    assert load_policy(tmp_path).policy.counts.tolist() == [0, 1, 0]
+    assert Agent(searcher, generator, config, policy=tmp_path).learner.stats()["feedback"] == 1
+
+
+def test_agent_refuses_policies_for_other_encoders_or_missing_folders(searcher, generator,
+                                                                      config, tmp_path):
+    fmap = FeatureMap.fit(FeatureSpec(embedder="some-other-model", embed_dim=768))
+    with pytest.raises(InputError, match="retrain the policy"):
+        Agent(searcher, generator, config, policy=PolicyBundle(LinUCB(fmap.dim), fmap,
+                                                               RewardSpec()))
+    with pytest.raises(InputError, match="no trained policy"):
+        Agent(searcher, generator, config, policy=tmp_path)
+
+
+def test_concurrent_sessions_get_their_own_decisions(searcher, generator, config):
+    agent = Agent(searcher, generator, config,
+                  policy=bundle_for(searcher, FixedArm, arm="parametric"))
+    questions = [q["question"] for q in sample_questions()[1:4]]
+    answers, errors = {}, []
+
+    def session(question: str) -> None:
+        try:
+            answers[question] = agent.answer(question)
+        except Exception as exc:   # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(answers) == 3
+    ids = {decision_of(a)["request_id"] for a in answers.values()}
+    assert len(ids) == 3
+    for request_id in ids:
+        assert agent.feedback(request_id, reward=0.5)["reward"] == 0.5
+    assert agent.learner.stats()["feedback"] == 3
