@@ -1,7 +1,8 @@
 """Run jobs on a thread pool and hand each finished row to one writer thread.
 
 Workers compute; only the writer touches the database, and it writes each row as soon as
-it arrives, so a killed run keeps everything that finished. A failing job is reported and
+it arrives, so a killed run keeps everything that finished. The progress bar (rate, ETA)
+counts stored rows. A failing job is reported and
 skipped (a rerun retries it); Ctrl-C cancels pending jobs and still flushes finished rows.
 """
 
@@ -41,13 +42,14 @@ def execute(jobs: Sequence[Any], work: Callable[[Any], dict], write: Callable[[d
                 continue
             try:
                 write(row)
+                bar.update(1)             # the bar counts stored rows
             except BaseException as exc:  # surfaced in the main thread below
                 writer_error.append(exc)
 
-    thread = threading.Thread(target=writer, name="eval-writer", daemon=True)
-    thread.start()
     bar = tqdm(total=already_done + len(jobs), initial=already_done, desc=desc, unit="q",
                dynamic_ncols=True, mininterval=0.5)
+    thread = threading.Thread(target=writer, name="eval-writer", daemon=True)
+    thread.start()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-worker")
     try:
         futures = {pool.submit(work, job): job for job in jobs}
@@ -63,8 +65,7 @@ def execute(jobs: Sequence[Any], work: Callable[[Any], dict], write: Callable[[d
                 summary.errors.append(message)
                 if summary.failed <= 5:
                     tqdm.write(f"failed {message}")
-            bar.update(1)
-            bar.set_postfix(failed=summary.failed, refresh=False)
+                bar.set_postfix(failed=summary.failed, refresh=False)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         rows.put(_STOP)

@@ -1,0 +1,91 @@
+"""``searchagent eval run`` end to end with a real strategy (parametric, real GGUF model):
+a run killed mid-way resumes without losing or duplicating rows; the run folder records
+the resolved config and command; report works on the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from searchagent.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = Path(__file__).parent / "fixtures" / "eval"
+QUESTIONS = ROOT / "searchagent" / "sample" / "questions.jsonl"
+LIMIT = 10
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("eval-cli")
+    assert main(["eval", "pool", f"hotpotqa:{FIX / 'hotpot_official.json'}",
+                 "--out", str(folder / "corpus.jsonl")]) == 0
+    assert main(["index", "build", str(folder / "corpus.jsonl"), "--out",
+                 str(folder / "index"), "--bm25"]) == 0
+    return folder / "index"
+
+
+def command(index: Path, tmp: Path) -> list[str]:
+    return [sys.executable, "-m", "searchagent", "eval", "run", "--dataset",
+            f"sample:{QUESTIONS}", "--index", str(index), "--strategy", "parametric",
+            "--max-new-tokens", "4", "--threads", "1", "--limit", str(LIMIT), "--run", "r1",
+            "--db", str(tmp / "runs.duckdb"), "--runs-dir", str(tmp / "runs")]
+
+
+def progress(text: str) -> int:
+    counts = [int(n) for n in re.findall(rf"(\d+)/{LIMIT}\b", text)]
+    return max(counts, default=0)
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(bm25_index, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(command(bm25_index, tmp_path), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(
+        iter(lambda: proc.stderr.read(64).decode(errors="replace"), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 240
+    while progress("".join(seen)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    reader.join(5)
+    killed_at = progress("".join(seen))
+    assert 3 <= killed_at < LIMIT, "".join(seen)[-2000:]
+
+    again = subprocess.run(command(bm25_index, tmp_path), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed_from = min(int(n) for n in re.findall(rf"(\d+)/{LIMIT}\b", again.stderr))
+    assert resumed_from >= killed_at                          # finished rows were kept
+    con = duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True)
+    total, distinct = con.execute("SELECT count(*), count(DISTINCT qid) FROM results "
+                                  "WHERE run = 'r1' AND system = 'parametric'").fetchone()
+    tokens = con.execute("SELECT max(completion_tokens), min(retrieval_calls) FROM results"
+                         ).fetchone()
+    con.close()
+    assert total == distinct == LIMIT
+    assert tokens[0] <= 4 and tokens[1] == 0
+    saved = json.loads((tmp_path / "runs" / "r1" / "config.json").read_text())
+    assert saved["config"]["generator"]["max_new_tokens"] == 4
+    assert "parametric" in saved["command"] and saved["limit"] == LIMIT
+
+    changed = command(bm25_index, tmp_path)
+    changed[changed.index("--limit") + 1] = "5"
+    assert main(changed[3:]) == 2                            # same run name, other settings
+    out = tmp_path / "report"
+    assert main(["eval", "report", "r1", "--db", str(tmp_path / "runs.duckdb"),
+                 "--out", str(out)]) == 0
+    assert f"| parametric | {LIMIT} |" in (out / "report.md").read_text()
