@@ -2,7 +2,8 @@
 
 ``scores(x, explore)`` returns one number per arm (higher is better) and ``choose`` takes
 the argmax; ``explore=False`` is the greedy (serving / evaluation) choice. ``update`` learns
-from one revealed reward. ``state()`` returns JSON-able values and numpy arrays that
+from one revealed reward and, when given, its parts (quality and cost): a policy whose
+``supports_lam()`` is true can then score for another lambda at serve time (``lam=``). ``state()`` returns JSON-able values and numpy arrays that
 ``from_state`` turns back into the same policy (see ``persistence``).
 """
 
@@ -28,26 +29,27 @@ class Policy:
         self.updates = 0
 
     # -- acting -------------------------------------------------------------------------
-    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
+    def scores(self, x: np.ndarray, explore: bool = True,
+               lam: float | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def choose(self, x: np.ndarray, explore: bool = True) -> tuple[int, np.ndarray]:
-        scores = self.scores(self._check(x), explore)
+    def choose(self, x: np.ndarray, explore: bool = True,
+               lam: float | None = None) -> tuple[int, np.ndarray]:
+        scores = self.scores(self._check(x), explore, lam)
         return int(np.argmax(scores)), scores
+
+    def supports_lam(self) -> bool:
+        """Whether ``scores(..., lam=...)`` honours a lambda other than the trained one."""
+        return False
 
     def choose_batch(self, X: np.ndarray) -> np.ndarray:
         """Greedy arms for many rows (evaluation)."""
         return np.array([self.choose(x, explore=False)[0] for x in X], dtype=np.int64)
 
     # -- learning -----------------------------------------------------------------------
-    def update(self, x: np.ndarray, arm: int, reward: float) -> None:
+    def update(self, x: np.ndarray, arm: int, reward: float, quality: float | None = None,
+               cost: float | None = None) -> None:
         raise NotImplementedError
-
-    def fit_full(self, X: np.ndarray, R: np.ndarray) -> None:
-        """Full-information training: every arm's reward is revealed for every row."""
-        for x, rewards in zip(X, R):
-            for arm in range(self.n_arms):
-                self.update(x, arm, float(rewards[arm]))
 
     # -- persistence --------------------------------------------------------------------
     def params(self) -> dict[str, Any]:

@@ -26,16 +26,13 @@ class FixedArm(Policy):
         self.arm = arm
         self.index = arm_index(arm)
 
-    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
+    def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
         scores = np.zeros(self.n_arms)
         scores[self.index] = 1.0
         return scores
 
-    def update(self, x, arm, reward) -> None:
+    def update(self, x, arm, reward, quality=None, cost=None) -> None:
         self.updates += 1
-
-    def fit_full(self, X, R) -> None:
-        pass
 
     def params(self) -> dict[str, Any]:
         return {"arm": self.arm}
@@ -60,7 +57,7 @@ class SupervisedClassifier(Policy):
         self.epochs, self.lr = int(epochs), float(lr)
         self.weights = np.zeros((dim, n_arms))
 
-    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
+    def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
         logits = self._check(x) @ self.weights
         exp = np.exp(logits - logits.max())
         return exp / exp.sum()
@@ -68,7 +65,7 @@ class SupervisedClassifier(Policy):
     def choose_batch(self, X: np.ndarray) -> np.ndarray:
         return np.argmax(np.asarray(X, np.float64) @ self.weights, axis=1)
 
-    def update(self, x, arm, reward) -> None:
+    def update(self, x, arm, reward, quality=None, cost=None) -> None:
         self.updates += 1          # recorded, not learned from: labels need every arm
 
     def fit_labels(self, X: np.ndarray, labels: np.ndarray) -> None:
@@ -89,10 +86,6 @@ class SupervisedClassifier(Policy):
 
     def fit(self, X: np.ndarray, quality: np.ndarray, rewards: np.ndarray) -> None:
         self.fit_labels(X, cheapest_correct_labels(quality, rewards, self.correct_at))
-
-    def fit_full(self, X, R) -> None:
-        raise TypeError("SupervisedClassifier.fit needs the quality table too; "
-                        "replay.train calls fit(X, quality, rewards)")
 
     def params(self) -> dict[str, Any]:
         return {"l2": self.l2, "correct_at": self.correct_at, "epochs": self.epochs,

@@ -15,8 +15,8 @@ class LinUCB(RidgePolicy):
         super().__init__(dim, n_arms, seed, reg)
         self.alpha = float(alpha)
 
-    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
-        mean, width = self.mean_and_width(self._check(x))
+    def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
+        mean, width = self.mean_and_width(self._check(x), lam)
         return mean + self.alpha * width if explore else mean
 
     def params(self):

@@ -64,7 +64,7 @@ class NeuralEpsGreedy(Policy):
     def epsilon(self) -> float:
         return max(self.eps_min, self.eps0 * self.eps_decay ** self.updates)
 
-    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
+    def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
         x = self._check(x)
         with torch.no_grad(), _one_thread():
             predicted = self.net(torch.as_tensor(x, dtype=torch.float32)[None])[0].numpy()
@@ -77,7 +77,8 @@ class NeuralEpsGreedy(Policy):
         with torch.no_grad(), _one_thread():
             return self.net(torch.as_tensor(np.asarray(X, np.float32))).argmax(1).numpy()
 
-    def update(self, x: np.ndarray, arm: int, reward: float) -> None:
+    def update(self, x: np.ndarray, arm: int, reward: float, quality: float | None = None,
+               cost: float | None = None) -> None:
         x, arm = self._check(x), self._check_arm(arm)
         self.buf_x = np.vstack([self.buf_x, x[None].astype(np.float32)])[-self.capacity:]
         self.buf_arm = np.append(self.buf_arm, arm)[-self.capacity:]

@@ -41,6 +41,7 @@ class Decision:
     fingerprint: str
     forced: bool = False
     explored: bool = False
+    lam: float | None = None    # the lambda the scores are for (None: the trained one)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -86,25 +87,29 @@ class OnlineLearner:
 
     # -- serving ------------------------------------------------------------------------
     def decide(self, features: np.ndarray | None, question: str,
-               forced_arm: str | None = None) -> Decision:
-        """Choose an arm (or record a forced one) and journal the decision."""
+               forced_arm: str | None = None, lam: float | None = None) -> Decision:
+        """Choose an arm (or record a forced one) and journal the decision. ``lam`` asks
+        for another accuracy/cost trade-off than the trained one; it is honoured when the
+        policy supports it (``Decision.lam`` says which was used)."""
         if features is None and forced_arm is None:
             raise InputError("features are needed to choose an arm", field="features")
         with self.lock:
             scores = [float("nan")] * len(ARMS)
             explored = False
+            policy = self.bundle.policy
+            lam = float(lam) if lam is not None and policy.supports_lam() else None
             if features is not None:
-                greedy, estimates = self.bundle.policy.choose(features, explore=False)
+                greedy, estimates = policy.choose(features, explore=False, lam=lam)
                 arm_i = greedy
-                if self.explore and self.bundle.policy.learns_online:
-                    arm_i, _ = self.bundle.policy.choose(features, explore=True)
+                if self.explore and policy.learns_online:
+                    arm_i, _ = policy.choose(features, explore=True, lam=lam)
                     explored = arm_i != greedy
                 scores = [float(s) for s in estimates]   # greedy estimates, no bonus
                 arm = ARMS[arm_i]
             if forced_arm is not None:
                 arm = ARMS[arm_index(forced_arm)]
             decision = Decision(uuid.uuid4().hex, arm, scores, self.fingerprint,
-                                forced=forced_arm is not None, explored=explored)
+                                forced=forced_arm is not None, explored=explored, lam=lam)
             self.con.execute(
                 "INSERT INTO decisions (request_id, fingerprint, question, features, arm, "
                 "forced, explored, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -136,13 +141,15 @@ class OnlineLearner:
             if seq is not None:
                 raise InputError(f"request {request_id} already has feedback",
                                  field="request_id")
-            quality = None
+            quality = cost = None
+            spec = self.bundle.reward
             if gold is not None:
                 if prediction is None:
                     raise InputError(f"request {request_id} has no served answer yet",
                                      field="request_id")
-                quality = self.bundle.reward.quality(prediction, gold)
-                reward = self.bundle.reward.reward(quality, calls or 0.0, seconds or 0.0)
+                quality = spec.quality(prediction, gold)
+                cost = spec.cost_of(calls or 0.0, seconds or 0.0)
+                reward = spec.reward(quality, calls or 0.0, seconds or 0.0)
             reward = float(reward)
             if not np.isfinite(reward):
                 raise InputError(f"reward must be a finite number, got {reward}", field="reward")
@@ -154,7 +161,8 @@ class OnlineLearner:
                              "feedback_at = current_timestamp WHERE request_id = ?",
                              [quality, reward, next_seq, request_id])
             if applied:
-                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward)
+                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward,
+                                          quality, cost)
             self.bundle.meta[APPLIED_KEY] = int(next_seq)
             self.pending += 1
             if self.pending >= self.snapshot_every:
@@ -184,12 +192,16 @@ class OnlineLearner:
     def _replay_unapplied(self) -> None:
         applied = int(self.bundle.meta.get(APPLIED_KEY, 0))
         rows = self.con.execute(
-            "SELECT features, arm, reward, feedback_seq, fingerprint FROM decisions "
-            "WHERE feedback_seq > ? ORDER BY feedback_seq", [applied]).fetchall()
-        for features, arm, reward, seq, fingerprint in rows:
+            "SELECT features, arm, reward, feedback_seq, fingerprint, quality, "
+            "retrieval_calls, seconds FROM decisions WHERE feedback_seq > ? "
+            "ORDER BY feedback_seq", [applied]).fetchall()
+        spec = self.bundle.reward
+        for features, arm, reward, seq, fingerprint, quality, calls, seconds in rows:
             if features is not None and fingerprint == self.fingerprint \
                     and self.bundle.policy.learns_online:
-                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward)
+                cost = None if quality is None else spec.cost_of(calls or 0.0, seconds or 0.0)
+                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward,
+                                          quality, cost)
             self.bundle.meta[APPLIED_KEY] = int(seq)
         if rows:
             self.snapshot()

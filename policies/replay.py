@@ -54,22 +54,29 @@ def reward_table(table: ArmTable, spec: RewardSpec) -> np.ndarray:
     return spec.reward_matrix(table.quality[spec.metric], table.steps, table.seconds)
 
 
+def cost_table(table: ArmTable, spec: RewardSpec) -> np.ndarray:
+    return table.steps if spec.cost == "steps" else table.seconds
+
+
 def train_bandit(policy: Policy, X: np.ndarray, R: np.ndarray, epochs: int = 1,
-                 seed: int = 0, progress: bool = False) -> TrainLog:
-    """True bandit feedback: only the played arm's reward reaches the policy."""
+                 seed: int = 0, progress: bool = False, Q: np.ndarray | None = None,
+                 C: np.ndarray | None = None) -> TrainLog:
+    """True bandit feedback: only the played arm's reward (and its quality and cost, when
+    ``Q`` and ``C`` are given) reaches the policy."""
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(X)) for _ in range(epochs)])
     arms = np.zeros(len(order), dtype=np.int64)
     regret = np.zeros(len(order))
     for t, i in enumerate(tqdm(order, desc=f"replay {policy.algo}", disable=not progress)):
         arm, _ = policy.choose(X[i], explore=True)
-        policy.update(X[i], arm, float(R[i, arm]))
+        policy.update(X[i], arm, float(R[i, arm]), *_parts(Q, C, i, arm))
         arms[t], regret[t] = arm, R[i].max() - R[i, arm]
     return TrainLog(arms, regret)
 
 
 def train_full(policy: Policy, X: np.ndarray, R: np.ndarray, quality: np.ndarray,
-               epochs: int = 1, seed: int = 0, progress: bool = False) -> TrainLog:
+               epochs: int = 1, seed: int = 0, progress: bool = False,
+               C: np.ndarray | None = None) -> TrainLog:
     """Full information: every arm's reward is revealed for each training question."""
     if isinstance(policy, SupervisedClassifier):
         policy.fit(X, quality, R)
@@ -81,8 +88,14 @@ def train_full(policy: Policy, X: np.ndarray, R: np.ndarray, quality: np.ndarray
     for t, i in enumerate(tqdm(order, desc=f"full-info {policy.algo}", disable=not progress)):
         arms[t], _ = policy.choose(X[i], explore=False)
         for arm in range(len(ARMS)):
-            policy.update(X[i], arm, float(R[i, arm]))
+            policy.update(X[i], arm, float(R[i, arm]), *_parts(quality, C, i, arm))
     return TrainLog(arms, R[order].max(axis=1) - R[order, arms])
+
+
+def _parts(Q, C, i: int, arm: int) -> tuple:
+    if Q is None or C is None:
+        return None, None
+    return float(Q[i, arm]), float(C[i, arm])
 
 
 def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: FeatureSpec,
@@ -98,10 +111,11 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     X = features_for(table, fmap, embeddings)
     R = reward_table(table, reward)
     policy = make_policy(algo, fmap.dim, seed, **(params or {}))
+    Q, C = table.quality[reward.metric], cost_table(table, reward)
     if mode == "bandit":
-        log = train_bandit(policy, X, R, epochs, seed, progress)
+        log = train_bandit(policy, X, R, epochs, seed, progress, Q, C)
     else:
-        log = train_full(policy, X, R, table.quality[reward.metric], epochs, seed, progress)
+        log = train_full(policy, X, R, Q, epochs, seed, progress, C)
     meta = {"mode": mode, "epochs": epochs, "train_questions": len(table),
             "final_cumulative_regret": float(log.regret.sum())}
     return PolicyBundle(policy, fmap, reward, meta), log
@@ -128,12 +142,21 @@ def reference_rows(table: ArmTable, R: np.ndarray) -> dict[str, dict[str, float]
     return rows
 
 
-def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray) -> dict:
-    """Greedy (no exploration) choices of the policy on ``table`` next to the references."""
+def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
+             lam: float | None = None) -> dict:
+    """Greedy (no exploration) choices of the policy on ``table`` next to the references;
+    ``lam`` scores with another lambda (policies that support it) and rewards likewise."""
     X = features_for(table, bundle.features, embeddings)
-    R = reward_table(table, bundle.reward)
+    spec = bundle.reward if lam is None else RewardSpec(lam, bundle.reward.metric,
+                                                        bundle.reward.cost)
+    R = reward_table(table, spec)
     refs = reference_rows(table, R)
-    result = outcome_of(bundle.policy.choose_batch(X), table, R)
+    if lam is None:
+        arms = bundle.policy.choose_batch(X)
+    else:
+        arms = np.array([bundle.policy.choose(x, explore=False, lam=lam)[0] for x in X],
+                        dtype=np.int64)
+    result = outcome_of(arms, table, R)
     best_fixed = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
     result["gap_closed"] = gap_closed(result["reward"], best_fixed, refs["oracle"]["reward"])
     return {"policy": result, "references": refs, "best_fixed_reward": best_fixed}

@@ -10,7 +10,12 @@ from policies.base import Policy
 
 
 class RidgePolicy(Policy):
-    """Keeps A^-1 = (reg I + sum x x^T)^-1 and b = sum r x per arm (Sherman-Morrison updates)."""
+    """Keeps A^-1 = (reg I + sum x x^T)^-1 and b = sum r x per arm (Sherman-Morrison updates).
+
+    With reward parts it also keeps b_q = sum quality x and b_c = sum cost x: since the
+    reward is quality - lambda cost and A does not depend on it, A^-1 (b_q - lam b_c) is
+    exactly the ridge estimate for any other lambda.
+    """
 
     def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, reg: float = 1.0):
         super().__init__(dim, n_arms, seed)
@@ -19,9 +24,18 @@ class RidgePolicy(Policy):
         self.b = np.zeros((n_arms, dim))
         self.counts = np.zeros(n_arms, dtype=np.int64)
         self.theta = np.zeros((n_arms, dim))
+        self.b_quality = np.zeros((n_arms, dim))
+        self.b_cost = np.zeros((n_arms, dim))
+        self.parts_complete = True       # every update so far came with quality and cost
 
-    def update(self, x: np.ndarray, arm: int, reward: float) -> None:
+    def update(self, x: np.ndarray, arm: int, reward: float, quality: float | None = None,
+               cost: float | None = None) -> None:
         x, arm = self._check(x), self._check_arm(arm)
+        if quality is None or cost is None:
+            self.parts_complete = False
+        else:
+            self.b_quality[arm] += float(quality) * x
+            self.b_cost[arm] += float(cost) * x
         a_inv = self.A_inv[arm]
         ax = a_inv @ x
         a_inv -= np.outer(ax, ax) / (1.0 + x @ ax)
@@ -30,9 +44,18 @@ class RidgePolicy(Policy):
         self.theta[arm] = a_inv @ self.b[arm]
         self.updates += 1
 
-    def mean_and_width(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted reward per arm and sqrt(x^T A^-1 x), its uncertainty."""
-        mean = self.theta @ x
+    def supports_lam(self) -> bool:
+        return self.parts_complete
+
+    def mean_and_width(self, x: np.ndarray,
+                       lam: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted reward per arm (for ``lam`` when given and supported) and
+        sqrt(x^T A^-1 x), its uncertainty."""
+        if lam is not None and self.parts_complete:
+            mean = np.einsum("aij,aj->ai", self.A_inv,
+                             self.b_quality - float(lam) * self.b_cost) @ x
+        else:
+            mean = self.theta @ x
         width = np.sqrt(np.maximum(np.einsum("i,aij,j->a", x, self.A_inv, x), 0.0))
         return mean, width
 
@@ -41,7 +64,9 @@ class RidgePolicy(Policy):
 
     def state(self):
         values, arrays = super().state()
-        arrays.update({"A_inv": self.A_inv, "b": self.b, "counts": self.counts})
+        arrays.update({"A_inv": self.A_inv, "b": self.b, "counts": self.counts,
+                       "b_quality": self.b_quality, "b_cost": self.b_cost})
+        values["parts_complete"] = self.parts_complete
         return values, arrays
 
     def load_state(self, values, arrays) -> None:
@@ -50,3 +75,6 @@ class RidgePolicy(Policy):
         self.b = np.array(arrays["b"], dtype=np.float64)
         self.counts = np.array(arrays["counts"], dtype=np.int64)
         self.theta = np.einsum("aij,aj->ai", self.A_inv, self.b)
+        self.b_quality = np.array(arrays["b_quality"], dtype=np.float64)
+        self.b_cost = np.array(arrays["b_cost"], dtype=np.float64)
+        self.parts_complete = bool(values.get("parts_complete", False))

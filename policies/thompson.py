@@ -19,8 +19,8 @@ class LinearThompson(RidgePolicy):
         super().__init__(dim, n_arms, seed, reg)
         self.v = float(v)
 
-    def scores(self, x: np.ndarray, explore: bool = True) -> np.ndarray:
-        mean, width = self.mean_and_width(self._check(x))
+    def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
+        mean, width = self.mean_and_width(self._check(x), lam)
         if not explore:
             return mean
         return mean + self.v * width * self.rng.standard_normal(self.n_arms)

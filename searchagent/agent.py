@@ -11,9 +11,11 @@ cheap closed-book answer) and reads its mean token log-probability. If the polic
 picks ``parametric``, that closed-book answer is returned as is (no second generation);
 otherwise its tokens and seconds are added to the chosen arm's cost.
 
-Lambda is fixed when a policy is trained (``searchagent policy train --lam``); a per-request
-``ctx["lam"]`` is recorded in the decision as ``lam_requested`` and, without a policy, used
-to score feedback. Without a trained policy (``agent.policy_dir`` empty), ``auto`` falls back to the fixed arm
+Lambda: a policy is trained at one lambda (``searchagent policy train --lam``). A
+per-request ``ctx["lam"]`` is honoured by the linear policies (LinUCB, Thompson), which keep
+quality and cost apart and can rescore for any lambda; the decision's ``lam`` says which
+lambda was used and ``lam_requested`` what was asked. Without a trained policy
+(``agent.policy_dir`` empty), ``auto`` falls back to the fixed arm
 ``FALLBACK_ARM`` ("single": one retrieval is the cheap, robust default) and the decision
 says ``policy: "fallback:single"``; feedback is still scored but nothing learns from it.
 """
@@ -142,8 +144,10 @@ class Agent:
         if strategy == "auto" or not needs_confidence or closed_book is not None:
             features = self._features(question, closed_book)
         choose_started = time.perf_counter()
+        requested_lam = (ctx or {}).get("lam")
         decision = self.learner.decide(features, question,
-                                       forced_arm=None if strategy == "auto" else strategy)
+                                       forced_arm=None if strategy == "auto" else strategy,
+                                       lam=requested_lam)
         overhead = time.perf_counter() - choose_started
         if decision.arm == "parametric" and closed_book is not None:
             answer, reused = closed_book, True
@@ -156,10 +160,10 @@ class Agent:
         self.learner.record_served(decision.request_id, answer.answer,
                                    answer.retrieval_calls, seconds)
         detail = {**decision.to_dict(), "policy": bundle.policy.algo,
-                  "lam": bundle.reward.lam, "closed_book_reused": reused,
-                  "features": features is not None}
-        if (ctx or {}).get("lam") is not None:     # lambda is fixed when a policy is trained
-            detail["lam_requested"] = float(ctx["lam"])
+                  "lam": decision.lam if decision.lam is not None else bundle.reward.lam,
+                  "closed_book_reused": reused, "features": features is not None}
+        if requested_lam is not None:
+            detail["lam_requested"] = float(requested_lam)
         return _with_decision(answer, detail, overhead)
 
     def _features(self, question: str, closed_book: Answer | None) -> np.ndarray:

@@ -113,7 +113,7 @@ def test_concurrent_sessions_get_their_own_decisions(searcher, generator, config
 
     def session(question: str) -> None:
         try:
-            answers[question] = agent.answer(question)
+            answers[question] = agent.answer(question, ctx={"lam": 0.5})
         except Exception as exc:   # surfaced below
             errors.append(exc)
 
@@ -124,6 +124,8 @@ def test_concurrent_sessions_get_their_own_decisions(searcher, generator, config
         thread.join()
     assert not errors and len(answers) == 3
     ids = {decision_of(a)["request_id"] for a in answers.values()}
+    for answer in answers.values():   # a fixed arm cannot rescore: the trained lambda is used
+        assert decision_of(answer)["lam_requested"] == 0.5 and decision_of(answer)["lam"] == 0.1
     assert len(ids) == 3
     for request_id in ids:
         assert agent.feedback(request_id, reward=0.5)["reward"] == 0.5

@@ -177,3 +177,23 @@ def test_loading_refuses_other_feature_sets_versions_and_tampering(tmp_path):
         load_policy(tmp_path / "missing")
     with pytest.raises(InputError, match="unknown policy algorithm"):
         make_policy("ppo", 4)
+
+
+def test_linear_policies_rescore_for_another_lambda_exactly():
+    X, Q = linear_problem(80)
+    C = np.abs(Q) + np.arange(3)                      # some per-arm cost
+    trained, reference = LinUCB(X.shape[1]), LinUCB(X.shape[1])
+    for i, x in enumerate(X):
+        arm = i % 3
+        trained.update(x, arm, Q[i, arm] - 0.1 * C[i, arm], Q[i, arm], C[i, arm])
+        reference.update(x, arm, Q[i, arm] - 0.4 * C[i, arm])
+    assert trained.supports_lam()
+    for x in X[:5]:
+        assert np.allclose(trained.scores(x, explore=False, lam=0.4),
+                           reference.scores(x, explore=False))
+        assert np.allclose(trained.scores(x, explore=False, lam=0.1),
+                           trained.scores(x, explore=False))
+    trained.update(X[0], 0, 1.0)                      # a bare reward: parts now incomplete
+    assert not trained.supports_lam()
+    assert np.allclose(trained.scores(X[1], explore=False, lam=0.4),
+                       trained.scores(X[1], explore=False))

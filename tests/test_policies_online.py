@@ -39,7 +39,9 @@ def test_feedback_updates_and_a_restart_loses_nothing(tmp_path):
     first = learner.feedback(served[0].request_id, gold=["Paris"])
     assert first.applied and first.quality == 1.0
     assert first.reward == pytest.approx(1.0 - 0.1 * 1)
+    assert learner.decide(probe_features := features(fmap, 50), "q", lam=0.3).lam == 0.3
     assert learner.feedback(served[1].request_id, reward=-0.5).reward == -0.5
+    assert learner.decide(probe_features, "q", lam=0.3).lam is None   # bare reward: no parts
     assert learner.feedback(served[2].request_id, gold="London").quality == 0.0
     assert bundle.policy.updates == 3
     probe = features(fmap, 99)
@@ -58,8 +60,9 @@ def test_feedback_updates_and_a_restart_loses_nothing(tmp_path):
         reopened.feedback("nope", reward=1.0)
     with pytest.raises(InputError, match="exactly one"):
         reopened.feedback(served[4].request_id)
+    assert reopened.decide(probe, "q", lam=0.5).lam is None    # still incomplete after restart
     stats = reopened.stats()
-    assert stats["served"] == 6 and stats["feedback"] == 4
+    assert stats["served"] == 9 and stats["feedback"] == 4
     reopened.close()
     assert OnlineLearner(tmp_path).bundle.policy.updates == 4
 
