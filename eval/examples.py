@@ -74,3 +74,11 @@ def subset(examples: list[Example], limit: int | None, seed: int | None = None
 
     chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
     return [examples[n] for n in chosen]
+
+
+def interleave(groups: list[list[Example]]) -> list[Example]:
+    """Round-robin over datasets, so a partial run covers every dataset evenly."""
+    out: list[Example] = []
+    for n in range(max((len(g) for g in groups), default=0)):
+        out += [g[n] for g in groups if n < len(g)]
+    return out

@@ -77,7 +77,7 @@ def load_rows(db: str | Path, runs: list[str]) -> list[dict]:
     """Result rows plus arm-log rows (as arm systems and the oracle) of the given runs."""
     if not Path(db).is_file():
         raise InputError("runs database not found", path=str(db))
-    with RunStore(db, read_only=True) as store:
+    with RunStore(db, read_only=True, hold=False) as store:
         results = store.rows("results", runs)
         arm_rows = store.rows("arm_outcomes", runs)
         known = set(store.runs("results")) | set(store.runs("arm_outcomes"))

@@ -57,23 +57,21 @@ def answer_trace(answer: Any) -> dict:
 
 
 def evaluate(systems: Mapping[str, System], examples: Sequence[Example], store: RunStore,
-             run: str, workers: int = 1, seed: int | None = None) -> dict[str, Summary]:
-    """Answer every (system, example) not yet stored under ``run``; return per-system counts."""
-    summaries = {}
-    for name, system in systems.items():
-        done = store.done_keys("results", run=run, system=name)
-        pending = [ex for ex in examples if (run, name, ex.dataset, ex.id) not in done]
+             run: str, workers: int = 1, seed: int | None = None) -> Summary:
+    """Answer every (example, system) pair not yet stored under ``run``, question-major so
+    a partial run compares the systems on the same questions."""
+    done = store.done_keys("results", run=run)
+    jobs = [(ex, name) for ex in examples for name in systems
+            if (run, name, ex.dataset, ex.id) not in done]
 
-        def work(example: Example, system=system, name=name) -> dict:
-            start = time.perf_counter()
-            answer = system.run(example.question, question_context(example, seed, name))
-            row = score_answer(example, answer, time.perf_counter() - start)
-            return {**row, "run": run, "system": name,
-                    "arm": getattr(answer, "strategy", None) or name,
-                    "trace": answer_trace(answer)}
+    def work(job: tuple[Example, str]) -> dict:
+        example, name = job
+        start = time.perf_counter()
+        answer = systems[name].run(example.question, question_context(example, seed, name))
+        row = score_answer(example, answer, time.perf_counter() - start)
+        return {**row, "run": run, "system": name,
+                "arm": getattr(answer, "strategy", None) or name, "trace": answer_trace(answer)}
 
-        summaries[name] = execute(pending, work, lambda row: store.insert("results", row),
-                                  workers=workers, desc=f"{run}/{name}",
-                                  already_done=len(examples) - len(pending),
-                                  label=lambda ex: f"{ex.dataset}/{ex.id}")
-    return summaries
+    return execute(jobs, work, lambda row: store.insert("results", row), workers=workers,
+                   desc=run, already_done=len(examples) * len(systems) - len(jobs),
+                   label=lambda job: f"{job[0].dataset}/{job[0].id}/{job[1]}")

@@ -4,11 +4,17 @@
 ``arm_outcomes``: one row per (run, dataset, question, arm) of ``searchagent eval log-arms``;
 the table policies train on. Rows are inserted one at a time as questions finish, with
 ``INSERT OR IGNORE`` on the primary key, so a resumed run never duplicates a row.
+
+DuckDB lets one process at a time open a file. With ``hold=False`` the store connects only
+for each operation (retrying while another process has the file), so reports and policy
+training can read a database that a long run is still writing.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -46,14 +52,43 @@ def create_sql(table: str) -> str:
 class RunStore:
     """A runs database. Use it from one thread at a time (the runner's writer thread)."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, read_only: bool = False, hold: bool = True,
+                 wait_s: float = 300.0):
+        self.path, self.read_only, self.hold, self.wait_s = Path(path), read_only, hold, wait_s
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
-            for table in TABLES:
-                self.con.execute(create_sql(table))
+        self._held = self._open() if hold else None
+        with self._connection() as con:
+            if not read_only:
+                for table in TABLES:
+                    con.execute(create_sql(table))
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    @contextmanager
+    def _connection(self):
+        if self._held is not None:
+            yield self._held
+            return
+        con = self._open()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._held is None:
+            raise RuntimeError("this store connects per operation (hold=False)")
+        return self._held
 
     def done_keys(self, table: str, **where: Any) -> set[tuple]:
         """Primary keys already stored, restricted by equality filters like ``run=...``."""
@@ -61,8 +96,9 @@ class RunStore:
         if not self.has_table(table):
             return set()
         clause = " AND ".join(f"{name} = ?" for name in where) or "TRUE"
-        rows = self.con.execute(f"SELECT {', '.join(key)} FROM {table} WHERE {clause}",
-                                list(where.values())).fetchall()
+        with self._connection() as con:
+            rows = con.execute(f"SELECT {', '.join(key)} FROM {table} WHERE {clause}",
+                               list(where.values())).fetchall()
         return {tuple(row) for row in rows}
 
     def insert(self, table: str, row: dict[str, Any]) -> bool:
@@ -74,32 +110,33 @@ class RunStore:
         names = [c for c in columns if c != "created_at"]
         values = [_json_cell(row.get(c)) if columns[c] == "JSON" else row.get(c) for c in names]
         marks = ", ".join(["?"] * len(names))
-        before = self.count(table, **{k: row[k] for k in key})
-        self.con.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(names)}, created_at) "
-                         f"VALUES ({marks}, now())", values)
+        with self._connection() as con:
+            before = _count(con, table, {k: row[k] for k in key})
+            con.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(names)}, created_at) "
+                        f"VALUES ({marks}, now())", values)
         return before == 0
 
     def count(self, table: str, **where: Any) -> int:
-        clause = " AND ".join(f"{name} = ?" for name in where) or "TRUE"
-        return self.con.execute(f"SELECT count(*) FROM {table} WHERE {clause}",
-                                list(where.values())).fetchone()[0]
+        with self._connection() as con:
+            return _count(con, table, where)
 
     def has_table(self, table: str) -> bool:
-        return bool(self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [table]).fetchone()[0])
+        with self._connection() as con:
+            return _has_table(con, table)
 
     def rows(self, table: str, runs: Iterable[str]) -> list[dict]:
         """All rows of the given runs as dicts (JSON columns decoded)."""
         runs = list(runs)
         if not runs or not self.has_table(table):
             return []
-        cursor = self.con.execute(
-            f"SELECT * FROM {table} WHERE run IN ({', '.join(['?'] * len(runs))}) "
-            f"ORDER BY run, dataset, qid", runs)
-        names = [d[0] for d in cursor.description]
+        with self._connection() as con:
+            cursor = con.execute(
+                f"SELECT * FROM {table} WHERE run IN ({', '.join(['?'] * len(runs))}) "
+                f"ORDER BY run, dataset, qid", runs)
+            names = [d[0] for d in cursor.description]
+            fetched = cursor.fetchall()
         out = []
-        for values in cursor.fetchall():
+        for values in fetched:
             row = dict(zip(names, values))
             for name in ("golds", "trace"):
                 if isinstance(row.get(name), str):
@@ -110,17 +147,31 @@ class RunStore:
     def runs(self, table: str) -> list[str]:
         if not self.has_table(table):
             return []
-        return [r[0] for r in self.con.execute(f"SELECT DISTINCT run FROM {table} ORDER BY 1")
-                .fetchall()]
+        with self._connection() as con:
+            return [r[0] for r in con.execute(f"SELECT DISTINCT run FROM {table} ORDER BY 1")
+                    .fetchall()]
 
     def close(self) -> None:
-        self.con.close()
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def __enter__(self) -> "RunStore":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _count(con, table: str, where: dict[str, Any]) -> int:
+    clause = " AND ".join(f"{name} = ?" for name in where) or "TRUE"
+    return con.execute(f"SELECT count(*) FROM {table} WHERE {clause}",
+                       list(where.values())).fetchone()[0]
+
+
+def _has_table(con, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables "
+                            "WHERE table_name = ?", [table]).fetchone()[0])
 
 
 def _json_cell(value: Any) -> str | None:

@@ -80,7 +80,8 @@ def test_killed_run_resumes_without_loss_or_duplicates(bm25_index, tmp_path):
     assert tokens[0] <= 4 and tokens[1] == 0
     saved = json.loads((tmp_path / "runs" / "r1" / "config.json").read_text())
     assert saved["config"]["generator"]["max_new_tokens"] == 4
-    assert "parametric" in saved["command"] and saved["limit"] == LIMIT
+    assert saved["command"].startswith("searchagent eval run --dataset")
+    assert saved["limit"] == LIMIT
 
     changed = command(bm25_index, tmp_path)
     changed[changed.index("--limit") + 1] = "5"

@@ -83,16 +83,35 @@ def test_schema_matches_the_contract(tmp_path):
         assert store.con.execute("SELECT em FROM results").fetchall() == [(1.0,)]
 
 
+def test_store_without_hold_lets_other_processes_read(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "shared.duckdb"
+    read = [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], "
+            "read_only=True); print(c.execute('SELECT count(*) FROM results').fetchone()[0])",
+            str(db)]
+    with RunStore(db, hold=False) as store:
+        store.insert("results", {"run": "r", "system": "s", "dataset": "d", "qid": "1"})
+        seen = subprocess.run(read, capture_output=True, text=True, timeout=60)
+        assert seen.returncode == 0 and seen.stdout.strip() == "1", seen.stderr
+        assert store.insert("results", {"run": "r", "system": "s", "dataset": "d", "qid": "2"})
+        assert store.count("results") == 2
+    with RunStore(db) as store:                               # holding: others are locked out
+        locked = subprocess.run(read, capture_output=True, text=True, timeout=60)
+        assert locked.returncode != 0 and "lock" in locked.stderr.lower()
+
+
 def test_run_writes_one_row_per_question_and_resumes(tmp_path, searcher, examples):
     db = tmp_path / "runs.duckdb"
     bm25, dense = TopTitle(searcher, "bm25"), TopTitle(searcher, "dense", k=5, fail_on=examples[3].id)
     with RunStore(db) as store:
         first = evaluate({"bm25": bm25}, examples[:5], store, "r1", workers=2)
         out = evaluate({"bm25": bm25, "dense": dense}, examples, store, "r1", workers=3)
-    assert first["bm25"].done == 5
-    assert out["bm25"].done == 7 and len(bm25.calls) == 12    # only the 7 new ones ran again
-    assert out["dense"].done == 11 and out["dense"].failed == 1
-    assert "boom" in out["dense"].errors[0]
+    assert first.done == 5
+    assert len(bm25.calls) == 12                              # only the 7 new ones ran again
+    assert out.done == 7 + 11 and out.failed == 1
+    assert "boom" in out.errors[0] and f"{examples[3].id}/dense" in out.errors[0]
     con = duckdb.connect(str(db), read_only=True)
     counts = dict(con.execute("SELECT system, count(*) FROM results GROUP BY 1").fetchall())
     assert counts == {"bm25": 12, "dense": 11}
@@ -107,7 +126,7 @@ def test_run_writes_one_row_per_question_and_resumes(tmp_path, searcher, example
     assert len(json.loads(con2_trace(db, "dense", examples[0].id))["passages"]) == 5
     with RunStore(db) as store:                               # a rerun retries the failure
         again = evaluate({"dense": TopTitle(searcher, "dense", k=5)}, examples, store, "r1")
-    assert again["dense"].done == 1
+    assert again.done == 1
 
 
 def con2_trace(db, system, qid):

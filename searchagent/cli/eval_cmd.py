@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -73,7 +74,7 @@ def run_pool(args) -> int:
 
 def _setup(args, systems: list[str]):
     """Config, examples, run folder; returns (config, examples)."""
-    from eval.examples import subset
+    from eval.examples import interleave, subset
     from eval.loaders import load_spec
 
     cli = {"retrieval": {"mode": args.mode, "k": args.k},
@@ -84,9 +85,8 @@ def _setup(args, systems: list[str]):
         raise InputError(f"must be >= 1, got {args.workers}", field="workers")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"must be >= 1, got {args.limit}", field="limit")
-    examples = []
-    for spec in args.dataset:
-        examples += subset(load_spec(spec), args.limit, args.seed)
+    examples = interleave([subset(load_spec(spec), args.limit, args.seed)
+                           for spec in args.dataset])
     settings = {"config": config.to_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,
                 "seed": args.seed, "db": str(Path(args.db).resolve())}
@@ -103,7 +103,8 @@ def _write_run_config(folder: Path, settings: dict, force: bool) -> None:
             raise InputError(f"run already exists with different {', '.join(changed)}; pick a "
                              "new --run name or pass --force", path=str(path))
     folder.mkdir(parents=True, exist_ok=True)
-    record = {**settings, "command": sys.argv, "cwd": os.getcwd()}
+    record = {**settings, "command": shlex.join(["searchagent", *sys.argv[1:]]),
+              "cwd": os.getcwd()}
     fd, tmp = tempfile.mkstemp(prefix=".config.", dir=folder)
     with os.fdopen(fd, "w") as handle:
         json.dump(record, handle, indent=2, sort_keys=True)
@@ -117,13 +118,10 @@ def _open(args, config):
     return Searcher(args.index, config), make_generator(config.generator)
 
 
-def _finish(summaries: dict, db: str) -> int:
-    failed = sum(s.failed for s in summaries.values())
-    for name, s in summaries.items():
-        print(f"{name}: {s.done} answered, {s.failed} failed")
-    print(f"rows in {db}" + (f"; rerun the same command to retry {failed} failed" if failed
-                             else ""))
-    return 1 if failed else 0
+def _finish(summary, db: str) -> int:
+    print(f"{summary.done} rows written to {db}, {summary.failed} failed"
+          + ("; rerun the same command to retry them" if summary.failed else ""))
+    return 1 if summary.failed else 0
 
 
 def run_eval(args) -> int:
@@ -141,9 +139,9 @@ def run_eval(args) -> int:
     systems = {n: make_strategy_system(n, searcher, generator, config) for n in names}
     for path, label in zip(policies, labels[len(names):]):
         systems[label] = make_policy_system(path, searcher, generator, config)
-    with RunStore(args.db) as store:
-        summaries = evaluate(systems, examples, store, args.run, args.workers, args.seed)
-    return _finish(summaries, args.db)
+    with RunStore(args.db, hold=False) as store:
+        summary = evaluate(systems, examples, store, args.run, args.workers, args.seed)
+    return _finish(summary, args.db)
 
 
 def run_log_arms(args) -> int:
@@ -155,9 +153,9 @@ def run_log_arms(args) -> int:
     config, examples = _setup(args, arms)
     searcher, generator = _open(args, config)
     systems = {arm: make_strategy_system(arm, searcher, generator, config) for arm in arms}
-    with RunStore(args.db) as store:
+    with RunStore(args.db, hold=False) as store:
         summary = log_arms(systems, examples, store, args.run, args.workers, args.seed)
-    return _finish({"arms": summary}, args.db)
+    return _finish(summary, args.db)
 
 
 def run_report(args) -> int:
