@@ -42,6 +42,9 @@ class RetrievalConfig:
     rrf_k: int = 60
     hnsw_ef_search: int = 64
     ivf_nprobe: int = 16
+    funnel_coarse_k: int = 100            # multi-hop funnel: candidates per coarse retriever
+    funnel_shortlist: int = 20            # kept after exact dense re-scoring
+    reranker: str = ""                    # optional local cross-encoder folder (none bundled)
 
 
 @dataclass
@@ -63,6 +66,8 @@ class AgentConfig:
     strategy: str = "auto"                # auto | parametric | single | multi
     max_hops: int = 4
     context_budget_tokens: int = 1200
+    hop_query: str = "bridge"             # multi-hop query: question | step | bridge
+    fewshot: int = 1                      # demos in the multi-hop reasoning prompt (train data)
     lam: float = 0.1
     policy_dir: str = ""
 

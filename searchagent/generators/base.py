@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
+from searchagent.errors import InputError
+
 
 @dataclass
 class GenRequest:
-    """One chat-style generation request; ``messages`` are OpenAI-style dicts."""
+    """One chat-style generation request; ``messages`` are OpenAI-style dicts.
+
+    A final ``assistant`` message is a prefill: the reply continues that text (and the
+    result holds only the continuation)."""
 
     messages: list[dict]
     max_new_tokens: int = 48
@@ -25,6 +30,8 @@ class GenResult:
     completion_tokens: int
     seconds: float
     token_logprobs: list[float] | None = None
+    cached_tokens: int = 0     # prompt tokens whose KV state was reused, not recomputed
+    finish_reason: str = ""    # "stop" (end of turn or stop string) | "length"
 
     @property
     def mean_logprob(self) -> float | None:
@@ -42,3 +49,36 @@ class Generator(Protocol):
 
     def count_tokens(self, text: str) -> int:
         ...
+
+
+def check_request(request: GenRequest, index: int = 0) -> None:
+    """Reject malformed requests with the field named (shared by every backend)."""
+    where = f"requests[{index}]"
+    if not isinstance(request, GenRequest):
+        raise InputError(f"expected a GenRequest, got {type(request).__name__}", field=where)
+    if not request.messages:
+        raise InputError("no messages", field=f"{where}.messages")
+    for i, message in enumerate(request.messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str) \
+                or message.get("role") not in ("system", "user", "assistant"):
+            raise InputError("each message needs a role (system|user|assistant) and string "
+                             "content", field=f"{where}.messages[{i}]")
+    if request.max_new_tokens <= 0:
+        raise InputError(f"must be positive, got {request.max_new_tokens}",
+                         field=f"{where}.max_new_tokens")
+    if request.temperature < 0:
+        raise InputError(f"must be >= 0, got {request.temperature}",
+                         field=f"{where}.temperature")
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Text up to the earliest stop string, and whether one was found."""
+    cut = min((pos for pos in (text.find(s) for s in stops if s) if pos >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def split_prefill(messages: list[dict]) -> tuple[list[dict], str]:
+    """``(conversation, prefill)``: a trailing assistant message is text to continue."""
+    if messages and messages[-1]["role"] == "assistant":
+        return messages[:-1], messages[-1]["content"]
+    return messages, ""

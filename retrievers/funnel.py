@@ -1,0 +1,129 @@
+"""Coarse-to-fine retrieval funnel (FunnelRAG-style): many -> few, cheap -> strong.
+
+1. coarse: BM25 and the vector index's approximate search (the SPANN index when built),
+   each ``coarse_k`` wide, candidates unioned;
+2. fine: exact inner products between the query vector and the stored passage embeddings
+   (``dense/embeddings.npy``) for every candidate, fused with the BM25 ranks by RRF, keeping
+   a ``shortlist``;
+3. optional: a cross-encoder re-ranks the shortlist (``retrievers.reranker``); best k kept.
+
+``budget`` may hold ``deadline`` (a ``time.monotonic()`` instant; later stages are skipped
+once it passes and the result is marked partial) and ``cancel`` (a ``threading.Event``).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import Collection
+
+import numpy as np
+
+from retrievers.tokenize import tokenize
+from searchagent.types import Hit
+
+RRF_K = 60
+
+
+class FunnelRetriever:
+    """Retriever protocol over an opened ``Searcher``; ``search_with_stats`` adds a
+    per-stage account (seconds and candidate counts)."""
+
+    def __init__(self, searcher, coarse_k: int = 100, shortlist: int = 20,
+                 reranker=None, coarse: tuple[str, ...] = ("bm25", "ann")):
+        self.searcher, self.coarse_k, self.shortlist = searcher, coarse_k, shortlist
+        self.reranker = reranker
+        components = searcher.components
+        self.use_bm25 = "bm25" in coarse and "bm25" in components
+        self.use_dense = "dense" in components
+        self.use_ann = "ann" in coarse and self.use_dense
+        if not (self.use_bm25 or self.use_ann):
+            raise ValueError("the funnel needs BM25 or a dense index for its coarse stage")
+
+    @cached_property
+    def embeddings(self) -> np.ndarray | None:
+        path = self.searcher.folder / "dense" / "embeddings.npy"
+        return np.load(path, mmap_mode="r") if path.is_file() else None
+
+    def search(self, query: str, k: int, *, budget: dict | None = None) -> list[Hit]:
+        return self.search_with_stats(query, k, budget=budget)[0]
+
+    def search_with_stats(self, query: str, k: int, *, budget: dict | None = None,
+                          exclude: Collection[int] = ()) -> tuple[list[Hit], dict]:
+        """Best ``k`` passages for ``query``, never one whose row is in ``exclude``."""
+        budget = budget or {}
+        stats: dict = {"partial": False, "stages": []}
+        clock = time.perf_counter()
+        if _stopped(budget):
+            stats["partial"] = True
+            return [], stats
+
+        # 1. coarse: wide and cheap
+        ranks: list[dict[int, int]] = []
+        vector = None
+        if self.use_bm25:
+            rows, _ = self.searcher.bm25.index.top_k(tokenize(query), self.coarse_k + len(exclude))
+            ranks.append(_rank_map(rows, exclude))
+        if self.use_dense:
+            vector = self.searcher.encoder.encode([query])[0]
+        if self.use_ann:
+            ann_budget = {"deadline": budget.get("deadline")}
+            ids, _, _ = self.searcher.vector_index.search(
+                vector[None, :], self.coarse_k + len(exclude),
+                params=self.searcher.dense.params, deadline=ann_budget["deadline"])
+            ranks.append(_rank_map([r for r in ids[0] if r >= 0], exclude))
+        candidates = sorted(set().union(*ranks))
+        clock = _stage(stats, "coarse", clock, len(candidates))
+        if not candidates:
+            return [], stats
+
+        # 2. fine: exact dense scores on every candidate, fused with the coarse ranks
+        if vector is not None and self.embeddings is not None and not _late(budget):
+            exact = np.asarray(self.embeddings[np.asarray(candidates)], dtype=np.float32) @ vector
+            order = np.argsort(-exact, kind="stable")
+            dense_rank = {candidates[i]: rank for rank, i in enumerate(order, start=1)}
+            fine_ranks = ([ranks[0]] if self.use_bm25 else []) + [dense_rank]
+            scored = _rrf(fine_ranks)
+            clock = _stage(stats, "exact_dense", clock, min(len(scored), self.shortlist))
+        else:
+            stats["partial"] = stats["partial"] or _late(budget)
+            scored = _rrf(ranks)
+        top = sorted(scored, key=lambda row: (-scored[row], row))[:max(k, self.shortlist)]
+        hits = self.searcher.docstore.hits(top, [scored[r] for r in top])
+
+        # 3. optional cross-encoder on the shortlist
+        if self.reranker is not None and hits and not _late(budget):
+            hits = self.reranker.rerank(query, hits)
+            clock = _stage(stats, "cross_encoder", clock, len(hits))
+        elif self.reranker is not None:
+            stats["partial"] = True
+        return hits[:k], stats
+
+
+def _rank_map(rows, exclude: Collection[int]) -> dict[int, int]:
+    kept = [int(r) for r in rows if int(r) not in exclude]
+    return {row: rank for rank, row in enumerate(kept, start=1)}
+
+
+def _rrf(rank_maps: list[dict[int, int]]) -> dict[int, float]:
+    fused: dict[int, float] = {}
+    for ranks in rank_maps:
+        for row, rank in ranks.items():
+            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank)
+    return fused
+
+
+def _stage(stats: dict, name: str, since: float, kept: int) -> float:
+    now = time.perf_counter()
+    stats["stages"].append({"stage": name, "seconds": round(now - since, 6), "kept": kept})
+    return now
+
+
+def _late(budget: dict) -> bool:
+    deadline = budget.get("deadline")
+    return _stopped(budget) or (deadline is not None and time.monotonic() > deadline)
+
+
+def _stopped(budget: dict) -> bool:
+    cancel = budget.get("cancel")
+    return cancel is not None and cancel.is_set()

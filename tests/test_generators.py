@@ -1,0 +1,150 @@
+"""Generators with the real bundled SmolLM2 GGUF: llama.cpp and transformers backends."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from searchagent.config import GeneratorConfig
+from searchagent.errors import InputError
+from searchagent.generators.base import GenRequest, GenResult, Generator, cut_at_stop
+
+pytestmark = pytest.mark.slow
+
+SYSTEM = {"role": "system", "content": "You answer in a few words."}
+
+
+def ask(text: str, **kw) -> GenRequest:
+    return GenRequest(messages=[SYSTEM, {"role": "user", "content": text}], **kw)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    from searchagent.generators.llama_cpp import LlamaCppGenerator
+
+    return LlamaCppGenerator(threads=2, context_tokens=1024)
+
+
+def test_result_accounting_and_logprobs(llama):
+    assert isinstance(llama, Generator)
+    request = ask("What is the capital of France?", max_new_tokens=6, logprobs=True)
+    [result] = llama.generate([request])
+    assert isinstance(result, GenResult) and result.text
+    assert result.prompt_tokens == len(llama.prompt_tokens(request.messages))
+    assert 0 < result.completion_tokens <= 6
+    assert len(result.token_logprobs) == result.completion_tokens
+    assert all(lp <= 0 for lp in result.token_logprobs)
+    assert result.mean_logprob < 0 and result.seconds > 0
+    assert llama.count_tokens("Paris is the capital") == len(
+        llama.llm.tokenize(b"Paris is the capital", add_bos=False))
+
+
+def test_logprobs_match_llama_cpp_reference(llama):
+    """Our per-token log-probabilities equal llama-cpp-python's own (logits_all=True)."""
+    from llama_cpp import Llama
+
+    request = ask("Name a colour.", max_new_tokens=4, logprobs=True)
+    llama.llm.reset()                 # decode the whole prompt in one batch, as the reference does
+    [ours] = llama.generate([request])
+    reference = Llama(model_path=llama.path, n_ctx=512, n_threads=2, logits_all=True,
+                      verbose=False)
+    out = reference.create_completion(llama.prompt_tokens(request.messages), max_tokens=4,
+                                      temperature=0.0, logprobs=1)
+    theirs = out["choices"][0]["logprobs"]["token_logprobs"]
+    n = min(len(theirs), ours.completion_tokens)
+    assert n > 0
+    assert ours.token_logprobs[:n] == pytest.approx(theirs[:n], abs=2e-3)
+
+
+def test_batch_is_deterministic_and_ordered(llama):
+    a, b = ask("Say hello.", max_new_tokens=4), ask("Count to three.", max_new_tokens=4)
+    batch = llama.generate([a, b])
+    assert [r.text for r in batch] == [llama.generate([a])[0].text, llama.generate([b])[0].text]
+    assert batch[0].token_logprobs is None          # not requested
+
+
+def test_stop_strings_cut_the_text(llama):
+    [free] = llama.generate([ask("Write a sentence about cats.", max_new_tokens=6)])
+    assert " " in free.text
+    [cut] = llama.generate([ask("Write a sentence about cats.", max_new_tokens=6, stop=[" "])])
+    assert " " not in cut.text and free.text.startswith(cut.text)
+    assert cut.finish_reason == "stop" and cut.completion_tokens < free.completion_tokens
+    assert cut_at_stop("a. b. c", [". ", "c"]) == ("a", True)
+
+
+def test_session_state_reuse_survives_interleaving(llama):
+    first = ask("Tell me about llamas.", max_new_tokens=2, session="s1")
+    follow = ask("Tell me about llamas.", max_new_tokens=3, session="s1")
+    follow.messages = first.messages + [{"role": "assistant", "content": "They are animals."},
+                                        {"role": "user", "content": "And alpacas?"}]
+    llama.generate([first])
+    llama.generate([ask("Something else entirely, please.", max_new_tokens=1, session="s2")])
+    [reused] = llama.generate([follow])
+    assert reused.cached_tokens >= len(llama.prompt_tokens(first.messages)) - 1
+    llama.llm.reset()
+    llama._sessions.clear()
+    [fresh] = llama.generate([follow])
+    assert fresh.cached_tokens == 0 and fresh.text == reused.text
+
+
+def test_concurrent_callers_get_serial_results(llama):
+    requests = [ask(f"What is {i} plus {i}?", max_new_tokens=3) for i in range(3)]
+    expected = [llama.generate([r])[0].text for r in requests]
+    got: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda i=i: got.__setitem__(
+        i, llama.generate([requests[i]])[0].text)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(3)] == expected
+
+
+def test_bad_requests_name_the_field(llama):
+    with pytest.raises(InputError, match=r"requests\[1\].*messages"):
+        llama.generate([ask("ok"), GenRequest(messages=[])])
+    with pytest.raises(InputError, match="max_new_tokens"):
+        llama.generate([ask("ok", max_new_tokens=0)])
+    with pytest.raises(InputError, match="context_tokens"):
+        llama.generate([ask("word " * 1100)])
+
+
+def test_factory():
+    from searchagent.generators.factory import make_generator
+
+    with pytest.raises(InputError, match="generator.backend"):
+        make_generator(GeneratorConfig(backend="nope"))
+    from searchagent.errors import BackendError
+
+    with pytest.raises(BackendError, match="not found"):
+        make_generator(GeneratorConfig(model="/nonexistent/model.gguf"))
+    with pytest.raises(BackendError, match="base_url"):
+        make_generator(GeneratorConfig(backend="openai"))
+
+
+def test_prefill_continues_the_assistant_message(llama):
+    messages = [SYSTEM, {"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "The capital of France is"}]
+    [result] = llama.generate([GenRequest(messages=messages, max_new_tokens=3)])
+    assert "Paris" in result.text and not result.text.startswith("The capital")
+
+
+def test_transformers_gguf_batched_padding_matches_single():
+    """The same GGUF through transformers: a padded batch equals one-by-one decoding."""
+    from searchagent.generators.hf_transformers import TransformersGenerator
+
+    hf = TransformersGenerator(threads=2)
+    short = ask("Hi.", max_new_tokens=4, logprobs=True)
+    long = ask("Which planet is known as the red planet in our solar system?",
+               max_new_tokens=4, logprobs=True)
+    batch = hf.generate([short, long])
+    [alone] = hf.generate([short])          # the short prompt is the one padded in the batch
+    assert batch[0].text == alone.text
+    assert batch[0].token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-3)
+    assert batch[0].prompt_tokens < batch[1].prompt_tokens
+    for result in batch:
+        assert 0 < result.completion_tokens <= 4
+        assert len(result.token_logprobs) == result.completion_tokens
+        assert all(lp <= 1e-6 for lp in result.token_logprobs)
+    assert hf.count_tokens("hello world") > 0

@@ -1,0 +1,154 @@
+"""The OpenAI-compatible HTTP backend against a real llama_cpp.server on 127.0.0.1 (bundled
+GGUF), plus small stdlib HTTP servers that misbehave on purpose (down, garbage, 503s)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from searchagent.errors import BackendError
+from searchagent.generators.base import GenRequest
+from searchagent.generators.openai_http import OpenAIHTTPGenerator
+from searchagent.models import gguf_path
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ask(text: str, **kw) -> GenRequest:
+    return GenRequest(messages=[{"role": "system", "content": "You answer in a few words."},
+                                {"role": "user", "content": text}], **kw)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf_path(),
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
+                             "--n_threads", "2", "--verbose", "False"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama_cpp.server did not come up within 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_generation_over_http_with_usage_and_logprobs(server_url):
+    gen = OpenAIHTTPGenerator(server_url, timeout_s=120)
+    first, second = gen.generate([ask("What is the capital of France?", max_new_tokens=8,
+                                      logprobs=True),
+                                  ask("Name a fruit.", max_new_tokens=8)])
+    assert first.text and second.text
+    assert first.prompt_tokens > 10 and 0 < first.completion_tokens <= 8
+    assert len(first.token_logprobs) == first.completion_tokens
+    assert all(lp <= 0 for lp in first.token_logprobs)
+    assert second.token_logprobs is None and first.seconds > 0
+
+
+def test_count_tokens_uses_the_server_tokenizer(server_url):
+    from searchagent.generators.llama_cpp import LlamaCppGenerator
+
+    gen = OpenAIHTTPGenerator(server_url, timeout_s=60)
+    text = "Retrieval-augmented generation with a tiny model"
+    local = LlamaCppGenerator(threads=1, context_tokens=256).count_tokens(text)
+    assert abs(gen.count_tokens(text) - local) <= 1          # the server may count a BOS
+    assert gen._tokenize_route.endswith("/extras/tokenize")
+
+
+def test_server_down_is_a_clear_error_after_bounded_retries():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    gen = OpenAIHTTPGenerator(url, retries=2, backoff_s=0.05, timeout_s=2)
+    start = time.monotonic()
+    with pytest.raises(BackendError, match=r"is down or failing: not reachable.*3 attempts"):
+        gen.generate([ask("hello")])
+    assert time.monotonic() - start < 10
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers POSTs from a script: (status, body) per call, the last one repeating."""
+
+    script: list[tuple[int, str]] = []
+    calls = 0
+
+    def do_POST(self):  # noqa: N802 (http.server naming)
+        cls = type(self)
+        status, body = cls.script[min(cls.calls, len(cls.script) - 1)]
+        cls.calls += 1
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    handler = type("Handler", (Scripted,), {"script": [], "calls": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield handler, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+GOOD = json.dumps({"choices": [{"message": {"content": "Paris. More"}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 12, "completion_tokens": 3}})
+
+
+def test_retries_503_with_backoff_then_succeeds(scripted):
+    handler, url = scripted
+    handler.script = [(503, "busy"), (503, "busy"), (200, GOOD)]
+    [result] = OpenAIHTTPGenerator(url, retries=2, backoff_s=0.01).generate(
+        [ask("capital?", stop=["."])])
+    assert handler.calls == 3
+    assert result.text == "Paris" and result.prompt_tokens == 12
+    handler.script, handler.calls = [(503, "busy")], 0
+    with pytest.raises(BackendError, match="HTTP 503"):
+        OpenAIHTTPGenerator(url, retries=1, backoff_s=0.01).generate([ask("capital?")])
+    assert handler.calls == 2
+
+
+@pytest.mark.parametrize("status,body,message", [
+    (200, "<html>oops</html>", "non-JSON"),
+    (200, json.dumps({"object": "list"}), "not a chat completion"),
+    (200, "[1, 2]", "expected a JSON object"),
+    (400, json.dumps({"error": "bad model"}), "refused the request: HTTP 400"),
+])
+def test_garbage_answers_are_clear_errors(scripted, status, body, message):
+    handler, url = scripted
+    handler.script = [(status, body)]
+    with pytest.raises(BackendError, match=message):
+        OpenAIHTTPGenerator(url, retries=0).generate([ask("hi")])
