@@ -8,6 +8,7 @@ so a query is a sum of a few rows and a partial sort.
 from __future__ import annotations
 
 import json
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -33,20 +34,19 @@ class BM25Index:
     def build(cls, docs: Iterable[list[str]], k1: float = 1.5, b: float = 0.75,
               epsilon: float = 0.25, total: int | None = None) -> "BM25Index":
         vocab: dict[str, int] = {}
-        term_ids, doc_ids, tfs, doc_len = [], [], [], []
-        for row, tokens in enumerate(tqdm(docs, total=total, desc="bm25: counting",
-                                          unit="doc", mininterval=1.0)):
+        term_ids, tfs, doc_len, doc_terms = array("i"), array("f"), array("i"), array("i")
+        for tokens in tqdm(docs, total=total, desc="bm25: counting", unit="doc",
+                           mininterval=1.0):
             counts = Counter(tokens)
-            term_ids.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in counts),
-                                        dtype=np.int32, count=len(counts)))
-            tfs.append(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
-            doc_ids.append(np.full(len(counts), row, dtype=np.int32))
+            term_ids.extend([vocab.setdefault(t, len(vocab)) for t in counts])
+            tfs.extend(counts.values())
             doc_len.append(len(tokens))
+            doc_terms.append(len(counts))
         n_docs = len(doc_len)
-        terms = np.concatenate(term_ids) if term_ids else np.zeros(0, np.int32)
-        docs_ = np.concatenate(doc_ids) if doc_ids else np.zeros(0, np.int32)
-        tf = np.concatenate(tfs) if tfs else np.zeros(0, np.float32)
-        lengths = np.asarray(doc_len, dtype=np.float64)
+        terms = np.frombuffer(term_ids, dtype=np.int32)
+        tf = np.frombuffer(tfs, dtype=np.float32).astype(np.float64)
+        docs_ = np.repeat(np.arange(n_docs, dtype=np.int32), np.frombuffer(doc_terms, np.int32))
+        lengths = np.frombuffer(doc_len, dtype=np.int32).astype(np.float64)
         avgdl = lengths.mean() if n_docs else 0.0
 
         df = np.bincount(terms, minlength=len(vocab)).astype(np.float64)
@@ -55,36 +55,51 @@ class BM25Index:
         idf[idf < 0] = floor
 
         order = np.argsort(terms, kind="stable")
-        terms, docs_, tf = terms[order], docs_[order], tf[order].astype(np.float64)
+        terms, docs_, tf = terms[order], docs_[order], tf[order]
         norm = k1 * (1 - b + b * lengths[docs_] / avgdl) if avgdl else k1
         data = (idf[terms] * tf * (k1 + 1) / (tf + norm)).astype(np.float32)
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(terms, minlength=len(vocab)), out=indptr[1:])
+        np.cumsum(df.astype(np.int64), out=indptr[1:])
         params = {"k1": k1, "b": b, "epsilon": epsilon, "avgdl": float(avgdl)}
         return cls(vocab, indptr, docs_, data, n_docs, params)
 
-    def scores(self, tokens: list[str]) -> np.ndarray:
-        """BM25 score of every document for a tokenized query."""
-        scores = np.zeros(self.n_docs, dtype=np.float32)
+    def _postings(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Concatenated (doc rows, weighted impacts) of the query's known terms."""
+        rows, weights = [], []
         for term, count in Counter(tokens).items():
             tid = self.vocab.get(term)
-            if tid is None:
-                continue
-            start, end = self.indptr[tid], self.indptr[tid + 1]
-            scores[self.indices[start:end]] += count * self.data[start:end]
-        return scores
+            if tid is not None:
+                start, end = self.indptr[tid], self.indptr[tid + 1]
+                rows.append(self.indices[start:end])
+                weights.append(count * self.data[start:end].astype(np.float64))
+        if not rows:
+            return np.zeros(0, np.int32), np.zeros(0, np.float64)
+        return np.concatenate(rows), np.concatenate(weights)
+
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """BM25 score of every document for a tokenized query."""
+        rows, weights = self._postings(tokens)
+        return np.bincount(rows, weights=weights, minlength=self.n_docs)
 
     def top_k(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and scores of the best k documents with a positive score, best first."""
-        scores = self.scores(tokens)
-        k = min(k, self.n_docs)
-        if k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        candidates = np.argpartition(-scores, k - 1)[:k]
-        order = np.lexsort((candidates, -scores[candidates]))
-        rows = candidates[order]
-        rows = rows[scores[rows] > 0]
-        return rows.astype(np.int64), scores[rows]
+        """Rows and scores of the best k documents with a positive score, best first.
+
+        Few postings are scored sparsely (only the touched documents); many, densely.
+        """
+        rows, weights = self._postings(tokens)
+        if k <= 0 or rows.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        if rows.size * 8 < self.n_docs:
+            candidates, inverse = np.unique(rows, return_inverse=True)
+            scores = np.bincount(inverse, weights=weights)
+        else:
+            scores = np.bincount(rows, weights=weights, minlength=self.n_docs)
+            candidates = np.arange(self.n_docs)
+        k = min(k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.lexsort((candidates[best], -scores[best]))]
+        best = best[scores[best] > 0]
+        return candidates[best].astype(np.int64), scores[best]
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
