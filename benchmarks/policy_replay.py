@@ -9,7 +9,7 @@ for each lambda of the sweep (the per-request dial).
 Prints a markdown table and the acceptance checks, writes the Pareto plot (F1 vs average
 retrieval steps) and the regret curves.
 
-    .venv/bin/python benchmarks/policy_replay.py --log bench-out/armlog.duckdb
+    .venv/bin/python benchmarks/policy_replay.py --log bench-out/armlog.duckdb [--folds 5]
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from policies.armlog import split_by_id  # noqa: E402
+from policies.armlog import kfold_by_id, split_by_id  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import (evaluate, load_replay_data, reference_rows,  # noqa: E402
-                             reward_table, train_policy)
+from policies.replay import (gap_closed, greedy_arms, load_replay_data,  # noqa: E402
+                             outcome_of, reference_rows, reward_table, train_policy)
 from policies.rewards import RewardSpec  # noqa: E402
 
 SYSTEMS = [("linucb", "bandit"), ("thompson", "bandit"), ("neural", "bandit"),
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--projection", default="random")
     parser.add_argument("--proj-dim", type=int, default=64)
     parser.add_argument("--test-frac", type=float, default=0.3)
+    parser.add_argument("--folds", type=int, default=1,
+                        help="k>1: k-fold by question id, every question held out once")
     parser.add_argument("--systems", default=",".join(f"{a}/{m}" for a, m in SYSTEMS))
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
@@ -55,42 +57,70 @@ def main() -> None:
     lams = [float(x) for x in args.lams.split(",")]
 
     table, emb, embedder = load_replay_data(args.log, args.run)
-    train, test = split_by_id(table.keys, args.test_frac, seed=0)
-    tr, te, emb_tr, emb_te = table.subset(train), table.subset(test), emb[train], emb[test]
+    splits = (kfold_by_id(table.keys, args.folds) if args.folds > 1
+              else [split_by_id(table.keys, args.test_frac, seed=0)])
+    held = np.sort(np.concatenate([test for _, test in splits]))
     spec = FeatureSpec(embedder=embedder, embed_dim=emb.shape[1], projection=args.projection,
                        proj_dim=args.proj_dim)
     print(f"arm log {args.log}: {len(table)} questions with every arm ({table.dropped} "
-          f"incomplete dropped); train {len(train)}, held-out {len(test)}; features "
-          f"{spec.projection}/{spec.proj_dim}, metric {args.metric}")
+          f"incomplete dropped); {len(splits)} split(s) by question id, held-out "
+          f"{len(held)} in all; features {spec.projection}/{spec.proj_dim}, metric "
+          f"{args.metric}")
+
+    def heldout(train_one, lam: float) -> dict:
+        """Pooled held-out outcome: each split's policy answers that split's test ids."""
+        arms = np.full(len(table), -1, dtype=np.int64)
+        for fold, (train, test) in enumerate(splits):
+            bundle = train_one(fold, train)
+            arms[test] = greedy_arms(bundle, table.subset(test), emb[test], lam)
+        reward = RewardSpec(lam=lam, metric=args.metric)
+        R = reward_table(table, reward)[held]
+        sub = table.subset(held)
+        refs = reference_rows(sub, R)
+        row = outcome_of(arms[held], sub, R)
+        best = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
+        row["gap_closed"] = gap_closed(row["reward"], best, refs["oracle"]["reward"])
+        return row
+
+    def median(results: list[dict]) -> dict:
+        return {k: statistics.median(r[k] for r in results) for k in results[0]}
+
     rows, curves = [], {}
     for lam in lams:
         reward = RewardSpec(lam=lam, metric=args.metric)
-        refs = reference_rows(te, reward_table(te, reward))
-        for name, row in refs.items():
+        for name, row in reference_rows(table.subset(held),
+                                        reward_table(table, reward)[held]).items():
             rows.append({"lam": lam, "system": name, **row})
         for algo, mode in systems:
             results, started = [], time.perf_counter()
             seeds = 1 if algo == "supervised" else args.seeds
             for seed in range(seeds):
-                bundle, log = train_policy(algo, tr, emb_tr, spec, reward, mode, args.epochs, seed)
-                results.append(evaluate(bundle, te, emb_te)["policy"])
-                if lam == args.mba_lam and mode == "bandit" and seed == 0:
-                    curves[algo] = log.cumulative_regret.tolist()
-            median = {k: statistics.median(r[k] for r in results) for k in results[0]}
-            median["train_seconds"] = (time.perf_counter() - started) / seeds
-            rows.append({"lam": lam, "system": f"{algo}/{mode}", **median})
-            print(f"  lam={lam} {algo}/{mode}: reward {median['reward']:.4f} "
-                  f"f1 {median['f1']:.3f} steps {median['steps']:.2f}", flush=True)
-    rescore = [("linucb", "bandit"), ("thompson", "bandit")]
-    bundles = {s: [train_policy(s[0], tr, emb_tr, spec, RewardSpec(lam=args.mba_lam,
-                                                                  metric=args.metric),
-                                s[1], args.epochs, seed)[0] for seed in range(args.seeds)]
-               for s in rescore if s in systems}
-    for (algo, mode), trained in bundles.items():   # one policy, lambda moved at serve time
-        for lam in lams:
-            results = [evaluate(b, te, emb_te, lam=lam)["policy"] for b in trained]
-            median = {k: statistics.median(r[k] for r in results) for k in results[0]}
-            rows.append({"lam": lam, "system": f"{algo}/{mode}@{args.mba_lam}", **median})
+                def train_one(fold, train, seed=seed, algo=algo, mode=mode, reward=reward):
+                    bundle, log = train_policy(algo, table.subset(train), emb[train], spec,
+                                               reward, mode, args.epochs, seed)
+                    if lam == args.mba_lam and mode == "bandit" and seed == 0 and fold == 0:
+                        curves[algo] = log.cumulative_regret.tolist()
+                    return bundle
+                results.append(heldout(train_one, lam))
+            row = median(results)
+            row["train_seconds"] = (time.perf_counter() - started) / seeds / len(splits)
+            rows.append({"lam": lam, "system": f"{algo}/{mode}", **row})
+            print(f"  lam={lam} {algo}/{mode}: reward {row['reward']:.4f} "
+                  f"f1 {row['f1']:.3f} steps {row['steps']:.2f}", flush=True)
+    for algo, mode in [s for s in (("linucb", "bandit"), ("thompson", "bandit")) if s in systems]:
+        trained = {}                         # one policy per (seed, fold), trained at mba_lam
+        for lam in lams:                     # ... rescored for every lambda at serve time
+            results = []
+            for seed in range(args.seeds):
+                def train_one(fold, train, seed=seed, algo=algo, mode=mode):
+                    if (seed, fold) not in trained:
+                        trained[seed, fold] = train_policy(
+                            algo, table.subset(train), emb[train], spec,
+                            RewardSpec(lam=args.mba_lam, metric=args.metric), mode,
+                            args.epochs, seed)[0]
+                    return trained[seed, fold]
+                results.append(heldout(train_one, lam))
+            rows.append({"lam": lam, "system": f"{algo}/{mode}@{args.mba_lam}", **median(results)})
     rows.sort(key=lambda r: r["lam"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

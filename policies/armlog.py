@@ -141,3 +141,20 @@ def split_by_id(keys: Sequence[tuple[str, str]], test_frac: float = 0.3,
         f"{seed}|{keys[i][0]}|{keys[i][1]}".encode()).hexdigest())
     n_test = int(round(len(keys) * test_frac))
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def kfold_by_id(keys: Sequence[tuple[str, str]], folds: int,
+                seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` disjoint (train, test) splits by the same seeded id hash; every question
+    is held out exactly once (for small arm logs)."""
+    import hashlib
+
+    if folds < 2:
+        raise InputError(f"need at least 2 folds, got {folds}", field="folds")
+    order = sorted(range(len(keys)), key=lambda i: hashlib.sha256(
+        f"{seed}|{keys[i][0]}|{keys[i][1]}".encode()).hexdigest())
+    out = []
+    for fold in range(folds):
+        test = np.sort(order[fold::folds])
+        out.append((np.setdiff1d(np.arange(len(keys)), test), test))
+    return out

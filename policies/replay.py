@@ -146,20 +146,24 @@ def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
              lam: float | None = None) -> dict:
     """Greedy (no exploration) choices of the policy on ``table`` next to the references;
     ``lam`` scores with another lambda (policies that support it) and rewards likewise."""
-    X = features_for(table, bundle.features, embeddings)
     spec = bundle.reward if lam is None else RewardSpec(lam, bundle.reward.metric,
                                                         bundle.reward.cost)
     R = reward_table(table, spec)
     refs = reference_rows(table, R)
-    if lam is None:
-        arms = bundle.policy.choose_batch(X)
-    else:
-        arms = np.array([bundle.policy.choose(x, explore=False, lam=lam)[0] for x in X],
-                        dtype=np.int64)
-    result = outcome_of(arms, table, R)
+    result = outcome_of(greedy_arms(bundle, table, embeddings, lam), table, R)
     best_fixed = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
     result["gap_closed"] = gap_closed(result["reward"], best_fixed, refs["oracle"]["reward"])
     return {"policy": result, "references": refs, "best_fixed_reward": best_fixed}
+
+
+def greedy_arms(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
+                lam: float | None = None) -> np.ndarray:
+    """The arm the policy serves (no exploration) for each question of ``table``."""
+    X = features_for(table, bundle.features, embeddings)
+    if lam is None:
+        return bundle.policy.choose_batch(X)
+    return np.array([bundle.policy.choose(x, explore=False, lam=lam)[0] for x in X],
+                    dtype=np.int64)
 
 
 def gap_closed(value: float, best_fixed: float, oracle: float) -> float:

@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from policies.armlog import load_arm_log, split_by_id
+from policies.armlog import kfold_by_id, load_arm_log, split_by_id
 from policies.features import FeatureSpec
 from policies.persistence import load_policy
 from policies.replay import evaluate, train_policy
@@ -66,6 +66,9 @@ def test_split_is_disjoint_deterministic_and_order_free():
     assert {keys[i] for i in test} == {shuffled[i] for i in test2}
     _, test3 = split_by_id(keys, 0.3, seed=1)
     assert set(test3) != set(test)
+    folds = kfold_by_id(keys, 5)
+    assert sorted(np.concatenate([t for _, t in folds]).tolist()) == list(range(100))
+    assert all(not set(tr) & set(te) and len(tr) + len(te) == 100 for tr, te in folds)
 
 
 @pytest.mark.parametrize("algo,mode", [("linucb", "bandit"), ("thompson", "bandit"),
