@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -56,10 +57,14 @@ def load_arm_log(path: str | Path, runs: Sequence[str] | None = None,
     path = Path(path)
     if not path.is_file():
         raise InputError("arm log not found", path=str(path))
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        raise InputError(f"cannot open arm log: {exc}", path=str(path)) from exc
+    for attempt in range(10):   # the harness opens the log per write: wait out a write
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+            break
+        except duckdb.Error as exc:
+            if attempt == 9 or "lock" not in str(exc).lower():
+                raise InputError(f"cannot open arm log: {exc}", path=str(path)) from exc
+            time.sleep(0.5)
     try:
         present = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
