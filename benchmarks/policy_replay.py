@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", default="bench-out/armlog.duckdb")
     parser.add_argument("--run", action="append")
+    parser.add_argument("--results", help="also the fixed-strategy rows of this runs DB")
     parser.add_argument("--lams", default="0,0.02,0.05,0.1,0.2,0.3")
     parser.add_argument("--mba-lam", type=float, default=0.1,
                         help="the lambda that balances like MBA-RAG (checked for F1/steps)")
@@ -56,7 +57,7 @@ def main() -> None:
     systems = [tuple(s.split("/")) for s in args.systems.split(",")]
     lams = [float(x) for x in args.lams.split(",")]
 
-    table, emb, embedder = load_replay_data(args.log, args.run)
+    table, emb, embedder = load_replay_data(args.log, args.run, results_from=args.results)
     splits = (kfold_by_id(table.keys, args.folds) if args.folds > 1
               else [split_by_id(table.keys, args.test_frac, seed=0)])
     held = np.sort(np.concatenate([test for _, test in splits]))

@@ -2,7 +2,8 @@
 
 One row per (run, dataset, qid, arm). ``load_arm_log`` keeps questions that have every
 arm, takes the newest row when several runs logged the same (dataset, qid, arm), and
-returns per-arm quality, steps, seconds and the parametric arm's confidence.
+returns per-arm quality, steps, seconds and the parametric arm's confidence. Fixed-strategy
+rows of ``eval run`` (table ``results``) can be added as more arm outcomes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,21 @@ class ArmTable:
 
 
 def load_arm_log(path: str | Path, runs: Sequence[str] | None = None,
-                 datasets: Sequence[str] | None = None) -> ArmTable:
+                 datasets: Sequence[str] | None = None,
+                 results_from: str | Path | None = None) -> ArmTable:
+    """Read ``arm_outcomes`` from ``path``; with ``results_from``, also the fixed-strategy
+    rows (system = an arm name) of that runs database's ``results`` table, whose
+    confidence is in the trace JSON. The newest row per (dataset, qid, arm) wins."""
+    rows = _read(path, TABLE, runs, datasets)
+    if results_from is not None:
+        rows += _read(results_from, "results", runs, datasets)
+    newest: dict[tuple, tuple] = {}
+    for row in sorted(rows, key=lambda r: (str(r[-1]), str(r[-2]))):
+        newest[(row[0], row[1], row[3])] = row
+    return _to_table([r[:-2] for r in newest.values()], str(path))
+
+
+def _read(path: str | Path, table: str, runs, datasets) -> list[tuple]:
     import duckdb
 
     path = Path(path)
@@ -65,33 +80,33 @@ def load_arm_log(path: str | Path, runs: Sequence[str] | None = None,
             if attempt == 9 or "lock" not in str(exc).lower():
                 raise InputError(f"cannot open arm log: {exc}", path=str(path)) from exc
             time.sleep(0.5)
+    arm = "arm" if table == TABLE else "system"
+    confidence = ("confidence" if table == TABLE
+                  else "TRY_CAST(json_extract(trace, '$.confidence') AS DOUBLE)")
     try:
         present = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-            [TABLE]).fetchall()}
+            [table]).fetchall()}
         if not present:
-            raise InputError(f"no table {TABLE} in this database", path=str(path),
-                             field=TABLE)
-        needed = ("run", "dataset", "qid", "question", "arm", "golds", "em", "f1", "acc",
-                  "retrieval_calls", "seconds", "confidence", "created_at")
+            raise InputError(f"no table {table} in this database", path=str(path), field=table)
+        needed = ["run", "dataset", "qid", "question", arm, "golds", "em", "f1", "acc",
+                  "retrieval_calls", "seconds", "created_at",
+                  "confidence" if table == TABLE else "trace"]
         missing = [c for c in needed if c not in present]
         if missing:
             raise InputError(f"arm log lacks column(s) {', '.join(missing)}",
-                             path=str(path), field=f"{TABLE}.{missing[0]}")
-        where, params = ["arm IN (?, ?, ?)"], list(ARMS)
+                             path=str(path), field=f"{table}.{missing[0]}")
+        where, params = [f"{arm} IN (?, ?, ?)"], list(ARMS)
         for name, values in (("run", runs), ("dataset", datasets)):
             if values:
                 where.append(f"{name} IN ({', '.join('?' * len(values))})")
                 params += list(values)
-        rows = con.execute(
-            f"SELECT dataset, qid, question, arm, golds, em, f1, acc, retrieval_calls, "
-            f"seconds, confidence FROM (SELECT *, row_number() OVER (PARTITION BY dataset, "
-            f"qid, arm ORDER BY created_at DESC, run DESC) AS newest FROM {TABLE} "
-            f"WHERE {' AND '.join(where)}) WHERE newest = 1 ORDER BY dataset, qid, arm",
-            params).fetchall()
+        return con.execute(
+            f"SELECT dataset, qid, question, {arm}, golds, em, f1, acc, retrieval_calls, "
+            f"seconds, {confidence}, run, created_at FROM {table} "
+            f"WHERE {' AND '.join(where)}", params).fetchall()
     finally:
         con.close()
-    return _to_table(rows, str(path))
 
 
 def _to_table(rows, source: str) -> ArmTable:

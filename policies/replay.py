@@ -173,11 +173,11 @@ def gap_closed(value: float, best_fixed: float, oracle: float) -> float:
 
 
 def load_replay_data(log: str | Path, runs=None, datasets=None, cache: str | Path | None = None,
-                     embedder: str = "default", encoder=None):
+                     embedder: str = "default", encoder=None, results_from=None):
     """The arm log as an ArmTable plus each question's embedding (cached), and the encoder name."""
     from policies.armlog import load_arm_log
 
-    table = load_arm_log(log, runs, datasets)
+    table = load_arm_log(log, runs, datasets, results_from)
     if len(table) == 0:
         raise InputError("the arm log has no question with every arm "
                          f"({', '.join(ARMS)}) for this selection", path=str(log))

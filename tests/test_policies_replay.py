@@ -46,6 +46,25 @@ def test_load_arm_log(arm_log, tmp_path):
     assert set(load_arm_log(path, runs=["a"]).quality["f1"][:, 2]) == {1.0}
 
 
+def test_fixed_strategy_results_add_arm_outcomes(tmp_path):
+    from eval.store import create_sql
+
+    write_arm_log(tmp_path / "arms.duckdb", limit=4)
+    con = duckdb.connect(str(tmp_path / "runs.duckdb"))
+    con.execute(create_sql("results"))
+    for arm, calls in (("parametric", 0), ("single", 1), ("multi", 2), ("policy:x", 1)):
+        con.execute("INSERT INTO results (run, system, dataset, qid, question, prediction, "
+                    "golds, em, f1, acc, retrieval_calls, hops, seconds, arm, trace, "
+                    "created_at) VALUES ('fixed', ?, 'other', 'q9', 'Who?', 'x', '[\"x\"]', "
+                    "1, 1, 1, ?, ?, 0.5, ?, ?, now())",
+                    [arm, calls, calls, arm, json.dumps({"confidence": -0.25, "steps": []})])
+    con.close()
+    table = load_arm_log(tmp_path / "arms.duckdb", results_from=tmp_path / "runs.duckdb")
+    assert len(table) == 5
+    row = table.keys.index(("other", "q9"))
+    assert table.steps[row].tolist() == [0, 1, 2] and table.confidence[row] == -0.25
+
+
 def test_bad_arm_logs_fail_clearly(tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_arm_log(tmp_path / "nope.duckdb")

@@ -48,6 +48,8 @@ def _log_args(parser) -> None:
     parser.add_argument("--test-frac", type=float, default=0.3,
                         help="held-out share, split by question id")
     parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--results", metavar="DB", help="also use the fixed-strategy rows "
+                        "(system parametric|single|multi) of this runs database")
     parser.add_argument("--cache", help="question-embedding cache (default: beside the log)")
     parser.add_argument("--embedder", default="default", help="sentence-transformers folder")
 
@@ -73,7 +75,8 @@ def run_train(args) -> int:
     from policies.rewards import RewardSpec
 
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
-                                                   args.cache, args.embedder)
+                                                   args.cache, args.embedder,
+                                                   results_from=args.results)
     train_rows, test_rows = split_by_id(table.keys, args.test_frac, args.split_seed)
     features = FeatureSpec(embedder=embedder, embed_dim=int(embeddings.shape[1]),
                            projection=args.projection, proj_dim=args.proj_dim,
@@ -105,7 +108,8 @@ def run_eval(args) -> int:
     test_frac = bundle.meta.get("test_frac", args.test_frac)
     split_seed = bundle.meta.get("split_seed", args.split_seed)
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
-                                                   args.cache, args.embedder)
+                                                   args.cache, args.embedder,
+                                                   results_from=args.results)
     if embedder != bundle.features.spec.embedder:
         raise InputError(f"policy was trained on {bundle.features.spec.embedder} embeddings, "
                          f"not {embedder}", path=args.policy, field="features.embedder")
