@@ -93,11 +93,19 @@ def load_rows(db: str | Path, runs: list[str]) -> list[dict]:
     return rows
 
 
+ALL = "all datasets"
+
+
 def summaries(rows: list[dict]) -> list[SystemSummary]:
+    """One summary per (dataset, system), plus ``all datasets`` (pooled over questions)
+    when there are several datasets."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["dataset"], row["system"])].append(row)
-    return [summarize(groups[key]) for key in sorted(groups)]
+    if len({row["dataset"] for row in rows}) > 1:
+        for row in rows:
+            groups[(ALL, row["system"])].append({**row, "dataset": ALL})
+    return [summarize(groups[key]) for key in sorted(groups, key=lambda k: (k[0] == ALL, k))]
 
 
 def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str]) -> str:
@@ -106,7 +114,7 @@ def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str])
              "retrieval calls per question; seconds = wall time per question; tokens = "
              "prompt + completion tokens per question; sup. recall = share of gold "
              "supporting titles among the passages used.", ""]
-    for dataset in sorted({s.dataset for s in summaries_}):
+    for dataset in sorted({s.dataset for s in summaries_}, key=lambda d: (d == ALL, d)):
         lines += [f"## {dataset}", "",
                   "| system | n | EM | F1 | Acc | steps | hops | seconds | tokens | sup. recall |",
                   "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]

@@ -165,6 +165,7 @@ def test_arm_log_and_report(tmp_path, searcher, examples):
     path = write_report(db, ["arms", "eval1"], out)
     text = path.read_text()
     assert "| eval1/hybrid | 12 |" in text and "| arms/oracle | 12 |" in text
+    assert "all datasets" not in text                          # a single dataset here
     for png in ("quality_sample.png", "arms.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(Exception, match="no rows for run"):
@@ -185,5 +186,9 @@ def test_oracle_picks_the_cheapest_correct_arm():
     assert chosen == {"1": "single", "2": "parametric", "3": "single"}
     (oracle,) = summaries(oracle_rows(rows))
     assert oracle.em.mean == pytest.approx(2 / 3) and oracle.steps == pytest.approx(2 / 3)
+    other = [{**r, "dataset": "e", "qid": "x" + r["qid"]} for r in rows]
+    pooled = {(s.dataset, s.system): s for s in summaries(oracle_rows(rows + other))}
+    assert pooled[("all datasets", "oracle")].n == 6
+    assert pooled[("all datasets", "oracle")].em.mean == pytest.approx(2 / 3)
     text = markdown([oracle], ["r"], [])
     assert "## Arms chosen" in text and "| d | oracle | 33% (100.0) | 67% (50.0) | 0% |" in text
