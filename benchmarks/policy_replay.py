@@ -79,6 +79,11 @@ def main() -> None:
         sub = table.subset(held)
         refs = reference_rows(sub, R)
         row = outcome_of(arms[held], sub, R)
+        # serving with the confidence feature runs the closed-book arm first (reused when
+        # the policy picks parametric): its seconds are paid on every other answer too
+        picked = arms[held]
+        seconds = sub.seconds[np.arange(len(picked)), picked] + (picked != 0) * sub.seconds[:, 0]
+        row["seconds_with_probe"] = float(seconds.mean())
         best = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
         row["gap_closed"] = gap_closed(row["reward"], best, refs["oracle"]["reward"])
         return row
@@ -133,15 +138,18 @@ def main() -> None:
 
 
 def print_table(rows: list[dict], lams: list[float]) -> None:
-    print("\n| lambda | system | reward | F1 | EM | avg steps | parametric / single / multi "
-          "| gap to oracle closed |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| lambda | system | reward | F1 | EM | avg steps | avg s (with probe) | "
+          "parametric / single / multi | gap to oracle closed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         gap = row.get("gap_closed")
         gap = "" if gap is None or np.isnan(gap) else f"{gap:.2f}"
+        probe = row.get("seconds_with_probe")
+        seconds = f"{row['seconds']:.1f}" + (f" ({probe:.1f})" if probe is not None else "")
         print(f"| {row['lam']} | {row['system']} | {row['reward']:.4f} | {row['f1']:.3f} | "
-              f"{row['em']:.3f} | {row['steps']:.2f} | {row['share_parametric']:.2f} / "
-              f"{row['share_single']:.2f} / {row['share_multi']:.2f} | {gap} |")
+              f"{row['em']:.3f} | {row['steps']:.2f} | {seconds} | "
+              f"{row['share_parametric']:.2f} / {row['share_single']:.2f} / "
+              f"{row['share_multi']:.2f} | {gap} |")
 
 
 def checks(rows: list[dict], lams: list[float], mba_lam: float) -> None:

@@ -128,12 +128,12 @@ def run_eval(args) -> int:
 
 def _print_table(result: dict, title: str) -> None:
     print(title)
-    header = f"{'system':<16}{'reward':>8}{'f1':>7}{'em':>7}{'steps':>7}{'param':>7}" \
+    header = f"{'system':<18}{'reward':>8}{'f1':>7}{'em':>7}{'steps':>7}{'param':>7}" \
              f"{'single':>7}{'multi':>7}"
     print(header)
     rows = {"policy": result["policy"], **result["references"]}
     for name, row in rows.items():
-        print(f"{name:<16}{row['reward']:>8.4f}{row['f1']:>7.3f}{row['em']:>7.3f}"
+        print(f"{name:<18}{row['reward']:>8.4f}{row['f1']:>7.3f}{row['em']:>7.3f}"
               f"{row['steps']:>7.2f}{row['share_parametric']:>7.2f}{row['share_single']:>7.2f}"
               f"{row['share_multi']:>7.2f}")
     print(f"gap to oracle closed: {result['policy']['gap_closed']:.3f}")
