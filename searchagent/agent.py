@@ -9,7 +9,9 @@ answer and updates the policy online (see ``policies.online``).
 Confidence feature: when the policy uses it, the agent first runs the parametric arm (a
 cheap closed-book answer) and reads its mean token log-probability. If the policy then
 picks ``parametric``, that closed-book answer is returned as is (no second generation);
-otherwise its tokens and seconds are added to the chosen arm's cost.
+otherwise its tokens and seconds are added to the chosen arm's cost. A forced arm other
+than parametric skips the probe: its decision is journaled without features, so feedback
+on it is recorded but not learned from.
 
 Lambda: a policy is trained at one lambda (``searchagent policy train --lam``). A
 per-request ``ctx["lam"]`` is honoured by the linear policies (LinUCB, Thompson), which keep
@@ -141,9 +143,9 @@ class Agent:
         if needs_confidence and strategy in ("auto", "parametric"):
             closed_book = self._strategy("parametric").run(question, ctx)
         features = None
+        choose_started = time.perf_counter()          # the policy step: features + choice
         if strategy == "auto" or not needs_confidence or closed_book is not None:
             features = self._features(question, closed_book)
-        choose_started = time.perf_counter()
         requested_lam = (ctx or {}).get("lam")
         decision = self.learner.decide(features, question,
                                        forced_arm=None if strategy == "auto" else strategy,
