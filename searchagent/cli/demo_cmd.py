@@ -17,6 +17,8 @@ def register(sub) -> None:
                       "it already holds a valid index)")
     demo.add_argument("-n", "--questions", type=int, default=3)
     demo.add_argument("-k", type=int, default=3)
+    demo.add_argument("--strategies", default="parametric,single,multi",
+                      help="comma-separated arms to answer with (empty: retrieval only)")
     demo.set_defaults(func=run_demo)
 
 
@@ -46,9 +48,32 @@ def run_demo(args) -> int:
     config = load_config(args.config)
     folder = ensure_sample_index(args.index_dir, config)
     searcher = Searcher(folder, config)
-    for question in sample_questions(args.questions):
-        print(f"\nQ: {question['question']}\n   gold: {question['answers'][0]}; supporting: "
-              f"{'; '.join(question['supporting_titles'])}")
-        for rank, hit in enumerate(searcher.search(question["question"], args.k), start=1):
-            print(f"   {rank}. {hit.title}: {hit.text[:90]}")
+    strategies = _strategies(args.strategies, searcher, config)
+    try:
+        for question in sample_questions(args.questions):
+            print(f"\nQ: {question['question']}\n   gold: {question['answers'][0]}; "
+                  f"supporting: {'; '.join(question['supporting_titles'])}")
+            if not strategies:
+                for rank, hit in enumerate(searcher.search(question["question"], args.k), 1):
+                    print(f"   {rank}. {hit.title}: {hit.text[:90]}")
+            for strategy in strategies:
+                answer = strategy.run(question["question"])
+                titles = "; ".join(p["title"] for p in answer.passages[:6])
+                print(f"   {answer.strategy:>10}: {answer.answer or '(none)'!r}  "
+                      f"[{answer.seconds:.1f} s, {answer.retrieval_calls} retrievals, "
+                      f"{answer.prompt_tokens + answer.completion_tokens} tokens]"
+                      + (f"\n{'':>15}passages: {titles}" if titles else ""))
+    finally:
+        searcher.close()
     return 0
+
+
+def _strategies(names: str, searcher, config) -> list:
+    from searchagent.generators.factory import make_generator
+    from searchagent.strategies.factory import make_strategy
+
+    names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        return []
+    generator = make_generator(config.generator)
+    return [make_strategy(name, searcher, generator, config) for name in names]

@@ -1,0 +1,58 @@
+"""The answer convention: generations end with "So the answer is: <answer>".
+
+``extract_answer`` finds the marker (or a looser equivalent) and cleans the span;
+normalization for scoring lives in ``eval/metrics.py`` (SQuAD-style), not here.
+"""
+
+from __future__ import annotations
+
+import re
+
+ANSWER_MARKER = "So the answer is:"
+
+_MARKER = re.compile(r"(?:so\s+)?the\s+(?:final\s+)?answer\s+is\s*[:\-]?\s*", re.IGNORECASE)
+_LEADING = re.compile(r"^(?:answer\s*:|a\s*:|final answer\s*:)\s*", re.IGNORECASE)
+_PERIOD = re.compile(r"(\S*)\.(?=\s|$)")
+_ABBREVIATION = re.compile(r"^(?:[A-Z][a-z]{0,2}|[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z])$")
+
+
+def _sentence_end(text: str) -> int:
+    """Index of the first sentence-ending period (not after 'Dr', 'St', 'J', 'U.S'), or -1."""
+    for match in _PERIOD.finditer(text):
+        word = match.group(1).lstrip("\"'(")
+        if word and not _ABBREVIATION.match(word):
+            return match.end() - 1
+    return -1
+
+
+def has_answer(text: str) -> bool:
+    """Whether a generation states its answer with the marker (or 'the answer is')."""
+    return bool(_MARKER.search(text))
+
+
+def extract_answer(text: str) -> str:
+    """The short answer inside a generation; the whole first line when there is no marker."""
+    matches = list(_MARKER.finditer(text))
+    span = text[matches[-1].end():] if matches else text
+    return clean_answer(span)
+
+
+def clean_answer(span: str) -> str:
+    """First line, first sentence, no leading 'Answer:', no wrapping quotes or final period."""
+    span = span.strip()
+    span = span.splitlines()[0].strip() if span else ""
+    span = _LEADING.sub("", span)
+    end = _sentence_end(span)
+    if end >= 0:
+        span = span[:end]
+    span = span.strip().strip("*").strip()
+    if len(span) >= 2 and span[0] == span[-1] and span[0] in "\"'":
+        span = span[1:-1]
+    return span.rstrip(".").strip()
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a reasoning step (IRCoT keeps one sentence per hop)."""
+    text = text.strip().splitlines()[0].strip() if text.strip() else ""
+    end = _sentence_end(text)
+    return text[:end + 1] if end >= 0 else text

@@ -1,0 +1,71 @@
+"""``searchagent ask INDEX_DIR "question" [--strategy parametric|single|multi] [--json]``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from searchagent.config import load_config
+from searchagent.strategies.base import ARMS
+
+
+def register(sub) -> None:
+    ask = sub.add_parser("ask", help="answer one question with a strategy (arm)")
+    ask.add_argument("index_dir")
+    ask.add_argument("question")
+    ask.add_argument("--strategy", choices=ARMS, help="default: agent.strategy from the "
+                     "config, or single when that is 'auto'")
+    ask.add_argument("-k", type=int, help="passages per retrieval (retrieval.k)")
+    ask.add_argument("--max-hops", type=int, help="hop limit for multi (agent.max_hops)")
+    ask.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
+    ask.set_defaults(func=run_ask)
+
+
+def run_ask(args) -> int:
+    from retrievers.searcher import Searcher
+    from searchagent.errors import InputError
+    from searchagent.generators.factory import make_generator
+    from searchagent.strategies.factory import make_strategy
+
+    if not args.question.strip():
+        raise InputError("empty question", field="question")
+    config = load_config(args.config, cli={"retrieval": {"k": args.k},
+                                           "agent": {"max_hops": args.max_hops}})
+    name = args.strategy or (config.agent.strategy if config.agent.strategy in ARMS
+                             else "single")
+    searcher = Searcher(args.index_dir, config)
+    try:
+        strategy = make_strategy(name, searcher, make_generator(config.generator), config)
+        answer = strategy.run(args.question)
+    finally:
+        searcher.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(answer), indent=2, default=str))
+    else:
+        print(format_answer(answer))
+    return 0
+
+
+def format_answer(answer) -> str:
+    """Human-readable answer, passages and per-step timings."""
+    lines = [f"answer:   {answer.answer or '(none)'}",
+             f"strategy: {answer.strategy}  (hops {answer.hops}, retrieval calls "
+             f"{answer.retrieval_calls}, tokens {answer.prompt_tokens} prompt + "
+             f"{answer.completion_tokens} completion, {answer.seconds:.2f} s"
+             + (f", confidence {answer.confidence:.3f})" if answer.confidence is not None
+                else ")")]
+    if answer.passages:
+        lines.append("passages:")
+        lines += [f"  {i:>2}. [{p['id']}] {p['title']}" for i, p in
+                  enumerate(answer.passages, start=1)]
+    lines.append("steps:")
+    for i, step in enumerate(answer.trace, start=1):
+        detail = step.detail
+        if step.kind == "retrieve":
+            what = f"retrieve {len(detail.get('ids', []))} for {detail.get('query', '')[:70]!r}"
+        else:
+            what = (f"generate ({detail.get('purpose', '')}) {detail.get('prompt_tokens', 0)}+"
+                    f"{detail.get('completion_tokens', 0)} tok: "
+                    f"{detail.get('text', '')[:60]!r}")
+        lines.append(f"  {i:>2}. {step.seconds * 1000:8.1f} ms  {what}")
+    return "\n".join(lines)
