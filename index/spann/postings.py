@@ -1,0 +1,149 @@
+"""The posting file: one file of page-aligned posting lists, plus its writer and reader.
+
+Layout of ``postings.bin``::
+
+    page 0            header: magic, version, dim, dtype code, postings, entries, file size
+    page-aligned      posting i: ids int64[count] | vectors dtype[count, dim] | zero padding
+
+Offsets and counts live in ``table.npy`` (int64 rows: offset, count, padded bytes). Every
+posting starts on a 4 KiB boundary and spans whole pages, so it can be read with one
+positional read, also with ``O_DIRECT`` into an aligned buffer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from searchagent.errors import IndexFormatError
+
+PAGE = 4096
+MAGIC = b"SPANNPL\x00"
+VERSION = 1
+DTYPES = {"float16": 1, "float32": 2}
+HEADER = struct.Struct("<8sIIIQQQ")   # magic, version, dim, dtype, postings, entries, size
+
+
+def posting_bytes(count: np.ndarray | int, dim: int, itemsize: int) -> np.ndarray | int:
+    """Padded on-disk size of postings with ``count`` entries."""
+    raw = np.asarray(count, dtype=np.int64) * (8 + dim * itemsize)
+    return (raw + PAGE - 1) // PAGE * PAGE
+
+
+def layout(counts: np.ndarray, dim: int, dtype: str) -> tuple[np.ndarray, int]:
+    """The offset table (h, 3) for these posting lengths and the total file size."""
+    sizes = posting_bytes(counts, dim, np.dtype(dtype).itemsize)
+    offsets = PAGE + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    table = np.stack([offsets, counts.astype(np.int64), sizes], axis=1)
+    return table, int(PAGE + sizes.sum())
+
+
+def aligned_empty(nbytes: int) -> np.ndarray:
+    """A zeroed-size uint8 buffer whose start is page aligned (for ``O_DIRECT``)."""
+    raw = np.empty(nbytes + PAGE, dtype=np.uint8)
+    shift = (-raw.ctypes.data) % PAGE
+    return raw[shift:shift + nbytes]
+
+
+class PostingWriter:
+    """Writes postings in table order and hashes the file as it goes."""
+
+    def __init__(self, path: Path, table: np.ndarray, size: int, dim: int, dtype: str):
+        self.path, self.table, self.dim, self.dtype = path, table, dim, np.dtype(dtype)
+        self.size, self.next = size, 0
+        self.sha = hashlib.sha256()
+        self.handle = open(path, "wb")
+        head = HEADER.pack(MAGIC, VERSION, dim, DTYPES[dtype], len(table),
+                           int(table[:, 1].sum()), size)
+        self._write(head + bytes(PAGE - len(head)))
+
+    def _write(self, data) -> None:
+        self.handle.write(data)
+        self.sha.update(data)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Append the next posting (must match the table's count)."""
+        offset, count, nbytes = self.table[self.next]
+        if len(ids) != count or self.handle.tell() != offset:
+            raise RuntimeError(f"posting {self.next}: layout mismatch")
+        body = ids.astype("<i8").tobytes() + vectors.astype(self.dtype).tobytes()
+        self._write(body + bytes(int(nbytes) - len(body)))
+        self.next += 1
+
+    def close(self) -> str:
+        """Flush to disk; return the file's sha256."""
+        if self.next != len(self.table) or self.handle.tell() != self.size:
+            raise RuntimeError("posting file incomplete")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        return self.sha.hexdigest()
+
+
+class PostingReader:
+    """Positional reads of postings; thread-safe (no shared file position)."""
+
+    def __init__(self, path: Path, table: np.ndarray, dim: int, dtype: str, n_entries: int):
+        self.path, self.table, self.dim = path, table, dim
+        self.dtype = np.dtype(dtype)
+        self.fd = os.open(path, os.O_RDONLY)
+        self._direct_fd: int | None = None
+        self.direct_error = ""
+        self._check_header(n_entries)
+
+    def _check_header(self, n_entries: int) -> None:
+        raw = os.pread(self.fd, HEADER.size, 0)
+        if len(raw) < HEADER.size:
+            raise IndexFormatError(f"{self.path}: too short for a posting file header")
+        magic, version, dim, code, postings, entries, size = HEADER.unpack(raw)
+        expected = (MAGIC, VERSION, self.dim, DTYPES[self.dtype.name], len(self.table),
+                    n_entries, int(os.fstat(self.fd).st_size))
+        if (magic, version, dim, code, postings, entries, size) != expected:
+            raise IndexFormatError(
+                f"{self.path}: header (magic {magic!r}, version {version}, dim {dim}, dtype "
+                f"{code}, postings {postings}, entries {entries}, size {size}) does not match "
+                f"the index metadata {expected} (wrong, truncated or corrupted file)")
+
+    def direct_fd(self) -> int | None:
+        """An ``O_DIRECT`` descriptor, or None where the filesystem refuses it."""
+        if self._direct_fd is None and not self.direct_error:
+            try:
+                self._direct_fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+                probe = aligned_empty(PAGE)
+                os.preadv(self._direct_fd, [probe], 0)
+            except OSError as exc:
+                self.direct_error = f"O_DIRECT unavailable: {exc.strerror}"
+                if self._direct_fd is not None:
+                    os.close(self._direct_fd)
+                self._direct_fd = None
+        return self._direct_fd
+
+    def drop_cache(self) -> None:
+        """Ask the kernel to evict this file from the page cache."""
+        os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def read(self, posting: int, buffer: np.ndarray, fd: int | None = None) -> int:
+        """Read one posting into ``buffer`` (its padded size); return bytes read."""
+        offset, _, nbytes = self.table[posting]
+        got = os.preadv(self.fd if fd is None else fd, [buffer[:nbytes]], int(offset))
+        if got != nbytes:
+            raise IndexFormatError(f"{self.path}: short read of posting {posting} "
+                                   f"({got} of {nbytes} bytes at {offset}); file truncated?")
+        return got
+
+    def parse(self, posting: int, buffer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Views (ids, vectors) of a posting read into ``buffer``."""
+        count = int(self.table[posting, 1])
+        ids = buffer[:8 * count].view("<i8")
+        vectors = buffer[8 * count:8 * count + count * self.dim * self.dtype.itemsize]
+        return ids, vectors.view(self.dtype).reshape(count, self.dim)
+
+    def close(self) -> None:
+        for fd in (self.fd, self._direct_fd):
+            if fd is not None:
+                os.close(fd)
+        self._direct_fd = None
