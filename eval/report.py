@@ -73,18 +73,21 @@ def oracle_rows(arm_rows: Iterable[dict]) -> list[dict]:
     return out
 
 
-def load_rows(db: str | Path, runs: list[str]) -> list[dict]:
-    """Result rows plus arm-log rows (as arm systems and the oracle) of the given runs."""
-    if not Path(db).is_file():
-        raise InputError("runs database not found", path=str(db))
-    with RunStore(db, read_only=True, hold=False) as store:
-        results = store.rows("results", runs)
-        arm_rows = store.rows("arm_outcomes", runs)
-        known = set(store.runs("results")) | set(store.runs("arm_outcomes"))
+def load_rows(dbs: str | Path | list, runs: list[str]) -> list[dict]:
+    """Result rows plus arm-log rows (as arm systems and the oracle) of the given runs,
+    gathered from one or several runs databases."""
+    results, arm_rows, known = [], [], set()
+    for db in [dbs] if isinstance(dbs, (str, Path)) else dbs:
+        if not Path(db).is_file():
+            raise InputError("runs database not found", path=str(db))
+        with RunStore(db, read_only=True, hold=False) as store:
+            results += store.rows("results", runs)
+            arm_rows += store.rows("arm_outcomes", runs)
+            known |= set(store.runs("results")) | set(store.runs("arm_outcomes"))
     missing = [r for r in runs if r not in known]
     if missing:
         raise InputError(f"no rows for run(s) {', '.join(missing)} (known: "
-                         f"{', '.join(sorted(known)) or 'none'})", path=str(db))
+                         f"{', '.join(sorted(known)) or 'none'})", path=str(dbs))
     rows = list(results)
     rows += [{**r, "system": f"arm:{r['arm']}"} for r in arm_rows]
     rows += oracle_rows(arm_rows)
@@ -138,7 +141,7 @@ def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str])
     return "\n".join(lines) + "\n"
 
 
-def write_report(db: str | Path, runs: list[str], out: str | Path) -> Path:
+def write_report(db: str | Path | list, runs: list[str], out: str | Path) -> Path:
     """Write ``report.md`` and the PNG plots into ``out``; return the report path."""
     from eval.plots import arm_plot, quality_plots
 

@@ -144,8 +144,9 @@ def test_arm_log_and_report(tmp_path, searcher, examples):
             "multi": TopTitle(searcher, "multi", k=8)}
     with RunStore(db) as store:
         summary = log_arms(arms, examples, store, "arms", workers=2)
-        evaluate({"hybrid": TopTitle(searcher, "hybrid")}, examples, store, "eval1")
         assert log_arms(arms, examples, store, "arms").done == 0   # all logged already
+    with RunStore(tmp_path / "eval.duckdb") as other:                # a second database
+        evaluate({"hybrid": TopTitle(searcher, "hybrid")}, examples, other, "eval1")
     assert summary.done == 36
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute("SELECT qid, arm, sup_recall, confidence, golds FROM arm_outcomes"
@@ -162,7 +163,7 @@ def test_arm_log_and_report(tmp_path, searcher, examples):
     assert oracle.em.mean >= max(arm_em) and oracle.n == len(examples)
 
     out = tmp_path / "report"
-    path = write_report(db, ["arms", "eval1"], out)
+    path = write_report([db, tmp_path / "eval.duckdb"], ["arms", "eval1"], out)
     text = path.read_text()
     assert "| eval1/hybrid | 12 |" in text and "| arms/oracle | 12 |" in text
     assert "all datasets" not in text                          # a single dataset here

@@ -56,7 +56,8 @@ def register(sub) -> None:
 
     report = actions.add_parser("report", help="markdown tables and plots for runs")
     report.add_argument("runs", nargs="+", metavar="RUN")
-    report.add_argument("--db", default=DEFAULT_DB)
+    report.add_argument("--db", action="append", help=f"runs database(s) (default {DEFAULT_DB};"
+                        " repeat to combine, e.g. a run and an arm log)")
     report.add_argument("--out", required=True, help="folder for report.md and PNGs")
     report.set_defaults(func=run_report)
 
@@ -161,6 +162,6 @@ def run_log_arms(args) -> int:
 def run_report(args) -> int:
     from eval.report import write_report
 
-    path = write_report(args.db, args.runs, args.out)
+    path = write_report(args.db or [DEFAULT_DB], args.runs, args.out)
     print(f"wrote {path}")
     return 0
