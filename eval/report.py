@@ -99,6 +99,16 @@ def load_rows(dbs: str | Path | list, runs: list[str]) -> list[dict]:
 ALL = "all datasets"
 
 
+def common_questions(rows: list[dict]) -> list[dict]:
+    """Only the questions every system of their dataset answered (for partial runs)."""
+    systems: dict[str, set] = defaultdict(set)
+    answered: dict[tuple, set] = defaultdict(set)
+    for row in rows:
+        systems[row["dataset"]].add(row["system"])
+        answered[(row["dataset"], row["qid"])].add(row["system"])
+    return [r for r in rows if answered[(r["dataset"], r["qid"])] == systems[r["dataset"]]]
+
+
 def summaries(rows: list[dict]) -> list[SystemSummary]:
     """One summary per (dataset, system), plus ``all datasets`` (pooled over questions)
     when there are several datasets."""
@@ -141,13 +151,16 @@ def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str])
     return "\n".join(lines) + "\n"
 
 
-def write_report(db: str | Path | list, runs: list[str], out: str | Path) -> Path:
-    """Write ``report.md`` and the PNG plots into ``out``; return the report path."""
+def write_report(db: str | Path | list, runs: list[str], out: str | Path,
+                 common: bool = False) -> Path:
+    """Write ``report.md`` and the PNG plots into ``out``; return the report path.
+    ``common`` keeps only questions that every system of a dataset answered."""
     from eval.plots import arm_plot, quality_plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = summaries(load_rows(db, runs))
+    rows = load_rows(db, runs)
+    table = summaries(common_questions(rows) if common else rows)
     plots = quality_plots(table, out) + arm_plot(table, out)
     path = out / "report.md"
     fd, tmp = tempfile.mkstemp(prefix=".report.", dir=out)

@@ -12,7 +12,8 @@ import pytest
 from eval.arm_log import log_arms
 from eval.examples import Example
 from eval.metrics import exact_match
-from eval.report import load_rows, markdown, oracle_rows, summaries, write_report
+from eval.report import (common_questions, load_rows, markdown, oracle_rows, summaries,
+                         write_report)
 from eval.runner import evaluate
 from eval.store import ARM_COLUMNS, RESULT_COLUMNS, RunStore
 from searchagent.strategies.base import Answer
@@ -191,5 +192,8 @@ def test_oracle_picks_the_cheapest_correct_arm():
     pooled = {(s.dataset, s.system): s for s in summaries(oracle_rows(rows + other))}
     assert pooled[("all datasets", "oracle")].n == 6
     assert pooled[("all datasets", "oracle")].em.mean == pytest.approx(2 / 3)
+    partial = [r for r in rows if not (r["qid"] == "2" and r["arm"] == "multi")]
+    kept = common_questions([{**r, "system": r["arm"]} for r in partial])
+    assert {r["qid"] for r in kept} == {"1", "3"}          # question 2 lacks 'single'/'multi'
     text = markdown([oracle], ["r"], [])
     assert "## Arms chosen" in text and "| d | oracle | 33% (100.0) | 67% (50.0) | 0% |" in text

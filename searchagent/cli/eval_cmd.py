@@ -59,6 +59,8 @@ def register(sub) -> None:
     report.add_argument("--db", action="append", help=f"runs database(s) (default {DEFAULT_DB};"
                         " repeat to combine, e.g. a run and an arm log)")
     report.add_argument("--out", required=True, help="folder for report.md and PNGs")
+    report.add_argument("--common", action="store_true", help="only questions every system "
+                        "of a dataset answered (compare partial runs fairly)")
     report.set_defaults(func=run_report)
 
 
@@ -162,6 +164,6 @@ def run_log_arms(args) -> int:
 def run_report(args) -> int:
     from eval.report import write_report
 
-    path = write_report(args.db or [DEFAULT_DB], args.runs, args.out)
+    path = write_report(args.db or [DEFAULT_DB], args.runs, args.out, common=args.common)
     print(f"wrote {path}")
     return 0
