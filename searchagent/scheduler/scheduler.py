@@ -56,9 +56,10 @@ class RetrievalHandle:
 def backend_batch_size(backend: Any, wanted: int) -> int:
     """How many calls one ``generate`` may carry. A backend that decodes a list one by one
     (llama.cpp here) gets 1: batching it would only make early calls wait for late ones.
-    The OpenAI-HTTP backend sends a list concurrently, so a batching server runs it
-    together; any backend may state its own ``max_batch``."""
-    limit = getattr(backend, "max_batch", None)
+    The transformers backend pads a list into one batch (its ``batch_size``); the
+    OpenAI-HTTP backend sends a list concurrently, so a batching server runs it together;
+    any backend may state its own ``max_batch``."""
+    limit = getattr(backend, "max_batch", None) or getattr(backend, "batch_size", None)
     if limit is None:
         limit = wanted if getattr(backend, "name", "") in CONCURRENT_BACKENDS else 1
     return max(1, min(wanted, int(limit)))

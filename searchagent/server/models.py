@@ -1,0 +1,89 @@
+"""Request and response bodies of the REST API (validated by pydantic; bad input is a 422)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StrategyName = Literal["auto", "parametric", "single", "multi"]
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    question: str = Field(min_length=1, max_length=2000, description="the question")
+    strategy: StrategyName = Field("auto", description="an arm, or auto (the policy picks)")
+    lam: Optional[float] = Field(None, alias="lambda", ge=0.0, le=10.0,
+                                 description="cost weight of the policy (accuracy vs. steps)")
+    k: Optional[int] = Field(None, ge=1, le=50, description="passages per retrieval")
+    max_hops: Optional[int] = Field(None, ge=1, le=8, description="multi-hop limit")
+
+    @model_validator(mode="after")
+    def _question_not_blank(self) -> "AnswerRequest":
+        if not self.question.strip():
+            raise ValueError("question is blank")
+        return self
+
+
+class AnswerResponse(BaseModel):
+    request_id: str
+    answer: str
+    arm: str
+    passages: list[dict[str, Any]]
+    steps: int = Field(description="retrieval calls made")
+    hops: int = 0
+    confidence: Optional[float] = None
+    timings: dict[str, Any]
+    trace: list[dict[str, Any]]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(10, ge=1, le=100)
+    mode: Optional[Literal["bm25", "dense", "hybrid"]] = None
+
+    @model_validator(mode="after")
+    def _query_not_blank(self) -> "SearchRequest":
+        if not self.query.strip():
+            raise ValueError("query is blank")
+        return self
+
+
+class HitOut(BaseModel):
+    id: str
+    score: float
+    title: str
+    text: str
+
+
+class SearchResponse(BaseModel):
+    hits: list[HitOut]
+    seconds: float
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=200)
+    gold: Optional[str] = Field(None, max_length=2000, description="the correct answer")
+    reward: Optional[float] = Field(None, ge=-10.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _one_signal(self) -> "FeedbackRequest":
+        if (self.gold is None) == (self.reward is None):
+            raise ValueError("give exactly one of gold (the correct answer) or reward")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    accepted: bool
+    detail: dict[str, Any] = {}
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: Any = None

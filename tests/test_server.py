@@ -1,0 +1,252 @@
+"""The REST server for real: uvicorn on 127.0.0.1 (ephemeral ports), the real tiny GGUF
+model, the real index; bounded request counts; every server stops by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from searchagent.config import Config
+from searchagent.server.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def server_config(**server) -> Config:
+    return Config().updated({
+        "server": {"sessions": 2, "max_queue": 1, "request_timeout_s": 120.0,
+                   "max_body_bytes": 2048, **server},
+        "generator": {"threads": 1, "max_new_tokens": 12, "context_tokens": 1024},
+        "retrieval": {"k": 3, "funnel_coarse_k": 20, "funnel_shortlist": 6},
+        "agent": {"max_hops": 2, "context_budget_tokens": 300}}, "test")
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on a free 127.0.0.1 port in a thread."""
+
+    def __init__(self, app):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [listener]},
+                                       daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        self.client = httpx.Client(base_url=self.url, timeout=180)
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from searchagent.generators.factory import make_generator
+
+    return make_generator(server_config().generator)
+
+
+@pytest.fixture(scope="module")
+def live(searcher, generator):
+    server = LiveServer(create_app(searcher, server_config(), generator=generator))
+    yield server
+    server.close()
+
+
+def test_health_readiness_docs_and_metrics(live):
+    assert live.client.get("/healthz").json()["status"] == "ok"
+    ready = live.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    paths = live.client.get("/openapi.json").json()["paths"]
+    assert {"/v1/answer", "/v1/search", "/v1/feedback", "/v1/answer/stream"} <= set(paths)
+    assert live.client.get("/docs").status_code == 200
+    text = live.client.get("/metrics").text
+    busy = [line for line in text.splitlines()
+            if line.startswith("searchagent_generator_busy_seconds ")]
+    assert busy and float(busy[0].split()[1]) > 0          # the warm-up generation
+    assert "searchagent_queue_wait_seconds_bucket" in text
+    assert "searchagent_admission_capacity 3" in text
+
+
+def test_answer_single_then_feedback(live):
+    reply = live.client.post("/v1/answer", json={"question": "Where did the band Tinted Windows first perform?",
+                                                 "strategy": "single", "k": 2})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["arm"] == "single" and body["steps"] == 1 and isinstance(body["answer"], str)
+    assert 1 <= len(body["passages"]) <= 2 and {"id", "title"} <= set(body["passages"][0])
+    kinds = [step["kind"] for step in body["trace"]]
+    assert "retrieve" in kinds and "generate" in kinds
+    assert body["timings"]["generations"] == 1 and body["timings"]["retrievals"] == 1
+    assert body["timings"]["total_s"] >= body["timings"]["generate_s"] > 0
+    given = live.client.post("/v1/feedback", json={"request_id": body["request_id"],
+                                                   "gold": body["answer"] or "x"})
+    assert given.status_code == 200 and given.json()["accepted"] is True
+    unknown = live.client.post("/v1/feedback", json={"request_id": "nope", "reward": 1.0})
+    assert unknown.status_code == 404 and "request" in unknown.json()["error"]
+
+
+def test_answer_auto_and_multi_hop(live):
+    auto = live.client.post("/v1/answer", json={"question": "Where is Tulsa?"})
+    assert auto.status_code == 200 and auto.json()["arm"] in ("parametric", "single", "multi")
+    multi = live.client.post("/v1/answer", json={"question": "Where did the band Tinted Windows first perform?",
+                                                  "strategy": "multi", "max_hops": 2, "k": 2})
+    assert multi.status_code == 200, multi.text
+    body = multi.json()
+    assert body["arm"] == "multi" and 1 <= body["hops"] <= 2 and body["steps"] >= 1
+
+
+def test_stream_sends_each_step_then_the_answer(live):
+    events = []
+    with live.client.stream("POST", "/v1/answer/stream",
+                            json={"question": "What is 2 plus 2?",
+                                  "strategy": "parametric"}) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    assert [n for n, _ in events][0] == "start" and events[-1][0] == "answer"
+    steps = [data for n, data in events if n == "step"]
+    assert steps and steps[0]["kind"] == "generate" and steps[0]["completion_tokens"] > 0
+    assert events[-1][1]["arm"] == "parametric" and events[-1][1]["steps"] == 0
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({}, "body.question"),
+    ({"question": "   "}, "body"),
+    ({"question": "q", "k": 0}, "body.k"),
+    ({"question": "q", "strategy": "sometimes"}, "body.strategy"),
+    ({"question": "q", "colour": "red"}, "body.colour"),
+])
+def test_invalid_answer_requests_name_the_field(live, payload, field):
+    reply = live.client.post("/v1/answer", json=payload)
+    assert reply.status_code == 422
+    assert any(d["field"].startswith(field) for d in reply.json()["detail"])
+
+
+def test_body_cap_search_and_feedback_validation(live):
+    huge = live.client.post("/v1/answer", json={"question": "x" * 5000})
+    assert huge.status_code == 413 and "max_body_bytes" in huge.json()["detail"]
+    hits = live.client.post("/v1/search", json={"query": "Tinted Windows band", "k": 3,
+                                                "mode": "bm25"}).json()["hits"]
+    assert len(hits) == 3 and hits[0]["score"] >= hits[-1]["score"]
+    assert live.client.post("/v1/search", json={"query": "x", "k": 0}).status_code == 422
+    neither = live.client.post("/v1/feedback", json={"request_id": "abc"})
+    assert neither.status_code == 422
+
+
+def test_admission_is_bounded_with_retry_after(live):
+    question = {"question": "Name a planet.", "strategy": "parametric"}
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda _: live.client.post("/v1/answer", json=question),
+                                range(6)))
+    codes = sorted(r.status_code for r in replies)
+    assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+    rejected = next(r for r in replies if r.status_code == 429)
+    assert int(rejected.headers["Retry-After"]) >= 1
+
+
+def test_deadline_gives_504_with_partial_trace(searcher, generator):
+    server = LiveServer(create_app(searcher, server_config(request_timeout_s=1.0),
+                                   generator=generator, warm_up=False))
+    try:
+        reply = server.client.post("/v1/answer", json={
+            "question": "Which city did the band behind the album Tinted Windows first perform in?",
+            "strategy": "multi", "max_hops": 4, "k": 4})
+        assert reply.status_code == 504, reply.text
+        body = reply.json()
+        assert body["request_id"] and isinstance(body["trace"], list)
+        assert body["timings"]["total_s"] >= 1.0
+        assert {e["kind"] for e in body["trace"]} <= {"retrieve", "generate"}
+        assert server.client.get("/healthz").status_code == 200
+    finally:
+        server.close()
+
+
+def test_generator_backend_down_is_503_and_api_key_is_enforced(searcher):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()                                      # nothing listens there now
+    config = server_config(api_key="s3cret").updated({"generator": {
+        "backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "retries": 0,
+        "timeout_s": 5.0}}, "test")
+    server = LiveServer(create_app(searcher, config))
+    try:
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 503 and "unavailable" in ready.json()["reason"]
+        question = {"question": "Where did the band Tinted Windows first perform?", "strategy": "parametric"}
+        assert server.client.post("/v1/answer", json=question).status_code == 401
+        wrong = server.client.post("/v1/answer", json=question,
+                                   headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        down = server.client.post("/v1/answer", json=question, headers={"X-API-Key": "s3cret"})
+        assert down.status_code == 503
+        assert "generator backend unavailable" in down.json()["error"]
+        assert f"127.0.0.1:{port}" in down.json()["error"]
+    finally:
+        server.close()
+
+
+def ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.TransportError:            # still loading the model: not listening yet
+        return False
+
+
+def test_cli_serve_finishes_in_flight_requests_on_sigterm(small_index, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "SEARCHAGENT__GENERATOR__THREADS": "1",
+           "SEARCHAGENT__GENERATOR__MAX_NEW_TOKENS": "12"}
+    process = subprocess.Popen([sys.executable, "-m", "searchagent", "serve", str(small_index),
+                                "--port", "0", "--sessions", "1", "--no-agent"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "serving" in line, line
+        url = line.split(" on ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        client = httpx.Client(base_url=url, timeout=180)
+        deadline = time.monotonic() + 180
+        while not ready(client):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.post, "/v1/answer", json={
+                "question": "Where did the band Tinted Windows first perform?", "strategy": "single"})
+            while "searchagent_admitted_requests 1" not in client.get("/metrics").text:
+                assert not pending.done() and time.monotonic() < deadline
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            reply = pending.result(timeout=180)
+        assert reply.status_code == 200 and reply.json()["arm"] == "single"
+        assert process.wait(timeout=120) == 0
+        with pytest.raises(httpx.TransportError):
+            client.get("/healthz")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
