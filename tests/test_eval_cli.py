@@ -90,3 +90,20 @@ def test_killed_run_resumes_without_loss_or_duplicates(bm25_index, tmp_path):
     assert main(["eval", "report", "r1", "--db", str(tmp_path / "runs.duckdb"),
                  "--out", str(out)]) == 0
     assert f"| parametric | {LIMIT} |" in (out / "report.md").read_text()
+
+
+def test_log_arms_cli_writes_the_arm_table(bm25_index, tmp_path):
+    db = tmp_path / "arms.duckdb"
+    args = ["eval", "log-arms", "--dataset", f"hotpotqa:{FIX / 'hotpot_official.json'}",
+            "--index", str(bm25_index), "--arms", "parametric", "--max-new-tokens", "4",
+            "--threads", "1", "--run", "a1", "--db", str(db), "--runs-dir", str(tmp_path)]
+    assert main(args) == 0
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT qid, arm, golds, confidence, sup_recall FROM arm_outcomes "
+                       "ORDER BY qid").fetchall()
+    con.close()
+    assert [(r[0], r[1]) for r in rows] == [("hp1", "parametric"), ("hp2", "parametric")]
+    assert json.loads(rows[1][2]) == ["yes"]
+    assert all(r[3] is not None and r[3] <= 0 for r in rows)     # mean token log-prob
+    assert all(r[4] == 0.0 for r in rows)                        # closed book: no passages
+    assert main(args) == 0                                        # rerun: nothing to do
