@@ -63,37 +63,42 @@ class BM25Index:
         params = {"k1": k1, "b": b, "epsilon": epsilon, "avgdl": float(avgdl)}
         return cls(vocab, indptr, docs_, data, n_docs, params)
 
-    def _postings(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Concatenated (doc rows, weighted impacts) of the query's known terms."""
-        rows, weights = [], []
+    def _postings(self, tokens: list[str]) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """(doc rows, impacts, query count) for each known query term."""
+        found = []
         for term, count in Counter(tokens).items():
             tid = self.vocab.get(term)
             if tid is not None:
                 start, end = self.indptr[tid], self.indptr[tid + 1]
-                rows.append(self.indices[start:end])
-                weights.append(count * self.data[start:end].astype(np.float64))
-        if not rows:
-            return np.zeros(0, np.int32), np.zeros(0, np.float64)
-        return np.concatenate(rows), np.concatenate(weights)
+                found.append((self.indices[start:end], self.data[start:end], count))
+        return found
+
+    def _dense_scores(self, postings) -> np.ndarray:
+        scores = np.zeros(self.n_docs, dtype=np.float32)
+        for rows, impacts, count in postings:
+            scores[rows] += count * impacts        # rows are unique within one term
+        return scores
 
     def scores(self, tokens: list[str]) -> np.ndarray:
         """BM25 score of every document for a tokenized query."""
-        rows, weights = self._postings(tokens)
-        return np.bincount(rows, weights=weights, minlength=self.n_docs)
+        return self._dense_scores(self._postings(tokens))
 
     def top_k(self, tokens: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the best k documents with a positive score, best first.
 
         Few postings are scored sparsely (only the touched documents); many, densely.
         """
-        rows, weights = self._postings(tokens)
-        if k <= 0 or rows.size == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        if rows.size * 8 < self.n_docs:
+        postings = self._postings(tokens)
+        touched = sum(len(rows) for rows, _, _ in postings)
+        if k <= 0 or touched == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if touched * 8 < self.n_docs:
+            rows = np.concatenate([r for r, _, _ in postings])
+            weights = np.concatenate([c * d for _, d, c in postings])
             candidates, inverse = np.unique(rows, return_inverse=True)
-            scores = np.bincount(inverse, weights=weights)
+            scores = np.bincount(inverse, weights=weights).astype(np.float32)
         else:
-            scores = np.bincount(rows, weights=weights, minlength=self.n_docs)
+            scores = self._dense_scores(postings)
             candidates = np.arange(self.n_docs)
         k = min(k, len(scores))
         best = np.argpartition(-scores, k - 1)[:k]
