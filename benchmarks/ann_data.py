@@ -30,7 +30,8 @@ class Mixture:
         self.dim = dim
         centres = rng.standard_normal((clusters, dim)).astype(np.float32)
         self.centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
-        self.bases = (rng.standard_normal((clusters, LATENT, dim)) / np.sqrt(dim)).astype(np.float32)
+        bases = rng.standard_normal((clusters, LATENT, dim)) / np.sqrt(dim)
+        self.bases = bases.astype(np.float32)
         self.spread = rng.uniform(0.3, 0.8, clusters).astype(np.float32)
         weights = 1.0 / np.arange(1, clusters + 1) ** 0.9
         self.weights = rng.permutation(weights / weights.sum())

@@ -29,8 +29,9 @@ def tables(results: dict) -> str:
         for system, s in entry["systems"].items():
             warm, cold = at_recall(s, "warm"), at_recall(s, "cold")
             own = s.get("own_memory_bytes")
+            own_mb = f"{own / MB:.1f}" if own else "-"
             out.append(f"| {system} | {s['build_seconds']:.0f} | {s['bytes_on_disk'] / MB:.0f} | "
-                       f"{s['rss_load_bytes'] / MB:.0f} | {own / MB if own else float('nan'):.1f} | "
+                       f"{s['rss_load_bytes'] / MB:.0f} | {own_mb} | "
                        f"{_fmt(warm)} | {_fmt(cold)} |")
         out.append("")
         out.append("| system | mode | setting | recall@10 | p50 ms | p99 ms | QPS (2 threads) | "

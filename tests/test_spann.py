@@ -115,6 +115,9 @@ def test_deadline_and_cancel_return_partial(data, index):
     assert stats.partial and stats.extra["postings_read"] == 0 and (ids == -1).all()
     _, _, stats = index.search(q, K, deadline=time.monotonic() + 60)
     assert not stats.partial
+    # with reads in flight on the pool, a cut waits for them and still returns results
+    ids, _, stats = index.search(q, K, deadline=time.monotonic() - 1, params={"io_threads": 4})
+    assert stats.partial and stats.extra["postings_read"] == 5 and (ids[:, 0] >= 0).all()
 
 
 def test_bad_queries_and_params(index):

@@ -6,8 +6,8 @@ reads on a thread pool (reads release the GIL, so scoring overlaps them), score 
 vectors exactly, drop replicated ids and return the top k. A deadline or cancel event
 stops further reads; the best results so far come back with ``stats.partial = True``.
 
-Search ``params``: ``max_postings`` (M, 32), ``eps_search`` (0.5), ``io_threads`` (-1: inline
-when warm, 8 when cold; 0 reads inline), ``cold`` (False: drop the file from the page cache and read with
+Search ``params``: ``max_postings`` (M, 32), ``eps_search`` (0.5), ``io_threads``
+(-1: inline when warm, 8 when cold; 0 reads inline), ``cold`` (False: drop the file from the page cache and read with
 ``O_DIRECT`` where possible), ``min_postings`` (1: read even past a deadline),
 ``ef_search`` (HNSW head index, 64).
 """
@@ -80,8 +80,8 @@ class SpannIndex:
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
         stats = {"postings_read": 0, "postings_planned": 0, "bytes_read": 0,
-                 "io_seconds": 0.0, "io_busy_seconds": 0.0, "compute_seconds": 0.0, "head_seconds": 0.0,
-                 "cold_method": "", "queries_cut": 0}
+                 "io_seconds": 0.0, "io_busy_seconds": 0.0, "compute_seconds": 0.0,
+                 "head_seconds": 0.0, "cold_method": "", "queries_cut": 0}
         fd = None
         if opts["cold"]:
             self.reader.drop_cache()
@@ -141,9 +141,9 @@ class SpannIndex:
                 cut = True
                 break
             if futures is not None:
-                wait = time.perf_counter()
+                waited = time.perf_counter()
                 stats["io_busy_seconds"] += futures[j].result()
-                stats["io_seconds"] += time.perf_counter() - wait
+                stats["io_seconds"] += time.perf_counter() - waited
             else:
                 busy = read(j)
                 stats["io_seconds"] += busy
