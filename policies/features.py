@@ -44,6 +44,7 @@ class FeatureSpec:
     lexical: bool = True
     confidence: bool = True
     seed: int = 0
+    bias: float = 3.0                 # the constant feature's value: larger = less shrinkage of the per-arm mean
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -161,9 +162,11 @@ class FeatureMap:
             embeddings = centered @ self.projection
         parts = [embeddings]
         if self.spec.lexical:
-            parts.append(np.array([lexical_features(q) for q in questions], dtype=np.float32))
+            lexical = np.array([lexical_features(q) for q in questions], dtype=np.float32)
+            lexical[:, 0] = self.spec.bias
+            parts.append(lexical)
         else:
-            parts.append(np.ones((len(questions), 1), dtype=np.float32))
+            parts.append(np.full((len(questions), 1), self.spec.bias, dtype=np.float32))
         if self.spec.confidence:
             confidences = confidences if confidences is not None else [None] * len(questions)
             parts.append(np.array([confidence_features(c) for c in confidences],
