@@ -44,7 +44,7 @@ class FeatureSpec:
     lexical: bool = True
     confidence: bool = True
     seed: int = 0
-    bias: float = 3.0                 # the constant feature's value: larger = less shrinkage of the per-arm mean
+    bias: float = 3.0                 # constant feature; larger = per-arm mean shrunk less
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
