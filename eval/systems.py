@@ -44,5 +44,6 @@ def make_policy_system(policy_dir: str, searcher, generator, config: Config):
     return agent_module.Agent(searcher, generator, config)
 
 
-def system_label(kind: str, value: str) -> str:
-    return value if kind == "strategy" else f"policy:{Path(value).name}"
+def policy_label(policy_dir: str) -> str:
+    """How a policy system is named in the results table."""
+    return f"policy:{Path(policy_dir).resolve().name}"

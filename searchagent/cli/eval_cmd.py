@@ -130,13 +130,14 @@ def _finish(summary, db: str) -> int:
 def run_eval(args) -> int:
     from eval.runner import evaluate
     from eval.store import RunStore
-    from eval.systems import make_policy_system, make_strategy_system, strategy_names
+    from eval.systems import (make_policy_system, make_strategy_system, policy_label,
+                              strategy_names)
 
     names = strategy_names(args.strategy)
     policies = args.policy or []
     if not names and not policies:
         raise InputError("give --strategy NAME and/or --policy DIR", field="strategy")
-    labels = names + [f"policy:{Path(p).name}" for p in policies]
+    labels = names + [policy_label(p) for p in policies]
     config, examples = _setup(args, labels)
     searcher, generator = _open(args, config)
     systems = {n: make_strategy_system(n, searcher, generator, config) for n in names}
