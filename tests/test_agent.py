@@ -33,9 +33,9 @@ def config():
     config = Config()
     config.agent.max_hops = 2
     config.agent.fewshot = 0               # short prompts keep the CPU tests fast
-    config.agent.context_budget_tokens = 256
-    config.retrieval.k = 2
-    config.generator.max_new_tokens = 16
+    config.agent.context_budget_tokens = 128
+    config.retrieval.k = 1
+    config.generator.max_new_tokens = 8
     return config
 
 
