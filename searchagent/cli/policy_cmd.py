@@ -88,6 +88,7 @@ def run_train(args) -> int:
                                _params(args.param), progress=True)
     result = evaluate(bundle, table.subset(test_rows), embeddings[test_rows])
     bundle.meta.update({"log": str(Path(args.log).resolve()), "runs": args.run,
+                        "results": str(Path(args.results).resolve()) if args.results else None,
                         "datasets": args.dataset, "test_frac": args.test_frac,
                         "split_seed": args.split_seed, "test_questions": len(test_rows),
                         "dropped_incomplete": table.dropped, "heldout": result["policy"]})
