@@ -47,7 +47,8 @@ class Searcher:
         if info["kind"] == "spann":
             from index.spann import SpannIndex
 
-            return SpannIndex.open(self.folder / "dense" / "spann")
+            # verify_index above already hashed these files: check sizes and structure only
+            return SpannIndex.open(self.folder / "dense" / "spann", verify="size")
         return FaissIndex.load(self.folder / "dense" / "faiss.index", info["factory"])
 
     @cached_property
