@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=str(RESULTS), help="folder for json/md/png")
     parser.add_argument("--merge", nargs="*", default=[],
                         help="only merge these result JSONs (e.g. from another machine) and report")
+    parser.add_argument("--machine", default=f"{os.cpu_count()} CPUs (dev machine)",
+                        help="label for the tables")
     parser.add_argument("--skip", default="", help="dataset:system pairs to skip, e.g. syn2m:hnsw")
     args = parser.parse_args(argv)
     cache, data = Path(args.cache), Path(args.data)
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
         ground_truth(base, queries, gtpath)
         n, dim = np.load(base, mmap_mode="r").shape
         entry = results.setdefault(name, {})
-        entry.update({"n": n, "dim": dim, "queries": len(queries),
+        entry.update({"n": n, "dim": dim, "queries": len(queries), "machine": args.machine,
                       "gt_seconds": round(time.perf_counter() - start, 1)})
         for system in args.systems.split(","):
             if f"{name}:{system}" in skip:

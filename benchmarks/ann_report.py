@@ -22,7 +22,8 @@ def tables(results: dict) -> str:
     for name, entry in results.items():
         if "systems" not in entry:
             continue
-        out.append(f"### {name}: {entry['n']:,} x {entry['dim']}, {entry['queries']} queries\n")
+        out.append(f"### {name}: {entry['n']:,} x {entry['dim']}, {entry['queries']} queries, "
+                   f"{entry.get('machine', '')}\n")
         out.append("| system | build s | disk MB | RSS loaded MB | own accounting MB | "
                    "p50 ms @R>=0.95 warm | p50 ms @R>=0.95 cold |")
         out.append("|---|---|---|---|---|---|---|")
