@@ -81,7 +81,7 @@ def test_search_recall_and_exhaustive_probe(data, index):
     assert (np.diff(scores, axis=1) <= 1e-6).all()                  # sorted best first
     assert stats.extra["postings_read"] <= 16 * 100 and stats.extra["bytes_read"] > 0
     # probing every posting is an exact search
-    every = {"max_postings": len(index.heads), "eps_search": 1e9}
+    every = {"max_postings": index.n_heads, "eps_search": 1e9}
     ids_all, _, _ = index.search(data["queries"], K, params=every)
     assert recall(ids_all, data["exact"]) >= 0.999
 

@@ -43,7 +43,7 @@ def layout(counts: np.ndarray, dim: int, dtype: str) -> tuple[np.ndarray, int]:
 
 
 def aligned_empty(nbytes: int) -> np.ndarray:
-    """A zeroed-size uint8 buffer whose start is page aligned (for ``O_DIRECT``)."""
+    """An uninitialized uint8 buffer whose start is page aligned (for ``O_DIRECT``)."""
     raw = np.empty(nbytes + PAGE, dtype=np.uint8)
     shift = (-raw.ctypes.data) % PAGE
     return raw[shift:shift + nbytes]

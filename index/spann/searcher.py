@@ -33,9 +33,10 @@ DEFAULTS = {"max_postings": 32, "eps_search": 0.5, "io_threads": -1, "cold": Fal
 class SpannIndex:
     """An opened SPANN folder; thread-safe for concurrent searches."""
 
-    def __init__(self, folder: Path, meta: dict, heads: np.ndarray, head_index, reader):
-        self.folder, self.meta, self.heads = folder, meta, heads
-        self.head_index, self.reader = head_index, reader
+    def __init__(self, folder: Path, meta: dict, head_index, reader):
+        self.folder, self.meta = folder, meta
+        self.head_index, self.n_heads = head_index, int(head_index.ntotal)
+        self.reader = reader
         self.dim = int(meta["dim"])
         self.replicas = int(meta["params"]["replicas"])
         self._pool: ThreadPoolExecutor | None = None
@@ -47,15 +48,16 @@ class SpannIndex:
     def open(cls, folder: str | Path, verify: str = "full") -> "SpannIndex":
         """Open and verify (``full``: sizes + sha256; ``size``: sizes and structure only)."""
         folder = Path(folder)
-        meta, heads, head_index, reader = load_folder(folder, verify)
-        return cls(folder, meta, heads, head_index, reader)
+        meta, _, head_index, reader = load_folder(folder, verify)  # heads live in head_index
+        return cls(folder, meta, head_index, reader)
 
     def memory_bytes(self) -> int:
-        """Bytes this index keeps in memory (heads, offset table, head graph)."""
+        """Bytes this index keeps in memory (head vectors, head graph, offset table)."""
         graph = 0
         if self.meta["head_index"] == "hnsw":
             graph = int(self.head_index.hnsw.neighbors.size()) * 4
-        return int(self.heads.nbytes + self.reader.table.nbytes + graph)
+        heads = self.n_heads * self.dim * 4
+        return int(heads + graph + self.reader.table.nbytes)
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -111,7 +113,7 @@ class SpannIndex:
                                                 partial=stats["queries_cut"] > 0, extra=stats)
 
     def _heads(self, queries: np.ndarray, m: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        m = max(1, min(m, len(self.heads)))
+        m = max(1, min(m, self.n_heads))
         if self.meta["head_index"] == "hnsw":
             import faiss
 
