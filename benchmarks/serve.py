@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import OUT, ROOT, percentiles_ms, table  # noqa: E402
