@@ -23,7 +23,7 @@ def ask(text: str, **kw) -> GenRequest:
 def llama():
     from searchagent.generators.llama_cpp import LlamaCppGenerator
 
-    return LlamaCppGenerator(threads=2, context_tokens=1024)
+    return LlamaCppGenerator(threads=1, context_tokens=1024)
 
 
 def test_result_accounting_and_logprobs(llama):
@@ -47,7 +47,7 @@ def test_logprobs_match_llama_cpp_reference(llama):
     request = ask("Name a colour.", max_new_tokens=4, logprobs=True)
     llama.llm.reset()                 # decode the whole prompt in one batch, as the reference does
     [ours] = llama.generate([request])
-    reference = Llama(model_path=llama.path, n_ctx=512, n_threads=2, logits_all=True,
+    reference = Llama(model_path=llama.path, n_ctx=512, n_threads=1, logits_all=True,
                       verbose=False)
     out = reference.create_completion(llama.prompt_tokens(request.messages), max_tokens=4,
                                       temperature=0.0, logprobs=1)
@@ -134,7 +134,7 @@ def test_transformers_gguf_batched_padding_matches_single():
     """The same GGUF through transformers: a padded batch equals one-by-one decoding."""
     from searchagent.generators.hf_transformers import TransformersGenerator
 
-    hf = TransformersGenerator(threads=2)
+    hf = TransformersGenerator(threads=1)
     short = ask("Hi.", max_new_tokens=4, logprobs=True)
     long = ask("Which planet is known as the red planet in our solar system?",
                max_new_tokens=4, logprobs=True)

@@ -38,7 +38,7 @@ def server_url():
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf_path(),
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
-                             "--n_threads", "2", "--verbose", "False"],
+                             "--n_threads", "1", "--verbose", "False"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/v1"
     try:

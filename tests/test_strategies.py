@@ -25,7 +25,7 @@ QUESTION = "The band who released the debut album \"Tinted Windows\" had their f
 def generator():
     from searchagent.generators.llama_cpp import LlamaCppGenerator
 
-    return LlamaCppGenerator(threads=2, context_tokens=2048)
+    return LlamaCppGenerator(threads=1, context_tokens=2048)
 
 
 def spent(answer: Answer) -> tuple[int, int]:
@@ -140,7 +140,7 @@ def test_ask_cli_json_and_text(small_index):
                          capture_output=True, text=True, timeout=600,
                          env={**__import__("os").environ,
                               "SEARCHAGENT__GENERATOR__MAX_NEW_TOKENS": "6",
-                              "SEARCHAGENT__GENERATOR__THREADS": "2"})
+                              "SEARCHAGENT__GENERATOR__THREADS": "1"})
     assert run.returncode == 0, run.stderr
     answer = json.loads(run.stdout)
     assert answer["strategy"] == "single" and len(answer["passages"]) == 2
@@ -152,3 +152,15 @@ def test_ask_cli_json_and_text(small_index):
     bad = subprocess.run([sys.executable, "-m", "searchagent", "ask", str(small_index), " "],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "empty question" in bad.stderr
+
+
+def test_retrieval_only_ablation_runs_every_hop(searcher):
+    from searchagent.strategies.multi import MultiHopStrategy
+    from searchagent.strategies.single import SingleStrategy
+
+    funnel = FunnelRetriever(searcher, coarse_k=40, shortlist=10)
+    multi = MultiHopStrategy(funnel, None, k=4, max_hops=3).run(QUESTION)
+    assert multi.answer == "" and multi.hops == multi.retrieval_calls == 3
+    assert {s.kind for s in multi.trace} == {"retrieve"} and len(multi.passages) == 6
+    single = SingleStrategy(searcher.retriever("hybrid"), None, k=4).run(QUESTION)
+    assert single.retrieval_calls == 1 and len(single.passages) == 4

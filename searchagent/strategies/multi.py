@@ -1,5 +1,7 @@
 """The multi-hop arm, IRCoT-style: alternate one retrieval and one reasoning sentence until
 the generator states an answer (after at least ``min_hops``) or ``max_hops`` is reached.
+With ``generator=None`` it only retrieves (every hop, queries without reasoning steps):
+the retrieval-only ablation in ``benchmarks/strategies.py``.
 
 Each hop retrieves through the coarse-to-fine funnel (``retrievers.funnel``), never
 returning a passage an earlier hop already found. Passages enter the prompt append-only
@@ -47,6 +49,9 @@ class MultiHopStrategy:
             hops = hop
             hits_so_far += new_hits
             seen_rows |= {hit.row for hit in new_hits}
+            if self.generator is None:          # retrieval-only ablation: no reasoning step
+                query = next_query(self.hop_query, question, "", new_hits)
+                continue
             passages = pack(self.generator, hits_so_far, self.budget_tokens, per_passage)
             if hop == max_hops or track.stopped():
                 break
@@ -60,9 +65,11 @@ class MultiHopStrategy:
             if step and not has_answer(step):
                 steps.append(step)
             query = next_query(self.hop_query, question, first_sentence(result.text), new_hits)
+        if self.generator is None:
+            return track.answer("", hops=hops, confidence=None)
         if answer is None:
             passages = pack(self.generator, hits_so_far, self.budget_tokens, per_passage)
             final = track.generate(prompts.final_messages(question, passages, steps, self.shots),
-                                   self.max_new_tokens, stop=["\n\n"], purpose="final answer")
+                                   self.max_new_tokens, stop=["\n"], purpose="final answer")
             answer = extract_answer(final.text)
         return track.answer(answer, hops=hops, confidence=final.mean_logprob)

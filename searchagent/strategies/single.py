@@ -23,9 +23,11 @@ class SingleStrategy:
         track = Tracker(self.name, self.generator, ctx)
         k = int(track.ctx.get("k", self.k))
         hits = track.retrieve(self.retriever, question, k)
+        if self.generator is None:              # retrieval-only ablation
+            return track.answer("", hops=1, confidence=None)
         passages = pack(self.generator, hits, self.budget_tokens,
                         per_passage=max(64, self.budget_tokens // max(k, 1)))
         result = track.generate(prompts.reading_messages(question, passages, self.shots),
-                                self.max_new_tokens, stop=["\n\n"])
+                                self.max_new_tokens, stop=["\n"])
         return track.answer(extract_answer(result.text), hops=1,
                             confidence=result.mean_logprob)
