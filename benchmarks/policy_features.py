@@ -35,6 +35,7 @@ VARIANTS = [  # name, projection, proj_dim, lexical, confidence
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", default="bench-out/armlog.duckdb")
+    parser.add_argument("--results", help="also the fixed-strategy rows of this runs DB")
     parser.add_argument("--lam", type=float, default=0.1)
     parser.add_argument("--algo", default="linucb")
     parser.add_argument("--mode", default="bandit")
@@ -45,7 +46,8 @@ def main() -> None:
     from retrievers.encoder import Encoder
 
     encoder = Encoder("default")
-    table, emb, embedder = load_replay_data(args.log, encoder=encoder)
+    table, emb, embedder = load_replay_data(args.log, encoder=encoder,
+                                            results_from=args.results)
     train, test = split_by_id(table.keys, 0.3, seed=0)
     reward = RewardSpec(lam=args.lam)
     encode_ms = []

@@ -171,6 +171,13 @@ def checks(rows: list[dict], lams: list[float], mba_lam: float) -> None:
               f"{r['f1'] / max(multi['f1'], 1e-12):.1%} of always-multi, steps "
               f"{r['steps']:.2f} = {r['steps'] / max(multi['steps'], 1e-12):.1%} -> "
               f"{'PASS' if f1_ok and steps_ok else 'FAIL'}")
+    print("  any lambda: (policy, lambda) with F1 >= 98% of always-multi at <= 50% of its steps:")
+    hits = []
+    for r in (r for r in rows if "/" in r["system"]):
+        multi = next(m for m in rows if m["lam"] == r["lam"] and m["system"] == "always-multi")
+        if r["f1"] >= 0.98 * multi["f1"] and r["steps"] <= 0.5 * multi["steps"]:
+            hits.append(f"{r['system']} at {r['lam']} (F1 {r['f1']:.3f}, steps {r['steps']:.2f})")
+    print("    " + ("; ".join(hits) if hits else "none"))
 
 
 def plot(rows: list[dict], curves: dict, lams: list[float], out: Path, mba_lam: float) -> None:
