@@ -39,7 +39,7 @@ from policies.online import OnlineLearner
 from policies.persistence import POLICY_FILE, PolicyBundle
 from policies.rewards import RewardSpec
 from searchagent.config import Config
-from searchagent.errors import InputError
+from searchagent.errors import InputError, SearchAgentError
 from searchagent.strategies.base import Answer, Step
 
 FALLBACK_ARM = "single"
@@ -65,6 +65,7 @@ class Agent:
         self.lock = threading.Lock()
         self.encode_lock = threading.Lock()
         self.strategies: dict[str, object] = {}
+        self.encoder = None          # question encoder, set when a policy is loaded
         self.learner = self._open_policy(policy, explore)
         self.memory: OrderedDict[str, dict] = OrderedDict()   # no-policy decisions
         if self.learner is not None:
@@ -170,7 +171,7 @@ class Agent:
 
     def _features(self, question: str, closed_book: Answer | None) -> np.ndarray:
         with self.encode_lock:
-            embedding = self.searcher.encoder.encode([question])
+            embedding = self.encoder.encode([question])
         confidence = [closed_book.confidence] if closed_book is not None else None
         return self.learner.bundle.features.transform(embedding, [question], confidence)[0]
 
@@ -200,12 +201,24 @@ class Agent:
 
     def _check_encoder(self) -> None:
         spec = self.learner.bundle.features.spec
-        encoder = self.searcher.encoder
+        self.encoder = _question_encoder(self.searcher)
+        encoder = self.encoder
         name, dim = embedder_identity(encoder), int(getattr(encoder, "dim", -1))
         if name != spec.embedder or dim != spec.embed_dim:
             raise InputError(f"policy was trained on {spec.embedder} embeddings ({spec.embed_dim}-d)"
                              f" but this index's encoder is {name} ({dim}-d); retrain the "
                              "policy on this feature set", field="features.embedder")
+
+
+def _question_encoder(searcher):
+    """The index's own encoder; for an index built without dense vectors (BM25 only), the
+    bundled MiniLM encoder, loaded once for this agent."""
+    try:
+        return searcher.encoder
+    except (SearchAgentError, AttributeError):
+        from retrievers.encoder import Encoder
+
+        return Encoder("default")
 
 
 def make_agent(searcher, generator, config: Config | None = None) -> Agent:

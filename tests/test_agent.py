@@ -130,3 +130,25 @@ def test_concurrent_sessions_get_their_own_decisions(searcher, generator, config
     for request_id in ids:
         assert agent.feedback(request_id, reward=0.5)["reward"] == 0.5
     assert agent.learner.stats()["feedback"] == 3
+
+
+def test_bm25_only_index_uses_the_bundled_encoder(small_corpus, generator, config, tmp_path,
+                                                  searcher):
+    from index.build import build_index
+    from retrievers.searcher import Searcher
+
+    build_index(small_corpus, tmp_path / "bm25", config=_bm25_only())
+    bm25 = Searcher(tmp_path / "bm25")
+    try:
+        agent = Agent(bm25, generator, config,
+                      policy=bundle_for(searcher, FixedArm, arm="parametric"))
+        assert agent.encoder.dim == searcher.encoder.dim
+        assert decision_of(agent.answer(QUESTION["question"]))["features"] is True
+    finally:
+        bm25.close()
+
+
+def _bm25_only() -> Config:
+    config = Config()
+    config.index.dense = False
+    return config
