@@ -34,13 +34,16 @@ from searchagent.strategies.factory import make_strategy  # noqa: E402
 DEV = SHARED_DATA / "hotpotqa" / "megagonlabs__RPT" / "dev.jsonl"
 
 
-def run_system(label: str, strategy, examples, out: Path) -> list[dict]:
+def run_system(label: str, strategy, examples, out: Path, summarize_only: bool = False
+               ) -> list[dict]:
     """Answer every example (resuming from ``out``) and return the per-question rows."""
     done = {}
     if out.is_file():
         for line in out.read_text().splitlines():
             row = json.loads(line)
             done[row["id"]] = row
+    if summarize_only:
+        return [done[e.id] for e in examples if e.id in done]
     with out.open("a", encoding="utf-8") as handle:
         for example in tqdm(examples, desc=label, unit="q"):
             if example.id in done:
@@ -82,6 +85,8 @@ def main() -> int:
                         "next-hop query modes (question,step,question+step,bridge)")
     parser.add_argument("--config")
     parser.add_argument("--tag", default="", help="suffix for the per-question files")
+    parser.add_argument("--summarize-only", action="store_true", help="no new questions: "
+                        "summarize the rows already in the per-question files")
     parser.add_argument("--retrieval-only", action="store_true", help="no generator: "
                         "single retrieves once, multi runs every hop with queries built "
                         "without reasoning steps (recall and retrieval cost only)")
@@ -90,7 +95,8 @@ def main() -> int:
     config = load_config(args.config)
     examples = load_dataset("hotpotqa", args.questions_file)[:args.n]
     searcher = Searcher(args.index, config)
-    generator = None if args.retrieval_only else make_generator(config.generator)
+    generator = (None if args.retrieval_only or args.summarize_only
+                 else make_generator(config.generator))
     folder = OUT / "strategies"
     folder.mkdir(parents=True, exist_ok=True)
     systems = []
@@ -106,8 +112,10 @@ def main() -> int:
     for label, strategy in systems:
         stem = label.replace("[", "_").replace("]", "").replace(" (retrieval only)", "-ro")
         out = folder / f"{stem}{args.tag}-{args.n}.jsonl"
-        results.append(summary(label, run_system(label, strategy, examples, out)))
-    print(f"\n{len(examples)} questions from {args.questions_file}; index {args.index}; "
+        rows = run_system(label, strategy, examples, out, args.summarize_only)
+        if rows:
+            results.append(summary(label, rows))
+    print(f"\nfirst {len(examples)} questions (rows: n) from {args.questions_file}; index {args.index}; "
           f"generator {config.generator.backend}:{config.generator.model}\n")
     print(table(["system", "n", "EM", "F1", "support recall %", "passages", "retrieval calls",
                  "hops", "prompt tok", "completion tok", "cached tok", "median s",
