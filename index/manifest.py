@@ -55,20 +55,28 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def verify_index(folder: str | Path, mode: str = "full") -> dict:
-    """Check every listed file's size (and sha256 when ``mode == 'full'``)."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    for rel, expected in manifest.get("files", {}).items():
+def check_files(folder: Path, files: dict[str, dict], mode: str = "full",
+                what: str = "index", source: str = "manifest") -> None:
+    """Every listed file exists with its recorded size (and sha256 when ``mode == 'full'``)."""
+    if mode not in ("full", "size"):
+        raise ValueError(f"verify must be 'full' or 'size', got {mode!r}")
+    for rel, expected in files.items():
         path = folder / rel
         if not path.is_file():
-            raise IndexFormatError(f"index file missing: {path}")
+            raise IndexFormatError(f"{what} file missing: {path}")
         size = path.stat().st_size
         if size != expected["size"]:
-            raise IndexFormatError(f"index file {path} has {size} bytes, manifest says "
+            raise IndexFormatError(f"{what} file {path} has {size} bytes, {source} says "
                                    f"{expected['size']} (truncated or replaced)")
         if mode == "full" and file_sha256(path) != expected["sha256"]:
-            raise IndexFormatError(f"index file {path} fails its sha256 check (corrupted)")
+            raise IndexFormatError(f"{what} file {path} fails its sha256 check (corrupted)")
+
+
+def verify_index(folder: str | Path, mode: str = "full") -> dict:
+    """Read the manifest and check every file it lists."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    check_files(folder, manifest.get("files", {}), mode)
     return manifest
 
 

@@ -10,7 +10,6 @@ on open, feedback newer than the snapshot is replayed. A restart loses nothing.
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from dataclasses import dataclass

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from index.faiss_index import import_faiss
-from index.spann.builder import FORMAT, FORMAT_VERSION, META, file_sha256
+from index.manifest import check_files as check_file_table
+from index.spann.builder import FORMAT, FORMAT_VERSION, META
 from index.spann.postings import PAGE, PostingReader, posting_bytes
 from searchagent.errors import IndexFormatError
 
@@ -37,22 +38,11 @@ def read_meta(folder: Path) -> dict:
 
 
 def check_files(folder: Path, meta: dict, verify: str) -> None:
-    if verify not in ("full", "size"):
-        raise ValueError(f"verify must be 'full' or 'size', got {verify!r}")
     files = meta.get("files", {})
     for name in REQUIRED + (("heads.faiss",) if meta.get("head_index") == "hnsw" else ()):
         if name not in files:
             raise IndexFormatError(f"{folder / META} does not list {name}")
-    for name, expected in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise IndexFormatError(f"spann index file missing: {path}")
-        size = path.stat().st_size
-        if size != expected["size"]:
-            raise IndexFormatError(f"spann index file {path} has {size} bytes, {META} says "
-                                   f"{expected['size']} (truncated or replaced)")
-        if verify == "full" and file_sha256(path) != expected["sha256"]:
-            raise IndexFormatError(f"spann index file {path} fails its sha256 check (corrupted)")
+    check_file_table(folder, files, verify, what="spann index", source=META)
 
 
 def check_table(folder: Path, meta: dict, table: np.ndarray, heads: np.ndarray) -> None:
