@@ -3,30 +3,20 @@ stored in ``arm_outcomes``, the table bandit policies learn from."""
 
 from __future__ import annotations
 
-import time
 from typing import Mapping, Sequence
 
 from eval.examples import Example
-from eval.executor import Summary, execute
-from eval.runner import System, question_context, score_answer
+from eval.executor import Summary
+from eval.runner import System, answer_pending
 from eval.store import RunStore
 
 
 def log_arms(arms: Mapping[str, System], examples: Sequence[Example], store: RunStore,
              run: str, workers: int = 1, seed: int | None = None) -> Summary:
     """Run each arm on each example not yet logged under ``run``; one row per (question, arm)."""
-    done = store.done_keys("arm_outcomes", run=run)
-    jobs = [(ex, arm) for ex in examples for arm in arms
-            if (run, ex.dataset, ex.id, arm) not in done]
-
-    def work(job: tuple[Example, str]) -> dict:
-        example, arm = job
-        start = time.perf_counter()
-        answer = arms[arm].run(example.question, question_context(example, seed, arm))
-        row = score_answer(example, answer, time.perf_counter() - start)
-        return {**row, "run": run, "arm": arm,
-                "confidence": getattr(answer, "confidence", None)}
-
-    return execute(jobs, work, lambda row: store.insert("arm_outcomes", row), workers=workers,
-                   desc=f"{run}/arms", already_done=len(examples) * len(arms) - len(jobs),
-                   label=lambda job: f"{job[0].dataset}/{job[0].id}/{job[1]}")
+    return answer_pending(
+        arms, examples, store, "arm_outcomes", run,
+        key=lambda ex, arm: (run, ex.dataset, ex.id, arm),
+        columns=lambda arm, answer: {"arm": arm,
+                                     "confidence": getattr(answer, "confidence", None)},
+        desc=f"{run}/arms", workers=workers, seed=seed)

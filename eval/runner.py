@@ -12,7 +12,7 @@ import json
 import math
 import time
 from dataclasses import asdict, is_dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from eval.examples import Example
 from eval.executor import Summary, execute
@@ -56,22 +56,35 @@ def answer_trace(answer: Any) -> dict:
             "confidence": getattr(answer, "confidence", None)}
 
 
-def evaluate(systems: Mapping[str, System], examples: Sequence[Example], store: RunStore,
-             run: str, workers: int = 1, seed: int | None = None) -> Summary:
-    """Answer every (example, system) pair not yet stored under ``run``, question-major so
-    a partial run compares the systems on the same questions."""
-    done = store.done_keys("results", run=run)
-    jobs = [(ex, name) for ex in examples for name in systems
-            if (run, name, ex.dataset, ex.id) not in done]
+def answer_pending(systems: Mapping[str, System], examples: Sequence[Example],
+                   store: RunStore, table: str, run: str, key: Callable[[Example, str], tuple],
+                   columns: Callable[[str, Any], dict], desc: str, workers: int = 1,
+                   seed: int | None = None) -> Summary:
+    """Answer every (example, system) pair whose ``key`` is not yet in ``table``, question-
+    major so a partial run compares the systems on the same questions; ``columns`` adds
+    the table's own fields to the scored row."""
+    done = store.done_keys(table, run=run)
+    jobs = [(ex, name) for ex in examples for name in systems if key(ex, name) not in done]
 
     def work(job: tuple[Example, str]) -> dict:
         example, name = job
         start = time.perf_counter()
         answer = systems[name].run(example.question, question_context(example, seed, name))
         row = score_answer(example, answer, time.perf_counter() - start)
-        return {**row, "run": run, "system": name,
-                "arm": getattr(answer, "strategy", None) or name, "trace": answer_trace(answer)}
+        return {**row, "run": run, **columns(name, answer)}
 
-    return execute(jobs, work, lambda row: store.insert("results", row), workers=workers,
-                   desc=run, already_done=len(examples) * len(systems) - len(jobs),
+    return execute(jobs, work, lambda row: store.insert(table, row), workers=workers,
+                   desc=desc, already_done=len(examples) * len(systems) - len(jobs),
                    label=lambda job: f"{job[0].dataset}/{job[0].id}/{job[1]}")
+
+
+def evaluate(systems: Mapping[str, System], examples: Sequence[Example], store: RunStore,
+             run: str, workers: int = 1, seed: int | None = None) -> Summary:
+    """One ``results`` row per (question, system) not yet stored under ``run``."""
+    return answer_pending(
+        systems, examples, store, "results", run,
+        key=lambda ex, name: (run, name, ex.dataset, ex.id),
+        columns=lambda name, answer: {"system": name,
+                                      "arm": getattr(answer, "strategy", None) or name,
+                                      "trace": answer_trace(answer)},
+        desc=run, workers=workers, seed=seed)
