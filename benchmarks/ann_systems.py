@@ -20,12 +20,15 @@ SYSTEMS = ("spann", "ivf_ondisk", "hnsw", "flat")
 SETTINGS = {
     "spann": [{"max_postings": m, "eps_search": e} for m, e in
               ((4, 0.5), (8, 0.5), (12, 0.5), (16, 0.5), (24, 0.5), (32, 0.5), (48, 0.5),
-               (64, 1.0), (128, 1.0))],
+               (64, 1.0), (80, 1.0), (96, 1.0), (112, 1.0), (128, 1.0))]
+    # the same warm settings read with pread copies instead of in place (the old path)
+    + [{"max_postings": m, "eps_search": 1.0, "read": "pread"} for m in (32, 64, 128)],
     "ivf_ondisk": [{"nprobe": p} for p in (2, 4, 8, 16, 32, 64, 128)],
     "hnsw": [{"efSearch": e} for e in (16, 32, 64, 128, 256)],
     "flat": [{}],
 }
-COLD_SETTINGS = {"spann": [SETTINGS["spann"][i] for i in (1, 3, 5, 7, 8)],
+COLD_SETTINGS = {"spann": [{"max_postings": m, "eps_search": e} for m, e in
+                           ((8, 0.5), (16, 0.5), (32, 0.5), (64, 1.0), (128, 1.0))],
                  "ivf_ondisk": SETTINGS["ivf_ondisk"][2:6]}
 
 

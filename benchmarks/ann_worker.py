@@ -87,7 +87,8 @@ def main(system, folder, base_path, query_path, gt_path, cold_queries) -> dict:
         loaded.search(queries, K, settings[-1])      # warm the page cache (untimed)
     for setting in settings:
         found, ms, extras = latency_pass(loaded, queries, setting)
-        rows.append({"setting": setting, "mode": "warm", "recall": recall(found, truth),
+        mode = "warm-pread" if setting.get("read") == "pread" else "warm"
+        rows.append({"setting": setting, "mode": mode, "recall": recall(found, truth),
                      "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                      "qps_2threads": qps_two_threads(loaded, queries, setting),
                      **summarize_extra(extras)})

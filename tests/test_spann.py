@@ -94,14 +94,18 @@ def test_pruning_reads_fewer_postings(data, index):
     assert narrow.extra["postings_read"] < wide.extra["postings_read"]
 
 
-def test_threads_and_cold_mode_match_inline(data, index):
+def test_read_paths_and_cold_mode_agree(data, index):
     q = data["queries"][:20]
-    base, _, _ = index.search(q, K, params={"io_threads": 0})
-    threaded, _, _ = index.search(q, K, params={"io_threads": 4})
-    cold, _, stats = index.search(q, K, params={"cold": True})
+    base, base_scores, _ = index.search(q, K, params={"read": "pread", "io_threads": 0})
+    threaded, _, _ = index.search(q, K, params={"read": "pread", "io_threads": 4})
+    mapped, mapped_scores, stats = index.search(q, K, params={"read": "mmap"})
+    cold, _, cold_stats = index.search(q, K, params={"cold": True})
     np.testing.assert_array_equal(base, threaded)
+    np.testing.assert_array_equal(base, mapped)
+    np.testing.assert_allclose(base_scores, mapped_scores, rtol=1e-6)
     np.testing.assert_array_equal(base, cold)
-    assert "DONTNEED" in stats.extra["cold_method"]
+    assert stats.extra["postings_read"] > 0 and stats.extra["io_busy_seconds"] == 0.0
+    assert "DONTNEED" in cold_stats.extra["cold_method"]
 
 
 def test_deadline_and_cancel_return_partial(data, index):
@@ -125,6 +129,8 @@ def test_bad_queries_and_params(index):
         index.search(np.zeros((1, DIM + 1), np.float32), K)
     with pytest.raises(InputError, match="nprobe"):
         index.search(np.zeros((1, DIM), np.float32), K, params={"nprobe": 4})
+    with pytest.raises(InputError, match="read must be one of"):
+        index.search(np.zeros((1, DIM), np.float32), K, params={"read": "aio"})
 
 
 def test_rng_rule_skips_covered_heads():

@@ -6,10 +6,12 @@ reads on a thread pool (reads release the GIL, so scoring overlaps them), score 
 vectors exactly, drop replicated ids and return the top k. A deadline or cancel event
 stops further reads; the best results so far come back with ``stats.partial = True``.
 
-Search ``params``: ``max_postings`` (M, 32), ``eps_search`` (0.5), ``io_threads``
-(-1: inline when warm, 8 when cold; 0 reads inline), ``cold`` (False: drop the file from the page cache and read with
-``O_DIRECT`` where possible), ``min_postings`` (1: read even past a deadline),
-``ef_search`` (HNSW head index, 64).
+Search ``params``: ``max_postings`` (M, 32), ``eps_search`` (0.5), ``read`` ("auto":
+score postings in place through a memory map when warm, ``pread`` when cold; "mmap";
+"pread"), ``io_threads`` (``pread`` only; -1: inline when warm, 8 when cold; 0 reads
+inline), ``cold`` (False: drop the file from the page cache and read with ``O_DIRECT``
+where possible), ``min_postings`` (1: read even past a deadline), ``ef_search`` (HNSW
+head index, 64).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from index.spann.postings import aligned_empty
 from searchagent.errors import InputError
 from searchagent.types import SearchStats
 
-DEFAULTS = {"max_postings": 32, "eps_search": 0.5, "io_threads": -1, "cold": False,
-            "min_postings": 1, "ef_search": 64}
+DEFAULTS = {"max_postings": 32, "eps_search": 0.5, "read": "auto", "io_threads": -1,
+            "cold": False, "min_postings": 1, "ef_search": 64}
+READS = ("auto", "mmap", "pread")
 
 
 class SpannIndex:
@@ -81,6 +84,10 @@ class SpannIndex:
                              field="queries")
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
+        if opts["read"] not in READS:
+            raise InputError(f"read must be one of {READS}, got {opts['read']!r}",
+                             field="params.read")
+        mapped = opts["read"] == "mmap" or (opts["read"] == "auto" and not opts["cold"])
         stats = {"postings_read": 0, "postings_planned": 0, "bytes_read": 0,
                  "io_seconds": 0.0, "io_busy_seconds": 0.0, "compute_seconds": 0.0,
                  "head_seconds": 0.0, "cold_method": "", "queries_cut": 0}
@@ -97,13 +104,14 @@ class SpannIndex:
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         threads = int(opts["io_threads"])
         threads = (8 if opts["cold"] else 0) if threads < 0 else threads
-        pool = self._executor(threads) if threads > 0 else None
+        pool = self._executor(threads) if threads > 0 and not mapped else None
         for i, query in enumerate(queries):
             dist = np.sqrt(np.maximum(sqd[i], 0))
             keep = (probe[i] >= 0) & (dist <= (1 + opts["eps_search"]) * dist[0])
             chosen = probe[i][keep]
             stats["postings_planned"] += len(chosen)
-            ids, scores, cut = self._scan(query, chosen, pool, fd, opts, deadline, cancel, stats)
+            ids, scores, cut = self._scan(query, chosen, mapped, pool, fd, opts, deadline,
+                                          cancel, stats)
             stats["queries_cut"] += cut
             tick = time.perf_counter()
             top_ids, top_scores = self._top(ids, scores, k)
@@ -121,15 +129,23 @@ class SpannIndex:
                                           params=faiss.SearchParametersHNSW(efSearch=max(ef, m)))
         return self.head_index.search(queries, m)
 
-    def _scan(self, query, chosen, pool, fd, opts, deadline, cancel, stats):
-        """Read and score postings nearest-first until done, past the deadline, or cancelled."""
+    def _scan(self, query, chosen, mapped, pool, fd, opts, deadline, cancel, stats):
+        """Read and score postings nearest-first until done, past the deadline, or cancelled.
+
+        ``mapped``: score each posting in place through the memory map (no read step).
+        """
         table, reader = self.reader.table, self.reader
         sizes = table[chosen, 2]
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        buffer = self._buffer(int(starts[-1]))
-        slots = [buffer[starts[j]:starts[j + 1]] for j in range(len(chosen))]
+        if mapped:
+            slots = [reader.mapped(int(posting)) for posting in chosen]
+        else:
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            buffer = self._buffer(int(starts[-1]))
+            slots = [buffer[starts[j]:starts[j + 1]] for j in range(len(chosen))]
 
         def read(j: int) -> float:
+            if mapped:
+                return 0.0
             tick = time.perf_counter()
             reader.read(int(chosen[j]), slots[j], fd)
             return time.perf_counter() - tick
