@@ -121,6 +121,9 @@ def test_factory():
         make_generator(GeneratorConfig(model="/nonexistent/model.gguf"))
     with pytest.raises(BackendError, match="base_url"):
         make_generator(GeneratorConfig(backend="openai"))
+    # the server passes its session count so every running session keeps its KV state
+    generator = make_generator(GeneratorConfig(threads=1, context_tokens=256), sessions=8)
+    assert generator.session_states == 8
 
 
 def test_prefill_continues_the_assistant_message(llama):

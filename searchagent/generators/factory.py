@@ -9,14 +9,18 @@ from searchagent.generators.base import Generator
 BACKENDS = ("llama_cpp", "transformers", "openai")
 
 
-def make_generator(config: GeneratorConfig | None = None) -> Generator:
-    """Build the configured generator (heavy imports happen only for the chosen one)."""
+def make_generator(config: GeneratorConfig | None = None, sessions: int = 4) -> Generator:
+    """Build the configured generator (heavy imports happen only for the chosen one).
+
+    ``sessions``: how many concurrent sessions' KV states a llama.cpp backend keeps for
+    prefix reuse between hops (the server passes its session count).
+    """
     config = config or GeneratorConfig()
     if config.backend == "llama_cpp":
         from searchagent.generators.llama_cpp import LlamaCppGenerator
 
         return LlamaCppGenerator(config.model, threads=config.threads,
-                                 context_tokens=config.context_tokens)
+                                 context_tokens=config.context_tokens, session_states=sessions)
     if config.backend == "transformers":
         from searchagent.generators.hf_transformers import TransformersGenerator
 

@@ -58,7 +58,7 @@ class AnswerService:
         from searchagent.generators.factory import make_generator
 
         try:
-            return make_generator(self.config.generator)
+            return make_generator(self.config.generator, sessions=self.config.server.sessions)
         except BackendError as exc:
             self.backend_error = f"generator backend unavailable: {exc}"
             return UnavailableGenerator(self.backend_error)
