@@ -7,6 +7,8 @@ import shutil
 import threading
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -106,6 +108,11 @@ def test_read_paths_and_cold_mode_agree(data, index):
     np.testing.assert_array_equal(base, cold)
     assert stats.extra["postings_read"] > 0 and stats.extra["io_busy_seconds"] == 0.0
     assert "DONTNEED" in cold_stats.extra["cold_method"]
+    # a cold search unmaps the posting file so the page cache can really drop it
+    index.search(q, K, params={"read": "mmap"})
+    assert str(index.reader.path) in Path("/proc/self/maps").read_text()
+    index.search(q, K, params={"cold": True})
+    assert str(index.reader.path) not in Path("/proc/self/maps").read_text()
 
 
 def test_deadline_and_cancel_return_partial(data, index):

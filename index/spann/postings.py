@@ -125,7 +125,12 @@ class PostingReader:
         return self._direct_fd
 
     def drop_cache(self) -> None:
-        """Ask the kernel to evict this file from the page cache."""
+        """Ask the kernel to evict this file from the page cache.
+
+        The memory map goes first: mapped pages cannot be evicted, and with the whole file
+        mapped each call would walk every resident page of it.
+        """
+        self._mapped = None
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def read(self, posting: int, buffer: np.ndarray, fd: int | None = None) -> int:
