@@ -52,6 +52,10 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=1,
                         help="k>1: k-fold by question id, every question held out once")
     parser.add_argument("--systems", default=",".join(f"{a}/{m}" for a, m in SYSTEMS))
+    parser.add_argument("--params", default="{}", type=json.loads,
+                        help='hyperparameters per "algo" or "algo/mode" as JSON; a list is a '
+                             'grid tuned by inner CV on each training split, e.g. '
+                             '\'{"linucb/full": {"reg": [1, 10, 100]}}\'')
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     systems = [tuple(s.split("/")) for s in args.systems.split(",")]
@@ -67,6 +71,9 @@ def main() -> None:
           f"incomplete dropped); {len(splits)} split(s) by question id, held-out "
           f"{len(held)} in all; features {spec.projection}/{spec.proj_dim}, metric "
           f"{args.metric}")
+
+    def params_for(algo: str, mode: str) -> dict | None:
+        return args.params.get(f"{algo}/{mode}", args.params.get(algo))
 
     def heldout(train_one, lam: float) -> dict:
         """Pooled held-out outcome: each split's policy answers that split's test ids."""
@@ -103,7 +110,8 @@ def main() -> None:
             for seed in range(seeds):
                 def train_one(fold, train, seed=seed, algo=algo, mode=mode, reward=reward):
                     bundle, log = train_policy(algo, table.subset(train), emb[train], spec,
-                                               reward, mode, args.epochs, seed)
+                                               reward, mode, args.epochs, seed,
+                                               params_for(algo, mode))
                     if lam == args.mba_lam and mode == "bandit" and seed == 0 and fold == 0:
                         curves[algo] = log.cumulative_regret.tolist()
                     return bundle
@@ -123,7 +131,7 @@ def main() -> None:
                         trained[seed, fold] = train_policy(
                             algo, table.subset(train), emb[train], spec,
                             RewardSpec(lam=args.mba_lam, metric=args.metric), mode,
-                            args.epochs, seed)[0]
+                            args.epochs, seed, params_for(algo, mode))[0]
                     return trained[seed, fold]
                 results.append(heldout(train_one, lam))
             rows.append({"lam": lam, "system": f"{algo}/{mode}@{args.mba_lam}", **median(results)})

@@ -126,3 +126,19 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     assert main(["policy", "train", *args, "--algo", "linucb", "--out", str(out),
                  "--param", "gamma"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_grid_params_are_tuned_inside_the_training_split(arm_log):
+    table, embeddings, name = replay_data(arm_log)
+    train, _ = split_by_id(table.keys, 0.3, seed=0)
+    spec, reward = FeatureSpec(embedder=name, projection="random", proj_dim=32), RewardSpec(0.1)
+    bundle, _ = train_policy("linucb", table.subset(train), embeddings[train], spec, reward,
+                             "full", params={"reg": [1e5, 1.0], "alpha": 0.3})
+    tuning = bundle.meta["tuning"]
+    # the log has a learnable rule: inner CV prefers fitting it over shrinking it away
+    assert tuning["chosen"] == {"reg": 1.0} and tuning["folds"] == 3
+    assert tuning["cv_reward"]["1.0"] > tuning["cv_reward"]["100000.0"] + 0.03
+    assert bundle.policy.reg == 1.0 and bundle.policy.alpha == 0.3
+    with pytest.raises(InputError, match="empty grid"):
+        train_policy("linucb", table.subset(train), embeddings[train], spec, reward, "full",
+                     params={"reg": []})
