@@ -20,7 +20,8 @@ SYSTEMS = ("spann", "ivf_ondisk", "hnsw", "flat")
 SETTINGS = {
     "spann": [{"max_postings": m, "eps_search": e} for m, e in
               ((4, 0.5), (8, 0.5), (12, 0.5), (16, 0.5), (24, 0.5), (32, 0.5), (48, 0.5),
-               (64, 1.0), (80, 1.0), (96, 1.0), (112, 1.0), (128, 1.0))]
+               (64, 1.0), (80, 1.0), (96, 1.0), (112, 1.0), (128, 1.0), (192, 1.0),
+               (256, 1.0), (384, 1.0))]
     # the same warm settings read with pread copies instead of in place (the old path)
     + [{"max_postings": m, "eps_search": 1.0, "read": "pread"} for m in (32, 64, 128)],
     "ivf_ondisk": [{"nprobe": p} for p in (2, 4, 8, 16, 32, 64, 128)],
