@@ -135,8 +135,8 @@ def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: Fe
     """Pick each list-valued parameter's value by ``folds``-fold cross-validation inside
     ``table`` (held-out greedy reward, ties to the earlier value), so the questions a
     policy is later tested on never choose its hyperparameters. With a weak signal this
-    is what keeps a linear policy from chasing noise: a large ridge ``reg`` shrinks it to
-    the per-arm means, i.e. to the best fixed arm."""
+    keeps a linear policy from chasing noise: a larger ridge ``reg`` pulls it toward the
+    arms' average rewards, i.e. toward the best fixed arm."""
     import itertools
 
     from policies.armlog import kfold_by_id
