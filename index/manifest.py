@@ -37,17 +37,24 @@ def write_manifest(folder: Path, info: dict) -> dict:
     return manifest
 
 
-def read_manifest(folder: str | Path) -> dict:
-    folder = Path(folder)
+def read_json_in(folder: Path, name: str, what: str, article: str = "a") -> dict:
+    """``folder/name`` parsed, or ``IndexFormatError`` saying the ``what`` folder is missing,
+    lacks the file, or holds a corrupt one."""
     if not folder.is_dir():
-        raise IndexFormatError(f"index folder not found: {folder}")
-    path = folder / MANIFEST
+        raise IndexFormatError(f"{what} folder not found: {folder}")
+    path = folder / name
     if not path.is_file():
-        raise IndexFormatError(f"not an index (no {MANIFEST}): {folder}")
+        raise IndexFormatError(f"not {article} {what} (no {name}): {folder}")
     try:
-        manifest = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"corrupt {path}: {exc}") from exc
+
+
+def read_manifest(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / MANIFEST
+    manifest = read_json_in(folder, MANIFEST, "index", article="an")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexFormatError(f"{path}: format version {version!r}, this searchagent reads "

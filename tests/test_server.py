@@ -134,7 +134,7 @@ def test_stream_sends_each_step_then_the_answer(live):
 
 @pytest.mark.parametrize("payload, field", [
     ({}, "body.question"),
-    ({"question": "   "}, "body"),
+    ({"question": "   "}, "body.question"),
     ({"question": "q", "k": 0}, "body.k"),
     ({"question": "q", "strategy": "sometimes"}, "body.strategy"),
     ({"question": "q", "colour": "red"}, "body.colour"),

@@ -6,13 +6,12 @@ fails these checks is never searched.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from index.faiss_index import import_faiss
-from index.manifest import check_files as check_file_table
+from index.manifest import check_files as check_file_table, read_json_in
 from index.spann.builder import FORMAT, FORMAT_VERSION, META
 from index.spann.postings import PAGE, PostingReader, posting_bytes
 from searchagent.errors import IndexFormatError
@@ -22,14 +21,7 @@ REQUIRED = ("postings.bin", "table.npy", "heads.npy")
 
 def read_meta(folder: Path) -> dict:
     path = folder / META
-    if not folder.is_dir():
-        raise IndexFormatError(f"spann index folder not found: {folder}")
-    if not path.is_file():
-        raise IndexFormatError(f"not a spann index (no {META}): {folder}")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexFormatError(f"corrupt {path}: {exc}") from exc
+    meta = read_json_in(folder, META, "spann index")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise IndexFormatError(f"{path}: format {meta.get('format')!r} version "
                                f"{meta.get('format_version')!r}; this searchagent reads "

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo,
+                      model_validator)
 
 StrategyName = Literal["auto", "parametric", "single", "multi"]
+
+
+def _not_blank(value: str, info: ValidationInfo) -> str:
+    if not value.strip():
+        raise ValueError(f"{info.field_name} is blank")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_not_blank)]
 
 
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    question: str = Field(min_length=1, max_length=2000, description="the question")
+    question: Text = Field(description="the question")
     strategy: StrategyName = Field("auto", description="an arm, or auto (the policy picks)")
     lam: Optional[float] = Field(None, alias="lambda", ge=0.0, le=10.0,
                                  description="cost weight of the policy (accuracy vs. steps)")
     k: Optional[int] = Field(None, ge=1, le=50, description="passages per retrieval")
     max_hops: Optional[int] = Field(None, ge=1, le=8, description="multi-hop limit")
-
-    @model_validator(mode="after")
-    def _question_not_blank(self) -> "AnswerRequest":
-        if not self.question.strip():
-            raise ValueError("question is blank")
-        return self
 
 
 class AnswerResponse(BaseModel):
@@ -41,15 +45,9 @@ class AnswerResponse(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=2000)
+    query: Text
     k: int = Field(10, ge=1, le=100)
     mode: Optional[Literal["bm25", "dense", "hybrid"]] = None
-
-    @model_validator(mode="after")
-    def _query_not_blank(self) -> "SearchRequest":
-        if not self.query.strip():
-            raise ValueError("query is blank")
-        return self
 
 
 class HitOut(BaseModel):
