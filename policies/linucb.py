@@ -11,12 +11,12 @@ class LinUCB(RidgePolicy):
     algo = "linucb"
 
     def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, reg: float = 1.0,
-                 alpha: float = 0.5):
-        super().__init__(dim, n_arms, seed, reg)
+                 alpha: float = 0.5, intercept: bool = True):
+        super().__init__(dim, n_arms, seed, reg, intercept)
         self.alpha = float(alpha)
 
     def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
-        mean, width = self.mean_and_width(self._check(x), lam)
+        mean, width = self.mean_and_width(x, lam)
         return mean + self.alpha * width if explore else mean
 
     def params(self):

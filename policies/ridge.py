@@ -9,28 +9,42 @@ import numpy as np
 from policies.base import Policy
 
 
+INTERCEPT_REG = 1e-4     # prior precision of the intercept: unpenalized in effect
+
+
 class RidgePolicy(Policy):
-    """Keeps A^-1 = (reg I + sum x x^T)^-1 and b = sum r x per arm (Sherman-Morrison updates).
+    """Keeps A^-1 = (P + sum x x^T)^-1 and b = sum r x per arm (Sherman-Morrison updates).
+
+    With ``intercept`` (the default) each x is extended by a constant 1 whose weight is
+    (in effect) not penalized: P = diag(reg, ..., reg, ~0). A large ``reg`` then shrinks
+    the policy toward each arm's mean reward -- the best fixed arm -- instead of toward
+    zero, so tuning ``reg`` can fall back to that arm when the features carry no signal.
 
     With reward parts it also keeps b_q = sum quality x and b_c = sum cost x: since the
     reward is quality - lambda cost and A does not depend on it, A^-1 (b_q - lam b_c) is
     exactly the ridge estimate for any other lambda.
     """
 
-    def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, reg: float = 1.0):
+    def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, reg: float = 1.0,
+                 intercept: bool = True):
         super().__init__(dim, n_arms, seed)
-        self.reg = float(reg)
-        self.A_inv = np.repeat(np.eye(dim)[None] / self.reg, n_arms, axis=0)
-        self.b = np.zeros((n_arms, dim))
+        self.reg, self.intercept = float(reg), bool(intercept)
+        prior = np.full(dim + self.intercept, self.reg)
+        if self.intercept:
+            prior[-1] = INTERCEPT_REG
+        self.A_inv = np.repeat(np.diag(1.0 / prior)[None], n_arms, axis=0)
+        self.b, self.theta = np.zeros((n_arms, len(prior))), np.zeros((n_arms, len(prior)))
+        self.b_quality, self.b_cost = np.zeros_like(self.b), np.zeros_like(self.b)
         self.counts = np.zeros(n_arms, dtype=np.int64)
-        self.theta = np.zeros((n_arms, dim))
-        self.b_quality = np.zeros((n_arms, dim))
-        self.b_cost = np.zeros((n_arms, dim))
         self.parts_complete = True       # every update so far came with quality and cost
+
+    def _extend(self, x: np.ndarray) -> np.ndarray:
+        x = self._check(x)
+        return np.append(x, 1.0) if self.intercept else x
 
     def update(self, x: np.ndarray, arm: int, reward: float, quality: float | None = None,
                cost: float | None = None) -> None:
-        x, arm = self._check(x), self._check_arm(arm)
+        x, arm = self._extend(x), self._check_arm(arm)
         if quality is None or cost is None:
             self.parts_complete = False
         else:
@@ -51,6 +65,7 @@ class RidgePolicy(Policy):
                        lam: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predicted reward per arm (for ``lam`` when given and supported) and
         sqrt(x^T A^-1 x), its uncertainty."""
+        x = self._extend(x)
         if lam is not None and self.parts_complete:
             mean = np.einsum("aij,aj->ai", self.A_inv,
                              self.b_quality - float(lam) * self.b_cost) @ x
@@ -60,7 +75,7 @@ class RidgePolicy(Policy):
         return mean, width
 
     def params(self) -> dict[str, Any]:
-        return {"reg": self.reg}
+        return {"reg": self.reg, "intercept": self.intercept}
 
     def state(self):
         values, arrays = super().state()
@@ -71,6 +86,8 @@ class RidgePolicy(Policy):
 
     def load_state(self, values, arrays) -> None:
         super().load_state(values, arrays)
+        if np.shape(arrays["A_inv"])[-1] == self.dim:   # saved before the intercept existed
+            self.intercept = False
         self.A_inv = np.array(arrays["A_inv"], dtype=np.float64)
         self.b = np.array(arrays["b"], dtype=np.float64)
         self.counts = np.array(arrays["counts"], dtype=np.int64)

@@ -15,12 +15,12 @@ class LinearThompson(RidgePolicy):
     algo = "thompson"
 
     def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, reg: float = 1.0,
-                 v: float = 0.3):
-        super().__init__(dim, n_arms, seed, reg)
+                 v: float = 0.3, intercept: bool = True):
+        super().__init__(dim, n_arms, seed, reg, intercept)
         self.v = float(v)
 
     def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
-        mean, width = self.mean_and_width(self._check(x), lam)
+        mean, width = self.mean_and_width(x, lam)
         if not explore:
             return mean
         return mean + self.v * width * self.rng.standard_normal(self.n_arms)

@@ -90,13 +90,32 @@ def test_linear_bandits_learn_the_best_arm(cls):
 
 def test_sherman_morrison_matches_explicit_inverse():
     X, R = linear_problem(50)
-    policy = LinUCB(X.shape[1], reg=2.0)
+    policy = LinUCB(X.shape[1], reg=2.0, intercept=False)
     for x, r in zip(X, R):
         policy.update(x, 1, r[1])
     explicit = np.linalg.inv(2.0 * np.eye(X.shape[1]) + X.T @ X)
     assert np.allclose(policy.A_inv[1], explicit, atol=1e-8)
     assert np.allclose(policy.theta[1], explicit @ (X.T @ R[:, 1]))
     assert np.allclose(policy.A_inv[0], np.eye(X.shape[1]) / 2.0)   # untouched arm
+
+
+@pytest.mark.parametrize("cls", [LinUCB, LinearThompson])
+def test_large_reg_falls_back_to_the_best_mean_arm(cls):
+    """The intercept is not shrunk: with reg huge, features (here large, noisy and arm-
+    specific) drop out and every question gets the arm with the best mean reward."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6)) * 3.0
+    means = np.array([0.10, 0.13, 0.08])
+    R = means + 0.2 * X[:, :3] * rng.standard_normal((300, 3))   # noise, no signal
+    shrunk, plain = cls(6, reg=1e6), cls(6, reg=1e6, intercept=False)
+    for x, r in zip(X, R):
+        for arm in range(3):
+            shrunk.update(x, arm, r[arm])
+            plain.update(x, arm, r[arm])
+    predicted = np.array([shrunk.scores(x, explore=False) for x in X])
+    assert np.allclose(predicted.mean(0), R.mean(0), atol=2e-3)
+    assert (predicted.argmax(1) == R.mean(0).argmax()).all()
+    assert np.abs(np.array([plain.scores(x, explore=False) for x in X])).max() < 0.02
 
 
 def test_neural_loss_touches_only_the_chosen_head_and_learns():
