@@ -176,6 +176,22 @@ def test_persistence_round_trip(tmp_path, algo):
         assert list(tmp_path.glob("model-*.safetensors"))
 
 
+def test_a_linear_policy_saved_before_the_intercept_still_loads(tmp_path):
+    fmap = FeatureMap.fit(FeatureSpec(embed_dim=8))
+    X, R = linear_problem(40, dim=fmap.dim)
+    old = LinUCB(fmap.dim, intercept=False)
+    for x, r in zip(X, R):
+        old.update(x, 1, r[1])
+    save_policy(PolicyBundle(old, fmap, RewardSpec()), tmp_path)
+    doc = json.loads((tmp_path / "policy.json").read_text())
+    del doc["params"]["intercept"]                  # what an older version wrote
+    (tmp_path / "policy.json").write_text(json.dumps(doc))
+    loaded = load_policy(tmp_path).policy
+    assert not loaded.intercept
+    assert np.allclose([loaded.scores(x, explore=False) for x in X],
+                       [old.scores(x, explore=False) for x in X])
+
+
 def test_loading_refuses_other_feature_sets_versions_and_tampering(tmp_path):
     fmap = FeatureMap.fit(FeatureSpec(embed_dim=8))
     bundle = PolicyBundle(LinUCB(fmap.dim), fmap, RewardSpec())
