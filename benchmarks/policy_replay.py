@@ -9,7 +9,8 @@ for each lambda of the sweep (the per-request dial).
 Prints a markdown table and the acceptance checks, writes the Pareto plot (F1 vs average
 retrieval steps) and the regret curves.
 
-    .venv/bin/python benchmarks/policy_replay.py --log bench-out/armlog.duckdb [--folds 5]
+    .venv/bin/python benchmarks/policy_replay.py --log bench-out/armlog.duckdb [--folds 5] \
+        [--params '{"linucb": {"reg": [1, 100, 10000, 100000]}}']
 """
 
 from __future__ import annotations
