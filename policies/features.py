@@ -44,7 +44,7 @@ class FeatureSpec:
     lexical: bool = True
     confidence: bool = True
     seed: int = 0
-    bias: float = 3.0                 # constant feature (the linear policies also fit their own intercept)
+    bias: float = 3.0                 # constant feature (linear policies add an intercept too)
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
