@@ -57,6 +57,8 @@ def main() -> None:
                         help='hyperparameters per "algo" or "algo/mode" as JSON; a list is a '
                              'grid tuned by inner CV on each training split, e.g. '
                              '\'{"linucb/full": {"reg": [1, 10, 100]}}\'')
+    parser.add_argument("--tune-rule", default="one-se", choices=["one-se", "best"],
+                        help="how a grid value is chosen (see policies.replay.tune_params)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     systems = [tuple(s.split("/")) for s in args.systems.split(",")]
@@ -112,7 +114,7 @@ def main() -> None:
                 def train_one(fold, train, seed=seed, algo=algo, mode=mode, reward=reward):
                     bundle, log = train_policy(algo, table.subset(train), emb[train], spec,
                                                reward, mode, args.epochs, seed,
-                                               params_for(algo, mode))
+                                               params_for(algo, mode), tune_rule=args.tune_rule)
                     if lam == args.mba_lam and mode == "bandit" and seed == 0 and fold == 0:
                         curves[algo] = log.cumulative_regret.tolist()
                     return bundle
@@ -132,7 +134,8 @@ def main() -> None:
                         trained[seed, fold] = train_policy(
                             algo, table.subset(train), emb[train], spec,
                             RewardSpec(lam=args.mba_lam, metric=args.metric), mode,
-                            args.epochs, seed, params_for(algo, mode))[0]
+                            args.epochs, seed, params_for(algo, mode),
+                            tune_rule=args.tune_rule)[0]
                     return trained[seed, fold]
                 results.append(heldout(train_one, lam))
             rows.append({"lam": lam, "system": f"{algo}/{mode}@{args.mba_lam}", **median(results)})

@@ -100,8 +100,8 @@ def _parts(Q, C, i: int, arm: int) -> tuple:
 
 def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: FeatureSpec,
                  reward: RewardSpec, mode: str = "bandit", epochs: int = 1, seed: int = 0,
-                 params: dict[str, Any] | None = None,
-                 progress: bool = False) -> tuple[PolicyBundle, TrainLog]:
+                 params: dict[str, Any] | None = None, progress: bool = False,
+                 tune_rule: str = "one-se") -> tuple[PolicyBundle, TrainLog]:
     """Train ``algo`` on ``table``. A list as a parameter value is a grid: the value is
     chosen by inner cross-validation on ``table`` alone (see ``tune_params``)."""
     if mode not in MODES:
@@ -112,7 +112,7 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     tuning = None
     if any(isinstance(v, list) for v in (params or {}).values()):
         params, tuning = tune_params(algo, table, embeddings, features, reward, mode, epochs,
-                                     seed, params)
+                                     seed, params, rule=tune_rule)
     fmap = FeatureMap.fit(features, embeddings)
     X = features_for(table, fmap, embeddings)
     R = reward_table(table, reward)
@@ -129,37 +129,70 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     return PolicyBundle(policy, fmap, reward, meta), log
 
 
+SHRINKAGE = ("reg", "l2", "weight_decay")    # a larger value is a simpler model
+TUNING_RULES = ("one-se", "best")
+
+
 def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: FeatureSpec,
                 reward: RewardSpec, mode: str, epochs: int, seed: int,
-                grid: dict[str, Any], folds: int = 3) -> tuple[dict[str, Any], dict]:
+                grid: dict[str, Any], folds: int = 3,
+                rule: str = "one-se") -> tuple[dict[str, Any], dict]:
     """Pick each list-valued parameter's value by ``folds``-fold cross-validation inside
-    ``table`` (held-out greedy reward, ties to the earlier value), so the questions a
-    policy is later tested on never choose its hyperparameters. With a weak signal this
-    keeps a linear policy from chasing noise: a larger ridge ``reg`` pulls it toward the
-    arms' average rewards, i.e. toward the best fixed arm."""
+    ``table``, so the questions a policy is later tested on never choose its
+    hyperparameters. Every question is held out once; its greedy reward is recorded.
+
+    ``rule="best"`` takes the highest mean held-out reward (ties to the earlier value).
+    ``rule="one-se"`` (default) takes the simplest value whose mean is within one standard
+    error of the best (the SE of the paired per-question difference), where simpler
+    means larger shrinkage (``reg``, ``l2``, ``weight_decay``). With a weak signal this
+    keeps a policy from chasing noise: a larger ridge ``reg`` pulls a linear policy toward
+    the arms' mean rewards, i.e. toward the best fixed arm."""
     import itertools
 
     from policies.armlog import kfold_by_id
 
+    if rule not in TUNING_RULES:
+        raise InputError(f"unknown tuning rule {rule!r} (choose from "
+                         f"{', '.join(TUNING_RULES)})", field="rule")
     names = [k for k, v in grid.items() if isinstance(v, list)]
     if any(not grid[k] for k in names):
         raise InputError(f"empty grid for {', '.join(k for k in names if not grid[k])}",
                          field="params")
     splits = kfold_by_id(table.keys, folds, seed=seed + 1)
-    scores = {}
+    R = reward_table(table, reward)
+    heldout = {}                                # values -> greedy reward per question
     for values in itertools.product(*(grid[k] for k in names)):
         params = {**grid, **dict(zip(names, values))}
-        total = 0.0
+        rewards = np.zeros(len(table))
         for train, test in splits:
             bundle, _ = train_policy(algo, table.subset(train), embeddings[train], features,
                                      reward, mode, epochs, seed, params)
-            total += evaluate(bundle, table.subset(test), embeddings[test])["policy"]["reward"]
-        scores[values] = total / len(splits)
-    best = max(scores, key=lambda v: (scores[v], -list(scores).index(v)))
-    report = {"grid": {k: grid[k] for k in names}, "folds": folds,
-              "chosen": dict(zip(names, best)),
-              "cv_reward": {",".join(map(str, v)): round(r, 6) for v, r in scores.items()}}
-    return {**grid, **dict(zip(names, best))}, report
+            arms = greedy_arms(bundle, table.subset(test), embeddings[test])
+            rewards[test] = R[test, arms]
+        heldout[values] = rewards
+    order = list(heldout)
+    best = max(order, key=lambda v: (heldout[v].mean(), -order.index(v)))
+    chosen = best if rule == "best" else _simplest_within_one_se(heldout, best, names)
+    report = {"grid": {k: grid[k] for k in names}, "folds": folds, "rule": rule,
+              "chosen": dict(zip(names, chosen)), "best": dict(zip(names, best)),
+              "cv_reward": {",".join(map(str, v)): round(float(r.mean()), 6)
+                            for v, r in heldout.items()}}
+    return {**grid, **dict(zip(names, chosen))}, report
+
+
+def _simplest_within_one_se(heldout: dict[tuple, np.ndarray], best: tuple,
+                            names: list[str]) -> tuple:
+    """The one-standard-error rule over per-question held-out rewards (see tune_params)."""
+    def within(values: tuple) -> bool:
+        diff = heldout[values] - heldout[best]
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        return diff.mean() >= -se
+
+    def simplicity(values: tuple) -> tuple:
+        shrink = tuple(v for k, v in zip(names, values) if k in SHRINKAGE)
+        return shrink, heldout[values].mean()
+
+    return max((v for v in heldout if within(v)), key=simplicity)
 
 
 def outcome_of(arms: np.ndarray, table: ArmTable, R: np.ndarray) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import duckdb
@@ -11,7 +12,7 @@ import pytest
 from policies.armlog import kfold_by_id, load_arm_log, split_by_id
 from policies.features import FeatureSpec
 from policies.persistence import load_policy
-from policies.replay import evaluate, train_policy
+from policies.replay import _simplest_within_one_se, evaluate, train_policy
 from policies.rewards import RewardSpec
 from searchagent.cli import main
 from searchagent.errors import InputError
@@ -142,3 +143,35 @@ def test_grid_params_are_tuned_inside_the_training_split(arm_log):
     with pytest.raises(InputError, match="empty grid"):
         train_policy("linucb", table.subset(train), embeddings[train], spec, reward, "full",
                      params={"reg": []})
+
+
+def test_one_standard_error_rule_prefers_shrinkage_only_within_the_noise():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, 400)
+    swing = np.tile([1.0, -1.0], 200)                     # paired SE of the difference: 0.05
+    close = {(1.0,): noise + 0.05, (100.0,): noise + 0.02 + swing}
+    assert _simplest_within_one_se(close, (1.0,), ["reg"]) == (100.0,)
+    far = {(1.0,): noise + 0.5, (100.0,): noise}              # paired SE is 0
+    assert _simplest_within_one_se(far, (1.0,), ["reg"]) == (1.0,)
+    # no shrinkage parameter in the grid: the best value stays
+    assert _simplest_within_one_se({(0.1,): noise, (0.9,): noise + 0.01}, (0.9,),
+                                   ["alpha"]) == (0.9,)
+
+
+def test_one_se_tuning_falls_back_to_shrinkage_without_signal(arm_log):
+    table, embeddings, name = replay_data(arm_log)
+    perm = np.random.default_rng(5).permutation(len(table))   # outcomes unrelated to features
+    table = dataclasses.replace(table, quality={m: q[perm] for m, q in table.quality.items()},
+                                steps=table.steps[perm])
+    spec, reward = FeatureSpec(embedder=name, projection="random", proj_dim=32), RewardSpec(0.1)
+    grid = {"reg": [1.0, 1e5]}
+    bundle, _ = train_policy("linucb", table, embeddings, spec, reward, "full", params=grid)
+    assert bundle.meta["tuning"]["rule"] == "one-se" and bundle.policy.reg == 1e5
+    best, _ = train_policy("linucb", table, embeddings, spec, reward, "full", params=grid,
+                           tune_rule="best")
+    cv = best.meta["tuning"]["cv_reward"]
+    # on this permutation reg=1 fits noise that wins inner CV by a margin within one SE
+    assert best.policy.reg == 1.0 and cv["1.0"] > cv["100000.0"] + 0.005
+    with pytest.raises(InputError, match="unknown tuning rule"):
+        train_policy("linucb", table, embeddings, spec, reward, "full", params=grid,
+                     tune_rule="median")

@@ -30,7 +30,11 @@ def register(sub) -> None:
                        help="leave out the closed-book confidence feature")
     train.add_argument("--no-lexical", action="store_true", help="leave out lexical features")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                       help="algorithm hyperparameter, e.g. alpha=0.5 (repeatable)")
+                       help="algorithm hyperparameter, e.g. alpha=0.5 (repeatable); a JSON "
+                            "list is a grid tuned by cross-validation, e.g. 'reg=[1,100]'")
+    train.add_argument("--tune-rule", default="one-se", choices=["one-se", "best"],
+                       help="grid choice: the simplest value within one standard error "
+                            "of the best (default) or the best")
     train.set_defaults(func=run_train)
 
     ev = actions.add_parser("eval", help="evaluate a trained policy on held-out questions")
@@ -85,7 +89,8 @@ def run_train(args) -> int:
     reward = RewardSpec(lam=args.lam, metric=args.metric, cost=args.cost)
     bundle, log = train_policy(args.algo, table.subset(train_rows), embeddings[train_rows],
                                features, reward, args.mode, args.epochs, args.seed,
-                               _params(args.param), progress=True)
+                               _params(args.param), progress=True,
+                               tune_rule=args.tune_rule)
     result = evaluate(bundle, table.subset(test_rows), embeddings[test_rows])
     bundle.meta.update({"log": str(Path(args.log).resolve()), "runs": args.run,
                         "results": str(Path(args.results).resolve()) if args.results else None,
