@@ -1,12 +1,14 @@
 """Feature sets and projections for LinUCB, side by side on one arm log: held-out reward,
 training time and per-decision latency (embedding one question + features + choice).
 
-    .venv/bin/python benchmarks/policy_features.py --log bench-out/armlog.duckdb --lam 0.1
+    .venv/bin/python benchmarks/policy_features.py --log bench-out/armlog.duckdb --lam 0.1 \
+        [--params '{"reg": [1, 100, 10000]}']
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -41,6 +43,8 @@ def main() -> None:
     parser.add_argument("--mode", default="bandit")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--params", default="{}", type=json.loads,
+                        help="hyperparameters as JSON; a list is a grid tuned by inner CV")
     args = parser.parse_args()
 
     from retrievers.encoder import Encoder
@@ -68,7 +72,7 @@ def main() -> None:
         for seed in range(args.seeds):
             started = time.perf_counter()
             bundle, _ = train_policy(args.algo, table.subset(train), emb[train], spec, reward,
-                                     args.mode, args.epochs, seed)
+                                     args.mode, args.epochs, seed, args.params)
             seconds.append(time.perf_counter() - started)
             results.append(evaluate(bundle, table.subset(test), emb[test])["policy"])
         latency = []
