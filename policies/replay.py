@@ -172,7 +172,7 @@ def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: Fe
         heldout[values] = rewards
     order = list(heldout)
     best = max(order, key=lambda v: (heldout[v].mean(), -order.index(v)))
-    chosen = best if rule == "best" else _simplest_within_one_se(heldout, best, names)
+    chosen = best if rule == "best" else simplest_within_one_se(heldout, best, names)
     report = {"grid": {k: grid[k] for k in names}, "folds": folds, "rule": rule,
               "chosen": dict(zip(names, chosen)), "best": dict(zip(names, best)),
               "cv_reward": {",".join(map(str, v)): round(float(r.mean()), 6)
@@ -180,7 +180,7 @@ def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: Fe
     return {**grid, **dict(zip(names, chosen))}, report
 
 
-def _simplest_within_one_se(heldout: dict[tuple, np.ndarray], best: tuple,
+def simplest_within_one_se(heldout: dict[tuple, np.ndarray], best: tuple,
                             names: list[str]) -> tuple:
     """The one-standard-error rule over per-question held-out rewards (see tune_params)."""
     def within(values: tuple) -> bool:

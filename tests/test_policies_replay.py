@@ -12,7 +12,7 @@ import pytest
 from policies.armlog import kfold_by_id, load_arm_log, split_by_id
 from policies.features import FeatureSpec
 from policies.persistence import load_policy
-from policies.replay import _simplest_within_one_se, evaluate, train_policy
+from policies.replay import evaluate, simplest_within_one_se, train_policy
 from policies.rewards import RewardSpec
 from searchagent.cli import main
 from searchagent.errors import InputError
@@ -150,11 +150,11 @@ def test_one_standard_error_rule_prefers_shrinkage_only_within_the_noise():
     noise = rng.normal(0, 1, 400)
     swing = np.tile([1.0, -1.0], 200)                     # paired SE of the difference: 0.05
     close = {(1.0,): noise + 0.05, (100.0,): noise + 0.02 + swing}
-    assert _simplest_within_one_se(close, (1.0,), ["reg"]) == (100.0,)
+    assert simplest_within_one_se(close, (1.0,), ["reg"]) == (100.0,)
     far = {(1.0,): noise + 0.5, (100.0,): noise}              # paired SE is 0
-    assert _simplest_within_one_se(far, (1.0,), ["reg"]) == (1.0,)
+    assert simplest_within_one_se(far, (1.0,), ["reg"]) == (1.0,)
     # no shrinkage parameter in the grid: the best value stays
-    assert _simplest_within_one_se({(0.1,): noise, (0.9,): noise + 0.01}, (0.9,),
+    assert simplest_within_one_se({(0.1,): noise, (0.9,): noise + 0.01}, (0.9,),
                                    ["alpha"]) == (0.9,)
 
 
