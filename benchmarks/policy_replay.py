@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 
 from policies.armlog import kfold_by_id, split_by_id  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import (gap_closed, greedy_arms, load_replay_data,  # noqa: E402
-                             outcome_of, reference_rows, reward_table, train_policy)
+from policies.replay import (TUNING_RULES, gap_closed, greedy_arms,  # noqa: E402
+                             load_replay_data, outcome_of, reference_rows, reward_table,
+                             train_policy)
 from policies.rewards import RewardSpec  # noqa: E402
 
 SYSTEMS = [("linucb", "bandit"), ("thompson", "bandit"), ("neural", "bandit"),
@@ -57,7 +58,7 @@ def main() -> None:
                         help='hyperparameters per "algo" or "algo/mode" as JSON; a list is a '
                              'grid tuned by inner CV on each training split, e.g. '
                              '\'{"linucb/full": {"reg": [1, 10, 100]}}\'')
-    parser.add_argument("--tune-rule", default="one-se", choices=["one-se", "best"],
+    parser.add_argument("--tune-rule", default="one-se", choices=TUNING_RULES,
                         help="how a grid value is chosen (see policies.replay.tune_params)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()

@@ -170,8 +170,7 @@ def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: Fe
             arms = greedy_arms(bundle, table.subset(test), embeddings[test])
             rewards[test] = R[test, arms]
         heldout[values] = rewards
-    order = list(heldout)
-    best = max(order, key=lambda v: (heldout[v].mean(), -order.index(v)))
+    best = max(heldout, key=lambda v: heldout[v].mean())     # max keeps the earliest tie
     chosen = best if rule == "best" else simplest_within_one_se(heldout, best, names)
     report = {"grid": {k: grid[k] for k in names}, "folds": folds, "rule": rule,
               "chosen": dict(zip(names, chosen)), "best": dict(zip(names, best)),

@@ -32,6 +32,7 @@ def register(sub) -> None:
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="algorithm hyperparameter, e.g. alpha=0.5 (repeatable); a JSON "
                             "list is a grid tuned by cross-validation, e.g. 'reg=[1,100]'")
+    # policies.replay.TUNING_RULES, spelled out: importing it would slow every CLI start
     train.add_argument("--tune-rule", default="one-se", choices=["one-se", "best"],
                        help="grid choice: the simplest value within one standard error "
                             "of the best (default) or the best")
