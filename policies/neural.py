@@ -2,7 +2,9 @@
 
 A shared MLP trunk with one reward head per arm. Each update stores (x, arm, reward) in a
 bounded replay buffer and takes a few SGD steps whose loss (MSE) is on the chosen arm's
-head only. Exploration is epsilon-greedy with epsilon decaying per update.
+head only. Exploration is epsilon-greedy with epsilon decaying per update. Weight decay acts on the
+weight matrices only, never on the biases: a large decay then leaves each head's bias, i.e.
+that arm's mean reward, so tuning the decay can fall back to the best fixed arm.
 Weights persist as safetensors tensors named ``net.*``; the buffer persists as arrays.
 """
 
@@ -54,8 +56,11 @@ class NeuralEpsGreedy(Policy):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
             self.net = _RewardNet(dim, self.hidden, n_arms)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr,
-                                          weight_decay=self.weight_decay)
+        weights = [p for name, p in self.net.named_parameters() if name.endswith("weight")]
+        biases = [p for name, p in self.net.named_parameters() if not name.endswith("weight")]
+        self.optimizer = torch.optim.Adam(
+            [{"params": weights, "weight_decay": self.weight_decay},
+             {"params": biases, "weight_decay": 0.0}], lr=self.lr)
         self.buf_x = np.zeros((0, dim), dtype=np.float32)
         self.buf_arm = np.zeros(0, dtype=np.int64)
         self.buf_r = np.zeros(0, dtype=np.float32)
@@ -111,7 +116,7 @@ class NeuralEpsGreedy(Policy):
         values, arrays = super().state()
         for name, tensor in self.net.state_dict().items():
             arrays[f"net.{name}"] = tensor.detach().numpy().copy()
-        for name, tensor in _flat_optimizer_state(self.optimizer).items():
+        for name, tensor in _flat_optimizer_state(self.optimizer, self.net).items():
             arrays[f"net.adam.{name}"] = tensor
         arrays.update({"buf_x": self.buf_x, "buf_arm": self.buf_arm, "buf_r": self.buf_r})
         values["adam_step"] = _adam_step(self.optimizer)
@@ -124,15 +129,17 @@ class NeuralEpsGreedy(Policy):
         self.net.load_state_dict(weights)
         moments = {k[9:]: v for k, v in arrays.items() if k.startswith("net.adam.")}
         if moments:
-            _load_optimizer_state(self.optimizer, moments, int(values.get("adam_step", 0)))
+            _load_optimizer_state(self.optimizer, self.net, moments,
+                                  int(values.get("adam_step", 0)))
         self.buf_x = np.array(arrays["buf_x"], dtype=np.float32)
         self.buf_arm = np.array(arrays["buf_arm"], dtype=np.int64)
         self.buf_r = np.array(arrays["buf_r"], dtype=np.float32)
 
 
-def _flat_optimizer_state(optimizer: torch.optim.Adam) -> dict[str, np.ndarray]:
+def _flat_optimizer_state(optimizer: torch.optim.Adam, net: nn.Module) -> dict[str, np.ndarray]:
+    """Adam's moments keyed by the parameter's position in ``net.parameters()``."""
     out = {}
-    for index, param in enumerate(optimizer.param_groups[0]["params"]):
+    for index, param in enumerate(net.parameters()):
         state = optimizer.state.get(param)
         if state:
             out[f"{index}.exp_avg"] = state["exp_avg"].numpy().copy()
@@ -146,8 +153,9 @@ def _adam_step(optimizer: torch.optim.Adam) -> int:
     return 0
 
 
-def _load_optimizer_state(optimizer, moments: dict[str, np.ndarray], step: int) -> None:
-    for index, param in enumerate(optimizer.param_groups[0]["params"]):
+def _load_optimizer_state(optimizer, net: nn.Module, moments: dict[str, np.ndarray],
+                          step: int) -> None:
+    for index, param in enumerate(net.parameters()):
         if f"{index}.exp_avg" in moments:
             optimizer.state[param] = {
                 "step": torch.tensor(float(step)),

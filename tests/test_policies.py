@@ -118,6 +118,23 @@ def test_large_reg_falls_back_to_the_best_mean_arm(cls):
     assert np.abs(np.array([plain.scores(x, explore=False) for x in X])).max() < 0.02
 
 
+def test_neural_heavy_weight_decay_falls_back_to_the_best_mean_arm():
+    """Decay leaves the biases alone: with it huge, the features drop out and each head
+    predicts its arm's mean reward instead of shrinking towards zero."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6)) * 3.0
+    means = np.array([0.30, 0.50, 0.20])
+    R = means + 0.2 * X[:, :3] * rng.standard_normal((300, 3))   # noise, no signal
+    policy = NeuralEpsGreedy(6, seed=0, hidden=16, weight_decay=100.0)
+    for x, r in zip(X, R):
+        for arm in range(3):
+            policy.update(x, arm, r[arm])
+    predicted = np.array([policy.scores(x, explore=False) for x in X])
+    assert np.allclose(predicted.mean(0), R.mean(0), atol=0.05)
+    assert predicted.std(0).max() < 0.02
+    assert (policy.choose_batch(X) == 1).all()
+
+
 def test_neural_loss_touches_only_the_chosen_head_and_learns():
     X_all, R_all = linear_problem(500, dim=6)
     X, R, X_test, R_test = X_all[:300], R_all[:300], X_all[300:], R_all[300:]
