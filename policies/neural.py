@@ -60,7 +60,7 @@ class NeuralEpsGreedy(Policy):
         biases = [p for name, p in self.net.named_parameters() if not name.endswith("weight")]
         self.optimizer = torch.optim.Adam(
             [{"params": weights, "weight_decay": self.weight_decay},
-             {"params": biases, "weight_decay": 0.0}], lr=self.lr)
+             {"params": biases, "weight_decay": 0.0}], lr=self.lr, foreach=True)
         self.buf_x = np.zeros((0, dim), dtype=np.float32)
         self.buf_arm = np.zeros(0, dtype=np.int64)
         self.buf_r = np.zeros(0, dtype=np.float32)
