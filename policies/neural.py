@@ -2,9 +2,9 @@
 
 A shared MLP trunk with one reward head per arm. Each update stores (x, arm, reward) in a
 bounded replay buffer and takes a few SGD steps whose loss (MSE) is on the chosen arm's
-head only. Exploration is epsilon-greedy with epsilon decaying per update. Weight decay acts on the
-weight matrices only, never on the biases: a large decay then leaves each head's bias, i.e.
-that arm's mean reward, so tuning the decay can fall back to the best fixed arm.
+head only. Exploration is epsilon-greedy with epsilon decaying per update. Weight decay
+acts on the weight matrices only, never on the biases: a large decay leaves each head's
+bias, i.e. that arm's mean reward, so tuning the decay can fall back to the best fixed arm.
 Weights persist as safetensors tensors named ``net.*``; the buffer persists as arrays.
 """
 
