@@ -88,6 +88,33 @@ def test_session_state_reuse_survives_interleaving(llama):
     assert fresh.cached_tokens == 0 and fresh.text == reused.text
 
 
+def test_a_new_session_reuses_the_prefix_another_session_decoded(llama):
+    """Prefix caching across sessions: the shared system prompt and demonstration are
+    loaded from another session's snapshot instead of being decoded again."""
+    demo = [{"role": "system", "content": "You answer questions about animals in a few "
+             "words. Example: llamas live in the Andes and are kept for wool and meat."},
+            {"role": "user", "content": "Where do llamas live?"},
+            {"role": "assistant", "content": "In the Andes."}]
+    shared = GenRequest(messages=demo + [{"role": "user", "content": "What do camels eat?"}],
+                        max_new_tokens=2, session="a")
+    other = ask("Something else entirely, please.", max_new_tokens=1, session="b")
+    new = GenRequest(messages=demo + [{"role": "user", "content": "Do alpacas spit?"}],
+                     max_new_tokens=2, session="c")
+    llama.generate([shared, other])                  # the context now holds "other"
+    prefix = _shared_prefix(llama.prompt_tokens(shared.messages),
+                            llama.prompt_tokens(new.messages))
+    [reused] = llama.generate([new])
+    assert prefix > 40 and reused.cached_tokens == prefix
+    llama.llm.reset()
+    llama._sessions.clear()
+    [fresh] = llama.generate([new])
+    assert fresh.cached_tokens == 0 and fresh.text == reused.text
+
+
+def _shared_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def test_concurrent_callers_get_serial_results(llama):
     requests = [ask(f"What is {i} plus {i}?", max_new_tokens=3) for i in range(3)]
     expected = [llama.generate([r])[0].text for r in requests]

@@ -6,7 +6,9 @@ Token log-probabilities come from the logits row that produced each token
 ``generate`` skips the longest prefix shared with the tokens already in the context; on
 top of that this class snapshots the last few sessions' llama.cpp states (KV cells only,
 via ``llama_state_get_data``; ``Llama.save_state`` would also copy n_batch x vocab logits)
-so a session's next hop reuses its prefix even when other sessions ran in between.
+and, before each call, loads the snapshot sharing the longest prefix with the prompt: a
+session's next hop reuses its own prefix even when other sessions ran in between, and a
+new session reuses the system prompt and demonstrations another session already decoded.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class LlamaCppGenerator:
                              field=f"requests[{index}].messages")
         with self._lock:
             start = time.perf_counter()
-            self._restore_session(request.session, tokens)
+            self._restore_longest_prefix(tokens)
             cached = _common_prefix(self.llm._input_ids, tokens)
             cached = min(cached, len(tokens) - 1)   # the last prompt token is always re-run
             text, n_out, logprobs, finish = self._decode(tokens, request)
@@ -114,15 +116,18 @@ class LlamaCppGenerator:
         pointer = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),))
 
-    def _restore_session(self, session: str, tokens: list[int]) -> None:
+    def _restore_longest_prefix(self, tokens: list[int]) -> None:
+        """Load the saved state that shares the most leading tokens with ``tokens``, when
+        it shares more than the context already holds (newest state first on ties)."""
         import llama_cpp
 
-        saved = self._sessions.get(session) if session else None
-        if saved is None:
+        in_context = _common_prefix(self.llm._input_ids, tokens)
+        shared, saved = max(((_common_prefix(ids, tokens), (ids, blob))
+                             for ids, blob in reversed(self._sessions.values())),
+                            key=lambda item: item[0], default=(0, None))
+        if saved is None or shared <= in_context:
             return
         input_ids, blob = saved
-        if _common_prefix(input_ids, tokens) <= _common_prefix(self.llm._input_ids, tokens):
-            return
         buffer = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
         if llama_cpp.llama_state_set_data(self.llm._ctx.ctx, buffer, len(blob)) != len(blob):
             self.llm.reset()     # could not restore: decode the whole prompt instead
@@ -187,9 +192,7 @@ def _token_logprob(logits: np.ndarray, token: int) -> float:
 
 
 def _common_prefix(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    """Number of leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if len(differ) else n
