@@ -4,6 +4,9 @@
 ``arm_outcomes``: one row per (run, dataset, question, arm) of ``searchagent eval log-arms``;
 the table policies train on. Rows are inserted one at a time as questions finish, with
 ``INSERT OR IGNORE`` on the primary key, so a resumed run never duplicates a row.
+``arm_outcomes.retrieval_calls`` is DOUBLE: imported logs (``eval import-arms``, which also
+keeps ``arm_imports``) may carry a per-dataset mean; older INTEGER databases are migrated
+by that import.
 
 DuckDB lets one process at a time open a file. With ``hold=False`` the store connects only
 for each operation (retrying while another process has the file), so reports and policy
@@ -34,7 +37,7 @@ ARM_COLUMNS = {
     "run": "VARCHAR", "dataset": "VARCHAR", "qid": "VARCHAR", "question": "VARCHAR",
     "arm": "VARCHAR", "prediction": "VARCHAR", "golds": "VARCHAR",
     "em": "DOUBLE", "f1": "DOUBLE", "acc": "DOUBLE", "sup_recall": "DOUBLE",
-    "retrieval_calls": "INTEGER", "hops": "INTEGER", "prompt_tokens": "INTEGER",
+    "retrieval_calls": "DOUBLE", "hops": "INTEGER", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "seconds": "DOUBLE", "confidence": "DOUBLE",
     "created_at": "TIMESTAMP",
 }

@@ -72,7 +72,7 @@ def test_schema_matches_the_contract(tmp_path):
                                  " WHERE table_name = 'arm_outcomes' ORDER BY ordinal_position"
                                  ).fetchall()
         assert [c for c, _ in cols] == CONTRACT_ARM_COLUMNS == list(ARM_COLUMNS)
-        assert dict(cols)["golds"] == "VARCHAR" and dict(cols)["retrieval_calls"] == "INTEGER"
+        assert dict(cols)["golds"] == "VARCHAR" and dict(cols)["retrieval_calls"] == "DOUBLE"
         names = [c for (c,) in store.con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'results' "
             "ORDER BY ordinal_position").fetchall()]

@@ -1,4 +1,4 @@
-"""``searchagent eval pool|run|log-arms|report``: the evaluation harness."""
+"""``searchagent eval pool|run|log-arms|import-arms|report``: the evaluation harness."""
 
 from __future__ import annotations
 
@@ -53,6 +53,18 @@ def register(sub) -> None:
     arms = actions.choices["log-arms"]
     arms.add_argument("--arms", default="parametric,single,multi")
     arms.set_defaults(func=run_log_arms)
+
+    imp = actions.add_parser("import-arms", help="import published per-question arm "
+                             "outcomes (an Adaptive-RAG predictions/ tree) into arm_outcomes")
+    imp.add_argument("path", help="predictions/<split>/ folder with nor_qa_*, oner_qa_*, "
+                     "ircot_qa_* subfolders")
+    imp.add_argument("--questions", required=True, help="JSONL of {dataset, qid, question}")
+    imp.add_argument("--db", default=DEFAULT_DB, help=f"runs database (default {DEFAULT_DB})")
+    imp.add_argument("--run", required=True, help="run name (re-import replaces its rows)")
+    imp.add_argument("--multi-steps", action="extend", nargs="+", default=[],
+                     metavar="DATASET=N", help="multi arm's retrieval calls for a dataset "
+                     "whose ircot folder has no stepNum.json (e.g. hotpotqa=3.45)")
+    imp.set_defaults(func=run_import_arms)
 
     report = actions.add_parser("report", help="markdown tables and plots for runs")
     report.add_argument("runs", nargs="+", metavar="RUN")
@@ -160,6 +172,19 @@ def run_log_arms(args) -> int:
     with RunStore(args.db, hold=False) as store:
         summary = log_arms(systems, examples, store, args.run, args.workers, args.seed)
     return _finish(summary, args.db)
+
+
+def run_import_arms(args) -> int:
+    from eval.arm_import import format_summary, import_arms, parse_multi_steps
+
+    result = import_arms(args.path, args.questions, args.db, args.run,
+                         parse_multi_steps(args.multi_steps))
+    for warning in result.warnings:
+        print(f"searchagent: warning: {warning}", file=sys.stderr)
+    print(format_summary(result))
+    print(f"{len(result.rows)} rows written to {args.db} (run {args.run}; config in table "
+          "arm_imports)")
+    return 0
 
 
 def run_report(args) -> int:
