@@ -5,6 +5,8 @@ the argmax; ``explore=False`` is the greedy (serving / evaluation) choice. ``upd
 from one revealed reward and, when given, its parts (quality and cost): a policy whose
 ``supports_lam()`` is true can then score for another lambda at serve time (``lam=``). ``state()`` returns JSON-able values and numpy arrays that
 ``from_state`` turns back into the same policy (see ``persistence``).
+``arm_probabilities(x, explore, lam)`` is the distribution ``choose`` draws its arm from:
+the logging propensities that off-policy evaluation (``policies.ope``) needs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class Policy:
                lam: float | None = None) -> tuple[int, np.ndarray]:
         scores = self.scores(self._check(x), explore, lam)
         return int(np.argmax(scores)), scores
+
+    def arm_probabilities(self, x: np.ndarray, explore: bool = True,
+                          lam: float | None = None) -> np.ndarray:
+        """P(``choose(x, explore, lam)`` returns arm a), one value per arm; never touches
+        ``self.rng``. This default, a one-hot on the argmax, is exact for policies whose
+        scores are deterministic given their state (LinUCB, the baselines, any greedy
+        choice); policies that randomize when exploring override it."""
+        return one_hot(int(np.argmax(self.scores(self._check(x), explore, lam))), self.n_arms)
 
     def supports_lam(self) -> bool:
         """Whether ``scores(..., lam=...)`` honours a lambda other than the trained one."""
@@ -75,3 +85,9 @@ class Policy:
         if not 0 <= int(arm) < self.n_arms:
             raise InputError(f"arm index {arm} out of range 0..{self.n_arms - 1}", field="arm")
         return int(arm)
+
+
+def one_hot(arm: int, n_arms: int) -> np.ndarray:
+    probabilities = np.zeros(n_arms)
+    probabilities[arm] = 1.0
+    return probabilities

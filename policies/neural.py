@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.base import Policy
+from policies.base import Policy, one_hot
 
 
 @contextmanager
@@ -77,6 +77,14 @@ class NeuralEpsGreedy(Policy):
         if explore and self.rng.random() < self.epsilon:
             predicted[self.rng.integers(self.n_arms)] = np.inf   # a uniformly random arm wins
         return predicted
+
+    def arm_probabilities(self, x: np.ndarray, explore: bool = True,
+                          lam: float | None = None) -> np.ndarray:
+        """Exact epsilon-greedy mixture: 1 - eps + eps/K on the greedy arm, eps/K elsewhere."""
+        greedy = one_hot(int(np.argmax(self.scores(x, explore=False))), self.n_arms)
+        if not explore:
+            return greedy
+        return (1.0 - self.epsilon) * greedy + self.epsilon / self.n_arms
 
     def choose_batch(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad(), _one_thread():

@@ -6,6 +6,11 @@ answered) and, once feedback arrives, its reward and a feedback sequence number.
 is committed to the journal before the in-memory policy is updated, and the policy is
 snapshotted every ``snapshot_every`` feedbacks with the last sequence number it includes;
 on open, feedback newer than the snapshot is replayed. A restart loses nothing.
+
+Each decision also journals its logging propensity: the probability with which the served
+arm was drawn (``Policy.arm_probabilities`` under the exploration actually used; 1.0 for
+a greedy choice and for a forced arm), so ``policies.ope`` can evaluate other policies
+from the journal. Journals written before the column existed gain it (NULL) on open.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS decisions (
     fingerprint VARCHAR, question VARCHAR, features FLOAT[], arm VARCHAR, forced BOOLEAN,
     explored BOOLEAN, scores DOUBLE[], prediction VARCHAR, retrieval_calls DOUBLE,
     seconds DOUBLE, quality DOUBLE, reward DOUBLE, feedback_seq BIGINT,
-    feedback_at TIMESTAMP)"""
+    feedback_at TIMESTAMP, propensity DOUBLE)"""
+MIGRATIONS = ("ALTER TABLE decisions ADD COLUMN IF NOT EXISTS propensity DOUBLE",)
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Decision:
     forced: bool = False
     explored: bool = False
     lam: float | None = None    # the lambda the scores are for (None: the trained one)
+    propensity: float = 1.0     # P(this arm | features) under the policy's exploration
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -77,6 +84,8 @@ class OnlineLearner:
         except duckdb.Error as exc:
             raise InputError(f"cannot open the decision journal: {exc}", path=path) from exc
         self.con.execute(SCHEMA)
+        for migration in MIGRATIONS:
+            self.con.execute(migration)
         self.pending = 0
         self._replay_unapplied()
 
@@ -94,27 +103,30 @@ class OnlineLearner:
             raise InputError("features are needed to choose an arm", field="features")
         with self.lock:
             scores = [float("nan")] * len(ARMS)
-            explored = False
+            explored, propensity = False, 1.0      # a greedy choice is deterministic
             policy = self.bundle.policy
             lam = float(lam) if lam is not None and policy.supports_lam() else None
             if features is not None:
                 greedy, estimates = policy.choose(features, explore=False, lam=lam)
                 arm_i = greedy
                 if self.explore and policy.learns_online:
+                    probabilities = policy.arm_probabilities(features, explore=True, lam=lam)
                     arm_i, _ = policy.choose(features, explore=True, lam=lam)
                     explored = arm_i != greedy
+                    propensity = float(probabilities[arm_i])
                 scores = [float(s) for s in estimates]   # greedy estimates, no bonus
                 arm = ARMS[arm_i]
             if forced_arm is not None:
-                arm = ARMS[arm_index(forced_arm)]
+                arm, propensity = ARMS[arm_index(forced_arm)], 1.0
             decision = Decision(uuid.uuid4().hex, arm, scores, self.fingerprint,
-                                forced=forced_arm is not None, explored=explored, lam=lam)
+                                forced=forced_arm is not None, explored=explored, lam=lam,
+                                propensity=propensity)
             self.con.execute(
                 "INSERT INTO decisions (request_id, fingerprint, question, features, arm, "
-                "forced, explored, scores) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "forced, explored, scores, propensity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [decision.request_id, decision.fingerprint, question,
                  None if features is None else np.asarray(features, np.float32).tolist(),
-                 arm, decision.forced, explored, _finite(scores)])
+                 arm, decision.forced, explored, _finite(scores), propensity])
         return decision
 
     def record_served(self, request_id: str, prediction: str, retrieval_calls: float,

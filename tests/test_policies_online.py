@@ -10,8 +10,10 @@ import pytest
 
 from policies.features import FeatureMap, FeatureSpec
 from policies.linucb import LinUCB
+from policies.neural import NeuralEpsGreedy
 from policies.online import JOURNAL, OnlineLearner
-from policies.persistence import PolicyBundle, load_policy
+from policies.ope import journal_bandit_log
+from policies.persistence import PolicyBundle, load_policy, save_policy
 from policies.rewards import RewardSpec
 from searchagent.errors import InputError
 
@@ -108,3 +110,52 @@ def test_concurrent_decisions_and_feedback(tmp_path):
     con.close()
     assert seqs == list(range(1, 91))
     assert OnlineLearner(tmp_path).bundle.policy.updates == 90
+
+
+def test_decisions_journal_their_propensity(tmp_path):
+    fmap = FeatureMap.fit(FeatureSpec(embed_dim=8))
+    eps = 0.45
+    policy = NeuralEpsGreedy(fmap.dim, seed=2, eps=eps, eps_decay=1.0, steps_per_update=1)
+    learner = OnlineLearner(tmp_path, PolicyBundle(policy, fmap, RewardSpec()), explore=True)
+    decisions = [learner.decide(features(fmap, i), "q") for i in range(40)]
+    for decision in decisions[:10]:
+        learner.feedback(decision.request_id, reward=0.5)
+    forced = learner.decide(features(fmap, 99), "q", forced_arm="multi")
+    rows = dict(learner.con.execute("SELECT request_id, propensity FROM decisions").fetchall())
+    assert forced.propensity == 1.0 and rows[forced.request_id] == 1.0
+    assert any(d.explored for d in decisions) and not all(d.explored for d in decisions)
+    for d in decisions:
+        expected = eps / 3 if d.explored else 1 - eps + eps / 3
+        assert d.propensity == pytest.approx(expected) and rows[d.request_id] == d.propensity
+    learner.close()
+
+    greedy = OnlineLearner(None, make_bundle(), explore=False)
+    assert {greedy.decide(features(fmap, i), "q").propensity for i in range(5)} == {1.0}
+    greedy.close()
+
+
+def test_a_journal_without_propensities_opens(tmp_path):
+    bundle = make_bundle()
+    save_policy(bundle, tmp_path)
+    con = duckdb.connect(str(tmp_path / JOURNAL))
+    con.execute(OLD_SCHEMA)
+    con.execute("INSERT INTO decisions (request_id, fingerprint, features, arm, forced, "
+                "reward, feedback_seq) VALUES ('old', ?, ?, 'single', false, 1.0, 1)",
+                [bundle.fingerprint, features(bundle.features, 0).tolist()])
+    con.close()
+    assert journal_bandit_log(tmp_path).X.shape == (0, 0)     # read-only: not migrated
+    learner = OnlineLearner(tmp_path)
+    assert learner.bundle.policy.updates == 1                  # the old feedback replayed
+    new = learner.decide(features(bundle.features, 1), "q")
+    learner.feedback(new.request_id, reward=0.2)
+    learner.close()
+    log = journal_bandit_log(tmp_path)                         # the old row has no propensity
+    assert log.propensities.tolist() == [1.0] and log.rewards.tolist() == [0.2]
+
+
+OLD_SCHEMA = """CREATE TABLE decisions (
+    request_id VARCHAR PRIMARY KEY, created_at TIMESTAMP DEFAULT current_timestamp,
+    fingerprint VARCHAR, question VARCHAR, features FLOAT[], arm VARCHAR, forced BOOLEAN,
+    explored BOOLEAN, scores DOUBLE[], prediction VARCHAR, retrieval_calls DOUBLE,
+    seconds DOUBLE, quality DOUBLE, reward DOUBLE, feedback_seq BIGINT,
+    feedback_at TIMESTAMP)"""
