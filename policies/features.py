@@ -1,9 +1,11 @@
 """Question -> feature vector: MiniLM embedding (optionally projected), cheap lexical
-cues and a closed-book confidence signal, with a fingerprint naming the feature set.
+cues, question-style cues, and a closed-book confidence signal, with a fingerprint
+naming the feature set.
 
-``FeatureMap`` is the fitted transform (it carries a random or PCA projection when one
-is used); its fingerprint changes whenever the vector would mean something else, so a
-policy trained on one feature set refuses features built by another.
+``FeatureMap`` is the fitted transform (it carries a random or PCA projection and the
+standardization statistics when used); its fingerprint changes whenever the vector would
+mean something else, so a policy trained on one feature set refuses features built by
+another.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +33,16 @@ COMPARISON = re.compile(r"\b(both|either|neither|same|older|younger|earlier|late
 LEXICAL_NAMES = (["bias", "words", "entities", "has_digit", "comparison", "quotes", "of_chain",
                   "inner_relative"] + [f"wh_{w}" for w in WH_WORDS] + ["wh_yesno", "wh_other"])
 CONFIDENCE_NAMES = ["conf_prob", "conf_missing"]
+# question style: what an uncased embedder cannot see (case, punctuation, length) and the
+# cue words of multi-hop templates (bridge entities, comparisons, film/person relations)
+BRIDGE = re.compile(r"\b(of the|whose|who (?:was|is) the|the (?:director|performer|"
+                    r"composer|author|creator|founder|spouse|father|mother|producer|"
+                    r"publisher|owner|developer|member))\b", re.I)
+TEMPLATE = re.compile(r"\b(film|album|song|born|died|nationality|country|director|band|"
+                      r"novel|team|city|located|founded)\b", re.I)
+CUE_NAMES = ["starts_lower", "question_mark", "chars", "capitalized_share", "commas",
+             "possessives", "years", "bridge_cues", "template_cues", "mean_word_len",
+             "all_lower"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,12 @@ class FeatureSpec:
     confidence: bool = True
     seed: int = 0
     bias: float = 3.0                 # constant feature (linear policies add an intercept too)
+    cues: bool = False                # question-style cues (CUE_NAMES)
+    standardize: bool = False         # zero mean, unit variance per feature on training rows
+
+    # fields added after the first release: left out of the fingerprint while off, so
+    # policies saved before them keep their fingerprint
+    LATER_FIELDS = ("cues", "standardize")
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -84,6 +102,27 @@ def lexical_features(question: str) -> list[float]:
     ]
 
 
+def question_cues(question: str) -> list[float]:
+    """Style cues in the order of ``CUE_NAMES``."""
+    text = question.strip()
+    words = text.split()
+    n = max(len(words), 1)
+    capitalized = sum(1 for w in words if w[:1].isupper())
+    return [
+        1.0 if text[:1].islower() else 0.0,
+        1.0 if text.endswith("?") else 0.0,
+        min(len(text) / 100.0, 4.0),
+        capitalized / n,
+        min(text.count(",") / 2.0, 2.0),
+        min(len(re.findall(r"\w's\b", text)) / 2.0, 2.0),
+        min(len(re.findall(r"\b1\d{3}\b|\b20\d{2}\b", text)) / 2.0, 2.0),
+        min(len(BRIDGE.findall(text)) / 2.0, 2.0),
+        min(len(TEMPLATE.findall(text)) / 2.0, 2.0),
+        min(sum(len(w) for w in words) / n / 8.0, 2.0),
+        1.0 if text == text.lower() else 0.0,
+    ]
+
+
 def confidence_features(mean_logprob: float | None) -> list[float]:
     """exp(mean token log-probability) of a closed-book answer, and a missing flag."""
     if mean_logprob is None or (isinstance(mean_logprob, float) and math.isnan(mean_logprob)):
@@ -95,31 +134,51 @@ class FeatureMap:
     """A fitted FeatureSpec: ``transform(embeddings, questions, confidences) -> X``."""
 
     def __init__(self, spec: FeatureSpec, projection: np.ndarray | None = None,
-                 center: np.ndarray | None = None):
+                 center: np.ndarray | None = None, mean: np.ndarray | None = None,
+                 scale: np.ndarray | None = None):
         self.spec = spec
         self.projection = projection
         self.center = center
+        self.mean, self.scale = mean, scale       # standardization (None: off)
+        if spec.standardize and (mean is None or scale is None):
+            raise InputError("this feature spec standardizes; fit it on training "
+                             "questions with FeatureMap.fit", field="standardize")
         if spec.projection != "none" and projection is None:
             raise InputError("this feature spec needs a fitted projection; call "
                              "FeatureMap.fit", field="projection")
 
     @classmethod
-    def fit(cls, spec: FeatureSpec, embeddings: np.ndarray | None = None) -> "FeatureMap":
-        """Random projections need only the seed; PCA needs the training embeddings."""
-        if spec.projection == "none":
-            return cls(spec)
+    def fit(cls, spec: FeatureSpec, embeddings: np.ndarray | None = None,
+            questions: Sequence[str] | None = None,
+            confidences: Sequence[float | None] | None = None) -> "FeatureMap":
+        """Random projections need only the seed; PCA needs the training embeddings;
+        standardization needs the training embeddings and questions."""
+        projection = center = None
         if spec.projection == "random":
             rng = np.random.default_rng(spec.seed)
             matrix = rng.standard_normal((spec.embed_dim, spec.proj_dim)) / math.sqrt(spec.proj_dim)
-            return cls(spec, matrix.astype(np.float32))
-        if embeddings is None or len(embeddings) < 2:
-            raise InputError("PCA projection needs training embeddings", field="projection")
-        center = embeddings.mean(axis=0)
-        _, _, vt = np.linalg.svd(embeddings - center, full_matrices=False)
-        matrix = vt[: spec.proj_dim].T
-        if matrix.shape[1] < spec.proj_dim:   # fewer samples than components: pad with zeros
-            matrix = np.pad(matrix, ((0, 0), (0, spec.proj_dim - matrix.shape[1])))
-        return cls(spec, matrix.astype(np.float32), center.astype(np.float32))
+            projection = matrix.astype(np.float32)
+        elif spec.projection == "pca":
+            if embeddings is None or len(embeddings) < 2:
+                raise InputError("PCA projection needs training embeddings", field="projection")
+            mean = embeddings.mean(axis=0)
+            _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
+            matrix = vt[: spec.proj_dim].T
+            if matrix.shape[1] < spec.proj_dim:   # fewer samples than components: pad
+                matrix = np.pad(matrix, ((0, 0), (0, spec.proj_dim - matrix.shape[1])))
+            projection, center = matrix.astype(np.float32), mean.astype(np.float32)
+        if not spec.standardize:
+            return cls(spec, projection, center)
+        if embeddings is None or questions is None or len(embeddings) < 2:
+            raise InputError("standardized features need training embeddings and questions",
+                             field="standardize")
+        raw = replace(spec, standardize=False)
+        X = cls(raw, projection, center).transform(embeddings, questions, confidences)
+        constant = np.array([n == "bias" for n in cls(raw, projection, center).names])
+        scale = X.std(axis=0)
+        scale[(scale < 1e-6) | constant] = 1.0
+        mean = np.where(constant, 0.0, X.mean(axis=0))
+        return cls(spec, projection, center, mean.astype(np.float32), scale.astype(np.float32))
 
     @property
     def names(self) -> list[str]:
@@ -129,6 +188,8 @@ class FeatureMap:
             names += LEXICAL_NAMES
         else:
             names += ["bias"]
+        if self.spec.cues:
+            names += CUE_NAMES
         if self.spec.confidence:
             names += CONFIDENCE_NAMES
         return names
@@ -140,10 +201,11 @@ class FeatureMap:
     @property
     def fingerprint(self) -> str:
         """sha256 over the spec, the lexical version and any fitted projection."""
-        digest = hashlib.sha256(json.dumps({"spec": asdict(self.spec),
-                                            "lexical_version": LEXICAL_VERSION},
+        spec = {k: v for k, v in asdict(self.spec).items()
+                if k not in FeatureSpec.LATER_FIELDS or v}
+        digest = hashlib.sha256(json.dumps({"spec": spec, "lexical_version": LEXICAL_VERSION},
                                            sort_keys=True).encode())
-        for array in (self.projection, self.center):
+        for array in (self.projection, self.center, self.mean, self.scale):
             if array is not None:
                 digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
         return digest.hexdigest()[:16]
@@ -167,11 +229,16 @@ class FeatureMap:
             parts.append(lexical)
         else:
             parts.append(np.full((len(questions), 1), self.spec.bias, dtype=np.float32))
+        if self.spec.cues:
+            parts.append(np.array([question_cues(q) for q in questions], dtype=np.float32))
         if self.spec.confidence:
             confidences = confidences if confidences is not None else [None] * len(questions)
             parts.append(np.array([confidence_features(c) for c in confidences],
                                   dtype=np.float32))
-        return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+        X = np.hstack(parts)
+        if self.mean is not None:
+            X = (X - self.mean) / self.scale
+        return np.ascontiguousarray(X, dtype=np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
@@ -179,6 +246,8 @@ class FeatureMap:
             out["features.projection"] = self.projection
         if self.center is not None:
             out["features.center"] = self.center
+        if self.mean is not None:
+            out["features.mean"], out["features.scale"] = self.mean, self.scale
         return out
 
     @classmethod
@@ -187,4 +256,5 @@ class FeatureMap:
             fspec = FeatureSpec(**spec)
         except TypeError as exc:
             raise InputError(f"bad feature spec: {exc}", field="features") from exc
-        return cls(fspec, arrays.get("features.projection"), arrays.get("features.center"))
+        return cls(fspec, arrays.get("features.projection"), arrays.get("features.center"),
+                   arrays.get("features.mean"), arrays.get("features.scale"))

@@ -31,6 +31,7 @@ from policies.base import Policy
 from policies.baselines import FixedArm, SupervisedClassifier
 from policies.features import FeatureMap
 from policies.linucb import LinUCB
+from policies.outcome import OutcomeModels
 from policies.rewards import RewardSpec
 from policies.thompson import LinearThompson
 from searchagent.errors import InputError
@@ -43,11 +44,11 @@ POLICY_FILE = "policy.json"
 def policy_classes() -> dict[str, type[Policy]]:
     from policies.neural import NeuralEpsGreedy   # torch only when a neural policy is used
 
-    return {cls.algo: cls for cls in (LinUCB, LinearThompson, NeuralEpsGreedy, FixedArm,
-                                      SupervisedClassifier)}
+    return {cls.algo: cls for cls in (OutcomeModels, LinUCB, LinearThompson, NeuralEpsGreedy,
+                                      FixedArm, SupervisedClassifier)}
 
 
-ALGOS = ("linucb", "thompson", "neural", "fixed", "supervised")
+ALGOS = ("outcome", "linucb", "thompson", "neural", "fixed", "supervised")
 
 
 def make_policy(algo: str, dim: int, seed: int = 0, **params: Any) -> Policy:

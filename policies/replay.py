@@ -19,6 +19,7 @@ from policies.armlog import ArmTable
 from policies.arms import ARMS
 from policies.base import Policy
 from policies.baselines import SupervisedClassifier, oracle_arms
+from policies.outcome import OutcomeModels
 from policies.embeddings import EmbeddingCache
 from policies.features import FeatureMap, FeatureSpec, embedder_identity
 from policies.persistence import PolicyBundle, make_policy
@@ -78,8 +79,11 @@ def train_full(policy: Policy, X: np.ndarray, R: np.ndarray, quality: np.ndarray
                epochs: int = 1, seed: int = 0, progress: bool = False,
                C: np.ndarray | None = None) -> TrainLog:
     """Full information: every arm's reward is revealed for each training question."""
-    if isinstance(policy, SupervisedClassifier):
-        policy.fit(X, quality, R)
+    if isinstance(policy, (SupervisedClassifier, OutcomeModels)):
+        if isinstance(policy, OutcomeModels):
+            policy.fit(X, quality, C if C is not None else np.zeros_like(quality))
+        else:
+            policy.fit(X, quality, R)
         arms = policy.choose_batch(X)
         return TrainLog(arms, R.max(axis=1) - R[np.arange(len(X)), arms])
     rng = np.random.default_rng(seed)
@@ -113,9 +117,12 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     if any(isinstance(v, list) for v in (params or {}).values()):
         params, tuning = tune_params(algo, table, embeddings, features, reward, mode, epochs,
                                      seed, params, rule=tune_rule)
-    fmap = FeatureMap.fit(features, embeddings)
+    fmap = FeatureMap.fit(features, embeddings, table.questions, table.confidences())
     X = features_for(table, fmap, embeddings)
     R = reward_table(table, reward)
+    if algo == "outcome":     # it models quality and cost apart: tell it lambda and layout
+        params = {"lam": reward.lam, "embed_dims": sum(n.startswith("emb") for n in fmap.names),
+                  **(params or {})}
     policy = make_policy(algo, fmap.dim, seed, **(params or {}))
     Q, C = table.quality[reward.metric], cost_table(table, reward)
     if mode == "bandit":
@@ -129,7 +136,7 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     return PolicyBundle(policy, fmap, reward, meta), log
 
 
-SHRINKAGE = ("reg", "l2", "weight_decay")    # a larger value is a simpler model
+SHRINKAGE = ("reg", "l2", "weight_decay", "neighbors")   # larger: a simpler model
 TUNING_RULES = ("one-se", "best")
 
 
@@ -235,6 +242,8 @@ def greedy_arms(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
     X = features_for(table, bundle.features, embeddings)
     if lam is None:
         return bundle.policy.choose_batch(X)
+    if isinstance(bundle.policy, OutcomeModels):
+        return bundle.policy.choose_batch(X, lam)
     return np.array([bundle.policy.choose(x, explore=False, lam=lam)[0] for x in X],
                     dtype=np.int64)
 

@@ -129,6 +129,24 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
+def test_cli_default_outcome_policy_on_every_question(arm_log, tmp_path, capsys):
+    out = tmp_path / "policy"
+    args = ["--log", str(arm_log), "--cache", str(shared_cache())]
+    assert main(["policy", "train", *args, "--lam", "0.1", "--test-frac", "0",
+                 "--out", str(out)]) == 0
+    assert "no held-out split" in capsys.readouterr().out
+    bundle = load_policy(out)
+    assert bundle.policy.algo == "outcome" and bundle.meta["mode"] == "full"
+    assert bundle.meta["train_questions"] == 298 and bundle.meta["heldout"] is None
+    assert {"starts_lower", "question_mark"} <= set(bundle.features.names)
+    assert main(["policy", "eval", *args, "--policy", str(out)]) == 2
+    assert "--test-frac 0" in capsys.readouterr().err
+    assert main(["policy", "eval", *args, "--policy", str(out), "--split", "all",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["policy"]["reward"] > result["best_fixed_reward"]
+
+
 def test_grid_params_are_tuned_inside_the_training_split(arm_log):
     table, embeddings, name = replay_data(arm_log)
     train, _ = split_by_id(table.keys, 0.3, seed=0)

@@ -14,14 +14,17 @@ def register(sub) -> None:
 
     train = actions.add_parser("train", help="offline replay training from an arm log")
     _log_args(train)
-    train.add_argument("--algo", default="linucb",
-                       choices=["linucb", "thompson", "neural", "supervised", "fixed"])
+    train.add_argument("--algo", default="outcome",
+                       choices=["outcome", "linucb", "thompson", "neural", "supervised", "fixed"],
+                       help="outcome (default, the best measured in BENCHMARKS.md): per-arm "
+                            "outcome models; linucb/thompson/neural: online bandits")
     train.add_argument("--lam", type=float, default=0.1, help="cost weight lambda")
     train.add_argument("--metric", default="f1", choices=["f1", "em", "acc"])
     train.add_argument("--cost", default="steps", choices=["steps", "seconds"])
     train.add_argument("--out", required=True, help="policy folder to write")
-    train.add_argument("--mode", default="bandit", choices=["bandit", "full"],
-                       help="bandit: only the chosen arm's reward is revealed; full: all arms")
+    train.add_argument("--mode", choices=["bandit", "full"],
+                       help="bandit: only the chosen arm's reward is revealed; full: all arms "
+                            "(default: full for outcome and supervised, bandit otherwise)")
     train.add_argument("--epochs", type=int, default=1, help="passes over the training split")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--projection", default="none", choices=["none", "random", "pca"])
@@ -29,6 +32,10 @@ def register(sub) -> None:
     train.add_argument("--no-confidence", action="store_true",
                        help="leave out the closed-book confidence feature")
     train.add_argument("--no-lexical", action="store_true", help="leave out lexical features")
+    train.add_argument("--no-cues", action="store_true",
+                       help="leave out the question-style cues (case, punctuation, templates)")
+    train.add_argument("--no-standardize", action="store_true",
+                       help="keep raw feature scales (default: zero mean, unit variance)")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="algorithm hyperparameter, e.g. alpha=0.5 (repeatable); a JSON "
                             "list is a grid tuned by cross-validation, e.g. 'reg=[1,100]'")
@@ -51,7 +58,8 @@ def _log_args(parser) -> None:
     parser.add_argument("--run", action="append", help="only these runs (repeatable)")
     parser.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
     parser.add_argument("--test-frac", type=float, default=0.3,
-                        help="held-out share, split by question id")
+                        help="held-out share, split by question id (train: 0 trains on "
+                             "every question and evaluates nothing)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--results", metavar="DB", help="also use the fixed-strategy rows "
                         "(system parametric|single|multi) of this runs database")
@@ -73,6 +81,8 @@ def _params(pairs: list[str]) -> dict:
 
 
 def run_train(args) -> int:
+    import numpy as np
+
     from policies.armlog import split_by_id
     from policies.features import FeatureSpec
     from policies.persistence import save_policy
@@ -82,31 +92,43 @@ def run_train(args) -> int:
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
                                                    args.cache, args.embedder,
                                                    results_from=args.results)
-    train_rows, test_rows = split_by_id(table.keys, args.test_frac, args.split_seed)
+    if args.test_frac == 0:
+        train_rows, test_rows = np.arange(len(table)), np.arange(0)
+    else:
+        train_rows, test_rows = split_by_id(table.keys, args.test_frac, args.split_seed)
     features = FeatureSpec(embedder=embedder, embed_dim=int(embeddings.shape[1]),
                            projection=args.projection, proj_dim=args.proj_dim,
                            lexical=not args.no_lexical, confidence=not args.no_confidence,
-                           seed=args.seed)
+                           seed=args.seed, cues=not args.no_cues,
+                           standardize=not args.no_standardize)
     reward = RewardSpec(lam=args.lam, metric=args.metric, cost=args.cost)
+    mode = args.mode or ("full" if args.algo in ("outcome", "supervised") else "bandit")
     bundle, log = train_policy(args.algo, table.subset(train_rows), embeddings[train_rows],
-                               features, reward, args.mode, args.epochs, args.seed,
+                               features, reward, mode, args.epochs, args.seed,
                                _params(args.param), progress=True,
                                tune_rule=args.tune_rule)
-    result = evaluate(bundle, table.subset(test_rows), embeddings[test_rows])
+    result = (evaluate(bundle, table.subset(test_rows), embeddings[test_rows])
+              if len(test_rows) else None)
     bundle.meta.update({"log": str(Path(args.log).resolve()), "runs": args.run,
                         "results": str(Path(args.results).resolve()) if args.results else None,
                         "datasets": args.dataset, "test_frac": args.test_frac,
                         "split_seed": args.split_seed, "test_questions": len(test_rows),
-                        "dropped_incomplete": table.dropped, "heldout": result["policy"]})
+                        "dropped_incomplete": table.dropped,
+                        "heldout": result["policy"] if result else None})
     save_policy(bundle, args.out)
     print(f"trained {args.algo} ({bundle.meta['mode']}, lambda={args.lam}) on "
           f"{len(train_rows)} questions; features {bundle.fingerprint} ({bundle.features.dim}-d)"
           f"; saved to {args.out}")
-    _print_table(result, f"held-out ({len(test_rows)} questions)")
+    if result is None:
+        print("no held-out split (--test-frac 0): evaluate on another arm log")
+    else:
+        _print_table(result, f"held-out ({len(test_rows)} questions)")
     return 0
 
 
 def run_eval(args) -> int:
+    import numpy as np
+
     from policies.armlog import split_by_id
     from policies.persistence import load_policy
     from policies.replay import evaluate, load_replay_data
@@ -120,7 +142,14 @@ def run_eval(args) -> int:
     if embedder != bundle.features.spec.embedder:
         raise InputError(f"policy was trained on {bundle.features.spec.embedder} embeddings, "
                          f"not {embedder}", path=args.policy, field="features.embedder")
-    train_rows, test_rows = split_by_id(table.keys, test_frac, split_seed)
+    if test_frac == 0:
+        if args.split == "test":
+            raise InputError("this policy was trained on every question of its log "
+                             "(--test-frac 0): there is no held-out split; use --split all "
+                             "on another arm log", path=args.policy, field="test_frac")
+        train_rows, test_rows = np.arange(len(table)), np.arange(0)
+    else:
+        train_rows, test_rows = split_by_id(table.keys, test_frac, split_seed)
     rows = {"test": test_rows, "train": train_rows}.get(args.split)
     if rows is not None:
         table, embeddings = table.subset(rows), embeddings[rows]
