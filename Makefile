@@ -8,7 +8,7 @@ EXTRA ?= cpu
 # never used here, and skipping it saves about 11% of the build. Set CMAKE_ARGS to override.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench browser
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,5 +21,15 @@ setup: $(VENV)/.installed
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/searchagent demo
 
-test: setup
+# The web page's browser test drives Debian's chromium (never a downloaded one): install it
+# when missing and we may (root with apt-get); otherwise that test skips and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium for the browser test (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null) \
+	  || echo "chromium could not be installed; the browser test will skip"; \
+	fi
+
+test: setup browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests

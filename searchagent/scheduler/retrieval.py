@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 POLL_S = 0.005
 HYBRID_DEPTH = 50
 RETRIEVER_ATTRIBUTES = ("retriever", "funnel")
+SNIPPET_CHARS = 240          # characters of each passage a trace step shows
 
 
 def _call(part: Any, query: str, k: int, budget: dict, exclude: Collection[int]):
@@ -107,8 +108,15 @@ class NonStallRetriever:
         session.partial_retrievals += int(partial)
         session.record("retrieve", query=query[:300], k=k, seconds=round(seconds, 4),
                        partial=partial, nonstall_cut=handle.cut, parts=stats["parts"],
-                       hits=[h.id for h in hits])
+                       hits=[h.id for h in hits], passages=[_shown(h) for h in hits])
         return hits, stats
+
+
+def _shown(hit: Hit) -> dict:
+    """A retrieved passage as a trace shows it: title, score and the text's opening."""
+    text = " ".join((getattr(hit, "text", "") or "").split())
+    return {"id": hit.id, "title": hit.title, "score": round(float(hit.score), 6),
+            "snippet": text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")}
 
 
 def schedule_strategy(strategy: Any, scheduler: "Scheduler") -> Any:

@@ -1,0 +1,312 @@
+// The searchagent page: ask over POST /v1/answer/stream (server-sent events read from a
+// fetch body, since EventSource cannot POST), show each trace step as it arrives, send
+// feedback to /v1/feedback, and poll /metrics and /readyz. No dependencies.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORE = "searchagent.apiKey";   // sessionStorage: this tab only
+const ARMS = ["parametric", "single", "multi"];
+const METRICS_EVERY_MS = 5000;
+
+let running = null;       // the AbortController of the request in flight
+let answered = null;      // the last answer (for feedback)
+let counts = {};          // trace steps seen, by kind
+let snippets = {};        // passage id -> snippet, from the retrieval steps
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of children.flat()) {
+    if (child != null) node.append(child);
+  }
+  return node;
+}
+
+const seconds = (s) => (s == null ? "?" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`);
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+const score = (x) => (typeof x === "number" ? x.toFixed(3) : "–");
+
+function headers() {
+  const out = { "content-type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) out.authorization = `Bearer ${key}`;
+  return out;
+}
+
+// ---- server-sent events over fetch ------------------------------------------------
+async function* sseEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    const blocks = buffer.replace(/\r\n?/g, "\n").split("\n\n");
+    buffer = blocks.pop();
+    for (const block of blocks) {
+      const event = parseEvent(block);
+      if (event) yield event;
+    }
+  }
+}
+
+function parseEvent(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") name = value;
+    else if (field === "data") data.push(value);
+  }
+  return data.length ? { name, data: JSON.parse(data.join("\n")) } : null;
+}
+
+// ---- the trace --------------------------------------------------------------------
+function addStep(kind, title, meta, ...body) {
+  counts[kind] = (counts[kind] || 0) + 1;
+  const item = el("li", { class: `step step-${kind}` },
+    el("p", { class: "step-title" }, el("span", { class: "kind", text: kind }), " ",
+      el("strong", { text: title }), meta ? el("span", { class: "meta", text: ` · ${meta}` }) : null),
+    ...body);
+  $("trace").append(item);
+  return item;
+}
+
+function stepTime(step) {
+  const at = typeof step.t === "number" ? ` · at +${seconds(step.t)}` : "";
+  return `${seconds(step.seconds)}${at}`;
+}
+
+function showPolicy(step) {
+  const arm = step.arm || "?";
+  const who = step.policy || "policy";
+  let title = `${who} chose ${arm}`;
+  if (step.forced) title = `${arm} (named in the request)`;
+  else if (step.scores == null) title = `${arm} (${who}: no trained policy)`;
+  const meta = [step.explored ? "explored" : null, step.lam != null ? `λ = ${step.lam}` : null,
+    typeof step.seconds === "number" ? seconds(step.seconds) : null].filter(Boolean).join(" · ");
+  let table = null;
+  if (Array.isArray(step.scores)) {
+    const best = Math.max(...step.scores), worst = Math.min(...step.scores);
+    table = el("table", { class: "scores" },
+      el("caption", { class: "sr-only", text: "Score of each arm" }),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "arm" }),
+        el("th", { scope: "col", text: "score" }), el("th", { scope: "col", text: "" }))),
+      el("tbody", {}, step.scores.map((value, i) => {
+        const share = best > worst ? (value - worst) / (best - worst) : 1;
+        const bar = el("span", { class: "bar", "aria-hidden": "true" });
+        bar.style.width = `${Math.round(10 + 90 * share)}%`;
+        return el("tr", { class: ARMS[i] === arm ? "chosen" : "" },
+          el("th", { scope: "row", text: ARMS[i] || `arm ${i}` }),
+          el("td", { class: "num", text: score(value) }), el("td", { class: "bar-cell" }, bar));
+      })));
+  }
+  $("trace").prepend(addStep("policy", title, meta, table));   // heads the trace even when it came last
+}
+
+function showRetrieval(step) {
+  const n = counts.retrieve || 0;
+  const flags = [step.partial ? "cut short: best-so-far passages" : null,
+    step.nonstall_cut ? "by the non-stall rule" : null];
+  const passages = (step.passages || (step.hits || []).map((id) => ({ id, title: id })));
+  for (const p of passages) if (p.snippet) snippets[p.id] = p.snippet;
+  addStep("retrieve", `#${n + 1}`, `${plural(passages.length, "passage")} · ${stepTime(step)}`,
+    step.query ? el("p", { class: "query" }, "query: ", el("q", { text: step.query })) : null,
+    flags.some(Boolean) ? el("p", { class: "muted", text: flags.filter(Boolean).join(" · ") }) : null,
+    passageList(passages));
+}
+
+function showGeneration(step) {
+  const n = counts.generate || 0;
+  const tokens = `${step.prompt_tokens ?? "?"} prompt → ${step.completion_tokens ?? "?"} new tokens`;
+  const wait = step.queue_wait_s ? ` (queued ${seconds(step.queue_wait_s)})` : "";
+  addStep("generate", `#${n + 1}`, `${tokens} · ${stepTime(step)}${wait}`,
+    step.text ? el("p", { class: "gen-text", text: step.text }) : null);
+}
+
+function passageList(passages) {
+  return el("ol", { class: "passages" }, passages.map((p) => el("li", {},
+    el("p", {}, el("strong", { text: p.title || p.id }), " ",
+      el("span", { class: "muted", text: `score ${score(p.score)}` })),
+    p.snippet || snippets[p.id] ? el("p", { class: "snippet", text: p.snippet || snippets[p.id] }) : null)));
+}
+
+function onStep(step) {
+  if (step.kind === "policy") showPolicy(step);
+  else if (step.kind === "retrieve") showRetrieval(step);
+  else if (step.kind === "generate") showGeneration(step);
+}
+
+// ---- asking -----------------------------------------------------------------------
+function requestBody() {
+  const body = { question: $("question").value.trim(),
+    strategy: document.querySelector("input[name=strategy]:checked").value };
+  for (const [id, name] of [["lam", "lambda"], ["k", "k"], ["max-hops", "max_hops"]]) {
+    const field = $(id);
+    if (field.value !== "") body[name] = Number(field.value);
+    if (!field.checkValidity()) throw new Error(`${field.labels[0].textContent}: ${field.validationMessage}`);
+  }
+  if (!body.question) throw new Error("Type a question first.");
+  return body;
+}
+
+function describeError(status, body) {
+  if (status === 401) {
+    $("key-box").open = true;
+    return "The server needs an API key: type it under “API key”.";
+  }
+  const detail = Array.isArray(body.detail)
+    ? body.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : body.detail;
+  return `${status}: ${body.error || "request failed"}${detail ? ` (${detail})` : ""}`;
+}
+
+async function ask(event) {
+  event.preventDefault();
+  $("form-error").textContent = "";
+  let body;
+  try { body = requestBody(); } catch (err) { $("form-error").textContent = err.message; return; }
+  running = new AbortController();
+  counts = {}; snippets = {}; answered = null;
+  $("trace").replaceChildren();
+  $("answer-card").hidden = true;
+  setBusy(true, "Waiting for the server…");
+  try {
+    const response = await fetch("/v1/answer/stream", { method: "POST", headers: headers(),
+      body: JSON.stringify(body), signal: running.signal });
+    if (!response.ok) {
+      const payload = await response.json().catch(() => ({}));
+      const retry = response.headers.get("retry-after");
+      throw new Error(describeError(response.status, payload) + (retry ? ` Retry in ${retry} s.` : ""));
+    }
+    for await (const { name, data } of sseEvents(response)) {
+      if (name === "start") setBusy(true, "Working…");
+      else if (name === "step") onStep(data);
+      else if (name === "answer") showAnswer(data);
+      else if (name === "error") throw new Error(describeError(data.status, data));
+    }
+    setBusy(false, answered ? `Answered in ${seconds(answered.timings.total_s)}.` : "The stream ended without an answer.");
+  } catch (err) {
+    const stopped = err.name === "AbortError";
+    setBusy(false, stopped ? "Stopped." : "Failed (see the message by the Ask button).");
+    if (!stopped) $("form-error").textContent = err.message;
+  } finally {
+    running = null;
+    refreshMetrics();
+  }
+}
+
+function setBusy(busy, message) {
+  $("ask-button").disabled = busy;
+  $("ask-button").textContent = busy ? "Asking…" : "Ask";
+  $("stop-button").hidden = !busy;
+  $("trace-status").textContent = message;
+}
+
+function showAnswer(answer) {
+  answered = answer;
+  const decision = (answer.trace || []).find((s) => s.kind === "policy");
+  if (decision && !counts.policy) showPolicy(decision);
+  $("answer-text").textContent = answer.answer || "(empty answer)";
+  const t = answer.timings || {};
+  $("answer-meta").textContent = [`arm ${answer.arm}`, plural(answer.steps, "retrieval step"),
+    answer.hops ? plural(answer.hops, "hop") : null, `${seconds(t.total_s)} total`,
+    t.completion_tokens != null ? `${t.completion_tokens} tokens generated` : null]
+    .filter(Boolean).join(" · ");
+  $("answer-passages").replaceWith(Object.assign(passageList(answer.passages || []), { id: "answer-passages" }));
+  $("feedback-status").textContent = "";
+  $("feedback-status").className = "";
+  $("gold").value = "";
+  for (const control of $("feedback-form").querySelectorAll("button, input")) control.disabled = false;
+  $("answer-card").hidden = false;
+}
+
+// ---- feedback ---------------------------------------------------------------------
+async function sendFeedback(signal) {
+  if (!answered) return;
+  const status = $("feedback-status");
+  const controls = $("feedback-form").querySelectorAll("button, input");
+  controls.forEach((c) => { c.disabled = true; });
+  status.className = "";
+  status.textContent = "Sending…";
+  try {
+    const response = await fetch("/v1/feedback", { method: "POST", headers: headers(),
+      body: JSON.stringify({ request_id: answered.request_id, ...signal }) });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(describeError(response.status, body));
+    const d = body.detail || {};
+    status.className = "ok";
+    status.textContent = `Feedback accepted: reward ${score(d.reward)}` +
+      (d.quality != null ? `, quality ${score(d.quality)}` : "") +
+      (d.applied ? "; the policy learned from it." : "; recorded (no trained policy learns from it).");
+  } catch (err) {
+    status.className = "error";
+    status.textContent = err.message;
+    controls.forEach((c) => { c.disabled = false; });
+  }
+}
+
+// ---- server panel -----------------------------------------------------------------
+function parseMetrics(text) {
+  const rows = [];
+  for (const line of text.split("\n")) {
+    const m = line.match(/^searchagent_(\w+)(?:\{([^}]*)\})?\s+(\S+)$/);
+    if (!m) continue;
+    const labels = Object.fromEntries([...(m[2] || "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    rows.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  const one = (name) => rows.find((r) => r.name === name)?.value;
+  const sum = (name, keep) => rows.filter((r) => r.name === name && keep(r.labels)).reduce((a, r) => a + r.value, 0);
+  const answers = (ok) => sum("http_responses_total", (l) => l.route.startsWith("/v1/answer") && (l.status === "200") === ok);
+  const arms = rows.filter((r) => r.name === "answers_by_arm_total").map((r) => `${r.labels.arm} ${r.value}`);
+  const latency = one("answer_latency_seconds_count") ? one("answer_latency_seconds_sum") / one("answer_latency_seconds_count") : null;
+  return [["answers", answers(true)], ["failed or refused", answers(false)],
+    ["in flight", `${one("admitted_requests") ?? 0} / ${one("admission_capacity") ?? "?"}`],
+    ["queued generations", one("queue_length") ?? 0], ["rejected (429)", one("rejected_requests_total") ?? 0],
+    ["generations", one("generations_total") ?? 0], ["retrievals", one("retrievals_total") ?? 0],
+    ["tokens generated", one("completion_tokens_total") ?? 0],
+    ["mean latency", latency == null ? null : seconds(latency)], ["by arm", arms.join(" · ") || null]]
+    .filter(([, value]) => value != null);      // the stream route records neither, /v1/answer both
+}
+
+async function refreshMetrics() {
+  try {
+    const [metrics, ready] = await Promise.all([fetch("/metrics", { headers: headers() }), fetch("/readyz")]);
+    const rows = parseMetrics(await metrics.text());
+    $("metrics").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
+    const state = await ready.json().catch(() => ({}));
+    $("readiness").textContent = state.ready ? "ready" : `not ready: ${state.reason || ready.status}`;
+    $("readiness").className = `badge ${state.ready ? "ok" : "warn"}`;
+  } catch (err) {
+    $("readiness").textContent = "server unreachable";
+    $("readiness").className = "badge warn";
+  }
+}
+
+// ---- wiring -----------------------------------------------------------------------
+document.addEventListener("DOMContentLoaded", () => {
+  const key = $("api-key");
+  key.value = sessionStorage.getItem(KEY_STORE) || "";
+  key.addEventListener("input", () => sessionStorage.setItem(KEY_STORE, key.value));
+  $("ask-form").addEventListener("submit", ask);
+  $("question").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("ask-form").requestSubmit();
+  });
+  $("stop-button").addEventListener("click", () => running && running.abort());
+  for (const button of document.querySelectorAll("[data-reward]")) {
+    button.addEventListener("click", () => sendFeedback({ reward: Number(button.dataset.reward) }));
+  }
+  $("feedback-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if ($("gold").value.trim()) sendFeedback({ gold: $("gold").value.trim() });
+    else $("gold").focus();
+  });
+  refreshMetrics();
+  setInterval(() => { if (!document.hidden && !running) refreshMetrics(); }, METRICS_EVERY_MS);
+});
