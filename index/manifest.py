@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,15 +90,59 @@ def verify_index(folder: str | Path, mode: str = "full") -> dict:
     return manifest
 
 
+HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+_TEMP = re.compile(r"\.(tmp|old)-(\d+)(?:-\d+)?(?:-(.+))?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                      # someone else's live process
+    return True
+
+
+def clean_stale_temps(out: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-PID-TIME-HOST`` folders next to ``out`` left by builds of this
+    host that died (kill -9, power loss), and ``.NAME.old-PID-...`` ones once ``out``
+    exists again. Live builds and other hosts' folders are kept. Returns what was removed."""
+    removed: list[Path] = []
+    if not out.parent.is_dir():
+        return removed
+    prefix = f".{out.name}."
+    for path in out.parent.iterdir():
+        match = _TEMP.fullmatch(path.name[len(prefix) - 1:]) if path.name.startswith(prefix) \
+            else None
+        if not match or not path.is_dir():
+            continue
+        kind, pid, host = match.group(1), int(match.group(2)), match.group(3)
+        if (host or HOST) != HOST or _alive(pid) or (kind == "old" and not out.exists()):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        print(f"searchagent: removed {path}, left by a build (pid {pid}) that died",
+              file=sys.stderr)
+        removed.append(path)
+    return removed
+
+
+def temp_name(out: Path, kind: str = "tmp") -> Path:
+    """A hidden sibling of ``out`` naming the builder (pid, start time, host)."""
+    return out.parent / f".{out.name}.{kind}-{os.getpid()}-{int(time.time())}-{HOST}"
+
+
 @contextmanager
 def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder; rename it to ``out`` only if the block succeeds."""
+    """Yield a temporary sibling folder; rename it to ``out`` only if the block succeeds.
+    Temporary folders of dead earlier builds are removed first."""
     out = Path(out).resolve()
     if out.exists() and not overwrite:
         raise InputError("output folder already exists (pass --overwrite to replace it)",
                          path=str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{int(time.time())}"
+    clean_stale_temps(out)
+    tmp = temp_name(out)
     tmp.mkdir()
     try:
         yield tmp
@@ -103,7 +150,7 @@ def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        old = temp_name(out, "old")
         os.rename(out, old)
         os.rename(tmp, out)
         shutil.rmtree(old, ignore_errors=True)

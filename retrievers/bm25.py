@@ -8,6 +8,8 @@ so a query is a sum of a few rows and a partial sort.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from array import array
 from collections import Counter
 from pathlib import Path
@@ -118,13 +120,17 @@ class BM25Index:
     @classmethod
     def load(cls, folder: str | Path) -> "BM25Index":
         folder = Path(folder)
+        path = folder / "postings.npz"
         try:
-            with np.load(folder / "postings.npz", allow_pickle=False) as arrays:
+            with np.load(path, allow_pickle=False) as arrays:
                 indptr, indices, data = arrays["indptr"], arrays["indices"], arrays["data"]
-            terms = json.loads((folder / "vocab.json").read_text())
-            params = json.loads((folder / "params.json").read_text())
-        except (OSError, ValueError, KeyError) as exc:
-            raise IndexFormatError(f"BM25 index unreadable in {folder}: {exc}") from exc
+            path = folder / "vocab.json"
+            terms = json.loads(path.read_text())
+            path = folder / "params.json"
+            params = json.loads(path.read_text())
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise IndexFormatError(f"BM25 index file corrupt or unreadable: {path}: {exc} "
+                                   "(rebuild the index)") from exc
         if len(indptr) != len(terms) + 1 or indptr[-1] != len(indices) or len(indices) != len(data):
             raise IndexFormatError(f"BM25 index in {folder} is inconsistent")
         n_docs = params.pop("n_docs")

@@ -59,15 +59,25 @@ class DocStore:
     """Read-only access to the passages; safe to share between threads."""
 
     def __init__(self, path: str | Path):
-        path = Path(path)
+        self.path = path = Path(path)
         if not path.is_file():
             raise IndexFormatError(f"doc store missing: {path}")
         try:
             self._con = duckdb.connect(str(path), read_only=True)
             self.size = self._con.execute("SELECT count(*) FROM passages").fetchone()[0]
         except duckdb.Error as exc:
-            raise IndexFormatError(f"doc store unreadable: {path}: {exc}") from exc
+            raise IndexFormatError(f"doc store corrupt or unreadable: {path}: {exc}") from exc
         self._local = threading.local()
+
+    def _query(self, sql: str, params: list) -> list[tuple]:
+        """Run a read; a damaged file (found only when its block is read) is an
+        ``IndexFormatError`` naming it, not a raw DuckDB error."""
+        try:
+            return self._cursor().execute(sql, params).fetchall()
+        except duckdb.Error as exc:
+            raise IndexFormatError(
+                f"doc store corrupt or unreadable: {self.path}: {exc} (rebuild the index; "
+                "index.verify = \"full\" finds such damage when the index is opened)") from exc
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = getattr(self._local, "cursor", None)
@@ -79,9 +89,8 @@ class DocStore:
         """Passages for the given rows (missing rows are simply absent)."""
         if len(rows) == 0:
             return {}
-        result = self._cursor().execute(
-            "SELECT row, id, title, text FROM passages WHERE row IN "
-            "(SELECT UNNEST(?::BIGINT[]))", [[int(r) for r in rows]]).fetchall()
+        result = self._query("SELECT row, id, title, text FROM passages WHERE row IN "
+                             "(SELECT UNNEST(?::BIGINT[]))", [[int(r) for r in rows]])
         return {row: Passage(pid, title, text) for row, pid, title, text in result}
 
     def hits(self, rows: Sequence[int], scores: Sequence[float]) -> list[Hit]:
@@ -91,9 +100,8 @@ class DocStore:
                     row=int(r)) for r, s in zip(rows, scores) if int(r) in found]
 
     def rows_for_ids(self, ids: Sequence[str]) -> dict[str, int]:
-        result = self._cursor().execute(
-            "SELECT id, row FROM passages WHERE id IN (SELECT UNNEST(?::VARCHAR[]))",
-            [list(ids)]).fetchall()
+        result = self._query("SELECT id, row FROM passages WHERE id IN "
+                             "(SELECT UNNEST(?::VARCHAR[]))", [list(ids)])
         return dict(result)
 
     def iter_texts(self, batch: int = 10_000) -> Iterable[tuple[int, str, str]]:

@@ -39,7 +39,7 @@ from policies.online import OnlineLearner
 from policies.persistence import POLICY_FILE, PolicyBundle
 from policies.rewards import RewardSpec
 from searchagent.config import Config
-from searchagent.errors import InputError, SearchAgentError
+from searchagent.errors import ConflictError, InputError, SearchAgentError
 from searchagent.strategies.base import Answer, Step
 
 FALLBACK_ARM = "single"
@@ -90,13 +90,24 @@ class Agent:
     def feedback(self, request_id: str, gold=None, reward: float | None = None) -> dict:
         """Score a served answer by gold answer(s) or a given reward; learn from it."""
         if self.learner is not None:
-            result = self.learner.feedback(request_id, gold=gold, reward=reward)
+            try:
+                result = self.learner.feedback(request_id, gold=gold, reward=reward)
+            except InputError as exc:
+                if "already has feedback" in str(exc):
+                    raise ConflictError(f"request {request_id} already has feedback",
+                                        field="request_id") from exc
+                raise
             return {"request_id": request_id, "reward": result.reward,
                     "quality": result.quality, "applied": result.applied}
         if (gold is None) == (reward is None):
             raise InputError("give exactly one of gold or reward", field="feedback")
         with self.lock:
-            served = self.memory.pop(request_id, None)
+            served = self.memory.get(request_id)
+            if served is not None:
+                if served.get("feedback"):
+                    raise ConflictError(f"request {request_id} already has feedback",
+                                        field="request_id")
+                served["feedback"] = True
         if served is None:
             raise InputError(f"unknown request id {request_id!r}", field="request_id")
         spec = RewardSpec(lam=float(served["lam"]))
@@ -152,6 +163,8 @@ class Agent:
                                        forced_arm=None if strategy == "auto" else strategy,
                                        lam=requested_lam)
         overhead = time.perf_counter() - choose_started
+        if (ctx or {}).get("on_step"):         # a streaming client sees the decision at once
+            ctx["on_step"]("policy", **decision.to_dict(), policy=bundle.policy.algo)
         if decision.arm == "parametric" and closed_book is not None:
             answer, reused = closed_book, True
         else:

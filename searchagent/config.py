@@ -2,7 +2,8 @@
 
 Environment overrides use ``SEARCHAGENT__SECTION__KEY=value`` (values parsed as JSON when
 possible, otherwise taken as strings). The resolved config is written into every index
-and run folder as ``config.json``.
+and run folder as ``config.json``; secret fields (``metadata={"secret": True}``: the API
+keys) are never written, only marked ``SECRET_MARK`` when set (``Config.public_dict``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from typing import Any, Mapping
 from searchagent.errors import InputError
 
 ENV_PREFIX = "SEARCHAGENT__"
+SECRET_MARK = "***set***"             # what a written config shows for a secret that is set
+
+
+def secret(default: str = "") -> Any:
+    """A config field that is never written to disk (``Config.public_dict``) nor shown in
+    a repr."""
+    return field(default=default, repr=False, metadata={"secret": True})
 
 
 @dataclass
@@ -56,7 +64,7 @@ class GeneratorConfig:
     temperature: float = 0.0
     context_tokens: int = 2048
     base_url: str = ""
-    api_key: str = ""
+    api_key: str = secret()
     timeout_s: float = 60.0
     retries: int = 2
 
@@ -79,7 +87,7 @@ class ServerConfig:
     max_queue: int = 64
     request_timeout_s: float = 120.0
     max_body_bytes: int = 65536
-    api_key: str = ""
+    api_key: str = secret()
     scheduler: str = "priority"           # fcfs | priority
     non_stall: bool = True                # cut retrievals past the budget when generation idles
     sessions: int = 8                     # agent sessions running at once
@@ -99,8 +107,17 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def public_dict(self) -> dict[str, Any]:
+        """``to_dict`` with every set secret replaced by ``SECRET_MARK``: what may be
+        written to disk or shown."""
+        data = self.to_dict()
+        for section, name in secret_fields():
+            if data[section][name]:
+                data[section][name] = SECRET_MARK
+        return data
+
     def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        Path(path).write_text(json.dumps(self.public_dict(), indent=2, sort_keys=True) + "\n")
 
     def updated(self, overrides: Mapping[str, Mapping[str, Any]], source: str) -> "Config":
         """Return a copy with ``{section: {key: value}}`` applied, type-checked per field."""
@@ -113,6 +130,10 @@ class Config:
                 if key not in data[section]:
                     raise InputError(f"unknown config key in [{section}]",
                                      path=source, field=f"{section}.{key}")
+                if value == SECRET_MARK and (section, key) in secret_fields():
+                    raise InputError(f"{SECRET_MARK!r} only marks a secret that was set, it "
+                                     "is not the key; give the key through the environment "
+                                     "or a key file", path=source, field=f"{section}.{key}")
                 data[section][key] = _coerce(value, type(data[section][key]), source,
                                              f"{section}.{key}")
         return Config.from_dict(data)
@@ -121,6 +142,13 @@ class Config:
     def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> "Config":
         kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}
         return cls(**{name: kinds[name](**data.get(name, {})) for name in kinds})
+
+
+def secret_fields() -> list[tuple[str, str]]:
+    """(section, key) of every secret field."""
+    return [(section.name, f.name) for section in dataclasses.fields(Config)
+            for f in dataclasses.fields(section.default_factory)
+            if f.metadata.get("secret")]
 
 
 def _coerce(value: Any, kind: type, source: str, name: str) -> Any:

@@ -29,3 +29,8 @@ class IndexFormatError(SearchAgentError):
 
 class BackendError(SearchAgentError):
     """A model backend (generator server, embedder) is unavailable or misbehaving."""
+
+
+class ConflictError(InputError):
+    """The request is valid but clashes with what already happened (e.g. a second feedback
+    on one request id); the REST API answers 409."""

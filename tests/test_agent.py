@@ -13,7 +13,7 @@ from policies.persistence import PolicyBundle, load_policy, save_policy
 from policies.rewards import RewardSpec
 from searchagent.agent import Agent, FALLBACK_ARM, decision_of, make_agent
 from searchagent.config import Config
-from searchagent.errors import InputError
+from searchagent.errors import ConflictError, InputError
 from tests.conftest import sample_questions
 
 pytestmark = pytest.mark.slow
@@ -54,8 +54,10 @@ def test_no_policy_falls_back_and_still_scores_feedback(searcher, generator, con
     assert decision["policy"] == f"fallback:{FALLBACK_ARM}" and answer.retrieval_calls == 1
     result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
     assert result["applied"] is False and result["reward"] <= 1.0 - 0.1 * 1 + 1e-9
-    with pytest.raises(InputError, match="unknown request id"):
+    with pytest.raises(ConflictError, match="already has feedback"):     # a 409 over REST
         agent.feedback(decision["request_id"], reward=1.0)
+    with pytest.raises(InputError, match="unknown request id"):
+        agent.feedback("never-served", reward=1.0)
     with pytest.raises(InputError, match="empty question"):
         agent.answer("  ")
     with pytest.raises(InputError, match="unknown arm"):
@@ -90,6 +92,8 @@ def test_linucb_policy_serves_learns_and_survives_restart(searcher, generator, c
     assert answer.retrieval_calls == 1 and decision["scores"][1] == max(decision["scores"])
     result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
     assert result["applied"] and agent.learner.bundle.policy.counts[1] == 1
+    with pytest.raises(ConflictError, match="already has feedback"):
+        agent.feedback(decision["request_id"], reward=1.0)
     agent.close()
     assert load_policy(tmp_path).policy.counts.tolist() == [0, 1, 0]
     assert Agent(searcher, generator, config, policy=tmp_path).learner.stats()["feedback"] == 1

@@ -115,3 +115,65 @@ def test_dense_only_hnsw_float32_with_chunking(tmp_path):
     searcher = Searcher(out, config)
     hits = searcher.search("a singer-songwriter group from Birmingham, Alabama", 3, "dense")
     assert hits[0].title == "Act of Congress (music group)" and hits[0].id.endswith("#0")
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_rerun_cleans_temp_folders_of_dead_builds(tmp_path, small_corpus):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "idx"
+    # a real build killed with -9 while it is embedding
+    code = ("import sys; from index.build import build_index; "
+            "build_index(sys.argv[1], sys.argv[2])")
+    process = subprocess.Popen([sys.executable, "-c", code, str(small_corpus), str(out)],
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".idx.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed = list(tmp_path.glob(".idx.tmp-*"))
+    assert len(killed) == 1 and not out.exists()
+    old_style = tmp_path / f".idx.tmp-{dead_pid()}-1700000000"      # before pid + host names
+    old_style.mkdir()
+    alive = tmp_path / f".idx.tmp-{os.getpid()}-1700000000"          # a build still running
+    alive.mkdir()
+    other = tmp_path / ".idx.tmp-1-1700000000-some-other-host"       # another machine's
+    other.mkdir()
+    build_index(small_corpus, out, load_config(env={}, cli={"index": {"dense": False}}))
+    assert not killed[0].exists() and not old_style.exists()
+    assert alive.exists() and other.exists() and (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("name", ["docs.duckdb", "bm25/postings.npz"])
+def test_flipped_byte_with_size_check_is_a_clear_error(tmp_path, small_corpus, name):
+    out = tmp_path / "idx"
+    build_index(small_corpus, out, load_config(env={}, cli={"index": {"dense": False}}))
+    target = out / name
+    original = target.read_bytes()
+    failures = 0
+    for position in (0.02, 0.3, 0.5, 0.7, 0.9):
+        data = bytearray(original)
+        data[int(len(data) * position)] ^= 0xFF
+        target.write_bytes(bytes(data))
+        try:
+            searcher = Searcher(out, verify="size")       # sizes match: corruption unseen
+            for query in ("film director", "band first performance", "river city"):
+                searcher.search(query, 5, "bm25")
+            searcher.close()
+        except IndexFormatError as exc:
+            assert name in str(exc) and "corrupt" in str(exc).lower(), exc
+            failures += 1
+    assert failures                                     # the damage was found, clearly

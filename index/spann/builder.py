@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index.faiss_index import import_faiss
+from index.manifest import clean_stale_temps, temp_name
 from index.spann.clustering import balanced_clusters, rows
 from index.spann.postings import DTYPES, PostingWriter, layout
 from index.spann.replication import replicate
@@ -75,8 +76,8 @@ def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | d
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise ValueError(f"spann needs a non-empty (n, d) array, got shape {vectors.shape}")
     folder = Path(folder)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    clean_stale_temps(folder)
+    tmp = temp_name(folder)
     tmp.mkdir(parents=True)
     try:
         summary = _build(vectors, tmp, params, progress)

@@ -63,6 +63,11 @@ def format_answer(answer) -> str:
         detail = step.detail
         if step.kind == "retrieve":
             what = f"retrieve {len(detail.get('ids', []))} for {detail.get('query', '')[:70]!r}"
+        elif step.kind == "fit_context":
+            what = (f"fit the context: prompt {detail['prompt_tokens_given']} -> "
+                    f"{detail['prompt_tokens']} tok, passages {detail['passages_given']} -> "
+                    f"{detail['passages']}, question {detail['question_chars_given']} -> "
+                    f"{detail['question_chars']} chars")
         else:
             what = (f"generate ({detail.get('purpose', '')}) {detail.get('prompt_tokens', 0)}+"
                     f"{detail.get('completion_tokens', 0)} tok: "

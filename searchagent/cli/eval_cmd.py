@@ -102,7 +102,7 @@ def _setup(args, systems: list[str]):
         raise InputError(f"must be >= 1, got {args.limit}", field="limit")
     examples = interleave([subset(load_spec(spec), args.limit, args.seed)
                            for spec in args.dataset])
-    settings = {"config": config.to_dict(), "datasets": args.dataset, "systems": systems,
+    settings = {"config": config.public_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,
                 "seed": args.seed, "db": str(Path(args.db).resolve())}
     _write_run_config(Path(args.runs_dir) / args.run, settings, args.force)

@@ -2,15 +2,20 @@
 
 SIGINT/SIGTERM shut down gracefully: /readyz turns 503 at once, new connections are
 refused, and in-flight requests finish (up to ``server.request_timeout_s``).
+The API key comes from ``--api-key-file``, ``SEARCHAGENT__SERVER__API_KEY`` or (visible in
+``ps``) ``--api-key``; listening beyond loopback without one warns on stderr.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 import sys
+from pathlib import Path
 
-from searchagent.config import load_config
+from searchagent.config import Config, ServerConfig, load_config
+from searchagent.errors import InputError
 
 
 def register(sub) -> None:
@@ -29,7 +34,10 @@ def register(sub) -> None:
                        "running sessions (then 429)")
     serve.add_argument("--timeout", type=float, help="per-request deadline in seconds (504)")
     serve.add_argument("--retrieval-budget-ms", type=float)
-    serve.add_argument("--api-key", help="require this key (Authorization: Bearer KEY)")
+    serve.add_argument("--api-key", help="require this key (Authorization: Bearer KEY); "
+                       "visible in ps: prefer --api-key-file or SEARCHAGENT__SERVER__API_KEY")
+    serve.add_argument("--api-key-file", metavar="PATH",
+                       help="require the key read from this file (its first line)")
     serve.add_argument("--mode", choices=["bm25", "dense", "hybrid"], help="retrieval mode")
     serve.add_argument("--no-agent", action="store_true",
                        help="run the named strategies directly (auto = single)")
@@ -42,13 +50,11 @@ def run_serve(args) -> int:
     from retrievers.searcher import Searcher
     from searchagent.server.app import create_app
 
-    config = load_config(args.config, cli={
-        "server": {"host": args.host, "port": args.port, "scheduler": args.scheduler,
-                   "non_stall": args.non_stall, "sessions": args.sessions,
-                   "max_queue": args.max_queue, "request_timeout_s": args.timeout,
-                   "retrieval_budget_ms": args.retrieval_budget_ms, "api_key": args.api_key},
-        "retrieval": {"mode": args.mode}})
+    config = serve_config(args)
     server_cfg = config.server
+    warning = exposure_warning(server_cfg)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     searcher = Searcher(args.index_dir, config)
     app = create_app(searcher, config, use_agent=not args.no_agent)
     listener = socket.socket(socket.AF_INET6 if ":" in server_cfg.host else socket.AF_INET)
@@ -71,6 +77,53 @@ def run_serve(args) -> int:
         searcher.close()
     print("searchagent: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def serve_config(args) -> Config:
+    """The resolved config of ``serve``, the API key read from ``--api-key-file`` if given."""
+    api_key = args.api_key
+    if args.api_key_file:
+        if api_key:
+            raise InputError("give --api-key or --api-key-file, not both", field="api_key")
+        api_key = _read_key(Path(args.api_key_file))
+    return load_config(args.config, cli={
+        "server": {"host": args.host, "port": args.port, "scheduler": args.scheduler,
+                   "non_stall": args.non_stall, "sessions": args.sessions,
+                   "max_queue": args.max_queue, "request_timeout_s": args.timeout,
+                   "retrieval_budget_ms": args.retrieval_budget_ms, "api_key": api_key},
+        "retrieval": {"mode": args.mode}})
+
+
+def _read_key(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise InputError("key file missing (--api-key-file)", path=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the key file (--api-key-file): {exc}",
+                         path=str(path)) from exc
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise InputError("key file is empty (--api-key-file)", path=str(path))
+    return key
+
+
+def exposure_warning(server: ServerConfig) -> str | None:
+    """A loud warning when the server listens beyond loopback without an API key."""
+    if server.api_key or _is_loopback(server.host):
+        return None
+    return (f"searchagent: WARNING: listening on {server.host} (not loopback) WITHOUT an API "
+            "key: anyone who can reach this port can use the server. Set one with "
+            "--api-key-file PATH or SEARCHAGENT__SERVER__API_KEY, or bind 127.0.0.1.")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False                     # a host name: it may resolve to anything
 
 
 def draining_server(config, app_state):

@@ -8,31 +8,45 @@ import json
 import time
 import uuid
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from searchagent import __version__
 from searchagent.config import Config
-from searchagent.errors import BackendError, InputError, SearchAgentError
+from searchagent.errors import BackendError, ConflictError, InputError, SearchAgentError
 from searchagent.scheduler import SessionCancelled
-from searchagent.server import metrics
+from searchagent.server import metrics, openapi
 from searchagent.server.limits import Admission, ApiKeyMiddleware, BodyLimitMiddleware
-from searchagent.server.models import (AnswerRequest, AnswerResponse, ErrorBody,
-                                       FeedbackRequest, FeedbackResponse, SearchRequest,
-                                       SearchResponse)
+from searchagent.server.models import (AnswerRequest, AnswerResponse, FeedbackRequest,
+                                       FeedbackResponse, SearchRequest, SearchResponse)
+from searchagent.server.page import mount_page
 from searchagent.server.service import AnswerService
-
-ERRORS = {code: {"model": ErrorBody} for code in (401, 413, 429, 503, 504)}
 
 
 def error(status: int, message: str, detail: Any = None, headers: dict | None = None,
           **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, "detail": detail, **extra}, status_code=status,
                         headers=headers)
+
+
+def invalid_input(exc: InputError, **extra: Any) -> JSONResponse:
+    """A 422 shaped like a request validation error (``ValidationErrorBody``)."""
+    return error(422, str(exc), [{"field": exc.field or "body", "message": str(exc),
+                                  "type": "value_error"}], **extra)
+
+
+def settled(future) -> asyncio.Future:
+    """The session's future on this loop, its exception marked as retrieved even when
+    nobody awaits it any more (after a 504), so asyncio logs no stray traceback."""
+    wrapped = asyncio.wrap_future(future)
+    wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return wrapped
 
 
 def create_app(searcher: Any, config: Config | None = None, *, generator: Any = None,
@@ -68,11 +82,19 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
         app.state.metrics.observe(request.url.path, 422)
         return error(422, "invalid request", detail)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        """400 (unreadable body), 404, 405 ... in the same ``{error, detail}`` shape."""
+        return error(exc.status_code, HTTPStatus(exc.status_code).phrase, exc.detail,
+                     headers=getattr(exc, "headers", None))
+
+    mount_page(app)                    # the web page at / (static files in the package)
+
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=openapi.READY)
     async def readyz(request: Request):
         service = getattr(request.app.state, "service", None)
         ok, reason = service.readiness() if service else (False, "starting")
@@ -130,7 +152,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
         if isinstance(exc, BackendError):
             return error(503, f"generator backend unavailable: {exc}", request_id=session.id)
         if isinstance(exc, InputError):
-            return error(422, str(exc), request_id=session.id)
+            return invalid_input(exc, request_id=session.id)
         if isinstance(exc, SearchAgentError):
             return error(500, str(exc), request_id=session.id)
         return error(500, f"internal error: {type(exc).__name__}: {exc}", request_id=session.id)
@@ -147,7 +169,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
             trace=[{"kind": s.kind, "seconds": round(s.seconds, 4), **_plain(s.detail)}
                    for s in answer.trace]).model_dump()
 
-    @app.post("/v1/answer", response_model=AnswerResponse, responses=ERRORS)
+    @app.post("/v1/answer", response_model=AnswerResponse, responses=openapi.ANSWER)
     async def answer(body: AnswerRequest, request: Request):
         """Answer a question; ``strategy`` auto lets the policy pick the arm."""
         started = time.monotonic()
@@ -157,7 +179,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
             return admitted
         _, session, future = admitted
         try:
-            result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
+            result = await asyncio.wait_for(asyncio.shield(settled(future)),
                                             timeout=session.remaining())
             response = outcome(session, None, result)
         except BaseException as exc:  # noqa: BLE001 -- every failure maps to a status
@@ -170,7 +192,8 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
                                   None if status != 200 else response["arm"])
         return response
 
-    @app.post("/v1/answer/stream", responses=ERRORS)
+    @app.post("/v1/answer/stream", response_class=openapi.EventStream,
+              responses=openapi.STREAM)
     async def answer_stream(body: AnswerRequest, request: Request):
         """Server-sent events: one ``step`` event per generation/retrieval as it happens,
         then ``answer`` (or ``error``)."""
@@ -184,7 +207,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
         session.listener = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
         for event in session.trace():
             events.put_nowait(event)
-        done = asyncio.wrap_future(future)
+        done = settled(future)
 
         async def stream():
             yield _sse("start", {"request_id": session.id})
@@ -202,16 +225,17 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
                 if exc is None and done.exception() is not None:
                     exc = done.exception()
                 response = outcome(session, exc, None if exc else done.result())
+                status = 200
                 if isinstance(response, JSONResponse):
-                    yield _sse("error", {"status": response.status_code,
-                                         **json.loads(response.body)})
+                    status = response.status_code
+                    yield _sse("error", {"status": status, **json.loads(response.body)})
                 else:
                     yield _sse("answer", response)
-                app.state.metrics.observe("/v1/answer/stream", 200 if exc is None else 504)
+                app.state.metrics.observe("/v1/answer/stream", status)
                 return
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return openapi.EventStream(stream())
 
-    @app.post("/v1/search", response_model=SearchResponse, responses=ERRORS)
+    @app.post("/v1/search", response_model=SearchResponse, responses=openapi.SEARCH)
     async def search(body: SearchRequest, request: Request):
         """Retrieve passages (no generation)."""
         started = time.perf_counter()
@@ -219,23 +243,31 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
             hits = await run_in_threadpool(searcher.search, body.query.strip(), body.k, body.mode)
         except InputError as exc:
             app.state.metrics.observe("/v1/search", 422)
-            return error(422, str(exc))
+            return invalid_input(exc)
+        except SearchAgentError as exc:            # e.g. a damaged index file, named
+            app.state.metrics.observe("/v1/search", 500)
+            return error(500, str(exc))
         app.state.metrics.observe("/v1/search", 200)
         return SearchResponse(hits=[{"id": h.id, "score": h.score, "title": h.title,
                                      "text": h.text} for h in hits],
                               seconds=time.perf_counter() - started)
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS)
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses=openapi.FEEDBACK)
     async def feedback(body: FeedbackRequest, request: Request):
         """Tell the online policy how an answer went (gold answer or a reward)."""
         service: AnswerService = request.app.state.service
         try:
             detail = await run_in_threadpool(service.feedback, body.request_id, body.gold,
                                              body.reward)
+        except ConflictError as exc:
+            app.state.metrics.observe("/v1/feedback", 409)
+            return error(409, str(exc), body.request_id)
         except InputError as exc:
-            status = 404 if exc.field == "request_id" and "unknown" in str(exc) else 422
-            app.state.metrics.observe("/v1/feedback", status)
-            return error(status, str(exc), body.request_id)
+            if exc.field == "request_id" and "unknown" in str(exc):
+                app.state.metrics.observe("/v1/feedback", 404)
+                return error(404, str(exc), body.request_id)
+            app.state.metrics.observe("/v1/feedback", 422)
+            return invalid_input(exc)
         except SearchAgentError as exc:
             app.state.metrics.observe("/v1/feedback", 503)
             return error(503, str(exc))

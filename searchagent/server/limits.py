@@ -6,7 +6,9 @@ import hmac
 import json
 import threading
 
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/")
+OPEN_PREFIXES = ("/static/",)          # the web page's script and style sheet
+DRAIN_BYTES = 16 << 20                 # of a refused body read and dropped, at most
 
 
 async def _send_json(send, status: int, body: dict, headers: list | None = None) -> None:
@@ -18,7 +20,10 @@ async def _send_json(send, status: int, body: dict, headers: list | None = None)
 
 
 class BodyLimitMiddleware:
-    """ASGI middleware: 413 when a body is (declared or turns out) larger than the cap."""
+    """ASGI middleware: 413 when a body is (declared or turns out) larger than the cap.
+
+    The body is read here, before the app sees it, so a chunked body without a length
+    gets the 413 too (an error raised inside the app's body read would become a 400)."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -29,38 +34,39 @@ class BodyLimitMiddleware:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await _send_json(send, 413, self._body(int(declared)))
-        seen = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal seen
+        messages, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(seen)
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break                                   # the client went away
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await _send_json(send, 413, self._body(seen, declared is None))
+                return await _drain(receive, message, DRAIN_BYTES)
+            if not message.get("more_body", False):
+                break
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay():
+            return messages.pop(0) if messages else await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge as exc:
-            if not started:
-                await _send_json(send, 413, self._body(exc.size))
+        await self.app(scope, replay, send)
 
-    def _body(self, size: int) -> dict:
+    def _body(self, size: int, chunked: bool = False) -> dict:
+        size_text = f"{size}+ bytes (chunked, read so far)" if chunked else f"{size} bytes"
         return {"error": "request body too large",
-                "detail": f"{size} bytes > server.max_body_bytes={self.max_bytes}"}
+                "detail": f"{size_text} > server.max_body_bytes={self.max_bytes}"}
 
 
-class _TooLarge(Exception):
-    def __init__(self, size: int):
-        super().__init__(size)
-        self.size = size
+async def _drain(receive, message: dict, limit: int) -> None:
+    """Read and drop the rest of a refused body (up to ``limit`` bytes), so a client that
+    sends it all before reading gets the 413 instead of a reset connection."""
+    dropped = 0
+    while message.get("more_body", False) and dropped < limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
 
 
 class ApiKeyMiddleware:
@@ -71,7 +77,8 @@ class ApiKeyMiddleware:
         self.app, self.key = app, api_key.encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if (scope["type"] != "http" or scope["path"] in OPEN_PATHS
+                or scope["path"].startswith(OPEN_PREFIXES)):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-api-key") or b""

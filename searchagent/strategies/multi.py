@@ -55,9 +55,11 @@ class MultiHopStrategy:
             passages = pack(self.generator, hits_so_far, self.budget_tokens, per_passage)
             if hop == max_hops or track.stopped():
                 break
-            result = track.generate(
-                prompts.reasoning_messages(question, passages, steps, self.shots),
-                self.step_tokens, stop=["\n"], purpose=f"reason hop {hop}")
+            messages = track.fit(
+                lambda q, p: prompts.reasoning_messages(q, p, steps, self.shots),
+                question, passages, self.step_tokens)
+            result = track.generate(messages, self.step_tokens, stop=["\n"],
+                                    purpose=f"reason hop {hop}")
             if has_answer(result.text) and hop >= self.min_hops:
                 answer, final = extract_answer(result.text), result
                 break
@@ -69,7 +71,10 @@ class MultiHopStrategy:
             return track.answer("", hops=hops, confidence=None)
         if answer is None:
             passages = pack(self.generator, hits_so_far, self.budget_tokens, per_passage)
-            final = track.generate(prompts.final_messages(question, passages, steps, self.shots),
-                                   self.max_new_tokens, stop=["\n"], purpose="final answer")
+            messages = track.fit(
+                lambda q, p: prompts.final_messages(q, p, steps, self.shots),
+                question, passages, self.max_new_tokens)
+            final = track.generate(messages, self.max_new_tokens, stop=["\n"],
+                                   purpose="final answer")
             answer = extract_answer(final.text)
         return track.answer(answer, hops=hops, confidence=final.mean_logprob)

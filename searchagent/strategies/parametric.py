@@ -17,7 +17,8 @@ class ParametricStrategy:
 
     def run(self, question: str, ctx: dict | None = None) -> Answer:
         track = Tracker(self.name, self.generator, ctx)
-        result = track.generate(prompts.parametric_messages(question, self.shots),
-                                self.max_new_tokens, stop=["\n"])
+        messages = track.fit(lambda q, _: prompts.parametric_messages(q, self.shots),
+                             question, [], self.max_new_tokens)
+        result = track.generate(messages, self.max_new_tokens, stop=["\n"])
         return track.answer(extract_answer(result.text), hops=0,
                             confidence=result.mean_logprob)

@@ -27,7 +27,8 @@ class SingleStrategy:
             return track.answer("", hops=1, confidence=None)
         passages = pack(self.generator, hits, self.budget_tokens,
                         per_passage=max(64, self.budget_tokens // max(k, 1)))
-        result = track.generate(prompts.reading_messages(question, passages, self.shots),
-                                self.max_new_tokens, stop=["\n"])
+        messages = track.fit(lambda q, p: prompts.reading_messages(q, p, self.shots),
+                             question, passages, self.max_new_tokens)
+        result = track.generate(messages, self.max_new_tokens, stop=["\n"])
         return track.answer(extract_answer(result.text), hops=1,
                             confidence=result.mean_logprob)

@@ -7,6 +7,7 @@ import time
 
 from searchagent.generators.base import GenRequest, GenResult, Generator
 from searchagent.strategies.base import Answer, Step
+from searchagent.strategies.context import fit_prompt
 from searchagent.types import Hit
 
 
@@ -37,6 +38,17 @@ class Tracker:
             "cached_tokens": result.cached_tokens, "generator_seconds": result.seconds,
             "mean_logprob": result.mean_logprob}))
         return result
+
+    def fit(self, build, question: str, passages: list[tuple[str, str]],
+            max_new_tokens: int) -> list[dict]:
+        """``build(question, passages)`` fitted to the generator's context; when something
+        had to be cut, a ``fit_context`` step says what (also to a streaming client)."""
+        messages, note = fit_prompt(self.generator, build, question, passages, max_new_tokens)
+        if note is not None:
+            self.trace.append(Step("fit_context", 0.0, note))
+            if self.ctx.get("on_step"):
+                self.ctx["on_step"]("fit_context", **note)
+        return messages
 
     def retrieve(self, retriever, query: str, k: int, *, exclude=()) -> list[Hit]:
         start = time.perf_counter()
