@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy, one_hot
+from searchagent.errors import InputError
 
 
 class OutcomeModels(Policy):
@@ -38,8 +39,6 @@ class OutcomeModels(Policy):
         super().__init__(dim, n_arms, seed)
         if not 0 <= embed_dims <= dim or not 0.0 <= blend <= 1.0 or l2 <= 0 \
                 or neighbors < 1 or not 0.0 <= eps <= 1.0:
-            from searchagent.errors import InputError
-
             raise InputError("outcome model needs 0 <= embed_dims <= dim, 0 <= blend <= 1, "
                              "l2 > 0, neighbors >= 1 and 0 <= eps <= 1", field="params")
         self.lam, self.embed_dims, self.l2 = float(lam), int(embed_dims), float(l2)

@@ -80,8 +80,8 @@ def train_full(policy: Policy, X: np.ndarray, R: np.ndarray, quality: np.ndarray
                C: np.ndarray | None = None) -> TrainLog:
     """Full information: every arm's reward is revealed for each training question."""
     if isinstance(policy, (SupervisedClassifier, OutcomeModels)):
-        if isinstance(policy, OutcomeModels):
-            policy.fit(X, quality, C if C is not None else np.zeros_like(quality))
+        if isinstance(policy, OutcomeModels):    # models quality and cost, not the reward
+            policy.fit(X, quality, np.zeros_like(quality) if C is None else C)
         else:
             policy.fit(X, quality, R)
         arms = policy.choose_batch(X)
