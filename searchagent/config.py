@@ -86,6 +86,7 @@ class ServerConfig:
     port: int = 8000
     max_queue: int = 64
     request_timeout_s: float = 120.0
+    expected_service_s: float = 0.0       # service time assumed before one is measured (0: the deadline)
     max_body_bytes: int = 65536
     api_key: str = secret()
     scheduler: str = "priority"           # fcfs | priority

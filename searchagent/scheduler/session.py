@@ -27,6 +27,7 @@ class Session:
     generations: int = 0
     context_tokens: int = 0
     queue_wait_s: float = 0.0
+    run_s: float | None = None                     # its work's run time, once finished
     generate_s: float = 0.0
     retrieve_s: float = 0.0
     partial_retrievals: int = 0

@@ -69,7 +69,9 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
     app = FastAPI(title="searchagent", version=__version__, lifespan=lifespan,
                   description="Adaptive retrieval-augmented question answering.")
     app.state.config = config
-    app.state.admission = Admission(config.server.sessions + config.server.max_queue)
+    app.state.admission = Admission(config.server.sessions, config.server.max_queue,
+                                    config.server.request_timeout_s,
+                                    config.server.expected_service_s)
     app.state.metrics = metrics.RequestMetrics()
     if config.server.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=config.server.api_key)
@@ -109,6 +111,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
         gauges = {"queue_length": scheduler.pending()["queued"],
                   "admitted_requests": admission.admitted,
                   "admission_capacity": admission.capacity,
+                  "admission_service_seconds": round(admission.service_s, 4),
                   "rejected_requests_total": admission.rejected_total, "ready": int(ok),
                   "generation_batch_limit": scheduler.batch_size}
         return metrics.render(request.app.state.metrics, scheduler.stats.snapshot(),
@@ -122,10 +125,12 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
             return error(503, "server is shutting down", headers={"Retry-After": "5"})
         if service.backend_error:          # the generator could not even be built
             return error(503, service.backend_error)
-        if not admission.try_acquire():
-            wait = admission.retry_after(request.app.state.metrics.mean_answer_seconds())
+        admitted, wait = admission.try_acquire()
+        if not admitted:
             return error(429, "too many requests in flight",
-                         f"admission is full ({admission.capacity} requests)",
+                         f"{admission.admitted} admitted ({admission.sessions} at once, "
+                         f"~{admission.service_s:.1f} s each): a new one would not finish within "
+                         f"server.request_timeout_s={config.server.request_timeout_s}",
                          headers={"Retry-After": str(wait)})
         ctx = {key: value for key, value in (("k", body.k), ("max_hops", body.max_hops),
                                               ("lam", body.lam)) if value is not None}
@@ -137,8 +142,18 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
         except RuntimeError:
             admission.release()
             return error(503, "server is shutting down", headers={"Retry-After": "5"})
-        future.add_done_callback(lambda _: admission.release())
+        future.add_done_callback(lambda f: admission.release(service_time(session, f)))
         return service, session, future
+
+    def service_time(session, future) -> float | None:
+        """The run time that counts as a service-time measurement: an answer's, or one cut
+        by its deadline (a lower bound); not a failure's or a cancelled request's."""
+        if future.cancelled() or session.run_s is None:
+            return None
+        exc = future.exception()
+        if exc is None or (isinstance(exc, SessionCancelled) and session.expired()):
+            return session.run_s
+        return None
 
     def outcome(session, exc: BaseException | None, answer=None) -> JSONResponse | dict:
         """The response for a finished (or failed) session."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import threading
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/")
@@ -93,26 +94,57 @@ class ApiKeyMiddleware:
 
 
 class Admission:
-    """At most ``capacity`` answer requests admitted (running or waiting) at once."""
+    """Deadline-aware admission for answer requests.
 
-    def __init__(self, capacity: int, retry_after_s: float = 1.0):
-        self.capacity, self.retry_after_s = capacity, retry_after_s
+    ``service_s`` is the measured service time (an EWMA of finished requests' run time;
+    before any finishes, ``expected_service_s`` or else the whole deadline). With ``n``
+    requests admitted, a new one would wait ``ceil(max(0, n - sessions + 1) / sessions) *
+    service_s`` for a slot; it is admitted when a slot is free, or when that wait plus
+    ``service_s`` fits in ``deadline_s`` (and ``n < capacity``). Otherwise it is refused
+    with ``Retry-After`` = the predicted time until enough admitted requests finish for
+    one more to fit (they finish at ``sessions / service_s`` a second)."""
+
+    ALPHA = 0.3                                    # weight of the newest measurement
+
+    def __init__(self, sessions: int, max_queue: int, deadline_s: float,
+                 expected_service_s: float = 0.0):
+        self.sessions = max(1, sessions)
+        self.capacity = self.sessions + max_queue
+        self.deadline_s = deadline_s
+        self.service_s = expected_service_s if expected_service_s > 0 else deadline_s
+        self.measured = 0                          # finished requests measured so far
         self._lock = threading.Lock()
         self.admitted = 0
         self.rejected_total = 0
 
-    def try_acquire(self) -> bool:
-        with self._lock:
-            if self.admitted >= self.capacity:
-                self.rejected_total += 1
-                return False
-            self.admitted += 1
-            return True
+    def _wait(self, n: int) -> float:
+        """Predicted queue wait of a request arriving with ``n`` admitted: its queue position
+        / sessions, in whole service times (requests started together finish together)."""
+        return math.ceil(max(0, n - self.sessions + 1) / self.sessions) * self.service_s
 
-    def release(self) -> None:
+    def _fits(self, n: int) -> bool:
+        return n < self.capacity and (n < self.sessions
+                                      or self._wait(n) + self.service_s <= self.deadline_s)
+
+    def try_acquire(self) -> tuple[bool, int]:
+        """-> (admitted, Retry-After seconds for a refused request)."""
+        with self._lock:
+            n = self.admitted
+            if self._fits(n):
+                self.admitted += 1
+                return True, 0
+            self.rejected_total += 1
+            fit = n - 1
+            while fit >= 0 and not self._fits(fit):
+                fit -= 1                           # the most admitted at which one fits
+            finishing = n - fit                    # requests that must finish first
+            return False, max(1, math.ceil(finishing * self.service_s / self.sessions))
+
+    def release(self, service_s: float | None = None) -> None:
+        """One admitted request finished; ``service_s`` is its run time when it counts."""
         with self._lock:
             self.admitted -= 1
-
-    def retry_after(self, mean_service_s: float | None) -> int:
-        """Seconds a rejected client should wait: about one service time, at least 1."""
-        return max(1, round(mean_service_s or self.retry_after_s))
+            if service_s is not None:
+                self.service_s = (service_s if self.measured == 0 else
+                                  self.ALPHA * service_s + (1 - self.ALPHA) * self.service_s)
+                self.measured += 1

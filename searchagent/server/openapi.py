@@ -14,7 +14,7 @@ WHY = {
     409: "this request id already has feedback",
     413: "body larger than server.max_body_bytes (declared or chunked)",
     422: "invalid fields, each named (e.g. body.question)",
-    429: "admission is full; retry after Retry-After seconds",
+    429: "would not finish within the deadline (or admission is full); retry after Retry-After seconds",
     503: "the generator backend is unavailable, or the server is shutting down",
     504: "the request deadline passed; the body holds the partial trace",
 }

@@ -121,9 +121,13 @@ class AnswerService:
                "budget": {"deadline": deadline, "cancel": session.cancel}}
 
         def work(session: Session):
-            if self.agent is not None:
-                return self.agent.answer(question, strategy=arm, ctx=ctx)
-            return self.strategy(FALLBACK_ARM if arm == "auto" else arm).run(question, ctx)
+            started = time.monotonic()
+            try:
+                if self.agent is not None:
+                    return self.agent.answer(question, strategy=arm, ctx=ctx)
+                return self.strategy(FALLBACK_ARM if arm == "auto" else arm).run(question, ctx)
+            finally:
+                session.run_s = time.monotonic() - started
         return session, self.scheduler.submit(session, work)
 
     def feedback(self, request_id: str, gold: str | None, reward: float | None) -> dict:
