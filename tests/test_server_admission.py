@@ -1,0 +1,103 @@
+"""Deadline-aware admission against the real server (uvicorn on 127.0.0.1, the real index
+and tiny GGUF model): a request that could not finish within the deadline, given the
+measured service time, gets an immediate 429 with a Retry-After from that measurement;
+what is admitted finishes (no 504). The generator is the real one, slowed by a fixed
+sleep per call so the service time is known and dominates."""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from searchagent.server.app import create_app
+from tests.test_server import LiveServer, server_config
+
+DELAY_S = 2.0                            # added to every generate() call
+QUESTION = {"question": "Name a planet.", "strategy": "parametric"}   # one generation
+
+
+class SlowGenerator:
+    """The real generator, each generate() call made ``DELAY_S`` slower."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def generate(self, requests):
+        time.sleep(DELAY_S)
+        return self.inner.generate(requests)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from searchagent.generators.factory import make_generator
+
+    return SlowGenerator(make_generator(server_config().generator))
+
+
+def post(client: httpx.Client, route: str) -> tuple[httpx.Response, float]:
+    started = time.perf_counter()
+    reply = client.post(route, json=QUESTION)
+    return reply, time.perf_counter() - started
+
+
+def burst(server: LiveServer, routes: list[str]) -> list[tuple[httpx.Response, float]]:
+    with ThreadPoolExecutor(len(routes)) as pool:
+        return list(pool.map(lambda route: post(server.client, route), routes))
+
+
+def check_refusals(replies, expected_retry_after: int) -> int:
+    refused = [(r, s) for r, s in replies if r.status_code == 429]
+    for reply, seconds in refused:
+        assert seconds < 0.05, f"a 429 took {seconds:.3f} s"
+        assert int(reply.headers["Retry-After"]) == expected_retry_after, reply.headers
+    return len(refused)
+
+
+def test_burst_past_measured_capacity_gets_fast_429s_and_no_504(searcher, generator):
+    # 1 session, room for 8 more in the queue, 5.5 s deadline: once a request is measured
+    # at ~2.x s, two fit (2 x ~2.x <= 5.5), a third would not.
+    config = server_config(sessions=1, max_queue=8, request_timeout_s=5.5)
+    server = LiveServer(create_app(searcher, config, generator=generator, warm_up=False))
+    try:
+        first, _ = post(server.client, "/v1/answer")
+        assert first.status_code == 200, first.text
+        measured = first.json()["timings"]["total_s"]       # its run time, ~ the measurement
+        assert DELAY_S <= measured < 2.75, measured
+        replies = burst(server, ["/v1/answer"] * 6 + ["/v1/answer/stream"] * 2)
+        codes = [r.status_code for r, _ in replies]
+        assert codes.count(200) == 2 and codes.count(429) == 6, codes
+        # 2 admitted, 1 fits: one must finish first, ~measured s (not the old "1")
+        assert check_refusals(replies, math.ceil(measured)) == 6
+        for reply, _ in replies:
+            assert reply.status_code != 504 and "event: error" not in reply.text, reply.text
+        metrics = server.client.get("/metrics").text
+        assert "searchagent_rejected_requests_total 6" in metrics
+        assert "status=\"504\"" not in metrics
+    finally:
+        server.close()
+
+
+def test_before_any_measurement_the_configured_prior_decides(searcher, generator):
+    # prior 4 s, deadline 10 s: the first runs at once, the second fits (4 + 4 <= 10),
+    # the rest get 429 with Retry-After = one prior service time (one must finish first).
+    config = server_config(sessions=1, max_queue=8, request_timeout_s=10.0,
+                           expected_service_s=4.0)
+    server = LiveServer(create_app(searcher, config, generator=generator, warm_up=False))
+    try:
+        replies = burst(server, ["/v1/answer", "/v1/answer/stream"] * 3)
+        codes = sorted(r.status_code for r, _ in replies)
+        assert codes == [200, 200, 429, 429, 429, 429], codes
+        assert check_refusals(replies, 4) == 4
+        assert all("event: error" not in r.text for r, _ in replies)
+        metrics = server.client.get("/metrics").text
+        assert 'searchagent_http_responses_total{route="/v1/answer/stream",status="429"}' in metrics
+        assert "searchagent_rejected_requests_total 4" in metrics
+    finally:
+        server.close()
