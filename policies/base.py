@@ -52,9 +52,10 @@ class Policy:
         """Whether ``scores(..., lam=...)`` honours a lambda other than the trained one."""
         return False
 
-    def choose_batch(self, X: np.ndarray) -> np.ndarray:
-        """Greedy arms for many rows (evaluation)."""
-        return np.array([self.choose(x, explore=False)[0] for x in X], dtype=np.int64)
+    def choose_batch(self, X: np.ndarray, lam: float | None = None) -> np.ndarray:
+        """Greedy arms for many rows (evaluation); ``lam`` as in ``scores``."""
+        return np.array([self.choose(x, explore=False, lam=lam)[0] for x in X],
+                        dtype=np.int64)
 
     # -- learning -----------------------------------------------------------------------
     def update(self, x: np.ndarray, arm: int, reward: float, quality: float | None = None,

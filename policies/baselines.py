@@ -62,7 +62,7 @@ class SupervisedClassifier(Policy):
         exp = np.exp(logits - logits.max())
         return exp / exp.sum()
 
-    def choose_batch(self, X: np.ndarray) -> np.ndarray:
+    def choose_batch(self, X: np.ndarray, lam: float | None = None) -> np.ndarray:
         return np.argmax(np.asarray(X, np.float64) @ self.weights, axis=1)
 
     def update(self, x, arm, reward, quality=None, cost=None) -> None:

@@ -172,9 +172,9 @@ class FeatureMap:
         if embeddings is None or questions is None or len(embeddings) < 2:
             raise InputError("standardized features need training embeddings and questions",
                              field="standardize")
-        raw = replace(spec, standardize=False)
-        X = cls(raw, projection, center).transform(embeddings, questions, confidences)
-        constant = np.array([n == "bias" for n in cls(raw, projection, center).names])
+        unscaled = cls(replace(spec, standardize=False), projection, center)
+        X = unscaled.transform(embeddings, questions, confidences)
+        constant = np.array([n == "bias" for n in unscaled.names])
         scale = X.std(axis=0)
         scale[(scale < 1e-6) | constant] = 1.0
         mean = np.where(constant, 0.0, X.mean(axis=0))

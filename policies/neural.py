@@ -86,7 +86,7 @@ class NeuralEpsGreedy(Policy):
             return greedy
         return (1.0 - self.epsilon) * greedy + self.epsilon / self.n_arms
 
-    def choose_batch(self, X: np.ndarray) -> np.ndarray:
+    def choose_batch(self, X: np.ndarray, lam: float | None = None) -> np.ndarray:
         with torch.no_grad(), _one_thread():
             return self.net(torch.as_tensor(np.asarray(X, np.float32))).argmax(1).numpy()
 

@@ -78,8 +78,7 @@ class OutcomeModels(Policy):
         return quality, cost
 
     def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
-        quality, cost = self.predict(self._check(x)[None])
-        values = quality[0] - (self.lam if lam is None else float(lam)) * cost[0]
+        values = self._values(self._check(x)[None], lam)[0]
         if explore and self.rng.random() < self.eps:
             values[self.rng.integers(self.n_arms)] = np.inf   # a uniformly random arm wins
         return values
@@ -90,8 +89,12 @@ class OutcomeModels(Policy):
         return (1.0 - self.eps) * greedy + self.eps / self.n_arms if explore else greedy
 
     def choose_batch(self, X: np.ndarray, lam: float | None = None) -> np.ndarray:
+        return np.argmax(self._values(X, lam), axis=1)
+
+    def _values(self, X: np.ndarray, lam: float | None) -> np.ndarray:
+        """E[quality] - lambda E[cost] per row and arm (the trained lambda when None)."""
         quality, cost = self.predict(X)
-        return np.argmax(quality - (self.lam if lam is None else lam) * cost, axis=1)
+        return quality - (self.lam if lam is None else float(lam)) * cost
 
     # -- learning -----------------------------------------------------------------------
     def fit(self, X: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> None:
@@ -115,8 +118,7 @@ class OutcomeModels(Policy):
         self.Q = np.vstack([self.Q, q[None]])[-self.capacity:]
         self.C = np.vstack([self.C, c[None]])[-self.capacity:]
         self.stale += 1
-        counts = [len(r) for r in self._rows]
-        if self.stale >= self.refit_every or counts[arm] < self.min_rows + 1:
+        if self.stale >= self.refit_every or len(self._rows[arm]) <= self.min_rows:
             self._fit_models()
 
     def _fit_models(self) -> None:

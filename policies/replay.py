@@ -239,13 +239,7 @@ def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
 def greedy_arms(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
                 lam: float | None = None) -> np.ndarray:
     """The arm the policy serves (no exploration) for each question of ``table``."""
-    X = features_for(table, bundle.features, embeddings)
-    if lam is None:
-        return bundle.policy.choose_batch(X)
-    if isinstance(bundle.policy, OutcomeModels):
-        return bundle.policy.choose_batch(X, lam)
-    return np.array([bundle.policy.choose(x, explore=False, lam=lam)[0] for x in X],
-                    dtype=np.int64)
+    return bundle.policy.choose_batch(features_for(table, bundle.features, embeddings), lam)
 
 
 def gap_closed(value: float, best_fixed: float, oracle: float) -> float:

@@ -29,11 +29,6 @@ class RequestMetrics:
             if arm:
                 self.arms[arm] += 1
 
-    def mean_answer_seconds(self) -> float | None:
-        with self._lock:
-            h = self.answer_latency
-            return h.total / h.count if h.count else None
-
 
 def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
     if labels:
