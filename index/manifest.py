@@ -74,7 +74,14 @@ def check_files(folder: Path, files: dict[str, dict], mode: str = "full",
         path = folder / rel
         if not path.is_file():
             raise IndexFormatError(f"{what} file missing: {path}")
+        if expected.get("mutable"):     # updated in place (the doc store of a living index)
+            continue
         size = path.stat().st_size
+        if "min_size" in expected:      # append-only; its owner checks what it holds
+            if size < expected["min_size"]:
+                raise IndexFormatError(f"{what} file {path} has {size} bytes, {source} says "
+                                       f"at least {expected['min_size']} (truncated)")
+            continue
         if size != expected["size"]:
             raise IndexFormatError(f"{what} file {path} has {size} bytes, {source} says "
                                    f"{expected['size']} (truncated or replaced)")

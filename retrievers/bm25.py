@@ -3,6 +3,11 @@
 Scoring matches ``rank_bm25.BM25Okapi`` (same idf with the epsilon floor for negative
 idf, same k1/b defaults): each posting stores ``idf * tf*(k1+1) / (tf + k1*norm(doc))``,
 so a query is a sum of a few rows and a partial sort.
+
+``postings.npz`` also keeps the raw term frequencies (``tf``, aligned with ``indices``) and
+document lengths (``doclen``) so that ``retrievers.bm25_live.LiveBM25`` can rescore after
+adds and deletes. Both are optional on load: an index written before they existed still
+serves queries, but cannot be updated in place (rebuild it to enable updates).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ class BM25Index:
     """Build from token lists, save/load as npz + JSON, score queries."""
 
     def __init__(self, vocab: dict[str, int], indptr: np.ndarray, indices: np.ndarray,
-                 data: np.ndarray, n_docs: int, params: dict):
+                 data: np.ndarray, n_docs: int, params: dict, tf: np.ndarray | None = None,
+                 doclen: np.ndarray | None = None):
         self.vocab, self.indptr, self.indices, self.data = vocab, indptr, indices, data
         self.n_docs, self.params = n_docs, params
+        self.tf, self.doclen = tf, doclen      # raw counts; None for a pre-update index
 
     @classmethod
     def build(cls, docs: Iterable[list[str]], k1: float = 1.5, b: float = 0.75,
@@ -63,7 +70,8 @@ class BM25Index:
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
         np.cumsum(df.astype(np.int64), out=indptr[1:])
         params = {"k1": k1, "b": b, "epsilon": epsilon, "avgdl": float(avgdl)}
-        return cls(vocab, indptr, docs_, data, n_docs, params)
+        return cls(vocab, indptr, docs_, data, n_docs, params, tf=count_array(tf),
+                   doclen=np.frombuffer(doc_len, dtype=np.int32).copy())
 
     def _postings(self, tokens: list[str]) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """(doc rows, impacts, query count) for each known query term."""
@@ -102,17 +110,14 @@ class BM25Index:
         else:
             scores = self._dense_scores(postings)
             candidates = np.arange(self.n_docs)
-        k = min(k, len(scores))
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.lexsort((candidates[best], -scores[best]))]
-        best = best[scores[best] > 0]
-        return candidates[best].astype(np.int64), scores[best]
+        return best_k(candidates, scores, k)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        raw = {} if self.tf is None else {"tf": self.tf, "doclen": self.doclen}
         np.savez(folder / "postings.npz", indptr=self.indptr, indices=self.indices,
-                 data=self.data)
+                 data=self.data, **raw)
         terms = sorted(self.vocab, key=self.vocab.__getitem__)
         (folder / "vocab.json").write_text(json.dumps(terms))
         (folder / "params.json").write_text(json.dumps({**self.params, "n_docs": self.n_docs}))
@@ -124,6 +129,8 @@ class BM25Index:
         try:
             with np.load(path, allow_pickle=False) as arrays:
                 indptr, indices, data = arrays["indptr"], arrays["indices"], arrays["data"]
+                tf = arrays["tf"] if "tf" in arrays.files else None
+                doclen = arrays["doclen"] if "doclen" in arrays.files else None
             path = folder / "vocab.json"
             terms = json.loads(path.read_text())
             path = folder / "params.json"
@@ -134,7 +141,32 @@ class BM25Index:
         if len(indptr) != len(terms) + 1 or indptr[-1] != len(indices) or len(indices) != len(data):
             raise IndexFormatError(f"BM25 index in {folder} is inconsistent")
         n_docs = params.pop("n_docs")
-        return cls({t: i for i, t in enumerate(terms)}, indptr, indices, data, n_docs, params)
+        if (tf is None) != (doclen is None) or (tf is not None and (
+                len(tf) != len(indices) or len(doclen) != n_docs)):
+            raise IndexFormatError(f"BM25 index in {folder}: tf/doclen in postings.npz do not "
+                                   "match the postings (rebuild the index)")
+        return cls({t: i for i, t in enumerate(terms)}, indptr, indices, data, n_docs, params,
+                   tf=tf, doclen=doclen)
+
+
+def best_k(candidates: np.ndarray, scores: np.ndarray, k: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The k best positive ``scores`` by (score desc, row asc), as (rows, scores);
+    ``candidates`` (the rows of ``scores``) ascending. Ties at the k-th score keep the
+    lowest rows, so a top-k is always a prefix of a longer one."""
+    k = min(k, len(scores))
+    kth = -np.partition(-scores, k - 1)[k - 1]
+    best = np.flatnonzero(scores > max(kth, 0))
+    if kth > 0:
+        best = np.concatenate([best, np.flatnonzero(scores == kth)[:k - len(best)]])
+    best = best[np.lexsort((candidates[best], -scores[best]))]
+    return candidates[best].astype(np.int64), scores[best]
+
+
+def count_array(counts: np.ndarray) -> np.ndarray:
+    """Term frequencies in the smallest of uint16 / int32 that holds them."""
+    small = len(counts) == 0 or counts.max() < 1 << 16
+    return np.asarray(counts).astype(np.uint16 if small else np.int32)
 
 
 class BM25Retriever:

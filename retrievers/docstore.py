@@ -56,15 +56,26 @@ def write_docstore(path: str | Path, passages: Iterable[Passage], batch: int = 5
 
 
 class DocStore:
-    """Read-only access to the passages; safe to share between threads."""
+    """Read access to the passages; safe to share between threads.
 
-    def __init__(self, path: str | Path):
+    ``writable`` opens the file for updates (``docstore_live.LiveDocStore``); DuckDB then
+    locks it against other processes.
+    """
+
+    def __init__(self, path: str | Path, writable: bool = False):
         self.path = path = Path(path)
         if not path.is_file():
             raise IndexFormatError(f"doc store missing: {path}")
         try:
-            self._con = duckdb.connect(str(path), read_only=True)
+            self._con = duckdb.connect(str(path), read_only=not writable)
             self.size = self._con.execute("SELECT count(*) FROM passages").fetchone()[0]
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise IndexFormatError(
+                    f"doc store {path} is open for updates by another process (a server "
+                    f"started with --allow-updates, or an index add/delete/compact): {exc}"
+                ) from exc
+            raise IndexFormatError(f"doc store corrupt or unreadable: {path}: {exc}") from exc
         except duckdb.Error as exc:
             raise IndexFormatError(f"doc store corrupt or unreadable: {path}: {exc}") from exc
         self._local = threading.local()

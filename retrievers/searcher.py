@@ -23,16 +23,24 @@ class Searcher:
     """A verified, opened index: doc store plus lazily loaded BM25 / dense components."""
 
     def __init__(self, folder: str | Path, config: Config | None = None,
-                 verify: str | None = None):
+                 verify: str | None = None, docstore: DocStore | None = None):
         self.folder = Path(folder)
         self.config = config or Config()
         self.manifest = verify_index(self.folder, verify or self.config.index.verify)
+        self.generation = int(self.manifest.get("generation", 0))
         self.components = self.manifest.get("components", {})
-        self.docstore = DocStore(self.folder / "docs.duckdb")
+        self._owns_docstore = docstore is None
+        self.docstore = docstore or DocStore(self.folder / "docs.duckdb")
 
     @cached_property
     def bm25(self) -> BM25Retriever:
         self._require("bm25")
+        generation = self.components["bm25"].get("generation", 0)
+        if generation:
+            from retrievers.bm25_live import LiveBM25
+
+            return BM25Retriever(LiveBM25.open(self.folder / "bm25", generation),
+                                 self.docstore)
         return BM25Retriever(BM25Index.load(self.folder / "bm25"), self.docstore)
 
     @cached_property
@@ -48,8 +56,15 @@ class Searcher:
             from index.spann import SpannIndex
 
             # verify_index above already hashed these files: check sizes and structure only
-            return SpannIndex.open(self.folder / "dense" / "spann", verify="size")
-        return FaissIndex.load(self.folder / "dense" / "faiss.index", info["factory"])
+            at = {"generation": info["generation"]} if info.get("generation") else {}
+            return SpannIndex.open(self.folder / "dense" / "spann", verify="size", **at)
+        base = FaissIndex.load(self.folder / "dense" / "faiss.index", info["factory"])
+        dense = self.components["dense"]
+        if dense.get("segments") or dense.get("deleted", {}).get("count"):
+            from index.dense_live import LiveFaiss
+
+            return LiveFaiss(base, self.folder, dense)
+        return base
 
     @cached_property
     def dense(self) -> DenseRetriever:
@@ -82,7 +97,11 @@ class Searcher:
                                    f"it has: {', '.join(self.components) or 'nothing'}")
 
     def close(self) -> None:
-        self.docstore.close()
+        index = self.__dict__.get("vector_index")
+        if index is not None and hasattr(index, "close"):
+            index.close()
+        if self._owns_docstore:
+            self.docstore.close()
 
 
 def _search_params(info: dict, cfg: RetrievalConfig) -> dict:

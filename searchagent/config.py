@@ -95,6 +95,7 @@ class ServerConfig:
     max_batch: int = 8                    # generation calls per backend call (batching backends)
     retrieval_budget_ms: float = 50.0
     retrieval_workers: int = 2
+    allow_updates: bool = False           # POST/DELETE /v1/documents change the index
 
 
 @dataclass

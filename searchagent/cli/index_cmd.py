@@ -1,4 +1,4 @@
-"""``searchagent index build|info``."""
+"""``searchagent index build|info`` (and, from ``index_update_cmd``, add|delete|compact|recover)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ def register(sub) -> None:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=run_info)
 
+    from searchagent.cli.index_update_cmd import register_updates
+
+    register_updates(actions)
+
 
 def run_build(args) -> int:
     from index.build import build_index
@@ -66,7 +70,15 @@ def run_info(args) -> int:
     print(f"passages:   {manifest['counts']['passages']}")
     for name, component in manifest["components"].items():
         print(f"{name + ':':<11} {json.dumps(component)}")
-    size = sum(f["size"] for f in manifest["files"].values())
-    print(f"files:      {len(manifest['files'])} ({size / 1e6:.1f} MB), {args.verify} check ok")
+    counts = manifest["counts"]
+    if manifest.get("generation"):
+        print(f"generation: {manifest['generation']} (updated {manifest['updated_at']}); "
+              f"rows {counts['rows']}, live {counts['passages']}, deleted {counts['deleted']}")
+        for step in manifest.get("history", [])[-5:]:
+            print(f"            gen {step['generation']}: {step['op']} +{step['added']} "
+                  f"-{step['deleted']} in {step['seconds']} s ({step['at']})")
+    sizes = [f["size"] for f in manifest["files"].values() if "size" in f]
+    print(f"files:      {len(manifest['files'])} ({sum(sizes) / 1e6:.1f} MB), "
+          f"{args.verify} check ok")
     print(f"build (s):  {manifest['build_seconds']}")
     return 0

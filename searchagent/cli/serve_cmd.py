@@ -39,6 +39,9 @@ def register(sub) -> None:
     serve.add_argument("--api-key-file", metavar="PATH",
                        help="require the key read from this file (its first line)")
     serve.add_argument("--mode", choices=["bm25", "dense", "hybrid"], help="retrieval mode")
+    serve.add_argument("--allow-updates", dest="allow_updates", action="store_true",
+                       default=None, help="enable POST/DELETE /v1/documents (this server "
+                       "becomes the index's single writer)")
     serve.add_argument("--no-agent", action="store_true",
                        help="run the named strategies directly (auto = single)")
     serve.set_defaults(func=run_serve)
@@ -55,7 +58,16 @@ def run_serve(args) -> int:
     warning = exposure_warning(server_cfg)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    searcher = Searcher(args.index_dir, config)
+    if server_cfg.allow_updates:
+        if not (server_cfg.api_key or _is_loopback(server_cfg.host)):
+            raise InputError("--allow-updates beyond loopback needs an API key (--api-key or "
+                             "--api-key-file): anyone could change the index",
+                             field="allow_updates")
+        from retrievers.live_searcher import LiveSearcher
+
+        searcher = LiveSearcher(args.index_dir, config)
+    else:
+        searcher = Searcher(args.index_dir, config)
     app = create_app(searcher, config, use_agent=not args.no_agent)
     listener = socket.socket(socket.AF_INET6 if ":" in server_cfg.host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,7 +102,8 @@ def serve_config(args) -> Config:
         "server": {"host": args.host, "port": args.port, "scheduler": args.scheduler,
                    "non_stall": args.non_stall, "sessions": args.sessions,
                    "max_queue": args.max_queue, "request_timeout_s": args.timeout,
-                   "retrieval_budget_ms": args.retrieval_budget_ms, "api_key": api_key},
+                   "retrieval_budget_ms": args.retrieval_budget_ms, "api_key": api_key,
+                   "allow_updates": getattr(args, "allow_updates", None)},
         "retrieval": {"mode": args.mode}})
 
 

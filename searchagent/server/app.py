@@ -22,6 +22,7 @@ from searchagent.config import Config
 from searchagent.errors import BackendError, ConflictError, InputError, SearchAgentError
 from searchagent.scheduler import SessionCancelled
 from searchagent.server import metrics, openapi
+from searchagent.server.documents import mount_documents
 from searchagent.server.limits import Admission, ApiKeyMiddleware, BodyLimitMiddleware
 from searchagent.server.models import (AnswerRequest, AnswerResponse, FeedbackRequest,
                                        FeedbackResponse, SearchRequest, SearchResponse)
@@ -91,6 +92,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
                      headers=getattr(exc, "headers", None))
 
     mount_page(app)                    # the web page at / (static files in the package)
+    mount_documents(app, searcher, config.server.allow_updates, error, invalid_input)
 
     @app.get("/healthz")
     async def healthz():
@@ -113,7 +115,8 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
                   "admission_capacity": admission.capacity,
                   "admission_service_seconds": round(admission.service_s, 4),
                   "rejected_requests_total": admission.rejected_total, "ready": int(ok),
-                  "generation_batch_limit": scheduler.batch_size}
+                  "generation_batch_limit": scheduler.batch_size,
+                  **_index_gauges(searcher.manifest)}
         return metrics.render(request.app.state.metrics, scheduler.stats.snapshot(),
                               scheduler.stats.queue_wait, gauges)
 
@@ -290,6 +293,13 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
         return FeedbackResponse(request_id=body.request_id, accepted=True, detail=_plain(detail))
 
     return app
+
+
+def _index_gauges(manifest: dict) -> dict:
+    counts = manifest.get("counts", {})
+    return {"index_generation": manifest.get("generation", 0),
+            "index_live_passages": counts.get("passages", 0),
+            "index_deleted_passages": counts.get("deleted", 0)}
 
 
 def _sse(event: str, data: Any) -> str:

@@ -141,3 +141,39 @@ class ValidationErrorBody(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     reason: str
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=500, description="corpus id; an existing id is "
+                    "replaced")
+    title: str = Field("", max_length=2000)
+    text: Annotated[str, Field(min_length=1, max_length=60000,
+                               json_schema_extra={"pattern": NOT_BLANK}),
+                    AfterValidator(_not_blank)]
+
+
+class UpsertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+
+
+class DeleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+        min_length=1, max_length=10000)
+
+
+class UpdateResponse(BaseModel):
+    """The committed generation and what it changed."""
+
+    generation: int
+    passages: int = Field(description="live passages after the update")
+    inserted: int = 0
+    replaced: int = 0
+    deleted_ids: int = 0
+    missing_ids: list[str] = []
+    seconds: float

@@ -10,10 +10,12 @@ from searchagent.server.models import ErrorBody, Readiness, ValidationErrorBody
 WHY = {
     400: "the body could not be read",
     401: "missing or wrong API key (only when the server has one)",
+    403: "index updates are off (start the server with --allow-updates)",
     404: "no answer with this request id (unknown or forgotten)",
     409: "this request id already has feedback",
     413: "body larger than server.max_body_bytes (declared or chunked)",
     422: "invalid fields, each named (e.g. body.question)",
+    500: "the update failed (named); the index stays at its previous generation",
     429: "would not finish within the deadline (or admission is full); retry after Retry-After seconds",
     503: "the generator backend is unavailable, or the server is shutting down",
     504: "the request deadline passed; the body holds the partial trace",
@@ -72,6 +74,7 @@ STREAM = {200: {"description": "server-sent events: start, step (one per policy 
                 "content": {"text/event-stream": {"schema": EVENT}}},
           **errors(400, 401, 413, 422, 429, 503, 504, by_ref=True)}
 SEARCH = errors(400, 401, 413, 422)
+DOCUMENTS = errors(400, 401, 403, 413, 422, 500)
 FEEDBACK = errors(400, 401, 404, 409, 413, 422, 503)
 READY = {200: {"model": Readiness, "description": "ready"},
          503: {"model": Readiness, "description": "not ready, with the reason"}}

@@ -1,0 +1,47 @@
+"""Durable file writes for index updates: temp name, fsync, rename, fsync the folder.
+
+A file written this way is either absent or whole after a crash, and once the call
+returns it survives power loss.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from index.corpus import file_sha256
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def durable_save(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through ``durable_write``."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    durable_write(path, buffer.getvalue())
+
+
+def file_entry(path: Path) -> dict:
+    """The manifest's record of an immutable file: size and sha256."""
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}

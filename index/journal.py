@@ -1,0 +1,92 @@
+"""The write-ahead side of index updates: one writer at a time, a journal, and rollback.
+
+``journal.json`` is written (fsynced) before an update touches anything and removed after
+the manifest's rename has committed the new generation. Finding it on open means an update
+died part way: every component is rolled back to the manifest's generation, so nothing
+half-applied stays and nothing committed is lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+from index.files import durable_write, fsync_dir
+from searchagent.errors import IndexFormatError
+
+JOURNAL = "journal.json"
+LOCK = ".update.lock"
+FAULT_ENV = "SEARCHAGENT_FAULT"   # test hook: kill -9 this process at the named stage
+
+
+def fault_point(stage: str) -> None:
+    """Die as ``kill -9`` would when ``$SEARCHAGENT_FAULT`` names this stage (crash tests)."""
+    if os.environ.get(FAULT_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class WriterLock:
+    """An exclusive ``flock`` on ``INDEX_DIR/.update.lock``; released by the OS on death."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise IndexFormatError(f"another process (pid {holder}) is updating {folder}; "
+                                   "one update runs at a time") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_journal(folder: Path, body: dict) -> None:
+    durable_write(folder / JOURNAL,
+                  (json.dumps({**body, "sha256": _digest(body)}, indent=2) + "\n").encode())
+
+
+def read_journal(folder: Path) -> dict | None:
+    """The journal of an update that died, or None; a damaged one is an error."""
+    path = folder / JOURNAL
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        digest = data.pop("sha256")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError,
+            TypeError) as exc:
+        raise IndexFormatError(
+            f"damaged journal {path} ({exc.__class__.__name__}: {exc}): an update of this "
+            "index died and its record cannot be read. The index is intact at its last "
+            f"committed generation; `searchagent index recover {folder}` rolls the "
+            "unfinished update back") from exc
+    if digest != _digest(data):
+        raise IndexFormatError(
+            f"damaged journal {path} (checksum mismatch): an update of this index died and "
+            "its record cannot be trusted. The index is intact at its last committed "
+            f"generation; `searchagent index recover {folder}` rolls the unfinished update "
+            "back")
+    return data
+
+
+def clear_journal(folder: Path) -> None:
+    path = folder / JOURNAL
+    if path.exists():
+        path.unlink()
+        fsync_dir(folder)

@@ -1,0 +1,276 @@
+"""``LivingIndex``: add, replace, delete and compact passages of a built index in place.
+
+One update = one generation: read and embed the input (nothing touched yet), write the
+journal, apply it to every component (doc store rows tagged with the generation, a BM25
+segment, dense segments, SPANN's LIRE updates), then rename the new ``manifest.json`` into
+place -- the commit point -- and drop the journal. Any failure, or a ``kill -9``, before
+the rename leaves the previous generation whole: the next opener rolls the rest back.
+See ``docs/index-updates.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from index.corpus import chunk_passage
+from index.dense_live import DenseSegments
+from index.files import durable_write, fsync_dir
+from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
+                           write_journal)
+from index.manifest import MANIFEST, read_manifest
+from retrievers.docstore_live import LiveDocStore
+from retrievers.encoder import passage_text
+from retrievers.tokenize import tokenize
+from searchagent.config import IndexConfig
+from searchagent.errors import InputError
+from searchagent.types import Passage
+
+SPANN = "dense/spann"
+
+
+class LivingIndex:
+    """The single writer of an index folder (an exclusive lock is held while open)."""
+
+    def __init__(self, folder: str | Path, docstore: LiveDocStore | None = None,
+                 encoder=None, discard_damaged_journal: bool = False):
+        self.folder = Path(folder).resolve()
+        read_manifest(self.folder)                    # a clear error if this is no index
+        self.lock = WriterLock(self.folder)
+        try:
+            self.docstore = docstore or LiveDocStore(self.folder / "docs.duckdb")
+            self._owns_docstore = docstore is None
+            self.recovered = self._recover(discard_damaged_journal)
+            self.manifest = read_manifest(self.folder)
+            self.config = IndexConfig(**json.loads((self.folder / "config.json").read_text())
+                                      .get("index", {}))
+        except BaseException:
+            self.lock.release()
+            raise
+        self._encoder = encoder
+
+    @property
+    def generation(self) -> int:
+        return int(self.manifest.get("generation", 0))
+
+    # -- the three operations -----------------------------------------------------------
+
+    def add(self, passages: Iterable[Passage]) -> dict:
+        """Insert new ids, replace existing ones (all their chunks); one generation."""
+        documents = list(passages)
+        ids = [p.id for p in documents]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise InputError(f"duplicate id {dup!r} in one update", field="id")
+        chunks = [c for p in documents
+                  for c in chunk_passage(p, self.config.chunk_words, self.config.chunk_overlap)]
+        replaced = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
+        old_rows = sorted(r for rows in replaced.values() for r in rows)
+        vectors = self._embed(chunks) if "dense" in self.manifest["components"] else None
+        summary = self._update("add", chunks, old_rows, vectors)
+        return {**summary, "inserted": len(ids) - len(replaced), "replaced": len(replaced)}
+
+    def delete(self, ids: Iterable[str]) -> dict:
+        """Delete passages by corpus id; unknown ids are reported, not an error."""
+        ids = list(dict.fromkeys(ids))
+        found = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
+        rows = sorted(r for group in found.values() for r in group)
+        summary = self._update("delete", [], rows, None)
+        return {**summary, "deleted_ids": len(found),
+                "missing_ids": [i for i in ids if i not in found]}
+
+    def compact(self) -> dict:
+        """Merge BM25 segments, rewrite SPANN postings without stale entries, drop the
+        text of deleted passages."""
+        return self._update("compact", [], [], None)
+
+    # -- one generation -----------------------------------------------------------------
+
+    def _update(self, op: str, added: list[Passage], deleted_rows: list[int],
+                vectors: np.ndarray | None) -> dict:
+        started = time.perf_counter()
+        base, gen = self.generation, self.generation + 1
+        counts = self.manifest["counts"]    # rows are never reused, even after a purge
+        first_row = max(int(counts.get("rows", counts["passages"])),
+                        self.docstore.counts()["rows"])
+        rows = np.arange(first_row, first_row + len(added), dtype=np.int64)
+        dead = np.asarray(deleted_rows, dtype=np.int64)
+        self._mark_docstore_mutable()
+        write_journal(self.folder, {"generation": gen, "base_generation": base, "op": op,
+                                    "added": len(added), "deleted": len(dead),
+                                    "first_row": first_row,
+                                    "started_at": _now()})
+        fault_point("after-journal")
+        try:
+            self.docstore.apply(gen, first_row, added, dead.tolist())
+            fault_point("after-docstore")
+            n_rows = first_row + len(added)
+            components, files = self._apply_components(op, gen, rows, added, dead, vectors,
+                                                       n_rows)
+            fault_point("before-commit")
+            counts = self.docstore.counts()
+            history = self.manifest.get("history", [])[-99:] + [{
+                "generation": gen, "op": op, "at": _now(), "added": len(added),
+                "deleted": len(dead), "seconds": round(time.perf_counter() - started, 3)}]
+            manifest = {**self.manifest, "generation": gen, "updated_at": _now(),
+                        "counts": {"passages": counts["live"], "rows": counts["rows"],
+                                   "deleted": counts["deleted"]},
+                        "components": components, "files": files, "history": history}
+            durable_write(self.folder / MANIFEST,
+                          (json.dumps(manifest, indent=2) + "\n").encode())     # commit
+        except BaseException:
+            self._rollback(base)
+            raise
+        fault_point("after-commit")
+        self.manifest = manifest
+        clear_journal(self.folder)
+        if op == "compact":
+            self.docstore.purge()          # deleted at a committed generation: safe to drop
+        return {"generation": gen, "op": op, "passages": counts["live"],
+                "deleted_total": counts["deleted"], "rows_added": len(added),
+                "rows_deleted": len(dead), "seconds": history[-1]["seconds"]}
+
+    def _mark_docstore_mutable(self) -> None:
+        """Before the first update touches the doc store, the manifest (same generation)
+        stops promising its build-time checksum: from now on it changes in place."""
+        if not self.manifest["files"].get("docs.duckdb", {}).get("mutable"):
+            self.manifest = {**self.manifest, "files": {**self.manifest["files"],
+                                                        "docs.duckdb": {"mutable": True}}}
+            durable_write(self.folder / MANIFEST,
+                          (json.dumps(self.manifest, indent=2) + "\n").encode())
+        self.docstore.add_generation_tags()
+
+    def _apply_components(self, op, gen, rows, added, dead, vectors, n_rows):
+        components = dict(self.manifest["components"])
+        files = {name: entry for name, entry in self.manifest["files"].items()
+                 if not _replaced_each_generation(name)}
+        if "bm25" in components:
+            from retrievers.bm25_live import LiveBM25
+
+            bm25 = LiveBM25.open(self.folder / "bm25", components["bm25"].get("generation", 0))
+            if op == "compact":
+                summary = bm25.compact(gen)
+            else:
+                if len(added):
+                    bm25.add(rows, [tokenize(f"{p.title} {p.text}") for p in tqdm(
+                        added, desc="bm25: tokenizing", unit="passage", mininterval=1.0,
+                        disable=len(added) < 1000)])
+                if len(dead):
+                    bm25.delete(dead)
+                summary = bm25.commit(gen)
+            components["bm25"] = {**components["bm25"], **_without_files(summary),
+                                  "generation": gen}
+            files = _merge_files(files, "bm25/", summary["files"])
+        if "dense" in components:
+            dense = components["dense"]
+            segments = DenseSegments(self.folder, dense, n_rows)
+            if len(added):
+                segments.add(rows, vectors)
+            if len(dead):
+                segments.delete(dead)
+            dense, dense_files = segments.commit(gen, n_rows)
+            files.update(dense_files)
+            if dense["index"]["kind"] == "spann":
+                from index.spann.lire import SpannUpdater
+
+                updater = SpannUpdater(self.folder / SPANN,
+                                       generation=dense["index"].get("generation", 0))
+                if op == "compact":
+                    summary = updater.compact(gen)
+                else:
+                    if len(dead):
+                        updater.delete(dead)
+                    if len(added):
+                        updater.insert(rows, vectors)
+                    summary = updater.commit(gen)
+                dense["index"] = {**dense["index"], **_without_files(summary),
+                                  "generation": gen}
+                files = _merge_files(files, SPANN + "/", summary["files"])
+            components["dense"] = dense
+        fault_point("after-components")
+        return components, files
+
+    def _embed(self, passages: list[Passage]) -> np.ndarray:
+        if self._encoder is None:
+            from retrievers.encoder import Encoder
+
+            self._encoder = Encoder(self.manifest["components"]["dense"]["model"])
+        texts = [passage_text(p.title, p.text) for p in passages]
+        out = np.empty((len(texts), self._encoder.dim), dtype=np.float32)
+        block = max(self.config.batch_size * 4, 256)
+        with tqdm(total=len(texts), desc="dense: embedding", unit="passage",
+                  mininterval=1.0, disable=len(texts) < block) as bar:
+            for start in range(0, len(texts), block):
+                out[start:start + block] = self._encoder.encode(texts[start:start + block],
+                                                                self.config.batch_size)
+                bar.update(min(block, len(texts) - start))
+        return out
+
+    # -- recovery -----------------------------------------------------------------------
+
+    def _recover(self, discard_damaged_journal: bool) -> dict | None:
+        """Roll back an update that died (its journal is still here)."""
+        try:
+            journal = read_journal(self.folder)
+        except Exception:
+            if not discard_damaged_journal:
+                raise
+            journal = {"damaged": True}
+        if journal is None:
+            return None
+        committed = int(read_manifest(self.folder).get("generation", 0))
+        self._rollback(committed)
+        return {**journal, "rolled_back_to": committed}
+
+    def _rollback(self, committed: int) -> None:
+        self.docstore.rollback(committed)
+        if (self.folder / "bm25").is_dir():
+            from retrievers.bm25_live import rollback as bm25_rollback
+
+            bm25_rollback(self.folder / "bm25", committed)
+        if (self.folder / SPANN).is_dir():
+            from index.spann.lire import rollback as spann_rollback
+
+            spann_rollback(self.folder / SPANN, committed)
+        for path in (self.folder / "dense").glob("*-*.npy"):
+            stem = path.stem.rsplit("-", 1)
+            if stem[0] in ("add", "deleted") and stem[1].isdigit() and int(stem[1]) > committed:
+                path.unlink()
+        fsync_dir(self.folder)
+        clear_journal(self.folder)
+
+    def close(self) -> None:
+        if self._owns_docstore:
+            self.docstore.close()
+        self.lock.release()
+
+    def __enter__(self) -> "LivingIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _replaced_each_generation(name: str) -> bool:
+    """Files a new generation replaces in the manifest's table (re-listed by their owner)."""
+    return name.startswith(("bm25/", SPANN + "/", "dense/deleted-"))
+
+
+def _without_files(summary: dict) -> dict:
+    """A component's summary as the manifest keeps it (file lists live in ``files``)."""
+    return {k: v for k, v in summary.items() if k not in ("files", "written")}
+
+
+def _merge_files(files: dict, prefix: str, new: dict) -> dict:
+    """``files`` plus ``new`` (paths relative to ``prefix``)."""
+    return {**files, **{prefix + rel: entry for rel, entry in new.items()}}

@@ -1,0 +1,88 @@
+"""``searchagent index add|delete|compact|recover``: change a built index in place.
+
+Each command is one generation (``docs/index-updates.md``); it prints the committed
+generation, or leaves the previous one whole when it fails or is killed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from searchagent.errors import InputError
+
+
+def register_updates(actions) -> None:
+    add = actions.add_parser("add", help="insert or replace passages (corpus JSONL[.gz])")
+    add.add_argument("index_dir")
+    add.add_argument("corpus", help="JSONL with {id,title,text}; existing ids are replaced")
+    add.set_defaults(func=run_add)
+
+    delete = actions.add_parser("delete", help="delete passages by corpus id")
+    delete.add_argument("index_dir")
+    delete.add_argument("--ids", nargs="+", required=True, metavar="FILE|ID",
+                        help="ids, or files with one id per line")
+    delete.set_defaults(func=run_delete)
+
+    compact = actions.add_parser("compact", help="merge segments, drop tombstones, rebalance")
+    compact.add_argument("index_dir")
+    compact.set_defaults(func=run_compact)
+
+    recover = actions.add_parser("recover", help="roll back an update that died, even when "
+                                 "its journal is damaged")
+    recover.add_argument("index_dir")
+    recover.set_defaults(func=run_recover)
+
+
+def _report(result: dict) -> int:
+    print(json.dumps(result))
+    return 0
+
+
+def run_add(args) -> int:
+    from index.corpus import read_corpus
+    from index.living import LivingIndex
+
+    passages = list(read_corpus(args.corpus))       # validated before anything changes
+    with LivingIndex(args.index_dir) as index:
+        return _report(index.add(passages))
+
+
+def read_ids(values: list[str]) -> list[str]:
+    """Each value is a file of ids (one per line) when such a file exists, else an id."""
+    ids: list[str] = []
+    for value in values:
+        path = Path(value)
+        if path.is_file():
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"unreadable id file: {exc}", path=value) from exc
+            ids.extend(line.strip() for line in lines if line.strip())
+        else:
+            ids.append(value)
+    if not ids:
+        raise InputError("no ids given", field="ids")
+    return ids
+
+
+def run_delete(args) -> int:
+    from index.living import LivingIndex
+
+    with LivingIndex(args.index_dir) as index:
+        return _report(index.delete(read_ids(args.ids)))
+
+
+def run_compact(args) -> int:
+    from index.living import LivingIndex
+
+    with LivingIndex(args.index_dir) as index:
+        return _report(index.compact())
+
+
+def run_recover(args) -> int:
+    from index.living import LivingIndex
+
+    with LivingIndex(args.index_dir, discard_damaged_journal=True) as index:
+        print(json.dumps({"generation": index.generation, "recovered": index.recovered}))
+    return 0

@@ -1,0 +1,166 @@
+"""A living index end to end (real embedder, DuckDB, BM25, SPANN or FAISS): add, replace,
+delete and compact through the CLI; each result equals a fresh build over the same live
+passages; kill -9 at every stage of an update leaves the last committed generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.build import build_index
+from index.journal import FAULT_ENV, JOURNAL
+from retrievers.searcher import Searcher
+from searchagent.cli import main
+from searchagent.config import Config
+from searchagent.errors import IndexFormatError
+from tests.conftest import sample_passages
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE, EXTRA = 60, 140          # built passages; passages added later (SPANN splits)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pool() -> list[dict]:
+    return sample_passages(BASE + EXTRA)
+
+
+@pytest.fixture(scope="module", params=["Flat"])
+def built(request, pool, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp(f"living-{request.param}")
+    corpus = write_jsonl(folder / "base.jsonl", pool[:BASE])
+    config = Config().updated({"index": {"faiss": request.param, "dtype": "float32"}}, "test")
+    build_index(corpus, folder / "index", config)
+    return folder / "index"
+
+
+@pytest.fixture
+def index_dir(built, tmp_path) -> Path:
+    copy = tmp_path / "index"
+    shutil.copytree(built, copy)
+    return copy
+
+
+def fresh_build(rows: list[dict], out: Path, like: Path) -> Path:
+    faiss = json.loads((like / "config.json").read_text())["index"]["faiss"]
+    config = Config().updated({"index": {"faiss": faiss, "dtype": "float32"}}, "test")
+    build_index(write_jsonl(out.parent / f"{out.name}.jsonl", rows), out, config)
+    return out
+
+
+def results(folder: Path, queries: list[str], mode: str) -> list[list[tuple[str, float]]]:
+    searcher = Searcher(folder)
+    try:
+        return [[(h.id, round(h.score, 4)) for h in searcher.search(q, 5, mode)]
+                for q in queries]
+    finally:
+        searcher.close()
+
+
+def run_cli(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "searchagent", *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_add_replace_delete_compact_equal_a_fresh_build(index_dir, pool, tmp_path, capsys):
+    new = pool[BASE:]
+    replaced = {**pool[3], "text": "Zanzibar quokkas juggle marmalade at dawn."}
+    write_jsonl(tmp_path / "add.jsonl", new + [replaced])
+    assert main(["index", "add", str(index_dir), str(tmp_path / "add.jsonl")]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["generation"] == 1 and added["inserted"] == EXTRA and added["replaced"] == 1
+    gone = [pool[5]["id"], new[7]["id"], "no-such-id"]
+    assert main(["index", "delete", str(index_dir), "--ids", *gone]) == 0
+    deleted = json.loads(capsys.readouterr().out)
+    assert deleted["generation"] == 2 and deleted["missing_ids"] == ["no-such-id"]
+
+    live = [r for r in pool[:BASE] + new if r["id"] not in gone and r["id"] != replaced["id"]]
+    live.append(replaced)
+    expected = fresh_build(live, tmp_path / "fresh", index_dir)
+    queries = ["Zanzibar quokkas marmalade", pool[5]["title"], new[7]["title"], new[20]["text"],
+               pool[30]["title"] + " history"]
+    # BM25 statistics stay exact: same ids and scores as a build over the live passages
+    assert results(index_dir, queries, "bm25") == results(expected, queries, "bm25")
+    dense = results(index_dir, queries, "dense")
+    assert dense[0][0][0] == replaced["id"]
+    assert all(pool[5]["id"] not in [i for i, _ in hits] for hits in dense)
+    assert dense[3][0][0] == new[20]["id"]
+    np.testing.assert_allclose([s for _, s in dense[3]],
+                               [s for _, s in results(expected, queries, "dense")[3]], atol=1e-3)
+
+    assert main(["index", "compact", str(index_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["generation"] == 3
+    assert results(index_dir, queries, "bm25") == results(expected, queries, "bm25")
+    assert main(["index", "info", str(index_dir)]) == 0
+    info = capsys.readouterr().out
+    assert "generation: 3" in info and f"live {len(live)}" in info
+
+
+def test_a_searcher_keeps_its_generation_while_the_next_commits(index_dir, pool):
+    from retrievers.live_searcher import LiveSearcher
+
+    live = LiveSearcher(index_dir)
+    try:
+        before = live.current
+        old = [h.id for h in before.search(pool[10]["title"], 5, "hybrid")]
+        live.delete([pool[10]["id"]])
+        assert [h.id for h in before.search(pool[10]["title"], 5, "hybrid")] == old
+        assert pool[10]["id"] not in [h.id for h in live.search(pool[10]["title"], 5, "hybrid")]
+        assert live.counts() == {"generation": 1, "live": BASE - 1, "deleted": 1}
+    finally:
+        live.close()
+
+
+STAGES = ["after-journal", "after-docstore", "after-components", "before-commit",
+          "after-commit"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_kill_9_at_any_stage_leaves_a_committed_generation(index_dir, pool, tmp_path, stage):
+    queries = [pool[BASE + 1]["title"], pool[2]["title"]]
+    before = {m: results(index_dir, queries, m) for m in ("bm25", "dense")}
+    batch = write_jsonl(tmp_path / "add.jsonl", pool[BASE:BASE + 20])
+    proc = subprocess.run([sys.executable, "-m", "searchagent", "index", "add", str(index_dir),
+                           str(batch)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", FAULT_ENV: stage})
+    assert proc.returncode == -9, proc.stderr
+    assert (index_dir / JOURNAL).exists()
+    committed = stage == "after-commit"
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    assert manifest.get("generation", 0) == (1 if committed else 0)
+    # readers open the committed generation as it is, before any recovery
+    if not committed:
+        assert {m: results(index_dir, queries, m) for m in ("bm25", "dense")} == before
+    # the next writer rolls back what was not committed, then works normally
+    result = run_cli("index", "add", str(index_dir), str(batch))
+    assert not (index_dir / JOURNAL).exists()
+    assert result["generation"] == (2 if committed else 1)
+    assert result["replaced"] == (20 if committed else 0)
+    hits = results(index_dir, queries, "bm25")
+    assert hits[0][0][0] == pool[BASE + 1]["id"]
+    assert Searcher(index_dir).manifest["counts"]["passages"] == BASE + 20
+
+
+def test_a_damaged_journal_is_a_clear_error_and_recover_rolls_back(index_dir, pool):
+    (index_dir / JOURNAL).write_text('{"generation": 1, "op": "add"')      # torn write
+    from index.living import LivingIndex
+
+    with pytest.raises(IndexFormatError, match="damaged journal .*journal.json.*recover"):
+        LivingIndex(index_dir)
+    result = run_cli("index", "recover", str(index_dir))
+    assert result["generation"] == 0 and result["recovered"]["damaged"]
+    assert not (index_dir / JOURNAL).exists()
