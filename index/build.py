@@ -26,6 +26,7 @@ from searchagent.errors import InputError
 
 EMBEDDINGS = "dense/embeddings.npy"
 FAISS_FILE = "dense/faiss.index"
+SPANN_POSTINGS = "dense/spann/postings.bin"   # grows under updates; SPANN checks its bytes
 
 
 def build_index(corpus: str | Path, out: str | Path, config: Config | None = None,
@@ -69,7 +70,7 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
             "counts": {"passages": count},
             "components": components,
             "build_seconds": {k: round(v, 3) for k, v in timings.items()},
-        })
+        }, append_only=(SPANN_POSTINGS,))
     return manifest
 
 

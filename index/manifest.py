@@ -24,18 +24,22 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def file_table(folder: Path) -> dict[str, dict]:
-    """Size and sha256 of every file under ``folder`` except the manifest itself."""
+def file_table(folder: Path, append_only: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Size and sha256 of every file under ``folder`` except the manifest itself; files
+    named in ``append_only`` (they grow under updates and check their own bytes, like
+    SPANN's posting file) get only a minimum size."""
     table = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name != MANIFEST:
             rel = path.relative_to(folder).as_posix()
-            table[rel] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+            table[rel] = ({"min_size": path.stat().st_size} if rel in append_only else
+                          {"size": path.stat().st_size, "sha256": file_sha256(path)})
     return table
 
 
-def write_manifest(folder: Path, info: dict) -> dict:
-    manifest = {"format_version": FORMAT_VERSION, **info, "files": file_table(folder)}
+def write_manifest(folder: Path, info: dict, append_only: tuple[str, ...] = ()) -> dict:
+    manifest = {"format_version": FORMAT_VERSION, **info,
+                "files": file_table(folder, append_only)}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -26,7 +26,8 @@ class Searcher:
                  verify: str | None = None, docstore: DocStore | None = None):
         self.folder = Path(folder)
         self.config = config or Config()
-        self.manifest = verify_index(self.folder, verify or self.config.index.verify)
+        self.verify = verify or self.config.index.verify
+        self.manifest = verify_index(self.folder, self.verify)
         self.generation = int(self.manifest.get("generation", 0))
         self.components = self.manifest.get("components", {})
         self._owns_docstore = docstore is None
@@ -55,9 +56,10 @@ class Searcher:
         if info["kind"] == "spann":
             from index.spann import SpannIndex
 
-            # verify_index above already hashed these files: check sizes and structure only
-            at = {"generation": info["generation"]} if info.get("generation") else {}
-            return SpannIndex.open(self.folder / "dense" / "spann", verify="size", **at)
+            # verify_index above hashed the small files; SPANN checks its growing posting
+            # file itself (the build's sha256, then a crc32 per posting written since)
+            return SpannIndex.open(self.folder / "dense" / "spann", verify=self.verify,
+                                   generation=info.get("generation", 0))
         base = FaissIndex.load(self.folder / "dense" / "faiss.index", info["factory"])
         dense = self.components["dense"]
         if dense.get("segments") or dense.get("deleted", {}).get("count"):

@@ -36,7 +36,7 @@ def pool() -> list[dict]:
     return sample_passages(BASE + EXTRA)
 
 
-@pytest.fixture(scope="module", params=["Flat"])
+@pytest.fixture(scope="module", params=["spann", "Flat"])
 def built(request, pool, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp(f"living-{request.param}")
     corpus = write_jsonl(folder / "base.jsonl", pool[:BASE])

@@ -3,10 +3,16 @@
 Modules: ``clustering`` (hierarchical balanced k-means), ``replication`` (boundary
 replication with the RNG rule), ``postings`` (on-disk format, writer, reader), ``builder``
 (``build_spann``), ``opening`` (verification on open), ``searcher`` (``SpannIndex``).
-Tested by ``tests/test_spann.py``.
+Updates in place (SPFresh's LIRE): ``lire`` (``SpannUpdater``: insert, delete, commit,
+compact), ``rebalance`` (split, reassign, merge, compaction), ``store`` (copy-on-write
+posting writes), ``heads`` (head index without dead heads), ``generations`` (per-generation
+files, ``rollback``, ``cleanup``). Tested by ``tests/test_spann.py`` and
+``tests/test_spann_updates.py``.
 """
 
 from index.spann.builder import SpannParams, build_spann
+from index.spann.generations import cleanup, rollback
+from index.spann.lire import SpannUpdater
 from index.spann.searcher import SpannIndex
 
-__all__ = ["SpannIndex", "SpannParams", "build_spann"]
+__all__ = ["SpannIndex", "SpannParams", "SpannUpdater", "build_spann", "cleanup", "rollback"]

@@ -12,6 +12,12 @@ score postings in place through a memory map when warm, ``pread`` when cold; "mm
 inline), ``cold`` (False: drop the file from the page cache and read with ``O_DIRECT``
 where possible), ``min_postings`` (1: read even past a deadline), ``ef_search`` (HNSW
 head index, 64).
+
+Updated generations (``lire.py``): heads that died in a split or merge are never probed
+(``HeadIndex`` filters them), and a posting entry counts only while its version matches
+its row's (``versions``): stale and deleted entries are dropped with one vectorized
+comparison per query before the top k, and the version bits are stripped from the ids.
+Generation 0 has no versions array and skips that step.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index.spann.opening import load_folder
-from index.spann.postings import aligned_empty
+from index.spann.heads import HeadIndex
+from index.spann.opening import load_snapshot
+from index.spann.postings import ROW_MASK, VERSION_SHIFT, PostingReader, aligned_empty
 from searchagent.errors import InputError
 from searchagent.types import SearchStats
 
@@ -36,9 +43,11 @@ READS = ("auto", "mmap", "pread")
 class SpannIndex:
     """An opened SPANN folder; thread-safe for concurrent searches."""
 
-    def __init__(self, folder: Path, meta: dict, head_index, reader):
-        self.folder, self.meta = folder, meta
-        self.head_index, self.n_heads = head_index, int(head_index.ntotal)
+    def __init__(self, folder: Path, meta: dict, heads: HeadIndex, reader: PostingReader,
+                 versions: np.ndarray | None = None, generation: int = 0):
+        self.folder, self.meta, self.generation = folder, meta, generation
+        self.heads, self.n_heads = heads, heads.n_live      # live heads: all probe-able
+        self.versions = versions
         self.reader = reader
         self.dim = int(meta["dim"])
         self.replicas = int(meta["params"]["replicas"])
@@ -48,19 +57,35 @@ class SpannIndex:
         self._pool_lock = threading.Lock()
 
     @classmethod
-    def open(cls, folder: str | Path, verify: str = "full") -> "SpannIndex":
-        """Open and verify (``full``: sizes + sha256; ``size``: sizes and structure only)."""
-        folder = Path(folder)
-        meta, _, head_index, reader = load_folder(folder, verify)  # heads live in head_index
-        return cls(folder, meta, head_index, reader)
+    def open(cls, folder: str | Path, generation: int | None = None,
+             verify: str = "full") -> "SpannIndex":
+        """Open and verify one generation (None: the newest complete one; 0: the build).
+
+        ``verify``: ``full`` (sizes + sha256, and every updated posting's crc32) or
+        ``size`` (sizes and structure only).
+        """
+        snap = load_snapshot(Path(folder), generation, verify)
+        meta = snap.meta
+        heads = HeadIndex(snap.heads, snap.dead, meta["head_index"], snap.graph,
+                          int(meta["params"].get("hnsw_m", 32)))
+        if snap.generation == 0:
+            reader = PostingReader(snap.postings, snap.table, int(meta["dim"]),
+                                   meta["params"]["dtype"], int(meta["n_entries"]),
+                                   file_size=snap.end)
+        else:
+            reader = PostingReader(snap.postings, snap.table, int(meta["dim"]),
+                                   meta["params"]["dtype"], None)
+        return cls(snap.folder, meta, heads, reader, snap.versions, snap.generation)
+
+    @property
+    def head_index(self):
+        """The faiss index the heads are searched with (the HNSW graph when there is one)."""
+        return self.heads.graph if self.heads.graph is not None else self.heads._flat
 
     def memory_bytes(self) -> int:
-        """Bytes this index keeps in memory (head vectors, head graph, offset table)."""
-        graph = 0
-        if self.meta["head_index"] == "hnsw":
-            graph = int(self.head_index.hnsw.neighbors.size()) * 4
-        heads = self.n_heads * self.dim * 4
-        return int(heads + graph + self.reader.table.nbytes)
+        """Bytes this index keeps in memory (heads, head graph, offset table, versions)."""
+        versions = 0 if self.versions is None else self.versions.nbytes
+        return int(self.heads.memory_bytes() + self.reader.table.nbytes + versions)
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -121,13 +146,7 @@ class SpannIndex:
                                                 partial=stats["queries_cut"] > 0, extra=stats)
 
     def _heads(self, queries: np.ndarray, m: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        m = max(1, min(m, self.n_heads))
-        if self.meta["head_index"] == "hnsw":
-            import faiss
-
-            return self.head_index.search(queries, m,
-                                          params=faiss.SearchParametersHNSW(efSearch=max(ef, m)))
-        return self.head_index.search(queries, m)
+        return self.heads.search(queries, max(1, min(m, self.n_heads)), ef)
 
     def _scan(self, query, chosen, mapped, pool, fd, opts, deadline, cancel, stats):
         """Read and score postings nearest-first until done, past the deadline, or cancelled.
@@ -181,7 +200,12 @@ class SpannIndex:
             wait([f for f in futures if not f.cancelled()])
         if not ids_parts:
             return np.empty(0, np.int64), np.empty(0, np.float32), cut
-        return np.concatenate(ids_parts), np.concatenate(score_parts), cut
+        ids, scores = np.concatenate(ids_parts), np.concatenate(score_parts)
+        if self.versions is not None:           # drop stale and deleted entries
+            rows = ids & ROW_MASK
+            valid = self.versions[rows] == (ids >> VERSION_SHIFT)
+            ids, scores = rows[valid], scores[valid]
+        return ids, scores, cut
 
     def _buffer(self, nbytes: int) -> np.ndarray:
         """This thread's page-aligned read buffer, grown on demand (no per-query faults)."""
