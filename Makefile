@@ -31,5 +31,11 @@ browser:
 	  || echo "chromium could not be installed; the browser test will skip"; \
 	fi
 
-test: setup browser
+# The tests also cover the optional embedding backends (ONNX Runtime, OpenVINO).
+TEST_EXTRAS ?= onnx,openvino
+$(VENV)/.test-extras: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[$(TEST_EXTRAS)]"
+	touch $@
+
+test: setup $(VENV)/.test-extras browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q tests

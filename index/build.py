@@ -18,7 +18,7 @@ from index.faiss_index import FaissIndex, build_faiss
 from index.manifest import atomic_folder, write_manifest
 from retrievers.bm25 import BM25Index
 from retrievers.docstore import DocStore, write_docstore
-from retrievers.encoder import Encoder, passage_text
+from retrievers.encoder import Encoder, cache_folder, passage_text
 from retrievers.tokenize import tokenize
 from searchagent import __version__
 from searchagent.config import Config, IndexConfig
@@ -83,7 +83,9 @@ def _build_bm25(docstore: DocStore, folder: Path, cfg: IndexConfig) -> dict:
 
 def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:
     """Stream passages through the encoder into a memmapped .npy file."""
-    encoder = Encoder(cfg.dense_model)
+    index_dir = path.parent.parent
+    encoder = Encoder(cfg.dense_model, backend=cfg.embed_backend,
+                      cache_dir=cache_folder(index_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=cfg.dtype,
                                     shape=(docstore.size, encoder.dim))
@@ -106,8 +108,12 @@ def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:
     out.flush()
     del out
     seconds = time.perf_counter() - started
+    recorded = encoder.manifest()
+    if Path(recorded["model_file"]).is_relative_to(index_dir):   # an export inside the index
+        recorded["model_file"] = Path(recorded["model_file"]).relative_to(index_dir).as_posix()
     return {"model": cfg.dense_model, "model_path": encoder.path, "dim": encoder.dim,
-            "dtype": cfg.dtype, "passages_per_second": round(docstore.size / seconds, 1)}
+            "dtype": cfg.dtype, "passages_per_second": round(docstore.size / seconds, 1),
+            "encoder": recorded}
 
 
 def _build_vector_index(folder: Path, cfg: IndexConfig) -> dict:

@@ -72,9 +72,12 @@ class LivingIndex:
                   for c in chunk_passage(p, self.config.chunk_words, self.config.chunk_overlap)]
         replaced = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
         old_rows = sorted(r for rows in replaced.values() for r in rows)
+        started = time.perf_counter()
         vectors = self._embed(chunks) if "dense" in self.manifest["components"] else None
+        embed_s = round(time.perf_counter() - started, 3)
         summary = self._update("add", chunks, old_rows, vectors)
-        return {**summary, "inserted": len(ids) - len(replaced), "replaced": len(replaced)}
+        return {**summary, "inserted": len(ids) - len(replaced), "replaced": len(replaced),
+                "embed_seconds": embed_s}
 
     def delete(self, ids: Iterable[str]) -> dict:
         """Delete passages by corpus id; unknown ids are reported, not an error."""
@@ -198,9 +201,9 @@ class LivingIndex:
 
     def _embed(self, passages: list[Passage]) -> np.ndarray:
         if self._encoder is None:
-            from retrievers.encoder import Encoder
+            from retrievers.encoder import open_encoder
 
-            self._encoder = Encoder(self.manifest["components"]["dense"]["model"])
+            self._encoder = open_encoder(self.folder, self.manifest["components"]["dense"])
         texts = [passage_text(p.title, p.text) for p in passages]
         out = np.empty((len(texts), self._encoder.dim), dtype=np.float32)
         block = max(self.config.batch_size * 4, 256)

@@ -10,7 +10,7 @@ from index.manifest import verify_index
 from retrievers.bm25 import BM25Index, BM25Retriever
 from retrievers.dense import DenseRetriever
 from retrievers.docstore import DocStore
-from retrievers.encoder import Encoder
+from retrievers.encoder import Encoder, open_encoder
 from retrievers.hybrid import HybridRetriever
 from searchagent.config import Config, RetrievalConfig
 from searchagent.errors import InputError, SearchAgentError
@@ -47,7 +47,7 @@ class Searcher:
     @cached_property
     def encoder(self) -> Encoder:
         self._require("dense")
-        return Encoder(self.components["dense"]["model"])
+        return open_encoder(self.folder, self.components["dense"])
 
     @cached_property
     def vector_index(self):

@@ -33,6 +33,7 @@ class IndexConfig:
     bm25: bool = True
     dense: bool = True
     dense_model: str = "default"          # "default" = the bundled all-MiniLM-L6-v2
+    embed_backend: str = "torch"          # torch | onnx | onnx-int8 | openvino | openvino-int8 | auto
     faiss: str = "Flat"                   # a faiss index_factory string, or "spann"
     dtype: str = "float16"                # stored embeddings: float16 | float32
     chunk_words: int = 0                  # 0 = keep passages whole

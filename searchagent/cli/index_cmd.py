@@ -25,6 +25,10 @@ def register(sub) -> None:
     build.add_argument("--chunk-words", type=int, help="split passages into N-word windows")
     build.add_argument("--chunk-overlap", type=int, help="words shared by adjacent windows")
     build.add_argument("--batch-size", type=int)
+    build.add_argument("--embed-backend", choices=["torch", "onnx", "onnx-int8", "openvino",
+                                                   "openvino-int8", "auto"],
+                       help="runtime of the embedder (default torch; auto: the fastest that "
+                       "keeps cosine >= 0.999 to torch here); queries use the same one")
     build.add_argument("--overwrite", action="store_true", help="replace an existing index")
     build.set_defaults(func=run_build)
 
@@ -49,7 +53,8 @@ def run_build(args) -> int:
         "dense_model": args.dense,
         "faiss": "spann" if args.index == "spann" else args.faiss,
         "dtype": args.dtype, "chunk_words": args.chunk_words,
-        "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size}}
+        "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size,
+        "embed_backend": args.embed_backend}}
     config = load_config(args.config, cli=cli)
     manifest = build_index(args.corpus, args.out, config, overwrite=args.overwrite)
     print(f"built {args.out}: {manifest['counts']['passages']} passages, components: "
@@ -74,6 +79,7 @@ def run_info(args) -> int:
     if manifest.get("generation"):
         print(f"generation: {manifest['generation']} (updated {manifest['updated_at']}); "
               f"rows {counts['rows']}, live {counts['passages']}, deleted {counts['deleted']}")
+        print(f"segments:   {', '.join(_segments(manifest))}")
         for step in manifest.get("history", [])[-5:]:
             print(f"            gen {step['generation']}: {step['op']} +{step['added']} "
                   f"-{step['deleted']} in {step['seconds']} s ({step['at']})")
@@ -82,3 +88,25 @@ def run_info(args) -> int:
           f"{args.verify} check ok")
     print(f"build (s):  {manifest['build_seconds']}")
     return 0
+
+
+def _segments(manifest: dict) -> list[str]:
+    """What a living index is made of now, one phrase per component."""
+    parts, components, files = [], manifest["components"], manifest["files"]
+    if "bm25" in components:
+        bm25 = components["bm25"]
+        parts.append(f"bm25 base {bm25.get('base') or 'build'} + {len(bm25.get('segments', []))} "
+                     f"segment(s), {bm25.get('n_live', '?')} live of {bm25.get('n_rows', '?')} rows")
+    if "dense" in components:
+        dense = components["dense"]
+        added = sum(s["count"] for s in dense.get("segments", []))
+        parts.append(f"dense {len(dense.get('segments', []))} appended segment(s) "
+                     f"({added} rows), {dense.get('deleted', {}).get('count', 0)} deleted")
+        index = dense["index"]
+        if index.get("kind") == "spann" and "n_live_heads" in index:
+            postings = index["postings"]
+            size = files.get(f"dense/spann/{postings['file']}", {}).get("min_size", 0)
+            parts.append(f"spann {index['n_live_heads']} live heads ({index['n_dead_heads']} "
+                         f"dead), {index['n_valid_entries']} of {index['n_entries']} entries "
+                         f"valid, {postings['file']} {size / 1e6:.1f} MB")
+    return parts
