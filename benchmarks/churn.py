@@ -169,7 +169,7 @@ def main() -> None:
                     per_round / (stats["update_s"] + stats["commit_s"]), 1)
                 changes = summary.get("changes", {})
                 stats.update({k: changes.get(k, 0) for k in
-                              ("splits", "merges", "reassigned", "relocations")})
+                              ("splits", "trimmed", "merges", "reassigned", "relocations")})
                 stats["appended_mb"] = round(changes.get("bytes_appended", 0) / 1e6, 1)
             folder = lire_dir if name == "lire" else append_dir
             with SpannIndex.open(folder, generation=r if r else None, verify="size") as index:

@@ -50,7 +50,7 @@ from searchagent.errors import InputError
 ABSENT, DELETED, CYCLE = 0xFF, 0x80, 127
 MAX_ROUNDS = 8           # reassignment rounds after one batch (cascading splits)
 RNG_BLOCK = 1024         # vectors per rng_select call (it builds (b, m, m) distances)
-COUNTERS = ("inserts", "deletes", "splits", "merges", "reassigned", "merge_moved",
+COUNTERS = ("inserts", "deletes", "splits", "trimmed", "merges", "reassigned", "merge_moved",
             "relocations", "compactions", "bytes_appended")
 
 __all__ = ["SpannUpdater", "rollback", "cleanup"]
@@ -211,6 +211,8 @@ class SpannUpdater(Rebalancer):
         store = self.store
         if not self.append_only and store.count(p) + len(ids) > self.cap:
             if int(valid_mask(store.ids[p], self.versions).sum()) + len(ids) > self.cap:
+                if self._trim(p, ids, vectors):
+                    return None
                 return self._split(p, ids, vectors)
         if store.append(p, ids, vectors):
             return None

@@ -58,6 +58,9 @@ def one_blas_thread():
         yield
 
 
+TRIM_TO = 0.75           # a trimmed posting keeps at most this share of cap (and its own vectors)
+
+
 class Rebalancer:
     """Mixin: needs the ``SpannUpdater`` state (store, heads, versions, params, ...)."""
 
@@ -81,6 +84,35 @@ class Rebalancer:
         for i, group in enumerate(groups):
             label[group] = i
         return self._candidates(old_centre, new, centres, ids, x, label)
+
+    def _trim(self, p: int, ids: np.ndarray, vectors: np.ndarray) -> bool:
+        """The build's cap rule on a posting that would pass ``cap``: drop its redundant
+        replicas (entries of rows whose nearest live head holds a valid entry of theirs),
+        farthest from its head first, down to ``TRIM_TO`` of ``cap`` so the next appends
+        go in place. False when that cannot bring it under ``cap``: then it splits. The
+        build fills most postings to ``cap`` with replicas, so without this nearly every
+        early insert would split a posting whose own vectors fit."""
+        old_ids, old_vectors = self.store.read(p, self.versions)
+        ids = np.concatenate([old_ids, ids])
+        data = np.concatenate([old_vectors, vectors.astype(self.dtype, copy=False)])
+        x = data.astype(np.float32)
+        near = self.heads.search(x, 1, self.ef)[1][:, 0]
+        redundant = np.zeros(len(ids), dtype=bool)
+        elsewhere = near != p
+        for head in np.unique(near[elsewhere & (near >= 0)]):
+            group = np.flatnonzero(elsewhere & (near == head))
+            redundant[group] = np.isin(ids[group], self.store.ids[head])
+        own = len(ids) - int(redundant.sum())
+        if own > self.cap:
+            return False
+        excess = len(ids) - max(own, int(TRIM_TO * self.cap))
+        far = np.flatnonzero(redundant)
+        far = far[np.argsort(-((x[far] - self.heads.heads[p]) ** 2).sum(axis=1))][:excess]
+        keep = np.ones(len(ids), dtype=bool)
+        keep[far] = False
+        self.store.rewrite(p, ids[keep], data[keep], self.cap)
+        self._count("trimmed", len(far))
+        return True
 
     def _partition(self, x: np.ndarray) -> list[np.ndarray]:
         """Index groups of ``x``, each at most ``cap`` (``x`` itself has more)."""
