@@ -103,6 +103,15 @@ class SpannUpdater(Rebalancer):
                                int(self.params.get("hnsw_m", 32)))
         self.counters = {key: int(meta.get("counters", {}).get(key, 0)) for key in COUNTERS}
         self.changes = dict.fromkeys(COUNTERS, 0)
+        self.copies = self._valid_copies()
+
+    def _valid_copies(self) -> np.ndarray:
+        """Valid entries per row over the live postings (what lets a trim drop a replica
+        without losing its vector)."""
+        parts = [self.store.ids[p] for p in np.flatnonzero(self.store.live())]
+        ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        ids = ids[valid_mask(ids, self.versions)]
+        return np.bincount(ids & ROW_MASK, minlength=len(self.versions)).astype(np.int32)
 
     def _count(self, key: str, n: int) -> None:
         self.counters[key] += int(n)
@@ -131,6 +140,8 @@ class SpannUpdater(Rebalancer):
             grown = np.full(int(rows.max()) + 1, ABSENT, dtype=np.uint8)
             grown[:len(self.versions)] = self.versions
             self.versions = grown
+            self.copies = np.concatenate([self.copies, np.zeros(len(grown) - len(self.copies),
+                                                                dtype=np.int32)])
         self.versions[rows] = 0
         with one_blas_thread():
             for start in range(0, len(rows), self.batch):
@@ -195,7 +206,9 @@ class SpannUpdater(Rebalancer):
         pending = []
         for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(target)]])):
             keep = self._room_for_replicas(int(target[a]), primary[a:b])
-            moved = self._append(int(target[a]), entry[a:b][keep], stored[src[a:b][keep]])
+            self.copies[rows[src[a:b][keep]]] += 1
+            moved = self._append(int(target[a]), entry[a:b][keep], stored[src[a:b][keep]],
+                                 primary[a:b][keep])
             if moved is not None and len(moved[0]):
                 pending.append(moved)
         return pending + self._neighbours()
@@ -206,12 +219,12 @@ class SpannUpdater(Rebalancer):
         room = max(0, self.cap - self.store.count(p) - int(primary.sum()))
         return primary | (np.cumsum(~primary) <= room)
 
-    def _append(self, p: int, ids: np.ndarray, vectors: np.ndarray):
+    def _append(self, p: int, ids: np.ndarray, vectors: np.ndarray, primary: np.ndarray):
         """Add entries to posting ``p``: in place, relocated, or split (LIRE)."""
         store = self.store
         if not self.append_only and store.count(p) + len(ids) > self.cap:
             if int(valid_mask(store.ids[p], self.versions).sum()) + len(ids) > self.cap:
-                if self._trim(p, ids, vectors):
+                if self._trim(p, ids, vectors, primary):
                     return None
                 return self._split(p, ids, vectors)
         if store.append(p, ids, vectors):
@@ -224,6 +237,7 @@ class SpannUpdater(Rebalancer):
 
     def _bump(self, rows: np.ndarray) -> None:
         self.versions[rows] = (self.versions[rows].astype(np.int64) + 1) % CYCLE
+        self.copies[rows] = 0                     # every entry of theirs went stale
 
     def _misplaced(self, rows: np.ndarray, vectors: np.ndarray):
         """The live rows among ``rows`` whose nearest live head holds no valid entry of

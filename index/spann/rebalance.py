@@ -59,6 +59,7 @@ def one_blas_thread():
 
 
 TRIM_TO = 0.75           # a trimmed posting keeps at most this share of cap (and its own vectors)
+TRIM_ROOM = 0.875        # trim only when that leaves room under cap for cap / 8 more appends
 
 
 class Rebalancer:
@@ -85,31 +86,29 @@ class Rebalancer:
             label[group] = i
         return self._candidates(old_centre, new, centres, ids, x, label)
 
-    def _trim(self, p: int, ids: np.ndarray, vectors: np.ndarray) -> bool:
+    def _trim(self, p: int, ids: np.ndarray, vectors: np.ndarray, primary: np.ndarray) -> bool:
         """The build's cap rule on a posting that would pass ``cap``: drop its redundant
-        replicas (entries of rows whose nearest live head holds a valid entry of theirs),
-        farthest from its head first, down to ``TRIM_TO`` of ``cap`` so the next appends
-        go in place. False when that cannot bring it under ``cap``: then it splits. The
+        replicas (entries of rows with another valid entry elsewhere, ``copies`` > 1; never
+        the nearest-head entry of a vector placed now), farthest from its head first, down to ``TRIM_TO`` of ``cap`` so the next appends
+        go in place. False when its own vectors alone fill ``TRIM_ROOM`` of ``cap`` (a
+        trim would free too little and repeat at every append): then it splits. The
         build fills most postings to ``cap`` with replicas, so without this nearly every
         early insert would split a posting whose own vectors fit."""
         old_ids, old_vectors = self.store.read(p, self.versions)
         ids = np.concatenate([old_ids, ids])
         data = np.concatenate([old_vectors, vectors.astype(self.dtype, copy=False)])
         x = data.astype(np.float32)
-        near = self.heads.search(x, 1, self.ef)[1][:, 0]
-        redundant = np.zeros(len(ids), dtype=bool)
-        elsewhere = near != p
-        for head in np.unique(near[elsewhere & (near >= 0)]):
-            group = np.flatnonzero(elsewhere & (near == head))
-            redundant[group] = np.isin(ids[group], self.store.ids[head])
+        redundant = self.copies[ids & ROW_MASK] > 1
+        redundant[len(old_ids):] &= ~primary
         own = len(ids) - int(redundant.sum())
-        if own > self.cap:
+        if own > TRIM_ROOM * self.cap:   # mostly its own vectors: trimming frees too little
             return False
         excess = len(ids) - max(own, int(TRIM_TO * self.cap))
         far = np.flatnonzero(redundant)
         far = far[np.argsort(-((x[far] - self.heads.heads[p]) ** 2).sum(axis=1))][:excess]
         keep = np.ones(len(ids), dtype=bool)
         keep[far] = False
+        self.copies[ids[far] & ROW_MASK] -= 1
         self.store.rewrite(p, ids[keep], data[keep], self.cap)
         self._count("trimmed", len(far))
         return True
@@ -207,6 +206,7 @@ class Rebalancer:
                 continue
             self.store.kill(int(p))
             self.heads.kill(int(p))
+            self.copies[ids & ROW_MASK] -= 1
             self._count("merges", 1)
             if not len(ids):
                 continue
