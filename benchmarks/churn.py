@@ -9,7 +9,8 @@ delete 1% of the live vectors and insert 1% new ones drawn from the mixture with
 cluster weights shifted a little further each round (the distribution drifts; queries are
 drawn from the current mixture). After every round, for (a) LIRE and (b) append-only:
 recall@10 against exact search over the live vectors at fixed search settings, warm
-single-query p50/p99 latency, postings read per query, posting lengths, disk bytes and
+single-query p50/p99 latency (and at the end, interleaved side by side:
+``churn_latency.py``), postings read per query, posting lengths, disk bytes and
 insert throughput (vectors/s, embedding excluded; commit time separately). At the end (c)
 a full rebuild over the live vectors, measured the same way. Writes
 ``benchmarks/results/churn.json``, ``churn.md`` and ``churn.png``.
@@ -190,9 +191,14 @@ def main() -> None:
         rebuild.update(posting_lengths(index))
     rebuild.update({"build_s": round(rebuild_s, 1),
                     "disk_mb": round(folder_bytes(rebuild_dir) / 1e6, 1)})
+    from benchmarks.churn_latency import side_by_side, systems_of   # (it imports this module)
+
+    for updater in updaters.values():
+        updater.close()
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "n": n, "dim": dim,
               "per_round": per_round, "build_s": round(build_s, 1), "build": build,
-              "rounds": rounds, "rebuild": rebuild}
+              "rounds": rounds, "rebuild": rebuild,
+              "side_by_side": side_by_side(systems_of(args.out, args.rounds), queries, params)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = report(result)

@@ -1,0 +1,79 @@
+"""Warm latency of the churn experiment's indexes side by side, interleaved, at the end.
+
+    .venv/bin/python -m benchmarks.churn_latency --out bench-out/churn --rounds 20
+
+Per-round latencies in ``benchmarks/churn.py`` are taken minutes apart on a shared machine,
+so other load moves them more than the index does. Here the build (generation 0, still
+readable: updates never change its bytes), (a) LIRE and (b) append-only at the last round,
+and (c) the rebuild answer the same queries in alternating passes; each system's p50/p99
+is the median over the passes. Adds ``side_by_side`` to ``benchmarks/results/churn.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.ann_data import Mixture
+from benchmarks.churn import K, RESULTS, drifted
+from index.spann import SpannIndex
+
+
+def side_by_side(systems: dict[str, tuple[Path, int | None]], queries: np.ndarray,
+                 params: dict, passes: int = 5) -> dict[str, dict]:
+    opened = {name: SpannIndex.open(folder, generation=gen, verify="size")
+              for name, (folder, gen) in systems.items()}
+    times: dict[str, list[list[float]]] = {name: [] for name in opened}
+    try:
+        for index in opened.values():
+            index.search(queries[:50], K, params=params)               # warm up
+        for _ in range(passes):
+            for name, index in opened.items():
+                seconds = []
+                for query in queries:
+                    tick = time.perf_counter()
+                    index.search(query[None], K, params=params)
+                    seconds.append(time.perf_counter() - tick)
+                times[name].append(seconds)
+    finally:
+        for index in opened.values():
+            index.close()
+    return {name: {"p50_ms": round(1e3 * float(np.median([np.percentile(s, 50) for s in runs])), 3),
+                   "p99_ms": round(1e3 * float(np.median([np.percentile(s, 99) for s in runs])), 3),
+                   "passes": passes}
+            for name, runs in times.items()}
+
+
+def systems_of(out: Path, rounds: int) -> dict[str, tuple[Path, int | None]]:
+    return {"build (round 0)": (out / "lire", 0), "(a) LIRE": (out / "lire", rounds),
+            "(b) append-only": (out / "append", rounds), "(c) rebuild": (out / "rebuild", None)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out/churn"))
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--drift", type=float, default=0.1)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--max-postings", type=int, default=80)
+    parser.add_argument("--name", default="churn")
+    args = parser.parse_args()
+    mixture = Mixture(max(10, args.n // 1000), 384, 0)
+    queries = drifted(mixture, args.rounds, args.drift, 11).draw(args.queries, 5000 + args.rounds)
+    result = side_by_side(systems_of(args.out, args.rounds), queries,
+                          {"max_postings": args.max_postings})
+    path = RESULTS / f"{args.name}.json"
+    data = json.loads(path.read_text())
+    data["side_by_side"] = result
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    for name, row in result.items():
+        print(f"{name:<18} p50 {row['p50_ms']:>7} ms   p99 {row['p99_ms']:>7} ms")
+
+
+if __name__ == "__main__":
+    main()
