@@ -88,8 +88,9 @@ class Rebalancer:
 
     def _trim(self, p: int, ids: np.ndarray, vectors: np.ndarray, primary: np.ndarray) -> bool:
         """The build's cap rule on a posting that would pass ``cap``: drop its redundant
-        replicas (entries of rows with another valid entry elsewhere, ``copies`` > 1; never
-        the nearest-head entry of a vector placed now), farthest from its head first, down to ``TRIM_TO`` of ``cap`` so the next appends
+        replicas (entries of rows with another valid entry elsewhere, ``copies`` > 1, whose
+        nearest live head is another one: a vector's home entry stays), farthest from its
+        head first, down to ``TRIM_TO`` of ``cap`` so the next appends
         go in place. False when its own vectors alone fill ``TRIM_ROOM`` of ``cap`` (a
         trim would free too little and repeat at every append): then it splits. The
         build fills most postings to ``cap`` with replicas, so without this nearly every
@@ -100,8 +101,13 @@ class Rebalancer:
         x = data.astype(np.float32)
         redundant = self.copies[ids & ROW_MASK] > 1
         redundant[len(old_ids):] &= ~primary
+        if len(ids) - int(redundant.sum()) > TRIM_ROOM * self.cap:
+            return False                 # mostly its own vectors: trimming frees too little
+        # of those, keep the entries whose nearest head is this one (their vector's home)
+        maybe = np.flatnonzero(redundant)
+        redundant[maybe[self.heads.search(x[maybe], 1, self.ef)[1][:, 0] == p]] = False
         own = len(ids) - int(redundant.sum())
-        if own > TRIM_ROOM * self.cap:   # mostly its own vectors: trimming frees too little
+        if own > TRIM_ROOM * self.cap:
             return False
         excess = len(ids) - max(own, int(TRIM_TO * self.cap))
         far = np.flatnonzero(redundant)
