@@ -122,7 +122,7 @@ class LivingIndex:
                 "generation": gen, "op": op, "at": _now(), "added": len(added),
                 "deleted": len(dead), "seconds": round(time.perf_counter() - started, 3)}]
             manifest = {**self.manifest, "generation": gen, "updated_at": _now(),
-                        "counts": {"passages": counts["live"], "rows": counts["rows"],
+                        "counts": {"passages": counts["live"], "rows": n_rows,
                                    "deleted": counts["deleted"]},
                         "components": components, "files": files, "history": history}
             durable_write(self.folder / MANIFEST,
