@@ -101,3 +101,30 @@ def test_before_any_measurement_the_configured_prior_decides(searcher, generator
         assert "searchagent_rejected_requests_total 4" in metrics
     finally:
         server.close()
+
+
+def test_demand_is_run_time_over_the_requests_running_beside_it():
+    """The model behind admission, on a fake clock: four requests that ran side by side for
+    16 s each demanded 4 s of the shared generator apiece, so with a 20 s deadline five fit
+    ((4 + 1) x 4 s); run time alone (16 s) would have let four free sessions admit work that
+    could not finish."""
+    from searchagent.server.limits import Admission
+
+    now = [0.0]
+    admission = Admission(sessions=4, max_queue=8, deadline_s=20.0, expected_service_s=5.0,
+                          clock=lambda: now[0])
+    assert [admission.try_acquire()[0] for _ in range(5)] == [True] * 4 + [False]
+    now[0] = 16.0
+    for _ in range(4):
+        admission.release(16.0)
+    assert admission.service_s == pytest.approx(4.0)
+    results = [admission.try_acquire() for _ in range(6)]
+    assert [ok for ok, _ in results] == [True] * 5 + [False]
+    assert results[-1][1] == 4                     # one must finish first: 4 s
+    now[0] = 26.0                                  # one ran alone for 10 s: demand 10 s
+    for _ in range(5):
+        admission.release(None)                    # failures are not measurements
+    admission.try_acquire()
+    now[0] = 36.0
+    admission.release(10.0)
+    assert admission.service_s == pytest.approx(0.3 * 10.0 + 0.7 * 4.0)

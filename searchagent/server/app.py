@@ -131,8 +131,9 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
         admitted, wait = admission.try_acquire()
         if not admitted:
             return error(429, "too many requests in flight",
-                         f"{admission.admitted} admitted ({admission.sessions} at once, "
-                         f"~{admission.service_s:.1f} s each): a new one would not finish within "
+                         f"{admission.admitted} admitted ({admission.sessions} at once, each "
+                         f"~{admission.service_s:.1f} s of shared generator time): a new one "
+                         f"would not finish within "
                          f"server.request_timeout_s={config.server.request_timeout_s}",
                          headers={"Retry-After": str(wait)})
         ctx = {key: value for key, value in (("k", body.k), ("max_hops", body.max_hops),

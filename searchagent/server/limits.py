@@ -6,6 +6,8 @@ import hmac
 import json
 import math
 import threading
+import time
+from collections import deque
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/")
 OPEN_PREFIXES = ("/static/",)          # the web page's script and style sheet
@@ -94,57 +96,73 @@ class ApiKeyMiddleware:
 
 
 class Admission:
-    """Deadline-aware admission for answer requests.
+    """Deadline-aware admission for answer requests, by measured demand.
 
-    ``service_s`` is the measured service time (an EWMA of finished requests' run time;
-    before any finishes, ``expected_service_s`` or else the whole deadline). With ``n``
-    requests admitted, a new one would wait ``ceil(max(0, n - sessions + 1) / sessions) *
-    service_s`` for a slot; it is admitted when a slot is free, or when that wait plus
-    ``service_s`` fits in ``deadline_s`` (and ``n < capacity``). Otherwise it is refused
-    with ``Retry-After`` = the predicted time until enough admitted requests finish for
-    one more to fit (they finish at ``sessions / service_s`` a second)."""
+    The generator is shared: requests running side by side slow each other down (on a
+    2-core machine a request's run time grows about linearly with the number beside it).
+    So each finished request yields its *demand*: run time / the average number of
+    requests running while it ran (a time-weighted count). ``service_s`` is an EWMA of
+    demands (before any finishes: ``expected_service_s``, else the whole deadline). With
+    ``n`` requests admitted, a new one finishes after about ``(n + 1) * service_s``: it is
+    admitted when that fits in ``deadline_s`` (and ``n < capacity``), or when nothing is
+    admitted (so there is always something to measure). Otherwise it is refused with
+    ``Retry-After`` = the time for enough admitted requests to finish, one per
+    ``service_s``. Measuring per-request run time alone (the previous rule) let a free
+    session admit requests that then ran too slowly side by side to meet the deadline."""
 
     ALPHA = 0.3                                    # weight of the newest measurement
 
     def __init__(self, sessions: int, max_queue: int, deadline_s: float,
-                 expected_service_s: float = 0.0):
+                 expected_service_s: float = 0.0, clock=time.monotonic):
         self.sessions = max(1, sessions)
         self.capacity = self.sessions + max_queue
         self.deadline_s = deadline_s
         self.service_s = expected_service_s if expected_service_s > 0 else deadline_s
         self.measured = 0                          # finished requests measured so far
         self._lock = threading.Lock()
+        self._clock = clock
         self.admitted = 0
         self.rejected_total = 0
-
-    def _wait(self, n: int) -> float:
-        """Predicted queue wait of a request arriving with ``n`` admitted: its queue position
-        / sessions, in whole service times (requests started together finish together)."""
-        return math.ceil(max(0, n - self.sessions + 1) / self.sessions) * self.service_s
+        self._changes: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, running)
+        self._changes.append((clock(), 0))
 
     def _fits(self, n: int) -> bool:
-        return n < self.capacity and (n < self.sessions
-                                      or self._wait(n) + self.service_s <= self.deadline_s)
+        return n == 0 or (n < self.capacity and (n + 1) * self.service_s <= self.deadline_s)
+
+    def _set_admitted(self, n: int) -> None:
+        self.admitted = n
+        self._changes.append((self._clock(), min(n, self.sessions)))
+
+    def _mean_running(self, since: float, now: float) -> float:
+        """Time-weighted mean number of requests running over ``[since, now]``."""
+        area, end = 0.0, now
+        for at, running in reversed(self._changes):
+            area += running * max(0.0, end - max(at, since))
+            end = at
+            if at <= since:
+                break
+        return area / (now - since) if now > since else 1.0
 
     def try_acquire(self) -> tuple[bool, int]:
         """-> (admitted, Retry-After seconds for a refused request)."""
         with self._lock:
             n = self.admitted
             if self._fits(n):
-                self.admitted += 1
+                self._set_admitted(n + 1)
                 return True, 0
             self.rejected_total += 1
             fit = n - 1
-            while fit >= 0 and not self._fits(fit):
+            while fit > 0 and not self._fits(fit):
                 fit -= 1                           # the most admitted at which one fits
-            finishing = n - fit                    # requests that must finish first
-            return False, max(1, math.ceil(finishing * self.service_s / self.sessions))
+            return False, max(1, math.ceil((n - fit) * self.service_s))
 
     def release(self, service_s: float | None = None) -> None:
         """One admitted request finished; ``service_s`` is its run time when it counts."""
         with self._lock:
-            self.admitted -= 1
-            if service_s is not None:
-                self.service_s = (service_s if self.measured == 0 else
-                                  self.ALPHA * service_s + (1 - self.ALPHA) * self.service_s)
+            now = self._clock()
+            if service_s is not None and service_s > 0:
+                demand = service_s / max(1.0, self._mean_running(now - service_s, now))
+                self.service_s = (demand if self.measured == 0 else
+                                  self.ALPHA * demand + (1 - self.ALPHA) * self.service_s)
                 self.measured += 1
+            self._set_admitted(self.admitted - 1)
