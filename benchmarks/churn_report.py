@@ -56,7 +56,7 @@ def report(result: dict) -> str:
     ]
     if side:
         rows_side = [[name, s["p50_ms"], s["p99_ms"]] for name, s in side.items()]
-        extra = ["", "Warm latency side by side at the end (median over interleaved passes):",
+        extra = ["", "Warm latency side by side at the end (each index warmed then timed in turn, twice; medians over passes):",
                  "", table(["index", "p50 ms", "p99 ms"], rows_side)]
     else:
         extra = []
