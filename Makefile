@@ -31,8 +31,9 @@ browser:
 	  || echo "chromium could not be installed; the browser test will skip"; \
 	fi
 
-# The tests also cover the optional embedding backends (ONNX Runtime, OpenVINO).
-TEST_EXTRAS ?= onnx,openvino
+# The tests also cover the optional extras: embedding backends (ONNX Runtime, OpenVINO)
+# and the distributed build (a local Ray).
+TEST_EXTRAS ?= onnx,openvino,ray
 $(VENV)/.test-extras: $(VENV)/.installed
 	$(PIP) install --quiet -e ".[$(TEST_EXTRAS)]"
 	touch $@

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from index.corpus import file_sha256, read_corpus
+from index.corpus import file_sha256, load_corpus
 from index.faiss_index import FaissIndex, build_faiss
 from index.manifest import atomic_folder, write_manifest
-from retrievers.bm25 import BM25Index
-from retrievers.docstore import DocStore, write_docstore
+from retrievers.bm25_build import build_bm25_files
+from retrievers.docstore import BUILD_MEMORY_LIMIT, DocStore
 from retrievers.encoder import Encoder, cache_folder, passage_text
 from retrievers.tokenize import tokenize
 from searchagent import __version__
@@ -30,24 +30,31 @@ SPANN_POSTINGS = "dense/spann/postings.bin"   # grows under updates; SPANN check
 
 
 def build_index(corpus: str | Path, out: str | Path, config: Config | None = None,
-                overwrite: bool = False) -> dict:
-    """Build every configured component; return the manifest."""
+                overwrite: bool = False, engine: str = "local", ray_address: str | None = None,
+                num_gpus: int = 0, num_cpus: int | None = None) -> dict:
+    """Build every configured component; return the manifest. ``engine="ray"`` builds the
+    same folder on Ray Data (``index.build_ray``; the other arguments are Ray's)."""
     config = config or Config()
     cfg = config.index
     if not (cfg.bm25 or cfg.dense):
         raise InputError("nothing to build: enable bm25 and/or dense", field="index")
     if cfg.dtype not in ("float16", "float32"):
         raise InputError("must be float16 or float32", field="index.dtype")
+    if engine == "ray":
+        from index.build_ray import build_index_ray
+
+        return build_index_ray(corpus, out, config, overwrite, address=ray_address,
+                               num_gpus=num_gpus, num_cpus=num_cpus)
+    if engine != "local":
+        raise InputError("must be local or ray", field="engine")
     corpus = Path(corpus)
     timings: dict[str, float] = {}
     components: dict[str, dict] = {}
     with atomic_folder(out, overwrite=overwrite) as tmp:
         start = time.perf_counter()
-        passages = tqdm(read_corpus(corpus, cfg.chunk_words, cfg.chunk_overlap),
-                        desc="docstore: reading corpus", unit="passage", mininterval=1.0)
-        count = write_docstore(tmp / "docs.duckdb", passages)
+        count = load_corpus(corpus, tmp / "docs.duckdb", cfg.chunk_words, cfg.chunk_overlap)
         timings["docstore"] = time.perf_counter() - start
-        docstore = DocStore(tmp / "docs.duckdb")
+        docstore = DocStore(tmp / "docs.duckdb", memory_limit=BUILD_MEMORY_LIMIT)
         try:
             if cfg.bm25:
                 start = time.perf_counter()
@@ -75,10 +82,9 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
 
 
 def _build_bm25(docstore: DocStore, folder: Path, cfg: IndexConfig) -> dict:
+    """``BM25Index.build(...).save(folder)``, streamed through disk (``bm25_build``)."""
     tokens = (tokenize(f"{title} {text}") for _, title, text in docstore.iter_texts())
-    index = BM25Index.build(tokens, k1=cfg.bm25_k1, b=cfg.bm25_b, total=docstore.size)
-    index.save(folder)
-    return {"vocab": len(index.vocab), "postings": int(len(index.indices)), **index.params}
+    return build_bm25_files(tokens, folder, k1=cfg.bm25_k1, b=cfg.bm25_b, total=docstore.size)
 
 
 def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:

@@ -51,11 +51,23 @@ class BM25Index:
             tfs.extend(counts.values())
             doc_len.append(len(tokens))
             doc_terms.append(len(counts))
+        return cls.from_counts(vocab, np.frombuffer(term_ids, np.int32),
+                               np.frombuffer(tfs, np.float32), np.frombuffer(doc_len, np.int32),
+                               np.frombuffer(doc_terms, np.int32), k1, b, epsilon)
+
+    @classmethod
+    def from_counts(cls, vocab: dict[str, int], terms: np.ndarray, tf: np.ndarray,
+                    doc_len: np.ndarray, doc_terms: np.ndarray, k1: float = 1.5,
+                    b: float = 0.75, epsilon: float = 0.25) -> "BM25Index":
+        """The index from counted documents, in document order: ``terms`` / ``tf`` hold
+        each document's distinct term ids and counts back to back, ``doc_terms`` how many
+        of them belong to each document and ``doc_len`` its token count. ``build`` counts
+        on one core; ``index.build_ray`` counts in parallel and lands here too."""
         n_docs = len(doc_len)
-        terms = np.frombuffer(term_ids, dtype=np.int32)
-        tf = np.frombuffer(tfs, dtype=np.float32).astype(np.float64)
-        docs_ = np.repeat(np.arange(n_docs, dtype=np.int32), np.frombuffer(doc_terms, np.int32))
-        lengths = np.frombuffer(doc_len, dtype=np.int32).astype(np.float64)
+        terms = np.asarray(terms, dtype=np.int32)
+        tf = np.asarray(tf).astype(np.float64)
+        docs_ = np.repeat(np.arange(n_docs, dtype=np.int32), np.asarray(doc_terms, np.int32))
+        lengths = np.asarray(doc_len, dtype=np.int32).astype(np.float64)
         avgdl = lengths.mean() if n_docs else 0.0
 
         df = np.bincount(terms, minlength=len(vocab)).astype(np.float64)
@@ -71,7 +83,7 @@ class BM25Index:
         np.cumsum(df.astype(np.int64), out=indptr[1:])
         params = {"k1": k1, "b": b, "epsilon": epsilon, "avgdl": float(avgdl)}
         return cls(vocab, indptr, docs_, data, n_docs, params, tf=count_array(tf),
-                   doclen=np.frombuffer(doc_len, dtype=np.int32).copy())
+                   doclen=np.array(doc_len, dtype=np.int32))
 
     def _postings(self, tokens: list[str]) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """(doc rows, impacts, query count) for each known query term."""

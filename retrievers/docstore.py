@@ -19,55 +19,105 @@ from searchagent.types import Hit, Passage
 
 SCHEMA = ("CREATE TABLE passages (row BIGINT NOT NULL, id VARCHAR NOT NULL, "
           "title VARCHAR NOT NULL, text VARCHAR NOT NULL)")
+# DuckDB's buffer pool (blocks read or written, aggregates) may otherwise grow to 80% of the
+# machine's memory; an index build caps it so that its memory does not grow with the corpus
+# (DuckDB spills to a temporary folder next to the file beyond this).
+BUILD_MEMORY_LIMIT = "256MB"
 
 
-def write_docstore(path: str | Path, passages: Iterable[Passage], batch: int = 50_000) -> int:
-    """Bulk-load passages in order (row = position) through a JSONL staging file."""
-    con = duckdb.connect(str(path))
+def write_docstore(path: str | Path, passages: Iterable, batch: int = 50_000,
+                   sources: str | Path | None = None) -> int:
+    """Bulk-load passages in order (row = position) through a JSONL staging file.
+
+    With ``sources`` (a DuckDB file to create), the items are ``(line, source id, passage)``:
+    each corpus record's line and id (``None`` for its second and later chunks) are loaded
+    there for ``pop_duplicate_source``, so no set of ids is held in memory."""
+    con = duckdb.connect(str(path), config={"memory_limit": BUILD_MEMORY_LIMIT})
     con.execute(SCHEMA)
+    if sources is not None:
+        con.execute("ATTACH ? AS origin", [str(sources)])
+        con.execute("CREATE TABLE origin.sources (line BIGINT NOT NULL, id VARCHAR NOT NULL)")
     count = 0
-    fd, staging = tempfile.mkstemp(suffix=".jsonl", dir=os.path.dirname(os.path.abspath(path)))
+    folder = os.path.dirname(os.path.abspath(path))
+    staging = [tempfile.mkstemp(suffix=".jsonl", dir=folder) for _ in range(2)]
 
-    def flush(lines: list[str]) -> None:
-        with open(staging, "w", encoding="utf-8") as out:
-            out.writelines(lines)
+    def flush(lines: list[str], origins: list[str]) -> None:
+        for (_, staged), rows in zip(staging, (lines, origins)):
+            with open(staged, "w", encoding="utf-8") as out:
+                out.writelines(rows)
         con.execute("INSERT INTO passages SELECT row, id, title, text FROM read_json(?, "
                     "columns={'row': 'BIGINT', 'id': 'VARCHAR', 'title': 'VARCHAR', "
                     "'text': 'VARCHAR'}, format='newline_delimited', "
-                    "maximum_object_size=67108864)", [staging])
+                    "maximum_object_size=67108864)", [staging[0][1]])
+        if origins:
+            con.execute("INSERT INTO origin.sources SELECT line, id FROM read_json(?, "
+                        "columns={'line': 'BIGINT', 'id': 'VARCHAR'}, "
+                        "format='newline_delimited', maximum_object_size=67108864)",
+                        [staging[1][1]])
 
     try:
-        os.close(fd)
+        for fd, _ in staging:
+            os.close(fd)
         lines: list[str] = []
-        for passage in passages:
+        origins: list[str] = []
+        for item in passages:
+            if sources is not None:
+                line, source, passage = item
+                if source is not None:
+                    origins.append(json.dumps({"line": line, "id": source}) + "\n")
+            else:
+                passage = item
             lines.append(json.dumps({"row": count, "id": passage.id, "title": passage.title,
                                      "text": passage.text}) + "\n")
             count += 1
             if len(lines) >= batch:
-                flush(lines)
-                lines = []
+                flush(lines, origins)
+                lines, origins = [], []
         if lines:
-            flush(lines)
+            flush(lines, origins)
         con.execute("CHECKPOINT")
     finally:
         con.close()
-        os.unlink(staging)
+        for _, staged in staging:
+            os.unlink(staged)
     return count
+
+
+def pop_duplicate_source(sources: str | Path) -> tuple[str, int, int] | None:
+    """The first repeated corpus id in the ``sources`` file that ``write_docstore`` filled,
+    as (id, its first line, the line that repeats it), the repeat earliest in the file;
+    ``None`` if every id is unique. The file is deleted either way."""
+    con = duckdb.connect(str(sources), config={"memory_limit": BUILD_MEMORY_LIMIT})
+    try:
+        found = con.execute(
+            "WITH dup AS (SELECT id, min(line) AS first FROM sources GROUP BY id "
+            "HAVING count(*) > 1) "
+            "SELECT s.id, dup.first, min(s.line) AS again FROM sources s JOIN dup "
+            "ON s.id = dup.id AND s.line > dup.first GROUP BY s.id, dup.first "
+            "ORDER BY again LIMIT 1").fetchone()
+    finally:
+        con.close()
+        for leftover in (Path(sources), Path(f"{sources}.wal")):
+            leftover.unlink(missing_ok=True)
+    return None if found is None else (found[0], int(found[1]), int(found[2]))
 
 
 class DocStore:
     """Read access to the passages; safe to share between threads.
 
     ``writable`` opens the file for updates (``docstore_live.LiveDocStore``); DuckDB then
-    locks it against other processes.
+    locks it against other processes. ``memory_limit`` caps DuckDB's buffer pool (an index
+    build passes ``BUILD_MEMORY_LIMIT``; a server keeps DuckDB's default cache).
     """
 
-    def __init__(self, path: str | Path, writable: bool = False):
+    def __init__(self, path: str | Path, writable: bool = False,
+                 memory_limit: str | None = None):
         self.path = path = Path(path)
         if not path.is_file():
             raise IndexFormatError(f"doc store missing: {path}")
         try:
-            self._con = duckdb.connect(str(path), read_only=not writable)
+            config = {} if memory_limit is None else {"memory_limit": memory_limit}
+            self._con = duckdb.connect(str(path), read_only=not writable, config=config)
             self.size = self._con.execute("SELECT count(*) FROM passages").fetchone()[0]
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
@@ -116,11 +166,17 @@ class DocStore:
         return dict(result)
 
     def iter_texts(self, batch: int = 10_000) -> Iterable[tuple[int, str, str]]:
-        """Yield (row, title, text) in row order, for building indexes."""
+        """Yield (row, title, text) in row order, for building indexes.
+
+        One query per range of ``batch`` rows: a single ``ORDER BY row`` over the table
+        would sort all of it in memory (hundreds of MB at 1M passages); a range is found by
+        the row groups' min/max, so memory stays flat for any corpus size."""
         cursor = self._con.cursor()
-        cursor.execute("SELECT row, title, text FROM passages ORDER BY row")
-        while chunk := cursor.fetchmany(batch):
-            yield from chunk
+        end = cursor.execute("SELECT max(row) + 1 FROM passages").fetchone()[0] or 0
+        for start in range(0, end, batch):
+            yield from cursor.execute("SELECT row, title, text FROM passages WHERE row >= ? "
+                                      "AND row < ? ORDER BY row", [start, start + batch]
+                                      ).fetchall()
 
     def close(self) -> None:
         self._con.close()

@@ -30,6 +30,15 @@ def register(sub) -> None:
                        help="runtime of the embedder (default torch; auto: the fastest that "
                        "keeps cosine >= 0.999 to torch here); queries use the same one")
     build.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    build.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="ray: a distributed build on Ray Data (pip install "
+                       "'searchagent[ray]'); the same index folder")
+    build.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster ('auto' or "
+                       "HOST:PORT; default: start Ray on this machine)")
+    build.add_argument("--num-gpus", type=int, default=0,
+                       help="ray: embedding actors, one per GPU (0: CPU actors)")
+    build.add_argument("--num-cpus", type=int, help="ray: cores of the Ray started here "
+                       "(default: all)")
     build.set_defaults(func=run_build)
 
     info = actions.add_parser("info", help="print an index's manifest summary")
@@ -56,7 +65,9 @@ def run_build(args) -> int:
         "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size,
         "embed_backend": args.embed_backend}}
     config = load_config(args.config, cli=cli)
-    manifest = build_index(args.corpus, args.out, config, overwrite=args.overwrite)
+    manifest = build_index(args.corpus, args.out, config, overwrite=args.overwrite,
+                           engine=args.engine, ray_address=args.ray_address,
+                           num_gpus=args.num_gpus, num_cpus=args.num_cpus)
     print(f"built {args.out}: {manifest['counts']['passages']} passages, components: "
           f"{', '.join(manifest['components'])}; seconds per stage: {manifest['build_seconds']}")
     return 0

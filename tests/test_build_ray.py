@@ -1,0 +1,119 @@
+"""``build_index(..., engine="ray")`` writes the same index as the local build."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from index.build import build_index
+from retrievers.bm25 import BM25Index
+from retrievers.docstore import DocStore
+from retrievers.searcher import Searcher
+from retrievers.tokenize import tokenize
+from searchagent.config import load_config
+from searchagent.errors import InputError
+from tests.conftest import sample_passages
+
+QUERIES = ["film director born", "band first album", "river flows through the city",
+           "football club league", "a singer-songwriter group from Birmingham, Alabama"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        print(f"skipping: Ray Data is not installed ({exc}); pip install 'searchagent[ray]'")
+        pytest.skip(f"Ray Data is not installed: {exc}")
+    started = not ray.is_initialized()
+    if started:      # one small Ray for the module; build_index leaves a running one up
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level="WARNING")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def both(ray_session, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray-build")
+    corpus = folder / "corpus.jsonl"
+    passages = sample_passages(64)
+    passages[5] = {"id": passages[5]["id"], "contents": f"{passages[5]['title']}\n"
+                   f"{passages[5]['text']}"}                       # the other line shape
+    corpus.write_text("\n".join(json.dumps(p) for p in passages) + "\n\n")  # a blank line
+    config = load_config(env={}, cli={"index": {"dtype": "float32", "batch_size": 16}})
+    local = build_index(corpus, folder / "local", config)
+    ray_manifest = build_index(corpus, folder / "ray", config, engine="ray")
+    return folder / "local", folder / "ray", local, ray_manifest, config
+
+
+def test_same_doc_store_bm25_and_vectors(both):
+    local, remote, local_manifest, manifest = both[:4]
+    assert manifest["engine"] == "ray" and manifest["ray"]["version"]
+    assert manifest["counts"] == local_manifest["counts"] == {"passages": 64}
+    assert manifest["components"]["bm25"] == local_manifest["components"]["bm25"]
+    for key in ("model", "dim", "dtype", "index"):
+        assert manifest["components"]["dense"][key] == local_manifest["components"]["dense"][key]
+    assert set(manifest["files"]) == set(local_manifest["files"])
+    for name in ("config.json", "bm25/vocab.json", "bm25/params.json"):     # byte for byte
+        assert manifest["files"][name] == local_manifest["files"][name], name
+    with np.load(local / "bm25/postings.npz") as x, np.load(remote / "bm25/postings.npz") as y:
+        assert x.files == y.files
+        for name in x.files:            # indptr, indices, data (impacts), tf, doclen
+            np.testing.assert_array_equal(x[name], y[name])
+            assert x[name].dtype == y[name].dtype
+    a, b = DocStore(local / "docs.duckdb"), DocStore(remote / "docs.duckdb")
+    rows = list(range(a.size))
+    assert a.size == b.size and a.fetch(rows) == b.fetch(rows)
+    assert list(a.iter_texts()) == list(b.iter_texts())
+    a.close(), b.close()
+    x, y = BM25Index.load(local / "bm25"), BM25Index.load(remote / "bm25")
+    for query in QUERIES:
+        np.testing.assert_array_equal(x.scores(tokenize(query)), y.scores(tokenize(query)))
+    u, v = np.load(local / "dense/embeddings.npy"), np.load(remote / "dense/embeddings.npy")
+    assert u.shape == v.shape == (64, 384) and v.dtype == np.float32
+    np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+def test_same_search_results(both):
+    local, remote, _, _, config = both
+    one, two = Searcher(local, config), Searcher(remote, config)
+    for query in QUERIES:
+        for mode in ("bm25", "dense", "hybrid"):
+            assert [h.id for h in one.search(query, 5, mode)] == \
+                [h.id for h in two.search(query, 5, mode)], (query, mode)
+    one.close(), two.close()
+
+
+def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    lines = [json.dumps(p) for p in sample_passages(30)]
+    config = load_config(env={}, cli={"index": {"dense": False}})
+    for changes, expected in (({17: '{"id": "x", "text": 3}'}, r"line 18, field 'text': must"),
+                              ({17: lines[3]}, r"line 18, field 'id': duplicate id"),
+                              ({17: '{"id": "x", "te'}, r"line 18: malformed JSON"),
+                              ({9: lines[2], 20: "[1]"}, r"line (10|21)")):  # first of two
+        corpus.write_text("\n".join(changes.get(i, line) for i, line in enumerate(lines)) + "\n")
+        with pytest.raises(InputError, match=r"c\.jsonl, " + expected) as local:
+            build_index(corpus, tmp_path / "idx", config)
+        with pytest.raises(InputError) as remote:
+            build_index(corpus, tmp_path / "idx", config, engine="ray")
+        assert str(remote.value) == str(local.value)
+        assert (remote.value.line, remote.value.field) == (local.value.line, local.value.field)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)           # as if not installed
+    monkeypatch.delitem(sys.modules, "index.build_ray", raising=False)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "fine"}\n')
+    with pytest.raises(InputError, match=r"pip install 'searchagent\[ray\]'"):
+        build_index(corpus, tmp_path / "idx", engine="ray")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
