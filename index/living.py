@@ -88,10 +88,17 @@ class LivingIndex:
         return {**summary, "deleted_ids": len(found),
                 "missing_ids": [i for i in ids if i not in found]}
 
-    def compact(self) -> dict:
+    def compact(self, drop_old: bool = False) -> dict:
         """Merge BM25 segments, rewrite SPANN postings without stale entries, drop the
-        text of deleted passages."""
-        return self._update("compact", [], [], None)
+        text of deleted passages. ``drop_old``: then delete the SPANN files only older
+        generations read (the old posting file with its relocated copies); only safe when
+        no reader in any process still uses an older generation (the CLI's case)."""
+        summary = self._update("compact", [], [], None)
+        if drop_old and (self.folder / SPANN).is_dir():
+            from index.spann.lire import cleanup
+
+            summary["removed"] = cleanup(self.folder / SPANN, summary["generation"])
+        return summary
 
     # -- one generation -----------------------------------------------------------------
 

@@ -67,8 +67,12 @@ def run_operation(operation, mode, url: str, failures: list[str], statuses: Coun
     def check(case):
         response = case.call(base_url=url, timeout=120)
         statuses[(label, mode.value, response.status_code)] += 1
+        # a 413 refuses the whole body before its fields are read (documented per route):
+        # for an invalid body that is a rejection too, whichever field made it invalid
+        applied = [c for c in checks if not (response.status_code == 413
+                                             and c is negative_data_rejection)]
         try:
-            case.validate_response(response, checks=checks)
+            case.validate_response(response, checks=applied)
         except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 -- collect them all
             failures.append(f"{label} [{mode.value}] {response.status_code} "
                             f"body={case.body!r:.200}: {exc!s:.600}")

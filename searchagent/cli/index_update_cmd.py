@@ -76,8 +76,8 @@ def run_delete(args) -> int:
 def run_compact(args) -> int:
     from index.living import LivingIndex
 
-    with LivingIndex(args.index_dir) as index:
-        return _report(index.compact())
+    with LivingIndex(args.index_dir) as index:   # no other process can read it meanwhile
+        return _report(index.compact(drop_old=True))
 
 
 def run_recover(args) -> int:
