@@ -12,7 +12,7 @@ seconds, its RSS before the stage (interpreter + imports) and its peak RSS (VmHW
   with today's ``write_docstore`` (DuckDB capped at ``BUILD_MEMORY_LIMIT``);
 - bm25, old: ``BM25Index.build(...).save(...)`` reading the doc store with one ORDER BY (as
   before); new: ``retrievers.bm25_build`` (the build's ``_build_bm25``) reading it range by
-  range with DuckDB's buffer pool capped (``BUILD_MEMORY_LIMIT``);
+  range with DuckDB's buffer pool capped (``BUILD_READ_MEMORY_LIMIT``);
 - embed (``--dense-sizes``): ``index.build._embed`` with the bundled embedder, which streams
   into a memory-mapped .npy, at two sizes to show that it stays flat.
 
@@ -64,7 +64,7 @@ def child(mode: str, corpus: Path, work: Path) -> dict:
     from index.corpus import load_corpus, read_corpus
     from retrievers.bm25 import BM25Index
     from retrievers.bm25_build import build_bm25_files
-    from retrievers.docstore import BUILD_MEMORY_LIMIT, DocStore, write_docstore
+    from retrievers.docstore import BUILD_READ_MEMORY_LIMIT, DocStore, write_docstore
     from retrievers.tokenize import tokenize
     from searchagent.config import IndexConfig
 
@@ -78,7 +78,7 @@ def child(mode: str, corpus: Path, work: Path) -> dict:
             count = load_corpus(corpus, db)
         extra = {"passages": count}
     else:
-        store = DocStore(db, memory_limit=None if mode == "bm25-old" else BUILD_MEMORY_LIMIT)
+        store = DocStore(db, memory_limit=None if mode == "bm25-old" else BUILD_READ_MEMORY_LIMIT)
         texts = old_iter_texts(store) if mode == "bm25-old" else store.iter_texts()
         tokens = (tokenize(f"{title} {text}") for _, title, text in texts)
         if mode == "bm25-old":

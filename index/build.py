@@ -17,7 +17,7 @@ from index.corpus import file_sha256, load_corpus
 from index.faiss_index import FaissIndex, build_faiss
 from index.manifest import atomic_folder, write_manifest
 from retrievers.bm25_build import build_bm25_files
-from retrievers.docstore import BUILD_MEMORY_LIMIT, DocStore
+from retrievers.docstore import BUILD_READ_MEMORY_LIMIT, DocStore
 from retrievers.encoder import Encoder, cache_folder, passage_text
 from retrievers.tokenize import tokenize
 from searchagent import __version__
@@ -54,7 +54,7 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
         start = time.perf_counter()
         count = load_corpus(corpus, tmp / "docs.duckdb", cfg.chunk_words, cfg.chunk_overlap)
         timings["docstore"] = time.perf_counter() - start
-        docstore = DocStore(tmp / "docs.duckdb", memory_limit=BUILD_MEMORY_LIMIT)
+        docstore = DocStore(tmp / "docs.duckdb", memory_limit=BUILD_READ_MEMORY_LIMIT)
         try:
             if cfg.bm25:
                 start = time.perf_counter()

@@ -20,9 +20,30 @@ from searchagent.types import Hit, Passage
 SCHEMA = ("CREATE TABLE passages (row BIGINT NOT NULL, id VARCHAR NOT NULL, "
           "title VARCHAR NOT NULL, text VARCHAR NOT NULL)")
 # DuckDB's buffer pool (blocks read or written, aggregates) may otherwise grow to 80% of the
-# machine's memory; an index build caps it so that its memory does not grow with the corpus
-# (DuckDB spills to a temporary folder next to the file beyond this).
-BUILD_MEMORY_LIMIT = "256MB"
+# machine's memory; an index build caps it so that its memory does not grow with the corpus.
+# Beyond a cap DuckDB spills (aggregates) or evicts (cached blocks); a statement that still
+# cannot run (passages of tens of MB) doubles the cap and runs again (``execute_growing``).
+BUILD_MEMORY_LIMIT = "256MB"        # loading: read_json alone takes 128 MiB buffers
+BUILD_READ_MEMORY_LIMIT = "96MB"    # reading passages back in row ranges
+_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def execute_growing(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None
+                    ) -> duckdb.DuckDBPyConnection:
+    """``con.execute``; on DuckDB's out-of-memory error, double the database's memory limit
+    (up to 80% of the machine's memory, DuckDB's default) and run the statement again (a
+    failed statement was rolled back)."""
+    while True:
+        try:
+            return con.execute(sql, params or [])
+        except duckdb.OutOfMemoryException:
+            number, unit = con.execute("SELECT current_setting('memory_limit')"
+                                       ).fetchone()[0].split()
+            now = float(number) * _UNITS[unit]
+            most = 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            if now >= most:
+                raise
+            con.execute(f"SET memory_limit = '{int(min(2 * now, most)) >> 20}MiB'")
 
 
 def write_docstore(path: str | Path, passages: Iterable, batch: int = 50_000,
@@ -45,12 +66,12 @@ def write_docstore(path: str | Path, passages: Iterable, batch: int = 50_000,
         for (_, staged), rows in zip(staging, (lines, origins)):
             with open(staged, "w", encoding="utf-8") as out:
                 out.writelines(rows)
-        con.execute("INSERT INTO passages SELECT row, id, title, text FROM read_json(?, "
+        execute_growing(con, "INSERT INTO passages SELECT row, id, title, text FROM read_json(?, "
                     "columns={'row': 'BIGINT', 'id': 'VARCHAR', 'title': 'VARCHAR', "
                     "'text': 'VARCHAR'}, format='newline_delimited', "
                     "maximum_object_size=67108864)", [staging[0][1]])
         if origins:
-            con.execute("INSERT INTO origin.sources SELECT line, id FROM read_json(?, "
+            execute_growing(con, "INSERT INTO origin.sources SELECT line, id FROM read_json(?, "
                         "columns={'line': 'BIGINT', 'id': 'VARCHAR'}, "
                         "format='newline_delimited', maximum_object_size=67108864)",
                         [staging[1][1]])
@@ -89,7 +110,8 @@ def pop_duplicate_source(sources: str | Path) -> tuple[str, int, int] | None:
     ``None`` if every id is unique. The file is deleted either way."""
     con = duckdb.connect(str(sources), config={"memory_limit": BUILD_MEMORY_LIMIT})
     try:
-        found = con.execute(
+        found = execute_growing(
+            con,
             "WITH dup AS (SELECT id, min(line) AS first FROM sources GROUP BY id "
             "HAVING count(*) > 1) "
             "SELECT s.id, dup.first, min(s.line) AS again FROM sources s JOIN dup "
@@ -107,7 +129,7 @@ class DocStore:
 
     ``writable`` opens the file for updates (``docstore_live.LiveDocStore``); DuckDB then
     locks it against other processes. ``memory_limit`` caps DuckDB's buffer pool (an index
-    build passes ``BUILD_MEMORY_LIMIT``; a server keeps DuckDB's default cache).
+    build passes ``BUILD_READ_MEMORY_LIMIT``; a server keeps DuckDB's default cache).
     """
 
     def __init__(self, path: str | Path, writable: bool = False,
@@ -174,9 +196,9 @@ class DocStore:
         cursor = self._con.cursor()
         end = cursor.execute("SELECT max(row) + 1 FROM passages").fetchone()[0] or 0
         for start in range(0, end, batch):
-            yield from cursor.execute("SELECT row, title, text FROM passages WHERE row >= ? "
-                                      "AND row < ? ORDER BY row", [start, start + batch]
-                                      ).fetchall()
+            yield from execute_growing(
+                cursor, "SELECT row, title, text FROM passages WHERE row >= ? AND row < ? "
+                "ORDER BY row", [start, start + batch]).fetchall()
 
     def close(self) -> None:
         self._con.close()
