@@ -69,16 +69,24 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
                 timings["vector_index"] = time.perf_counter() - start
         finally:
             docstore.close()
-        config.write(tmp / "config.json")
-        manifest = write_manifest(tmp, {
-            "searchagent_version": __version__,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "corpus": {"path": str(corpus.resolve()), "sha256": file_sha256(corpus)},
-            "counts": {"passages": count},
-            "components": components,
-            "build_seconds": {k: round(v, 3) for k, v in timings.items()},
-        }, append_only=(SPANN_POSTINGS,))
+        manifest = finish_build(tmp, config, corpus, count, components, timings)
     return manifest
+
+
+def finish_build(folder: Path, config: Config, corpus: Path, count: int, components: dict,
+                 timings: dict[str, float], **extra) -> dict:
+    """Write ``config.json`` and the manifest of a built folder (``extra``: what an engine
+    adds, e.g. Ray's version); return the manifest."""
+    config.write(folder / "config.json")
+    return write_manifest(folder, {
+        "searchagent_version": __version__,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+        "corpus": {"path": str(corpus.resolve()), "sha256": file_sha256(corpus)},
+        "counts": {"passages": count},
+        "components": components,
+        "build_seconds": {k: round(v, 3) for k, v in timings.items()},
+    }, append_only=(SPANN_POSTINGS,))
 
 
 def _build_bm25(docstore: DocStore, folder: Path, cfg: IndexConfig) -> dict:

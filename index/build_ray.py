@@ -31,19 +31,17 @@ import time
 import warnings
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from index.build import EMBEDDINGS, SPANN_POSTINGS, _build_vector_index
-from index.corpus import chunk_passage, file_sha256, open_text, parse_record
-from index.manifest import atomic_folder, write_manifest
+from index.build import EMBEDDINGS, _build_vector_index, finish_build
+from index.corpus import chunk_passage, open_text, parse_record
+from index.manifest import atomic_folder
 from retrievers.bm25 import BM25Index
 from retrievers.docstore import pop_duplicate_source, write_docstore
 from retrievers.encoder import Encoder, cache_folder, passage_text
 from retrievers.tokenize import tokenize
-from searchagent import __version__
 from searchagent.config import Config
 from searchagent.errors import InputError
 from searchagent.types import Passage
@@ -109,17 +107,9 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
         if cfg.dense:
             with _timed(timings, "vector_index"):
                 components["dense"]["index"] = _build_vector_index(tmp, cfg)
-        config.write(tmp / "config.json")
-        manifest = write_manifest(tmp, {
-            "searchagent_version": __version__,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "engine": "ray",
-            "ray": {"version": ray.__version__, "address": address or "local", **pool},
-            "corpus": {"path": str(corpus.resolve()), "sha256": file_sha256(corpus)},
-            "counts": {"passages": count},
-            "components": components,
-            "build_seconds": {k: round(v, 3) for k, v in timings.items()},
-        }, append_only=(SPANN_POSTINGS,))
+        manifest = finish_build(tmp, config, corpus, count, components, timings,
+                                engine="ray", ray={"version": ray.__version__,
+                                                   "address": address or "local", **pool})
     return manifest
 
 

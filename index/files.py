@@ -6,7 +6,6 @@ returns it survives power loss.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -23,23 +22,28 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def durable_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably."""
+def write_durably(path: Path, save) -> None:
+    """``save(handle)`` into a temporary sibling, fsync, rename onto ``path``, fsync the
+    folder: ``path`` is then either absent or whole after a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as handle:
-        handle.write(data)
+        save(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
 
+def durable_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably."""
+    write_durably(path, lambda handle: handle.write(data))
+
+
 def durable_save(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through ``durable_write``."""
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    durable_write(path, buffer.getvalue())
+    """``np.save`` through ``write_durably`` (streamed, no copy in memory)."""
+    write_durably(path, lambda handle: np.save(handle, np.ascontiguousarray(array),
+                                               allow_pickle=False))
 
 
 def file_entry(path: Path) -> dict:

@@ -20,7 +20,6 @@ Each file is written under a temporary name, fsynced and renamed; ``seg-N`` as a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from index.corpus import file_sha256
+from index.files import durable_save, durable_write, fsync_dir
 from retrievers.bm25 import BM25Index, count_array
 from searchagent.errors import IndexFormatError
 
@@ -132,42 +133,8 @@ def term_counts(parts: list[Part], rows: np.ndarray, n_terms: int) -> np.ndarray
     return counts
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_entry(path: Path) -> dict:
-    return {"size": path.stat().st_size, "sha256": sha256(path)}
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write(path: Path, save) -> None:
-    """``save(handle)`` into a temporary sibling, fsync, rename onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        save(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def write_npy(path: Path, array: np.ndarray) -> None:
-    _write(path, lambda handle: np.save(handle, np.ascontiguousarray(array)))
-
-
 def write_json(path: Path, obj) -> None:
-    _write(path, lambda handle: handle.write(json.dumps(obj, indent=1).encode()))
+    durable_write(path, json.dumps(obj, indent=1).encode())
 
 
 def write_part(folder: Path, part: Part, vocab: list[str]) -> list[str]:
@@ -187,9 +154,8 @@ def write_part(folder: Path, part: Part, vocab: list[str]) -> list[str]:
     if part.data is not None:
         arrays["data"] = part.data
     for name, array in arrays.items():
-        write_npy(tmp / f"{name}.npy", array)
-    write_json(tmp / "vocab.json", vocab)
-    fsync_dir(tmp)
+        durable_save(tmp / f"{name}.npy", array)
+    write_json(tmp / "vocab.json", vocab)          # each write fsyncs ``tmp`` itself
     os.rename(tmp, final)
     fsync_dir(folder)
     return sorted(f"{part.name}/{path.name}" for path in final.iterdir())
@@ -298,7 +264,7 @@ def check_files(folder: Path, files: dict[str, dict], mode: str | None) -> None:
         if path.stat().st_size != expected["size"]:
             raise IndexFormatError(f"BM25 file {path} has {path.stat().st_size} bytes, its "
                                    f"generation says {expected['size']} (truncated or replaced)")
-        if mode == "full" and sha256(path) != expected["sha256"]:
+        if mode == "full" and file_sha256(path) != expected["sha256"]:
             raise IndexFormatError(f"BM25 file {path} fails its sha256 check (corrupted)")
 
 

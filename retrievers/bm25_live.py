@@ -25,11 +25,12 @@ from typing import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from index.files import durable_save, file_entry
 from retrievers.bm25 import BM25Index, best_k
-from retrievers.bm25_files import (BASE_FILES, FORMAT, Part, check_files, file_entry,
-                                   merged_part, read_bits, read_build_base, read_df,
-                                   read_generation, read_part, rollback, segment_part,
-                                   term_counts, write_json, write_npy, write_part)
+from retrievers.bm25_files import (BASE_FILES, FORMAT, Part, check_files, merged_part,
+                                   read_bits, read_build_base, read_df, read_generation,
+                                   read_part, rollback, segment_part, term_counts,
+                                   write_json, write_part)
 from searchagent.errors import IndexFormatError
 
 __all__ = ["LiveBM25", "rollback"]
@@ -343,8 +344,8 @@ class LiveBM25:
                 df: np.ndarray, carried: dict, written: list[str], extra: dict) -> dict:
         """Write the bitmap, df and gen-N.json; switch this object to the new view."""
         names = {"deleted": f"deleted-{generation}.npy", "df": f"df-{generation}.npy"}
-        write_npy(self.folder / names["deleted"], np.packbits(deleted, bitorder="little"))
-        write_npy(self.folder / names["df"], df.astype(np.int32))
+        durable_save(self.folder / names["deleted"], np.packbits(deleted, bitorder="little"))
+        durable_save(self.folder / names["df"], df.astype(np.int32))
         written = written + list(names.values())
         files = {**carried, **{rel: file_entry(self.folder / rel) for rel in written}}
         new = _view(generation, params, terms, parts, base, segments, n_rows, deleted, df,

@@ -11,7 +11,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from retrievers.bm25 import BM25Index, BM25Retriever
-from retrievers.bm25_files import sha256
+from index.corpus import file_sha256 as sha256
 from retrievers.bm25_live import LiveBM25, rollback
 from searchagent.errors import IndexFormatError
 
