@@ -59,6 +59,12 @@ class LivingIndex:
     def generation(self) -> int:
         return int(self.manifest.get("generation", 0))
 
+    def use_encoder(self, encoder) -> None:
+        """Embed with ``encoder`` (a model already loaded elsewhere) instead of loading one,
+        unless this index already has one."""
+        if self._encoder is None:
+            self._encoder = encoder
+
     # -- the three operations -----------------------------------------------------------
 
     def add(self, passages: Iterable[Passage]) -> dict:

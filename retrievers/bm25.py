@@ -18,7 +18,7 @@ import zlib
 from array import array
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -43,16 +43,10 @@ class BM25Index:
     def build(cls, docs: Iterable[list[str]], k1: float = 1.5, b: float = 0.75,
               epsilon: float = 0.25, total: int | None = None) -> "BM25Index":
         vocab: dict[str, int] = {}
-        term_ids, tfs, doc_len, doc_terms = array("i"), array("f"), array("i"), array("i")
-        for tokens in tqdm(docs, total=total, desc="bm25: counting", unit="doc",
-                           mininterval=1.0):
-            counts = Counter(tokens)
-            term_ids.extend([vocab.setdefault(t, len(vocab)) for t in counts])
-            tfs.extend(counts.values())
-            doc_len.append(len(tokens))
-            doc_terms.append(len(counts))
+        [(term_ids, tfs, doc_len, doc_terms)] = count_tokens(docs, vocab, total)
         return cls.from_counts(vocab, np.frombuffer(term_ids, np.int32),
-                               np.frombuffer(tfs, np.float32), np.frombuffer(doc_len, np.int32),
+                               np.frombuffer(tfs, np.int32).astype(np.float32),
+                               np.frombuffer(doc_len, np.int32),
                                np.frombuffer(doc_terms, np.int32), k1, b, epsilon)
 
     @classmethod
@@ -159,6 +153,25 @@ class BM25Index:
                                    "match the postings (rebuild the index)")
         return cls({t: i for i, t in enumerate(terms)}, indptr, indices, data, n_docs, params,
                    tf=tf, doclen=doclen)
+
+
+def count_tokens(docs: Iterable[list[str]], vocab: dict[str, int], total: int | None = None,
+                 chunk_docs: int = 0) -> Iterator[tuple[array, array, array, array]]:
+    """Count tokenized documents, adding unseen terms to ``vocab`` (ids in first-seen order).
+    Yields (term ids, term frequencies, document lengths, distinct terms per document) as
+    int32 ``array``s, each document's terms back to back, every ``chunk_docs`` documents and
+    once more for the rest (possibly empty); ``chunk_docs=0``: all at once."""
+    term_ids, tfs, doc_len, doc_terms = array("i"), array("i"), array("i"), array("i")
+    for tokens in tqdm(docs, total=total, desc="bm25: counting", unit="doc", mininterval=1.0):
+        counts = Counter(tokens)
+        term_ids.extend([vocab.setdefault(t, len(vocab)) for t in counts])
+        tfs.extend(counts.values())
+        doc_len.append(len(tokens))
+        doc_terms.append(len(counts))
+        if len(doc_len) == chunk_docs:
+            yield term_ids, tfs, doc_len, doc_terms
+            term_ids, tfs, doc_len, doc_terms = array("i"), array("i"), array("i"), array("i")
+    yield term_ids, tfs, doc_len, doc_terms
 
 
 def best_k(candidates: np.ndarray, scores: np.ndarray, k: int

@@ -30,12 +30,13 @@ import shutil
 import tempfile
 import zipfile
 from array import array
-from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from retrievers.bm25 import count_tokens
 
 CHUNK_DOCS = 50_000             # documents counted per pass-1 chunk
 RANGE_POSTINGS = 1_000_000      # postings merged per pass-2 term range
@@ -95,23 +96,12 @@ class _Runs:
 def _count(docs: Iterable[list[str]], work: Path, total: int | None, chunk_docs: int
            ) -> _Runs:
     runs = _Runs()
-    vocab = runs.vocab
     files = {name: open(work / f"{name}.bin", "wb")
              for name in ("run_terms", "run_docs", "run_tf", "doclen")}
     try:
-        term_ids, tfs, doc_len, doc_terms = array("i"), array("i"), array("i"), array("i")
-        for tokens in tqdm(docs, total=total, desc="bm25: counting", unit="doc",
-                           mininterval=1.0):
-            counts = Counter(tokens)
-            term_ids.extend([vocab.setdefault(t, len(vocab)) for t in counts])
-            tfs.extend(counts.values())
-            doc_len.append(len(tokens))
-            doc_terms.append(len(counts))
-            if len(doc_len) == chunk_docs:
-                _flush(runs, files, term_ids, tfs, doc_len, doc_terms)
-                term_ids, tfs, doc_len, doc_terms = array("i"), array("i"), array("i"), \
-                    array("i")
-        _flush(runs, files, term_ids, tfs, doc_len, doc_terms)
+        for term_ids, tfs, doc_len, doc_terms in count_tokens(docs, runs.vocab, total,
+                                                              chunk_docs):
+            _flush(runs, files, term_ids, tfs, doc_len, doc_terms)
     finally:
         for handle in files.values():
             handle.close()

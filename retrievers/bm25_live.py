@@ -5,9 +5,9 @@
 and ``commit(generation)`` writes them as the next generation and moves the object to it.
 Scores at any generation equal a fresh ``rank_bm25.BM25Okapi`` over the live passages: idf
 from the live N and live df (with the epsilon floor at the mean idf of the live terms),
-avgdl over live passages. Impacts are computed at query time from raw term frequencies,
-only for the postings a query touches; with no segments and no deletes the precomputed
-impacts of the base are used as they are (``BM25Index.top_k``).
+avgdl over live passages (``retrievers.bm25_view``). Impacts are computed at query time
+from raw term frequencies, only for the postings a query touches; with no segments and no
+deletes the precomputed impacts of the base are used as they are (``BM25Index.top_k``).
 
 One object has one writer; any number of other objects may read earlier generations while
 it commits, since no committed file is ever modified. ``rollback(folder, committed)``
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -26,11 +25,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index.files import durable_save, file_entry
-from retrievers.bm25 import BM25Index, best_k
-from retrievers.bm25_files import (BASE_FILES, FORMAT, Part, check_files, merged_part,
-                                   read_bits, read_build_base, read_df, read_generation,
-                                   read_part, rollback, segment_part, term_counts,
-                                   write_json, write_part)
+from retrievers.bm25 import best_k
+from retrievers.bm25_files import BASE_FILES, FORMAT, rollback, write_json, write_part
+from retrievers.bm25_parts import Part, merged_part, segment_part, term_counts
+from retrievers.bm25_view import LEGACY, View, build_view, load_view
 from searchagent.errors import IndexFormatError
 
 __all__ = ["LiveBM25", "rollback"]
@@ -38,77 +36,10 @@ __all__ = ["LiveBM25", "rollback"]
 BAR_MIN = 20_000          # progress bars for work on at least this many documents
 
 
-@dataclass(frozen=True)
-class _View:
-    """Everything a query needs at one committed generation (replaced whole on commit)."""
-
-    generation: int
-    params: dict
-    terms: list[str]              # global term id -> term
-    vocab: dict[str, int]
-    parts: list[Part] | None      # None: a build without raw counts (queries only)
-    base: str                     # "" (the build's files) or "seg-N" (a compaction)
-    segments: list[str]
-    n_rows: int
-    deleted: np.ndarray           # bool per row: tombstones
-    live: np.ndarray              # bool per row: held by a part and not deleted
-    df: np.ndarray                # live document frequency per term
-    idf: np.ndarray               # float64 per term, epsilon floor applied
-    norm: np.ndarray              # k1 * (1 - b + b * len / avgdl) per row; inf if not live
-    files: dict | None            # size + sha256 of the files read (None: the build, unhashed)
-    static: BM25Index | None      # precomputed impacts still exact
-
-    @property
-    def n_live(self) -> int:
-        return int(np.count_nonzero(self.live))
-
-
-def _view(generation: int, params: dict, terms: list[str], parts: list[Part], base: str,
-          segments: list[str], n_rows: int, deleted: np.ndarray, df: np.ndarray,
-          files: dict | None) -> _View:
-    k1, b, epsilon = params["k1"], params["b"], params["epsilon"]
-    doclen = np.zeros(n_rows, dtype=np.float64)
-    present = np.zeros(n_rows, dtype=bool)
-    for part in parts:
-        doclen[part.docrows] = part.doclen
-        present[part.docrows] = True
-    live = present & ~deleted
-    n_live = int(np.count_nonzero(live))
-    avgdl = doclen[live].sum() / n_live if n_live else 0.0
-    dff = df.astype(np.float64)
-    idf = np.log(n_live - dff + 0.5) - np.log(dff + 0.5)
-    used = df > 0
-    floor = epsilon * idf[used].mean() if used.any() else 0.0
-    idf[used & (idf < 0)] = floor
-    norm = k1 * (1 - b + b * doclen / avgdl) if avgdl else np.full(n_rows, float(k1))
-    norm[~live] = np.inf                      # tf / (tf + inf) == 0: dead rows add nothing
-    vocab = {term: i for i, term in enumerate(terms)}
-    base_part = parts[0]
-    static = None
-    if len(parts) == 1 and base_part.data is not None and n_live == len(base_part.docrows):
-        static = BM25Index(vocab, base_part.indptr, base_part.rows, base_part.data, n_rows,
-                           {**params, "avgdl": float(avgdl)})
-    return _View(generation, params, terms, vocab, parts, base, segments, n_rows, deleted,
-                 live, df, idf, norm, files, static)
-
-
-def _legacy_view(index: BM25Index) -> _View:
-    terms = sorted(index.vocab, key=index.vocab.__getitem__)
-    n = index.n_docs
-    everyone = np.ones(n, dtype=bool)
-    return _View(0, _params(index.params), terms, index.vocab, None, "", [], n,
-                 ~everyone, everyone, np.diff(index.indptr), np.zeros(0), np.zeros(0), None,
-                 index)
-
-
-def _params(params: dict) -> dict:
-    return {"k1": params["k1"], "b": params["b"], "epsilon": params["epsilon"]}
-
-
 class LiveBM25:
     """A BM25 index at one generation that can stage adds/deletes and commit the next one."""
 
-    def __init__(self, folder: Path, view: _View):
+    def __init__(self, folder: Path, view: View):
         self.folder, self._view = folder, view
         self._reset()
 
@@ -120,40 +51,7 @@ class LiveBM25:
         """Open ``generation`` of the bm25 folder; ``verify`` checks the sizes ("size") or
         sizes and sha256 ("full") of the files a generation > 0 lists, or nothing (None)."""
         folder = Path(folder)
-        if generation == 0:
-            index, base = read_build_base(folder)
-            if base is None:
-                return cls(folder, _legacy_view(index))
-            terms = sorted(index.vocab, key=index.vocab.__getitem__)
-            n = index.n_docs
-            return cls(folder, _view(0, _params(index.params), terms, [base], "", [], n,
-                                     np.zeros(n, dtype=bool), np.diff(index.indptr), None))
-        info = read_generation(folder, generation)
-        check_files(folder, info["files"], verify)
-        n_rows = info["n_rows"]
-        if info["base"]:
-            base, terms = read_part(folder, info["base"], n_rows)
-        else:
-            index, base = read_build_base(folder)
-            if base is None:
-                raise IndexFormatError(_LEGACY.format(folder=folder))
-            terms = sorted(index.vocab, key=index.vocab.__getitem__)
-        parts = [base]
-        for name in info["segments"]:
-            part, new_terms = read_part(folder, name, n_rows)
-            terms = terms + new_terms
-            if len(part.terms) and part.terms[-1] >= len(terms):
-                raise IndexFormatError(f"BM25 segment {folder / name} uses term ids beyond "
-                                       "the vocabulary")
-            parts.append(part)
-        if len(terms) != info["n_terms"] or len(base.indptr) - 1 > len(terms):
-            raise IndexFormatError(f"BM25 generation {generation} in {folder}: vocabulary "
-                                   f"has {len(terms)} terms, gen-{generation}.json says "
-                                   f"{info['n_terms']}")
-        deleted = read_bits(folder, info["deleted"], n_rows)
-        df = read_df(folder, info["df"], len(terms))
-        return cls(folder, _view(generation, info["params"], terms, parts, info["base"],
-                                 info["segments"], n_rows, deleted, df, info["files"]))
+        return cls(folder, load_view(folder, generation, verify))
 
     @property
     def generation(self) -> int:
@@ -179,7 +77,7 @@ class LiveBM25:
 
     # ---------------------------------------------------------------- queries
 
-    def _weights(self, view: _View, tokens: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _weights(self, view: View, tokens: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(rows, score contributions) of each query term with live postings."""
         k1 = view.params["k1"]
         found = []
@@ -234,10 +132,10 @@ class LiveBM25:
     def _next_row(self) -> int:
         return int(self._chunks[-1][0][-1]) + 1 if self._chunks else self._view.n_rows
 
-    def _require_counts(self) -> _View:
+    def _require_counts(self) -> View:
         view = self._view
         if view.parts is None:
-            raise IndexFormatError(_LEGACY.format(folder=self.folder))
+            raise IndexFormatError(LEGACY.format(folder=self.folder))
         return view
 
     def add(self, rows: np.ndarray, token_lists: Iterable[list[str]]) -> None:
@@ -348,8 +246,8 @@ class LiveBM25:
         durable_save(self.folder / names["df"], df.astype(np.int32))
         written = written + list(names.values())
         files = {**carried, **{rel: file_entry(self.folder / rel) for rel in written}}
-        new = _view(generation, params, terms, parts, base, segments, n_rows, deleted, df,
-                    files)
+        new = build_view(generation, params, terms, parts, base, segments, n_rows, deleted,
+                         df, files)
         info = {"format": FORMAT, "generation": generation, "base": base,
                 "segments": segments, "n_rows": n_rows, "n_terms": len(terms),
                 "n_live": new.n_live, "params": params, **names, "files": files}
@@ -361,7 +259,3 @@ class LiveBM25:
         return {**{k: v for k, v in info.items() if k != "files"}, **extra,
                 "written": written, "files": {**files, gen_file.name: file_entry(gen_file)}}
 
-
-_LEGACY = ("the BM25 index in {folder} was built before in-place updates (its postings.npz "
-           "has no tf/doclen): it still answers queries at generation 0, but rebuild the "
-           "index to add or delete passages")

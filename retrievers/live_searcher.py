@@ -62,8 +62,8 @@ class LiveSearcher:
     def _update(self, change) -> dict:
         with self._update_lock:
             encoder = self.current.__dict__.get("encoder")
-            if encoder is not None and self.writer._encoder is None:
-                self.writer._encoder = encoder          # embed with the loaded model
+            if encoder is not None:
+                self.writer.use_encoder(encoder)        # embed with the loaded model
             result = change()
             fresh = Searcher(self.folder, self.config, verify="size", docstore=self.docstore)
             for name in SHARED:

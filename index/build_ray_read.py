@@ -1,0 +1,191 @@
+"""Stage 1 of the build on Ray Data (``index.build_ray``): read, parse, count.
+
+One read task streams the corpus as (line number, line) blocks (``_CorpusLines``);
+``map_batches`` tasks parse them (``index.corpus.parse_record``), chunk them and count BM25
+terms into ``PARSED`` rows; bad lines travel as data. In corpus order the driver's
+``Collected`` raises the first error as the local reader would, numbers the rows for the doc
+store and maps block term ids to global ones in first-seen order, so that
+``BM25Index.from_counts`` gives the local index.
+
+Ray is imported unguarded: import this through ``index.build_ray``, which names the extra to
+install when Ray Data is missing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from index.build_ray_session import RETRIES, remote_args
+from index.corpus import chunk_passage, open_text, parse_record
+from retrievers.bm25 import BM25Index
+from retrievers.tokenize import tokenize
+from searchagent.errors import InputError
+from searchagent.types import Passage
+
+LINES_PER_BLOCK = 1000      # corpus lines per parse task
+PARSED = pa.schema([("line", pa.int64()), ("source", pa.string()), ("id", pa.string()),
+                    ("title", pa.string()), ("text", pa.string()), ("error", pa.string()),
+                    ("field", pa.string()), ("term_ids", pa.list_(pa.int32())),
+                    ("tfs", pa.list_(pa.int32())), ("doclen", pa.int32()),
+                    ("new_terms", pa.list_(pa.string()))])
+
+
+class _CorpusLines(Datasource):
+    """The corpus as blocks of (line, raw) in file order; blank lines are skipped but counted.
+    An unreadable file ends the stream with a row of line -1 whose ``raw`` is the error."""
+
+    def __init__(self, path: Path, name: str):
+        super().__init__()
+        self.path, self.name = str(path.resolve()), name
+
+    def estimate_inmemory_data_size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+        path, name, fields = self.path, self.name, inspect.signature(BlockMetadata).parameters
+        meta = {"num_rows": None, "size_bytes": self.estimate_inmemory_data_size(),
+                "schema": None, "input_files": [path], "exec_stats": None}
+        meta = BlockMetadata(**{k: v for k, v in meta.items() if k in fields})
+        return [ReadTask(lambda: _read_lines(path, name), meta)]
+
+
+def _read_lines(path: str, name: str):
+    lines, raws = [], []
+    try:
+        with open_text(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    lines.append(number)
+                    raws.append(raw)
+                    if len(raws) == LINES_PER_BLOCK:
+                        yield pa.table({"line": pa.array(lines, pa.int64()), "raw": raws})
+                        lines, raws = [], []
+    except (InputError, UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as exc:
+        lines.append(-1)
+        raws.append(str(exc if isinstance(exc, InputError) else
+                        InputError(f"unreadable file: {exc}", path=name)))
+    if raws:
+        yield pa.table({"line": pa.array(lines, pa.int64()), "raw": raws})
+
+
+def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: int,
+                 count_terms: bool) -> pa.Table:
+    """Validate, chunk and (for BM25) count one block into ``PARSED`` rows: ``source`` is the
+    corpus id on a line's first chunk (for the duplicate check), ``error`` a bad line's
+    message; ``term_ids`` index the block's own vocabulary, whose terms are listed in the
+    ``new_terms`` of the row that first uses them."""
+    rows, vocab = [], {}
+    for line, raw in zip(block["line"].to_pylist(), block["raw"].to_pylist()):
+        try:
+            if line < 0:
+                raise InputError(raw)            # the reader's file error, already worded
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})",
+                                 path=name, line=line) from None
+            passage = parse_record(record, name, line)
+        except InputError as exc:
+            rows.append((line, None, "", "", "", str(exc), exc.field, [], [], 0, []))
+            continue
+        for n, chunk in enumerate(chunk_passage(passage, chunk_words, chunk_overlap)):
+            counts = Counter(tokenize(f"{chunk.title} {chunk.text}")) if count_terms else {}
+            new = [t for t in counts if t not in vocab]
+            vocab.update(zip(new, range(len(vocab), len(vocab) + len(new))))
+            rows.append((line, None if n else passage.id, chunk.id, chunk.title, chunk.text,
+                         None, None, [vocab[t] for t in counts], list(counts.values()),
+                         sum(counts.values()), new))
+    columns = list(zip(*rows)) or [[]] * len(PARSED)
+    return pa.table([pa.array(c, f.type) for c, f in zip(columns, PARSED)], schema=PARSED)
+
+
+def parsed_blocks(corpus: Path, chunk_words: int, chunk_overlap: int, count_terms: bool):
+    """Parsed blocks, in corpus order. The read runs on this node (it has the file)."""
+    node = ray.get_runtime_context().get_node_id()
+    if "label_selector" in inspect.signature(ray.data.read_datasource).parameters:
+        pin = {"label_selector": {"ray.io/node-id": node}, "rayremote_args": {}}
+    else:                                                       # older Ray
+        pin = {"rayremote_args": {"scheduling_strategy":
+                                   NodeAffinitySchedulingStrategy(node, soft=False)}}
+    pin["rayremote_args"]["max_retries"] = RETRIES
+    lines = remote_args(ray.data.read_datasource, _CorpusLines(corpus, str(corpus)), **pin)
+    parsed = remote_args(
+        lines.map_batches, _parse_block, batch_size=None, batch_format="pyarrow",
+        fn_kwargs={"name": str(corpus), "chunk_words": chunk_words,
+                   "chunk_overlap": chunk_overlap, "count_terms": count_terms},
+        scheduling_strategy="DEFAULT", max_retries=RETRIES)   # not fused into the read
+    parsed.context.execution_options.preserve_order = True   # this dataset's own copy
+    return parsed.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+class Collected:
+    """What the driver keeps of the parsed blocks: BM25 counts with global term ids and
+    (``block`` > 0) the numbered passages, put into the object store."""
+
+    def __init__(self, block: int):
+        self.block, self.vocab, self.refs, self.pending = block, {}, [], []
+        self.parts: dict[str, list[np.ndarray]] = {"terms": [], "tf": [], "len": [], "n": []}
+        self.rows = self.last_line = 0
+
+    def passages(self, batches, name: str):
+        """(line, corpus id on a record's first chunk, passage) in corpus order, as
+        ``write_docstore(..., sources=)`` takes them; a bad line raises the local error."""
+        for batch in batches:
+            lines = batch["line"].to_pylist()
+            if lines and 0 < lines[0] <= self.last_line:        # -1: a file error row
+                raise RuntimeError("Ray returned corpus blocks out of order")
+            ids, titles, texts, sources, errors, fields = (batch[k].to_pylist() for k in (
+                "id", "title", "text", "source", "error", "field"))
+            for i, line in enumerate(lines):
+                if errors[i] is not None:
+                    failure = InputError(errors[i])             # the local message, as is
+                    failure.path, failure.line, failure.field = name, max(line, 0) or None, \
+                        fields[i]
+                    raise failure
+                yield line, sources[i], Passage(ids[i], titles[i], texts[i])
+            self.last_line = max(lines, default=self.last_line)
+            self._count(batch)
+            if self.block:
+                rows = pa.array(np.arange(self.rows, self.rows + len(batch)), pa.int64())
+                self.pending.append(batch.select(["title", "text"]).append_column("row", rows))
+                self._put(final=False)
+            self.rows += len(batch)
+        self._put(final=True)
+
+    def _count(self, batch: pa.Table) -> None:
+        new = pc.list_flatten(batch["new_terms"]).to_pylist()
+        to_global = np.fromiter((self.vocab.setdefault(t, len(self.vocab)) for t in new),
+                                np.int32, len(new))
+        self.parts["terms"].append(to_global[pc.list_flatten(batch["term_ids"]).to_numpy()])
+        self.parts["tf"].append(pc.list_flatten(batch["tfs"]).to_numpy())
+        self.parts["len"].append(batch["doclen"].to_numpy())
+        self.parts["n"].append(pc.list_value_length(batch["term_ids"]).to_numpy())
+
+    def _put(self, final: bool) -> None:
+        """Put pending rows into the object store in tables of ``block`` rows."""
+        if not self.pending:
+            return
+        table, start = pa.concat_tables(self.pending), 0
+        while len(table) - start >= self.block or (final and start < len(table)):
+            self.refs.append(ray.put(table.slice(start, self.block).combine_chunks()))
+            start += self.block
+        self.pending = [table.slice(start)] if start < len(table) else []
+
+    def bm25(self, k1: float, b: float) -> BM25Index:
+        joined = {k: np.concatenate(v) for k, v in self.parts.items()}
+        return BM25Index.from_counts(self.vocab, joined["terms"], joined["tf"], joined["len"],
+                                     joined["n"], k1=k1, b=b)
+

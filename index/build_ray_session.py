@@ -1,0 +1,58 @@
+"""How the build on Ray Data (``index.build_ray``) uses Ray: the session it runs in, task
+retries, Ray options passed without deprecation warnings, and per-stage timing.
+
+Ray is imported unguarded: import this through ``index.build_ray``, which names the extra to
+install when Ray Data is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from contextlib import contextmanager
+
+import ray
+
+from searchagent.errors import InputError
+
+RETRIES = 3                 # task retries, actor restarts
+
+
+@contextmanager
+def timed(timings: dict, stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None, num_gpus: int, timings: dict):
+    """Use this process's Ray, else join ``address`` or start Ray on this machine's cores;
+    shut down only what was started here. Workers' logs stay off the console."""
+    started = not ray.is_initialized()
+    with timed(timings, "ray_start"):
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+        if started and address:
+            ray.init(address=address, **quiet)
+        elif started:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+    try:
+        have = ray.cluster_resources().get("GPU", 0)
+        if num_gpus > have:
+            raise InputError(f"--num-gpus {num_gpus}, but the Ray cluster has {have:g} GPU(s)",
+                             field="num_gpus")
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def remote_args(call, *args, **kwargs):
+    """``call`` with Ray options that Ray 2.60 has no named parameter for (retries, restarts,
+    a scheduling strategy) and so warns about as deprecated ``rayremote_args``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*rayremote_args.* is deprecated")
+        return call(*args, **kwargs)
+

@@ -1,0 +1,178 @@
+"""``POST /v1/answer`` and ``POST /v1/answer/stream`` (server-sent events).
+
+Each request is admitted first (``limits.Admission``: 429 with ``Retry-After`` when it would
+not finish within ``server.request_timeout_s``, 503 while draining), then runs as one
+session of the ``AnswerService``'s scheduler; a session past its deadline ends in a 504 with
+its trace so far. Failures map to statuses in ``outcome``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from searchagent.config import Config
+from searchagent.errors import BackendError, InputError, SearchAgentError
+from searchagent.scheduler import SessionCancelled
+from searchagent.server import openapi
+from searchagent.server.limits import Admission
+from searchagent.server.models import AnswerRequest, AnswerResponse
+from searchagent.server.responses import error, invalid_input, plain
+from searchagent.server.service import AnswerService
+
+
+def settled(future) -> asyncio.Future:
+    """The session's future on this loop, its exception marked as retrieved even when
+    nobody awaits it any more (after a 504), so asyncio logs no stray traceback."""
+    wrapped = asyncio.wrap_future(future)
+    wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return wrapped
+
+
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(plain(data))}\n\n"
+
+
+def mount_answers(app: FastAPI, config: Config) -> None:
+    """Add the two answer routes to ``app`` (its state holds the service and admission)."""
+
+    def admit(request: Request, body: AnswerRequest):
+        """-> (service, session, future) or an error response."""
+        service: AnswerService = request.app.state.service
+        admission: Admission = request.app.state.admission
+        if service.draining:
+            return error(503, "server is shutting down", headers={"Retry-After": "5"})
+        if service.backend_error:          # the generator could not even be built
+            return error(503, service.backend_error)
+        admitted, wait = admission.try_acquire()
+        if not admitted:
+            return error(429, "too many requests in flight",
+                         f"{admission.admitted} admitted ({admission.sessions} at once, each "
+                         f"~{admission.service_s:.1f} s of shared generator time): a new one "
+                         f"would not finish within "
+                         f"server.request_timeout_s={config.server.request_timeout_s}",
+                         headers={"Retry-After": str(wait)})
+        ctx = {key: value for key, value in (("k", body.k), ("max_hops", body.max_hops),
+                                              ("lam", body.lam)) if value is not None}
+        request_id = uuid.uuid4().hex
+        deadline = time.monotonic() + config.server.request_timeout_s
+        try:
+            session, future = service.start(request_id, body.question.strip(), body.strategy,
+                                            ctx, deadline)
+        except RuntimeError:
+            admission.release()
+            return error(503, "server is shutting down", headers={"Retry-After": "5"})
+        future.add_done_callback(lambda f: admission.release(service_time(session, f)))
+        return service, session, future
+
+    def service_time(session, future) -> float | None:
+        """The run time that counts as a service-time measurement: an answer's, or one cut
+        by its deadline (a lower bound); not a failure's or a cancelled request's."""
+        if future.cancelled() or session.run_s is None:
+            return None
+        exc = future.exception()
+        if exc is None or (isinstance(exc, SessionCancelled) and session.expired()):
+            return session.run_s
+        return None
+
+    def outcome(session, exc: BaseException | None, answer=None) -> JSONResponse | dict:
+        """The response for a finished (or failed) session."""
+        if exc is None:
+            return answer_body(session, answer)
+        if isinstance(exc, (asyncio.TimeoutError, SessionCancelled)):
+            session.cancel.set()
+            return error(504, "request deadline passed",
+                         f"server.request_timeout_s={config.server.request_timeout_s}",
+                         request_id=session.id, trace=session.trace(), timings=session.timings())
+        if isinstance(exc, BackendError):
+            return error(503, f"generator backend unavailable: {exc}", request_id=session.id)
+        if isinstance(exc, InputError):
+            return invalid_input(exc, request_id=session.id)
+        if isinstance(exc, SearchAgentError):
+            return error(500, str(exc), request_id=session.id)
+        return error(500, f"internal error: {type(exc).__name__}: {exc}", request_id=session.id)
+
+    def answer_body(session, answer) -> dict:
+        decision = next((s.detail for s in answer.trace if s.kind == "policy"), {})
+        return AnswerResponse(
+            request_id=decision.get("request_id") or session.id, answer=answer.answer,
+            arm=answer.strategy,
+            passages=answer.passages, steps=answer.retrieval_calls, hops=answer.hops,
+            confidence=answer.confidence,
+            timings={**session.timings(), "strategy_s": round(answer.seconds, 4),
+                     "prompt_tokens": answer.prompt_tokens,
+                     "completion_tokens": answer.completion_tokens},
+            trace=[{"kind": s.kind, "seconds": round(s.seconds, 4), **plain(s.detail)}
+                   for s in answer.trace]).model_dump()
+
+    @app.post("/v1/answer", response_model=AnswerResponse, responses=openapi.ANSWER)
+    async def answer(body: AnswerRequest, request: Request):
+        """Answer a question; ``strategy`` auto lets the policy pick the arm."""
+        started = time.monotonic()
+        admitted = admit(request, body)
+        if isinstance(admitted, JSONResponse):
+            app.state.metrics.observe("/v1/answer", admitted.status_code)
+            return admitted
+        _, session, future = admitted
+        try:
+            result = await asyncio.wait_for(asyncio.shield(settled(future)),
+                                            timeout=session.remaining())
+            response = outcome(session, None, result)
+        except BaseException as exc:  # noqa: BLE001 -- every failure maps to a status
+            if isinstance(exc, asyncio.CancelledError):
+                session.cancel.set()
+                raise
+            response = outcome(session, exc)
+        status = response.status_code if isinstance(response, JSONResponse) else 200
+        app.state.metrics.observe("/v1/answer", status, time.monotonic() - started,
+                                  None if status != 200 else response["arm"])
+        return response
+
+    @app.post("/v1/answer/stream", response_class=openapi.EventStream,
+              responses=openapi.STREAM)
+    async def answer_stream(body: AnswerRequest, request: Request):
+        """Server-sent events: one ``step`` event per generation/retrieval as it happens,
+        then ``answer`` (or ``error``)."""
+        admitted = admit(request, body)
+        if isinstance(admitted, JSONResponse):
+            app.state.metrics.observe("/v1/answer/stream", admitted.status_code)
+            return admitted
+        _, session, future = admitted
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        session.listener = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
+        for event in session.trace():
+            events.put_nowait(event)
+        done = settled(future)
+
+        async def stream():
+            yield sse("start", {"request_id": session.id})
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                finished, _ = await asyncio.wait({getter, done}, timeout=session.remaining(),
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                if getter in finished:
+                    yield sse("step", getter.result())
+                    continue
+                getter.cancel()
+                while not events.empty():
+                    yield sse("step", events.get_nowait())
+                exc = None if done in finished else asyncio.TimeoutError()
+                if exc is None and done.exception() is not None:
+                    exc = done.exception()
+                response = outcome(session, exc, None if exc else done.result())
+                status = 200
+                if isinstance(response, JSONResponse):
+                    status = response.status_code
+                    yield sse("error", {"status": status, **json.loads(response.body)})
+                else:
+                    yield sse("answer", response)
+                app.state.metrics.observe("/v1/answer/stream", status)
+                return
+        return openapi.EventStream(stream())

@@ -1,0 +1,29 @@
+"""Response bodies every route shares: the ``{error, detail}`` shape of every error status,
+422s shaped like request validation errors, and JSON-safe copies of values for bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from searchagent.errors import InputError
+
+
+def error(status: int, message: str, detail: Any = None, headers: dict | None = None,
+          **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, "detail": detail, **extra}, status_code=status,
+                        headers=headers)
+
+
+def invalid_input(exc: InputError, **extra: Any) -> JSONResponse:
+    """A 422 shaped like a request validation error (``ValidationErrorBody``)."""
+    return error(422, str(exc), [{"field": exc.field or "body", "message": str(exc),
+                                  "type": "value_error"}], **extra)
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe copy (numpy numbers, tuples, odd objects become plain values)."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
+                                 else str(o)))
