@@ -89,6 +89,41 @@ def test_same_search_results(both):
     one.close(), two.close()
 
 
+def test_spann_replication_on_ray_writes_the_same_folder(ray_session, tmp_path, monkeypatch):
+    import index.build_ray_spann as ray_spann
+    from index.spann import build_spann
+    from index.spann.replication import BLOCK
+
+    monkeypatch.setattr(ray_spann, "ROWS_PER_TASK", 2 * BLOCK)      # several tasks
+    vectors = np.random.default_rng(3).standard_normal((5 * BLOCK + 123, 24)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.save(tmp_path / "vectors.npy", vectors)
+    mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    local = build_spann(mapped, tmp_path / "local", progress=False)
+    remote = build_spann(mapped, tmp_path / "ray", progress=False,
+                         replicate_fn=ray_spann.ray_replicate(tmp_path / "vectors.npy"))
+    assert remote["n_entries"] == local["n_entries"] > len(vectors)        # replicas too
+    files = [json.loads((tmp_path / side / "spann.json").read_text())["files"]
+             for side in ("local", "ray")]
+    assert files[0] == files[1]                      # every file, size and sha256
+
+
+def test_spann_index_built_on_ray_searches_like_the_local_one(ray_session, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(p) for p in sample_passages(48)) + "\n")
+    config = load_config(env={}, cli={"index": {"faiss": "spann", "bm25": False,
+                                                "batch_size": 16}})
+    local = build_index(corpus, tmp_path / "local", config)
+    remote = build_index(corpus, tmp_path / "ray", config, engine="ray")
+    spann = [m["components"]["dense"]["index"] for m in (local, remote)]
+    assert spann[0]["kind"] == "spann" and spann[0]["n_entries"] == spann[1]["n_entries"]
+    one, two = Searcher(tmp_path / "local", config), Searcher(tmp_path / "ray", config)
+    for query in QUERIES:
+        assert [h.id for h in one.search(query, 5, "dense")] == \
+            [h.id for h in two.search(query, 5, "dense")], query
+    one.close(), two.close()
+
+
 def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path):
     corpus = tmp_path / "c.jsonl"
     lines = [json.dumps(p) for p in sample_passages(30)]

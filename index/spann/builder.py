@@ -67,8 +67,10 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | dict | None = None,
-                progress: bool = True) -> dict:
-    """Build the index from ``vectors`` (n, d) into ``folder``; return its summary."""
+                progress: bool = True, replicate_fn=replicate) -> dict:
+    """Build the index from ``vectors`` (n, d) into ``folder``; return its summary.
+    ``replicate_fn``: ``replication.replicate`` or a drop-in that spreads it over workers
+    (``index.build_ray_spann``)."""
     if isinstance(params, dict):
         params = SpannParams(**params)
     params = params or SpannParams()
@@ -80,7 +82,7 @@ def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | d
     tmp = temp_name(folder)
     tmp.mkdir(parents=True)
     try:
-        summary = _build(vectors, tmp, params, progress)
+        summary = _build(vectors, tmp, params, progress, replicate_fn)
         if folder.exists():
             shutil.rmtree(folder)
         os.rename(tmp, folder)
@@ -90,7 +92,8 @@ def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | d
     return summary
 
 
-def _build(vectors: np.ndarray, tmp: Path, params: SpannParams, progress: bool) -> dict:
+def _build(vectors: np.ndarray, tmp: Path, params: SpannParams, progress: bool,
+           replicate_fn) -> dict:
     n, dim = vectors.shape
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -99,8 +102,8 @@ def _build(vectors: np.ndarray, tmp: Path, params: SpannParams, progress: bool) 
     seconds["clustering"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    pair_head, pair_row = replicate(vectors, heads, primary, params.replicas, params.eps,
-                                    params.cap, progress)
+    pair_head, pair_row = replicate_fn(vectors, heads, primary, params.replicas, params.eps,
+                                       params.cap, progress)
     seconds["replication"] = time.perf_counter() - start
 
     start = time.perf_counter()

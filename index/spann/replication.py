@@ -45,15 +45,9 @@ def rng_select(dist: np.ndarray, cand: np.ndarray, heads: np.ndarray, replicas: 
     return chosen
 
 
-def replicate(vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray, replicas: int,
-              eps: float, cap: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Return (head, row) pairs sorted by head then distance, primaries included.
-
-    The primary head of each row is forced to column 0 even when k-means' capacity
-    assignment placed the row somewhere other than its nearest head.
-    """
+def head_search_index(heads: np.ndarray):
+    """The index that finds each vector's candidate heads (the same one on every worker)."""
     faiss = import_faiss()
-    n = vectors.shape[0]
     if len(heads) > 4096:  # approximate candidates: exact search would cost n x heads x d
         index = faiss.IndexHNSWFlat(heads.shape[1], 32)
         index.hnsw.efConstruction = 80
@@ -61,39 +55,56 @@ def replicate(vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray, repli
     else:
         index = faiss.IndexFlatL2(heads.shape[1])
     index.add(heads)
+    return index
+
+
+def range_pairs(index, vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray,
+                start: int, stop: int, replicas: int, eps: float) -> tuple[np.ndarray, ...]:
+    """Candidate (head, row, distance, is_primary) pairs of rows ``start:stop``.
+
+    The primary head of each row is forced to column 0 even when k-means' capacity
+    assignment placed the row somewhere other than its nearest head."""
     m = min(len(heads), max(2 * replicas, replicas + 2))
-    pair_head, pair_row, pair_dist, pair_primary = [], [], [], []
-    for start in tqdm(range(0, n, BLOCK), desc="spann: boundary replication", unit="block",
-                      mininterval=1.0, disable=not progress):
-        ids = np.arange(start, min(n, start + BLOCK))
-        data = rows(vectors, ids)
-        sqd, cand = index.search(data, m)
-        prim = primary[ids].astype(np.int64)
-        pdist = ((data - heads[prim]) ** 2).sum(axis=1)
-        # put the primary in column 0; drop it from the other columns
-        cand = np.where(cand == prim[:, None], -1, cand)
-        cand = np.concatenate([prim[:, None], cand], axis=1)
-        sqd = np.concatenate([pdist[:, None], np.where(cand[:, 1:] < 0, np.inf, sqd)], axis=1)
-        order = np.argsort(sqd[:, 1:], axis=1, kind="stable") + 1
-        cand[:, 1:] = np.take_along_axis(cand, order, axis=1)
-        sqd[:, 1:] = np.take_along_axis(sqd, order, axis=1)
-        dist = np.sqrt(np.maximum(sqd, 0))
-        # eps is measured against the nearest head (candidate 1 may be nearer than the primary)
-        nearest = np.minimum(dist[:, 0], np.where(cand[:, 1] >= 0, dist[:, 1], np.inf))
-        chosen = rng_select(np.concatenate([nearest[:, None], dist[:, 1:]], axis=1),
-                            np.maximum(cand, 0), heads, replicas, eps) & (cand >= 0)
-        r, c = np.nonzero(chosen)
-        pair_head.append(cand[r, c].astype(np.int32))
-        pair_row.append(ids[r].astype(np.int64))
-        pair_dist.append(dist[r, c].astype(np.float32))
-        pair_primary.append(c == 0)
-    head = np.concatenate(pair_head)
-    row = np.concatenate(pair_row)
-    dist = np.concatenate(pair_dist)
-    is_primary = np.concatenate(pair_primary)
-    # primaries first within a head, then replicas nearest-first; cut replicas past cap
+    ids = np.arange(start, stop)
+    data = rows(vectors, ids)
+    sqd, cand = index.search(data, m)
+    prim = primary[ids].astype(np.int64)
+    pdist = ((data - heads[prim]) ** 2).sum(axis=1)
+    # put the primary in column 0; drop it from the other columns
+    cand = np.where(cand == prim[:, None], -1, cand)
+    cand = np.concatenate([prim[:, None], cand], axis=1)
+    sqd = np.concatenate([pdist[:, None], np.where(cand[:, 1:] < 0, np.inf, sqd)], axis=1)
+    order = np.argsort(sqd[:, 1:], axis=1, kind="stable") + 1
+    cand[:, 1:] = np.take_along_axis(cand, order, axis=1)
+    sqd[:, 1:] = np.take_along_axis(sqd, order, axis=1)
+    dist = np.sqrt(np.maximum(sqd, 0))
+    # eps is measured against the nearest head (candidate 1 may be nearer than the primary)
+    nearest = np.minimum(dist[:, 0], np.where(cand[:, 1] >= 0, dist[:, 1], np.inf))
+    chosen = rng_select(np.concatenate([nearest[:, None], dist[:, 1:]], axis=1),
+                        np.maximum(cand, 0), heads, replicas, eps) & (cand >= 0)
+    r, c = np.nonzero(chosen)
+    return (cand[r, c].astype(np.int32), ids[r].astype(np.int64),
+            dist[r, c].astype(np.float32), c == 0)
+
+
+def capped_pairs(parts: list[tuple[np.ndarray, ...]], cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(head, row) pairs of every range, sorted by head (primaries first, then replicas
+    nearest first), with the replicas past ``cap`` in a head dropped."""
+    head, row, dist, is_primary = (np.concatenate(column) for column in zip(*parts))
     order = np.lexsort((dist, ~is_primary, head))
     head, row, is_primary = head[order], row[order], is_primary[order]
     first = np.searchsorted(head, head, side="left")
     keep = (np.arange(len(head)) - first < cap) | is_primary
     return head[keep], row[keep]
+
+
+def replicate(vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray, replicas: int,
+              eps: float, cap: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Return (head, row) pairs sorted by head then distance, primaries included."""
+    index = head_search_index(heads)
+    n = vectors.shape[0]
+    parts = [range_pairs(index, vectors, heads, primary, start, min(n, start + BLOCK),
+                         replicas, eps)
+             for start in tqdm(range(0, n, BLOCK), desc="spann: boundary replication",
+                               unit="block", mininterval=1.0, disable=not progress)]
+    return capped_pairs(parts, cap)

@@ -1,0 +1,70 @@
+"""SPANN build with boundary replication local vs in Ray tasks, side by side on the same cores.
+
+    .venv/bin/python -m benchmarks.spann_ray --n 1000000 --cache bench-out/ann [--cpus 2]
+
+The synthetic mixture of ``benchmarks/ann_data.py`` (cached ``.npy``), built by
+``build_spann`` twice: ``replication.replicate`` in this process, then
+``index.build_ray_spann.ray_replicate`` on a local Ray with ``--cpus`` CPUs (Ray's start-up
+is timed apart). Prints the stages' seconds and whether every file came out identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.ann_data import synthetic
+from benchmarks.common import table
+from index.spann import build_spann
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--cache", type=Path, default=Path("bench-out/ann"))
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+    import ray
+
+    from index.build_ray_spann import ray_replicate
+
+    path = synthetic(args.cache, args.n)[0]
+    vectors = np.load(path, mmap_mode="r")
+    work = Path(tempfile.mkdtemp(prefix="spann-ray-", dir=args.cache))
+    rows, files = [], {}
+    try:
+        for engine in ("local", "ray"):
+            replicate_fn, ray_start = None, 0.0
+            if engine == "ray":
+                tick = time.perf_counter()
+                ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+                         logging_level="WARNING")
+                ray_start = time.perf_counter() - tick
+                replicate_fn = ray_replicate(path)
+            tick = time.perf_counter()
+            extra = {"replicate_fn": replicate_fn} if replicate_fn else {}
+            summary = build_spann(vectors, work / engine, **extra)
+            wall = time.perf_counter() - tick
+            seconds = summary["build_seconds"]
+            rows.append([engine, f"{ray_start:.1f}" if engine == "ray" else "-",
+                         f"{seconds['clustering']:.1f}", f"{seconds['replication']:.1f}",
+                         f"{seconds['postings']:.1f}", f"{seconds['head_index']:.1f}",
+                         f"{wall:.1f}"])
+            files[engine] = json.loads((work / engine / "spann.json").read_text())["files"]
+        ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nSPANN build, {args.n:,} x {vectors.shape[1]} synthetic, {args.cpus} CPUs; "
+          f"identical files: {files['local'] == files['ray']}\n")
+    print(table(["engine", "Ray start s", "clustering s", "replication s", "postings s",
+                 "head graph s", "build wall s"], rows))
+
+
+if __name__ == "__main__":
+    main()
