@@ -96,14 +96,24 @@ class LivingIndex:
 
     def compact(self, drop_old: bool = False) -> dict:
         """Merge BM25 segments, rewrite SPANN postings without stale entries, drop the
-        text of deleted passages. ``drop_old``: then delete the SPANN files only older
-        generations read (the old posting file with its relocated copies); only safe when
-        no reader in any process still uses an older generation (the CLI's case)."""
+        text of deleted passages. ``drop_old``: then delete the BM25 and SPANN files only
+        older generations read (old segments and bitmaps; the old posting file with its
+        relocated copies); only safe when no reader in any process still uses an older
+        generation (the CLI's case)."""
         summary = self._update("compact", [], [], None)
-        if drop_old and (self.folder / SPANN).is_dir():
-            from index.spann.lire import cleanup
+        if drop_old:
+            removed = []
+            if (self.folder / "bm25" / f"gen-{summary['generation']}.json").is_file():
+                from retrievers.bm25_files import prune
 
-            summary["removed"] = cleanup(self.folder / SPANN, summary["generation"])
+                removed += ["bm25/" + name for name in prune(self.folder / "bm25",
+                                                              summary["generation"])]
+            if (self.folder / SPANN).is_dir():
+                from index.spann.lire import cleanup
+
+                removed += [SPANN + "/" + name for name in cleanup(self.folder / SPANN,
+                                                                    summary["generation"])]
+            summary["removed"] = removed
         return summary
 
     # -- one generation -----------------------------------------------------------------

@@ -199,3 +199,22 @@ def rollback(folder: str | Path, committed: int) -> list[str]:
         fsync_dir(folder)
     return [path.name for path in doomed]
 
+
+def prune(folder: str | Path, generation: int) -> list[str]:
+    """Delete what only generations below ``generation`` read: every file and segment folder
+    of the bm25 folder that generation ``generation``'s file table does not list (the
+    build's arrays too, once a compaction replaced them). Older generations stop opening;
+    only for when no reader uses them. Returns the names removed."""
+    folder = Path(folder)
+    info = read_generation(folder, generation)
+    needed = {rel.split("/")[0] for rel in info["files"]} | {f"gen-{generation}.json"}
+    doomed = sorted((path for path in folder.iterdir() if path.name not in needed),
+                    key=lambda path: (not path.name.startswith("gen-"), path.name))
+    for path in doomed:          # generation files first, as in ``rollback``
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if doomed:
+        fsync_dir(folder)
+    return [path.name for path in doomed]

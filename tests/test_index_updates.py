@@ -16,6 +16,7 @@ import pytest
 
 from index.build import build_index
 from index.journal import FAULT_ENV, JOURNAL
+from index.manifest import verify_index
 from retrievers.searcher import Searcher
 from searchagent.cli import main
 from searchagent.config import Config
@@ -102,8 +103,17 @@ def test_add_replace_delete_compact_equal_a_fresh_build(index_dir, pool, tmp_pat
     np.testing.assert_allclose([s for _, s in dense[3]],
                                [s for _, s in results(expected, queries, "dense")[3]], atol=1e-3)
 
+    assert sorted(p.name for p in (index_dir / "bm25").glob("gen-*.json")) == \
+        ["gen-1.json", "gen-2.json"]
     assert main(["index", "compact", str(index_dir)]) == 0
-    assert json.loads(capsys.readouterr().out)["generation"] == 3
+    compacted = json.loads(capsys.readouterr().out)
+    assert compacted["generation"] == 3
+    # the CLI drops what only older generations read: BM25 keeps generation 3's files alone
+    assert "bm25/gen-1.json" in compacted["removed"] and "bm25/postings.npz" in compacted["removed"]
+    listed = {rel.split("/")[1] for rel in json.loads((index_dir / "manifest.json").read_text())
+              ["files"] if rel.startswith("bm25/")}
+    assert {p.name for p in (index_dir / "bm25").iterdir()} == listed | {"gen-3.json"}
+    verify_index(index_dir, "full")
     assert results(index_dir, queries, "bm25") == results(expected, queries, "bm25")
     assert main(["index", "info", str(index_dir)]) == 0
     info = capsys.readouterr().out
