@@ -2,6 +2,7 @@
 
     nice -n 19 python benchmarks/embed_backends.py [--passages 500] [--batch-size 32] [--runs 3]
         [--backends torch,onnx,onnx-int8,openvino,openvino-int8] [--cache-dir DIR]
+        [--recall-questions 0] [--seed 0]
 
 Passages are the first --passages of searchagent/sample/corpus.jsonl.gz (HotpotQA, shown as
 "title\\ntext" like an index does); sentences are the 300 sample questions. Throughput is the
@@ -12,7 +13,18 @@ top-10 passages (exact inner product over the same slice) with torch fp32's.
 
 The ceiling: FLOPs per passage from the model's shape and the real token counts, against a
 measured fp32 matmul rate of this CPU (torch, same threads, a [tokens x hidden] @ [hidden x
-ffn] product like the network's biggest layers). Writes bench-out/embed_backends.json.
+ffn] product like the network's biggest layers).
+
+Recall (--recall-questions N, default 0 = off): the pooled HotpotQA corpus of
+benchmarks/retrieval.py (every context paragraph of its files, de-duplicated by title+text;
+bench-out/retrieval/hotpot_pool.jsonl, made if absent) is ~10k passages, too many to embed per
+backend on a small CPU. So N questions with supporting titles are drawn (--seed) and the
+sub-pool is every pooled passage that one of them shipped (supporting + distractors). Each
+backend embeds that sub-pool as an index does ("title\\ntext") and the N questions as queries
+(once, untimed); exact inner-product search gives recall@{2,5,10} of the supporting paragraphs,
+matched by title as retrieval.py does. A sub-pool of ~10 paragraphs per question is a much
+easier haystack than the full pool: compare backends with each other, not with retrieval.py.
+Writes bench-out/embed_backends.json.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import argparse
 import gzip
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -35,6 +48,7 @@ from retrievers import encoder_backends as eb  # noqa: E402
 from retrievers.encoder import Encoder, passage_text  # noqa: E402
 
 SAMPLE = ROOT / "searchagent" / "sample"
+RECALL_CUTOFFS = (2, 5, 10)
 
 
 def load_texts(limit: int) -> tuple[list[str], list[str]]:
@@ -48,6 +62,42 @@ def load_texts(limit: int) -> tuple[list[str], list[str]]:
     questions = [json.loads(line)["question"]
                  for line in open(SAMPLE / "questions.jsonl", encoding="utf-8")]
     return passages, questions
+
+
+def recall_pool(count: int, seed: int) -> tuple[list[dict], list]:
+    """The pooled passages shipped with ``count`` sampled HotpotQA questions, and the questions."""
+    from benchmarks.common import SHARED_DATA
+    from benchmarks.retrieval import HOTPOT_FILES
+    from eval.loaders import load_dataset
+    from eval.pooling import pool_corpus
+
+    paths = [SHARED_DATA / "hotpotqa" / f for f in HOTPOT_FILES]
+    corpus = OUT / "retrieval" / "hotpot_pool.jsonl"    # the pool benchmarks/retrieval.py uses
+    if not corpus.exists():
+        stats = pool_corpus({"hotpotqa": [str(p) for p in paths]}, corpus)
+        print(f"pooled {stats['passages']} passages from {stats['paragraphs']} paragraphs")
+    examples = {}
+    for path in paths:                                   # as retrieval.py picks its questions
+        for example in load_dataset("hotpotqa", str(path)):
+            examples.setdefault(example.id, example)
+    candidates = [e for e in examples.values() if e.supporting_titles]
+    chosen = random.Random(seed).sample(candidates, min(count, len(candidates)))
+    wanted = {f"hotpotqa/{e.id}" for e in chosen}
+    with open(corpus, encoding="utf-8") as handle:
+        rows = [row for row in map(json.loads, handle) if wanted.intersection(row["sources"])]
+    return rows, chosen
+
+
+def recall_at(titles: list[str], query_vectors: np.ndarray, passage_vectors: np.ndarray,
+              questions: list) -> dict[int, float]:
+    """Mean recall@k of the supporting titles, exact inner-product search over the sub-pool."""
+    top = np.argsort(-(query_vectors @ passage_vectors.T), axis=1)[:, :max(RECALL_CUTOFFS)]
+    recalls = {k: 0.0 for k in RECALL_CUTOFFS}
+    for example, ranked in zip(questions, top):
+        gold = set(example.supporting_titles)
+        for k in RECALL_CUTOFFS:
+            recalls[k] += len(gold & {titles[i] for i in ranked[:k]}) / len(gold)
+    return {k: value / len(questions) for k, value in recalls.items()}
 
 
 def timed(encoder: Encoder, texts: list[str], batch: int) -> tuple[float, np.ndarray]:
@@ -91,10 +141,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backends", default=",".join(eb.BACKENDS))
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--recall-questions", type=int, default=0,
+                        help="HotpotQA questions whose context paragraphs form the recall pool "
+                             "(0 = no recall)")
+    parser.add_argument("--seed", type=int, default=0, help="sample seed for --recall-questions")
     args = parser.parse_args()
     import torch
 
     passages, questions = load_texts(args.passages)
+    pool, recall_questions = recall_pool(args.recall_questions, args.seed) \
+        if args.recall_questions > 0 else ([], [])
     encoders, loads = {}, {}
     for backend in dict.fromkeys(["torch", *args.backends.split(",")]):
         if backend and eb.missing_packages(backend):
@@ -122,6 +178,18 @@ def main() -> None:
         print(f"run {run + 1}: " + ", ".join(f"{n} {r['passages'][-1]:.1f}/{r['sentences'][-1]:.1f}"
                                              for n, r in rates.items()), flush=True)
     peak = float(np.median(peaks))
+    recalls = {}
+    if pool:        # once per backend, untimed: an index's passages and the questions as queries
+        pool_texts = [passage_text(row["title"], row["text"]) for row in pool]
+        query_texts = [e.question for e in recall_questions]
+        for name, encoder in encoders.items():
+            started = time.perf_counter()
+            pool_vectors = encoder.encode(pool_texts, args.batch_size)
+            query_vectors = encoder.encode(query_texts, args.batch_size)
+            recalls[name] = recall_at([row["title"] for row in pool], query_vectors,
+                                      pool_vectors, recall_questions)
+            print(f"recall {name}: " + ", ".join(f"@{k} {v:.3f}" for k, v in recalls[name].items())
+                  + f" ({time.perf_counter() - started:.0f} s)", flush=True)
     ref_passages, ref_queries = vectors["torch"]
     ref_top = np.argsort(-(ref_queries @ ref_passages.T), axis=1)[:, :10]
     results, rows = {}, []
@@ -141,11 +209,18 @@ def main() -> None:
         r = results[name]
         rows.append([name, r["passages_per_s"], r["sentences_per_s"], r["mean_cosine"],
                      r["min_cosine"], overlap, r["gflops"], f"{100 * r['gflops'] / peak:.0f}%"])
+        if pool:
+            r["recall"] = {str(k): v for k, v in recalls[name].items()}
+            rows[-1] += [recalls[name][k] for k in RECALL_CUTOFFS]
     print(f"\n{len(passages)} passages (mean {mean_tokens:.0f} tokens), {len(questions)} questions,"
           f" batch {args.batch_size}, median of {args.runs} round-robin runs, "
           f"{torch.get_num_threads()} threads")
+    if pool:
+        print(f"recall: {len(recall_questions)} HotpotQA questions (seed {args.seed}), pool of "
+              f"their {len(pool)} context paragraphs, exact inner product")
     print(table(["backend", "passages/s", "sentences/s", "mean cos", "min cos", "overlap@10",
-                 "GFLOP/s", "of fp32 matmul"], rows))
+                 "GFLOP/s", "of fp32 matmul"]
+                + [f"recall@{k}" for k in RECALL_CUTOFFS if pool], rows))
     print(f"\nFLOPs per passage: {fpp / 1e9:.3f} GFLOP; fp32 matmul {shape[0]}x{shape[1]}x{shape[2]}:"
           f" {peak:.1f} GFLOP/s (runs: {', '.join(f'{p:.0f}' for p in peaks)}) -> fp32 ceiling"
           f" ~{peak * 1e9 / fpp:.0f} passages/s; int8 kernels can go past it")
@@ -153,7 +228,8 @@ def main() -> None:
     report = {"passages": len(passages), "questions": len(questions), "batch_size": args.batch_size,
               "runs": args.runs, "mean_tokens": mean_tokens, "flops_per_passage": fpp,
               "matmul_gflops_fp32": peak, "matmul_runs": peaks, "threads": torch.get_num_threads(),
-              "results": results}
+              "recall_questions": len(recall_questions), "recall_pool": len(pool),
+              "seed": args.seed, "results": results}
     (OUT / "embed_backends.json").write_text(json.dumps(report, indent=2))
 
 
