@@ -4,9 +4,9 @@ Modules: ``clustering`` (hierarchical balanced k-means), ``replication`` (bounda
 replication with the RNG rule), ``postings`` (on-disk format, writer, reader), ``builder``
 (``build_spann``), ``opening`` (verification on open), ``searcher`` (``SpannIndex``).
 Updates in place (SPFresh's LIRE): ``lire`` (``SpannUpdater``: insert, delete, commit,
-compact), ``rebalance`` (split, reassign, merge, compaction), ``store`` (copy-on-write
-posting writes), ``heads`` (head index without dead heads), ``generations`` (per-generation
-files, ``rollback``, ``cleanup``). Tested by ``tests/test_spann.py`` and
+compact), ``placement`` (inserts by the build's rules), ``rebalance`` (split, reassign,
+merge, compaction), ``store`` (copy-on-write posting writes), ``heads`` (head index without
+dead heads), ``generations`` (per-generation files, ``rollback``, ``cleanup``). Tested by ``tests/test_spann.py`` and
 ``tests/test_spann_updates.py``.
 """
 

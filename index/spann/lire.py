@@ -13,7 +13,7 @@ is *merged* away; deletes are tombstones. Here:
   postings; a posting drops its stale entries the next time it is rewritten (relocation,
   split, compaction). A version that cycles back can revive an old entry: harmless, since
   it holds the same row's same vector (rows never change), so search only de-duplicates it.
-* **Insert** (``_place``): per batch, the nearest live heads, the build's RNG replication
+* **Insert** (``placement.py``): per batch, the nearest live heads, the build's RNG replication
   rule (``replication.rng_select``, same ``replicas`` and ``eps``) and its cap rule (a
   replica goes only into a posting with room under ``cap``; a vector's nearest posting
   always takes it), then one append per touched posting (in place while it has room,
@@ -41,22 +41,20 @@ from index.spann.builder import FORMAT, FORMAT_VERSION
 from index.spann.generations import cleanup, rollback  # noqa: F401  (the module API)
 from index.spann.heads import HeadIndex
 from index.spann.opening import load_snapshot
-from index.spann.postings import CAPACITY, COUNT, DEAD, ROW_MASK, VERSION_SHIFT, widen
+from index.spann.placement import ABSENT, CYCLE, DELETED, Placement
+from index.spann.postings import CAPACITY, COUNT, DEAD, ROW_MASK, widen
 from index.spann.rebalance import Rebalancer, one_blas_thread
-from index.spann.replication import rng_select
 from index.spann.store import PostingStore, valid_mask
 from searchagent.errors import InputError
 
-ABSENT, DELETED, CYCLE = 0xFF, 0x80, 127
 MAX_ROUNDS = 8           # reassignment rounds after one batch (cascading splits)
-RNG_BLOCK = 1024         # vectors per rng_select call (it builds (b, m, m) distances)
 COUNTERS = ("inserts", "deletes", "splits", "trimmed", "merges", "reassigned", "merge_moved",
             "relocations", "compactions", "bytes_appended")
 
 __all__ = ["SpannUpdater", "rollback", "cleanup"]
 
 
-class SpannUpdater(Rebalancer):
+class SpannUpdater(Placement, Rebalancer):
     """Insert, delete, commit and compact one SPANN folder.
 
     ``reassign_neighbors``: postings near a split one whose vectors are checked for
@@ -181,90 +179,6 @@ class SpannUpdater(Rebalancer):
             self._bump(rows)
             self._count("reassigned", len(rows))
             pending = self._place(rows, vectors, found)
-
-    def _candidate_heads(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The nearest live heads a vector may be written to (as many as the build tries)."""
-        m = min(self.heads.n_live, max(2 * self.replicas, self.replicas + 2))
-        return self.heads.search(vectors, m, self.ef)
-
-    def _place(self, rows: np.ndarray, vectors: np.ndarray, found=None) -> list:
-        """Append each vector to its RNG-selected postings; returns the reassignment
-        candidates of the splits this caused, as (rows, float32 vectors) pairs.
-        ``found``: the vectors' ``_candidate_heads`` when already searched."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        sqd, cand = self._candidate_heads(vectors) if found is None else found
-        dist = np.sqrt(np.maximum(sqd, 0))
-        chosen = np.zeros(cand.shape, dtype=bool)
-        heads = self.heads.heads
-        for s in range(0, len(rows), RNG_BLOCK):
-            part = cand[s:s + RNG_BLOCK]
-            chosen[s:s + RNG_BLOCK] = rng_select(dist[s:s + RNG_BLOCK], np.maximum(part, 0),
-                                                 heads, self.replicas, self.eps) & (part >= 0)
-        src, col = np.nonzero(chosen)
-        target = cand[src, col]
-        order = np.argsort(target, kind="stable")
-        target, src, primary = target[order], src[order], col[order] == 0
-        entry = rows[src] | (self.versions[rows[src]].astype(np.int64) << VERSION_SHIFT)
-        stored = vectors.astype(self.dtype, copy=False)
-        cuts = np.flatnonzero(np.diff(target)) + 1
-        pending = []
-        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(target)]])):
-            keep = self._room_for_replicas(int(target[a]), primary[a:b])
-            self.copies[rows[src[a:b][keep]]] += 1
-            moved = self._append(int(target[a]), entry[a:b][keep], stored[src[a:b][keep]],
-                                 primary[a:b][keep])
-            if moved is not None and len(moved[0]):
-                pending.append(moved)
-        return pending + self._neighbours()
-
-    def _room_for_replicas(self, p: int, primary: np.ndarray) -> np.ndarray:
-        """The build's cap rule: a replica goes only into a posting with room under ``cap``
-        (a posting's own vectors, its primaries, always go in; only they can split it)."""
-        room = max(0, self.cap - self.store.count(p) - int(primary.sum()))
-        return primary | (np.cumsum(~primary) <= room)
-
-    def _append(self, p: int, ids: np.ndarray, vectors: np.ndarray, primary: np.ndarray):
-        """Add entries to posting ``p``: in place, relocated, or split (LIRE)."""
-        store = self.store
-        if not self.append_only and store.count(p) + len(ids) > self.cap:
-            if int(valid_mask(store.ids[p], self.versions).sum()) + len(ids) > self.cap:
-                if self._trim(p, ids, vectors, primary):
-                    return None
-                return self._split(p, ids, vectors)
-        if store.append(p, ids, vectors):
-            return None
-        old_ids, old_vectors = store.read(p, self.versions)      # stale entries dropped
-        store.rewrite(p, np.concatenate([old_ids, ids]),
-                      np.concatenate([old_vectors, vectors]), self.cap)
-        self._count("relocations", 1)
-        return None
-
-    def _bump(self, rows: np.ndarray) -> None:
-        self.versions[rows] = (self.versions[rows].astype(np.int64) + 1) % CYCLE
-        self.copies[rows] = 0                     # every entry of theirs went stale
-
-    def _misplaced(self, rows: np.ndarray, vectors: np.ndarray):
-        """The live rows among ``rows`` whose nearest live head holds no valid entry of
-        theirs (the others are where a search looks for them first), one per row, with
-        their vectors and ``_candidate_heads`` (searched once, reused to place them)."""
-        rows, first = np.unique(rows, return_index=True)
-        vectors = np.ascontiguousarray(vectors[first], dtype=np.float32)
-        live = self.versions[rows] < CYCLE
-        rows, vectors = rows[live], vectors[live]
-        if not len(rows):
-            return rows, vectors, None
-        sqd, cand = self._candidate_heads(vectors)
-        near = cand[:, 0]
-        entry = rows | (self.versions[rows].astype(np.int64) << VERSION_SHIFT)
-        holds = np.zeros(len(rows), dtype=bool)
-        order = np.argsort(near, kind="stable")
-        cuts = np.flatnonzero(np.diff(near[order])) + 1
-        for group in np.split(order, cuts):
-            head = int(near[group[0]])
-            if head >= 0:
-                holds[group] = np.isin(entry[group], self.store.ids[head])
-        move = ~holds
-        return rows[move], vectors[move], (sqd[move], cand[move])
 
     # -- commit ----------------------------------------------------------------------------
 
