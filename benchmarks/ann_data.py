@@ -154,7 +154,8 @@ def real(cache: Path, data: Path, queries: int = 1000, block: int = 4096,
     with gzip.open(texts_path, "rt", encoding="utf-8") as handle:
         pooled = json.load(handle)
     texts, questions = pooled["texts"], pooled["questions"]
-    encoder = Encoder(os.environ.get("ANN_EMBEDDER", "default"))
+    encoder = Encoder(os.environ.get("ANN_EMBEDDER", "default"),   # backends: docs/embedding.md
+                      backend=os.environ.get("ANN_EMBED_BACKEND", "torch"))
     tmp, progress = cache / "real-minilm.tmp.npy", cache / "real-minilm.progress.json"
     done = json.loads(progress.read_text())["done"] if progress.exists() and tmp.exists() else 0
     out = np.lib.format.open_memmap(tmp, mode="r+" if done else "w+", dtype=np.float32,
