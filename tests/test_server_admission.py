@@ -127,4 +127,80 @@ def test_demand_is_run_time_over_the_requests_running_beside_it():
     admission.try_acquire()
     now[0] = 36.0
     admission.release(10.0)
-    assert admission.service_s == pytest.approx(0.3 * 10.0 + 0.7 * 4.0)
+    assert admission.service_s == pytest.approx(10.0)   # p90 of [4, 4, 4, 4, 10]
+
+
+def fake_admission(deadline_s: float = 20.0, **kwargs):
+    """An ``Admission`` on a fake clock, and a function that runs one request alone for
+    ``seconds`` (so its demand is exactly ``seconds``)."""
+    from searchagent.server.limits import Admission
+
+    now = [0.0]
+    admission = Admission(sessions=8, max_queue=64, deadline_s=deadline_s,
+                          clock=lambda: now[0], **kwargs)
+
+    def run_alone(seconds: float) -> None:
+        assert admission.try_acquire()[0]
+        now[0] += seconds
+        admission.release(seconds)
+    return admission, run_alone
+
+
+def admitted_at_once(admission) -> int:
+    count = 0
+    while admission.try_acquire()[0]:
+        count += 1
+    return count
+
+
+def test_admission_by_p90_of_demand_keeps_long_questions_within_the_deadline():
+    """Seven closed-book questions (1 s of the generator each) and three multi-hop ones
+    (3 s): the mean (1.6 s) would admit 12 at a 20 s deadline, and 12 multi-hop questions
+    need 36 s; p90 (3 s) admits 6, which finish within 18 s whatever their mix."""
+    admission, run_alone = fake_admission()
+    for seconds in [1.0] * 7 + [3.0] * 3:
+        run_alone(seconds)
+    assert admission.service_s == pytest.approx(3.0)
+    n = admitted_at_once(admission)
+    assert n == 6 and n * 3.0 <= 20.0
+    ok, retry_after = admission.try_acquire()
+    assert not ok and retry_after == 3                # one must finish: one p90 demand
+
+
+def test_the_quantile_and_window_are_configurable_and_the_window_forgets():
+    admission, run_alone = fake_admission(quantile=0.5, window=4)
+    for seconds in (8.0, 1.0, 2.0, 4.0):
+        run_alone(seconds)
+    assert admission.service_s == 2.0                 # nearest-rank median of 1, 2, 4, 8
+    for _ in range(4):
+        run_alone(1.0)                                # the long ones leave the window
+    assert admission.service_s == 1.0
+    assert admitted_at_once(admission) == 20          # 20 x 1 s fits 20 s
+    from searchagent.server.limits import Admission
+    with pytest.raises(ValueError):
+        Admission(1, 1, 20.0, quantile=0.0)
+
+
+def test_admission_is_thread_safe():
+    """Threads admitting and releasing at once never lose a count."""
+    import threading
+
+    from searchagent.server.limits import Admission
+
+    admission = Admission(sessions=4, max_queue=4, deadline_s=1e9, expected_service_s=1.0)
+    admitted = []
+
+    def worker():
+        for i in range(500):
+            ok, _ = admission.try_acquire()
+            if ok:
+                admitted.append(1)
+                admission.release(0.001 * (i % 7 + 1))
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert admission.admitted == 0
+    assert admission.measured == len(admitted)
+    assert len(admitted) + admission.rejected_total == 8 * 500

@@ -145,8 +145,10 @@ class LlamaCppGenerator:
         size = llama_cpp.llama_state_get_size(ctx)
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_get_data(ctx, buffer, size)
+        # string_at copies in C; bytes(buffer[:written]) built a list of ints under the
+        # GIL (~0.1 s for a 5 MB state), stalling the server's event loop (slow 429s)
         self._sessions[session] = (np.array(self.llm._input_ids, dtype=np.intc),
-                                   bytes(buffer[:written]))
+                                   ctypes.string_at(buffer, written))
         self._sessions.move_to_end(session)
         while len(self._sessions) > self.session_states:
             self._sessions.popitem(last=False)

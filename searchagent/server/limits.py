@@ -96,35 +96,48 @@ class ApiKeyMiddleware:
 
 
 class Admission:
-    """Deadline-aware admission for answer requests, by measured demand.
+    """Deadline-aware admission for answer requests, by a high quantile of measured demand.
 
     The generator is shared: requests running side by side slow each other down (on a
     2-core machine a request's run time grows about linearly with the number beside it).
     So each finished request yields its *demand*: run time / the average number of
-    requests running while it ran (a time-weighted count). ``service_s`` is an EWMA of
-    demands (before any finishes: ``expected_service_s``, else the whole deadline). With
-    ``n`` requests admitted, a new one finishes after about ``(n + 1) * service_s``: it is
-    admitted when that fits in ``deadline_s`` (and ``n < capacity``), or when nothing is
-    admitted (so there is always something to measure). Otherwise it is refused with
-    ``Retry-After`` = the time for enough admitted requests to finish, one per
-    ``service_s``. Measuring per-request run time alone (the previous rule) let a free
-    session admit requests that then ran too slowly side by side to meet the deadline."""
+    requests running while it ran (a time-weighted count). ``service_s`` is the
+    ``quantile`` (nearest rank, default p90) of the last ``window`` demands (before any
+    finishes: ``expected_service_s``, else the whole deadline): a mean let the long
+    (multi-hop, ~3x a closed-book) questions run past the deadline. With ``n`` requests
+    admitted, a new one finishes after about ``(n + 1) * service_s``: it is admitted when
+    that fits in ``deadline_s`` (and ``n < capacity``), or when nothing is admitted (so
+    there is always something to measure). Otherwise it is refused with ``Retry-After`` =
+    the time for enough admitted requests to finish, one per ``service_s``. The refusal
+    path only reads numbers under a lock; the quantile is computed when a request ends."""
 
-    ALPHA = 0.3                                    # weight of the newest measurement
+    QUANTILE = 0.9                                 # of the recent demands
+    WINDOW = 32                                    # recent finished requests kept
 
     def __init__(self, sessions: int, max_queue: int, deadline_s: float,
-                 expected_service_s: float = 0.0, clock=time.monotonic):
+                 expected_service_s: float = 0.0, clock=time.monotonic,
+                 quantile: float = QUANTILE, window: int = WINDOW):
+        if not 0.0 < quantile <= 1.0 or window < 1:
+            raise ValueError(f"need 0 < quantile <= 1 and window >= 1, got {quantile}, {window}")
         self.sessions = max(1, sessions)
         self.capacity = self.sessions + max_queue
         self.deadline_s = deadline_s
+        self.quantile = quantile
         self.service_s = expected_service_s if expected_service_s > 0 else deadline_s
         self.measured = 0                          # finished requests measured so far
+        self._demands: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
         self._clock = clock
         self.admitted = 0
         self.rejected_total = 0
         self._changes: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, running)
         self._changes.append((clock(), 0))
+
+    @staticmethod
+    def nearest_rank(values, q: float) -> float:
+        """The ``q`` quantile of ``values`` by nearest rank (always one of the values)."""
+        ordered = sorted(values)
+        return ordered[max(0, math.ceil(round(q * len(ordered), 9)) - 1)]
 
     def _fits(self, n: int) -> bool:
         return n == 0 or (n < self.capacity and (n + 1) * self.service_s <= self.deadline_s)
@@ -162,7 +175,7 @@ class Admission:
             now = self._clock()
             if service_s is not None and service_s > 0:
                 demand = service_s / max(1.0, self._mean_running(now - service_s, now))
-                self.service_s = (demand if self.measured == 0 else
-                                  self.ALPHA * demand + (1 - self.ALPHA) * self.service_s)
+                self._demands.append(demand)
+                self.service_s = self.nearest_rank(self._demands, self.quantile)
                 self.measured += 1
             self._set_admitted(self.admitted - 1)
