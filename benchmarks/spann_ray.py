@@ -48,8 +48,7 @@ def main() -> None:
                 ray_start = time.perf_counter() - tick
                 replicate_fn = ray_replicate(path)
             tick = time.perf_counter()
-            extra = {"replicate_fn": replicate_fn} if replicate_fn else {}
-            summary = build_spann(vectors, work / engine, **extra)
+            summary = build_spann(vectors, work / engine, replicate_fn=replicate_fn)
             wall = time.perf_counter() - tick
             seconds = summary["build_seconds"]
             rows.append([engine, f"{ray_start:.1f}" if engine == "ray" else "-",

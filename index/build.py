@@ -136,10 +136,8 @@ def _build_vector_index(folder: Path, cfg: IndexConfig, spann_replicate=None) ->
     vectors = np.load(folder / EMBEDDINGS, mmap_mode="r")
     if cfg.faiss == "spann":
         from index.spann import build_spann  # optional heavy component
-        from index.spann.replication import replicate
 
-        return build_spann(vectors, folder / "dense" / "spann",
-                           replicate_fn=spann_replicate or replicate)
+        return build_spann(vectors, folder / "dense" / "spann", replicate_fn=spann_replicate)
     index = FaissIndex(build_faiss(vectors, cfg.faiss), cfg.faiss, use_gpu=False)
     index.save(folder / FAISS_FILE)
     return {"kind": "faiss", "factory": cfg.faiss, "ntotal": int(index.index.ntotal)}

@@ -189,15 +189,7 @@ def rollback(folder: str | Path, committed: int) -> list[str]:
         match = _GENERATION_FILE.fullmatch(path.name)
         if match and (int(match.group(1)) > committed or match.group(2)):
             doomed.append(path)
-    doomed.sort(key=lambda path: (not path.name.startswith("gen-"), path.name))
-    for path in doomed:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if doomed:
-        fsync_dir(folder)
-    return [path.name for path in doomed]
+    return _remove(folder, doomed)
 
 
 def prune(folder: str | Path, generation: int) -> list[str]:
@@ -208,9 +200,14 @@ def prune(folder: str | Path, generation: int) -> list[str]:
     folder = Path(folder)
     info = read_generation(folder, generation)
     needed = {rel.split("/")[0] for rel in info["files"]} | {f"gen-{generation}.json"}
-    doomed = sorted((path for path in folder.iterdir() if path.name not in needed),
-                    key=lambda path: (not path.name.startswith("gen-"), path.name))
-    for path in doomed:          # generation files first, as in ``rollback``
+    return _remove(folder, [path for path in folder.iterdir() if path.name not in needed])
+
+
+def _remove(folder: Path, doomed: list[Path]) -> list[str]:
+    """Delete ``doomed`` (files or segment folders), generation files first, so a removal
+    that is itself interrupted leaves nothing that looks committed; return their names."""
+    doomed = sorted(doomed, key=lambda path: (not path.name.startswith("gen-"), path.name))
+    for path in doomed:
         if path.is_dir():
             shutil.rmtree(path)
         else:

@@ -67,10 +67,10 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | dict | None = None,
-                progress: bool = True, replicate_fn=replicate) -> dict:
+                progress: bool = True, replicate_fn=None) -> dict:
     """Build the index from ``vectors`` (n, d) into ``folder``; return its summary.
-    ``replicate_fn``: ``replication.replicate`` or a drop-in that spreads it over workers
-    (``index.build_ray_spann``)."""
+    ``replicate_fn``: a drop-in for ``replication.replicate`` (the default) that spreads it
+    over workers (``index.build_ray_spann``)."""
     if isinstance(params, dict):
         params = SpannParams(**params)
     params = params or SpannParams()
@@ -82,7 +82,7 @@ def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | d
     tmp = temp_name(folder)
     tmp.mkdir(parents=True)
     try:
-        summary = _build(vectors, tmp, params, progress, replicate_fn)
+        summary = _build(vectors, tmp, params, progress, replicate_fn or replicate)
         if folder.exists():
             shutil.rmtree(folder)
         os.rename(tmp, folder)
