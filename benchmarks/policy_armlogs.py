@@ -30,12 +30,14 @@ import numpy as np  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.arms import ARMS  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import greedy_arms, load_replay_data, train_policy  # noqa: E402
+from policies.replay import (features_for, greedy_arms, load_replay_data,  # noqa: E402
+                             train_policy)
 from policies.rewards import RewardSpec  # noqa: E402
 
 # (name, algo, mode, params, trained per lambda?) -- full-information outcome and linear
 # models keep quality and cost apart, so one fit serves every lambda
 SYSTEMS = [
+    ("cascade/full", "cascade", "full", {}, True),
     ("outcome/full", "outcome", "full", {}, False),
     ("outcome/bandit", "outcome", "bandit", {}, True),
     ("linucb/full", "linucb", "full", {"reg": 10.0}, False),
@@ -80,12 +82,13 @@ def main() -> None:
     if args.diagnose:
         diagnose(table, emb, specs)
     results = {"args": vars(args), "n": len(table), "datasets": datasets.tolist(),
-               "arms": {}}           # (metric, lam, system) -> per-seed arm arrays
+               "arms": {},           # (metric, lam, system) -> per-seed arm arrays
+               "calls": {}}          # the same for a cascade's retrieval calls
     if args.report_only:
         with np.load(out / "policy_armlogs_arms.npz") as saved:
             for key in saved.files:
-                metric, lam, system, seed = key.split("|")
-                record(results, metric, float(lam), system, int(seed), saved[key])
+                kind, metric, lam, system, seed = (["arms"] + key.split("|"))[-5:]
+                record(results, metric, float(lam), system, int(seed), saved[key], kind)
     for metric in [] if args.report_only else args.metrics.split(","):
         for seed in range(args.seeds):
             splits = kfold_by_id(table.keys, args.folds, seed=seed)
@@ -99,16 +102,25 @@ def main() -> None:
                 spec = specs["features"]
                 for lam in lams if per_lam else [None]:
                     arms = {lam_: np.full(len(table), -1) for lam_ in lams}
+                    spent = {lam_: np.zeros(len(table)) for lam_ in lams}
                     for train, test in splits:
                         reward = RewardSpec(lam=lam or 0.0, metric=metric)
                         bundle, _ = train_policy(algo, table.subset(train), emb[train], spec,
                                                  reward, mode, 1, seed, params,
                                                  tune_rule="one-se")
+                        if algo == "cascade":
+                            held = table.subset(test)
+                            arms[lam][test], spent[lam][test] = bundle.policy.routes(
+                                features_for(held, bundle.features, emb[test]),
+                                held.questions, held.answers, held.steps)
+                            continue
                         for lam_ in ([lam] if per_lam else lams):
                             arms[lam_][test] = greedy_arms(bundle, table.subset(test),
                                                            emb[test], None if per_lam else lam_)
                     for lam_ in ([lam] if per_lam else lams):
                         record(results, metric, lam_, name, seed, arms[lam_])
+                        if algo == "cascade":
+                            record(results, metric, lam_, name, seed, spent[lam_], "calls")
                 print(f"  {metric} seed {seed} {name}: {time.perf_counter() - started:.0f} s",
                       flush=True)
     from benchmarks.policy_armlogs_report import report
@@ -148,16 +160,19 @@ def diagnose(table, emb: np.ndarray, specs: dict) -> None:
 def save_arms(results: dict, out: Path) -> None:
     """Every held-out choice, so the report can be redone without retraining."""
     np.savez(out / "policy_armlogs_arms.npz", **{
-        f"{metric}|{lam}|{system}|{seed}": arms
-        for (metric, lam, system), seeds in results["arms"].items()
-        for seed, arms in seeds.items()})
+        f"{'calls|' if kind == 'calls' else ''}{metric}|{lam}|{system}|{seed}": values
+        for kind in ("arms", "calls")
+        for (metric, lam, system), seeds in results[kind].items()
+        for seed, values in seeds.items()})
 
 
 def record(results: dict, metric: str, lam: float, system: str, seed: int,
-           arms: np.ndarray) -> None:
-    if (arms < 0).any():
+           values: np.ndarray, kind: str = "arms") -> None:
+    """Held-out arms (the served answer's arm) or, for a cascade, the calls it spent."""
+    if kind == "arms" and (values < 0).any():
         raise RuntimeError(f"{system}: some questions were never held out")
-    results["arms"].setdefault((metric, lam, system), {})[seed] = arms.astype(np.int64)
+    results[kind].setdefault((metric, lam, system), {})[seed] = \
+        values.astype(np.int64 if kind == "arms" else np.float64)
 
 
 def router_arms(splits, datasets: np.ndarray, R: np.ndarray) -> np.ndarray:

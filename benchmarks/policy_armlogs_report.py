@@ -26,7 +26,7 @@ PUBLISHED = {
                                [0.55, 0.82, 0.36, 0.68, 0.71, 0.89]),
 }
 TARGET_POINTS = ("AdaptiveRAG", "EigValLaplacian")
-HEADLINE = "outcome/full"
+HEADLINE = "cascade/full"
 
 
 def published_points() -> dict[str, tuple[float, float]]:
@@ -50,7 +50,8 @@ def report(results: dict, table, lams: list[float], out: Path) -> list[dict]:
                        **{s: seeds for (m, l, s), seeds in results["arms"].items()
                           if m == metric and l == lam}}
             for system, seeds in systems.items():
-                row = outcome(seeds, table, R, datasets)
+                row = outcome(seeds, table, metric, lam, datasets,
+                              results.get("calls", {}).get((metric, lam, system)))
                 diff = row.pop("per_question") - base
                 ci = bootstrap_ci(diff, resamples=2000, seed=0)
                 row.update(metric=metric, lam=lam, system=system, best_fixed=best_fixed,
@@ -63,12 +64,18 @@ def report(results: dict, table, lams: list[float], out: Path) -> list[dict]:
     return rows
 
 
-def outcome(seeds: dict[int, np.ndarray], table, R: np.ndarray, datasets: np.ndarray) -> dict:
-    """Seed-averaged per-question reward and means of every column, overall and per dataset."""
-    n, idx = len(R), np.arange(len(R))
+def outcome(seeds: dict[int, np.ndarray], table, metric: str, lam: float,
+            datasets: np.ndarray, spent: dict[int, np.ndarray] | None = None) -> dict:
+    """Seed-averaged per-question reward and means of every column, overall and per
+    dataset; ``spent``: a cascade's calls per seed (else the served arm's own calls)."""
+    n, idx = len(table), np.arange(len(table))
+    calls = {seed: table.steps[idx, arms] if spent is None else spent[seed]
+             for seed, arms in seeds.items()}
     per_q = {k: np.mean([v[idx, arms] for arms in seeds.values()], axis=0)
-             for k, v in (("reward", R), ("calls", table.steps),
-                          *((m, table.quality[m]) for m in ("em", "f1", "acc")))}
+             for k, v in ((m, table.quality[m]) for m in ("em", "f1", "acc"))}
+    per_q["calls"] = np.mean(list(calls.values()), axis=0)
+    per_q["reward"] = np.mean([table.quality[metric][idx, arms] - lam * calls[seed]
+                               for seed, arms in seeds.items()], axis=0)
     shares = np.mean([np.bincount(arms, minlength=len(ARMS)) / n for arms in seeds.values()], 0)
     names = np.unique(datasets)
     per_dataset = {d: {k: float(v[datasets == d].mean()) for k, v in per_q.items()}

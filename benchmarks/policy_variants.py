@@ -29,7 +29,6 @@ fixed arm. Variants:
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from policies.answer_features import answer_shape  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.features import FeatureMap, FeatureSpec  # noqa: E402
 from policies.outcome import OutcomeModels  # noqa: E402
@@ -201,22 +201,6 @@ def v_soft_router(f):
             proba @ np.stack([f.C[r].mean(axis=0) for r in rows]))
 
 
-REFUSAL = re.compile(r"unknown|not sure|no information|cannot|can't|don't know|none|"
-                     r"not specified|n/a", re.I)
-
-
-def answer_features(question: str, answer: str) -> list[float]:
-    words = answer.split()
-    asked = {w.lower().strip("?,.") for w in question.split()}
-    n = max(len(words), 1)
-    return [min(len(words) / 5, 4), float(bool(re.fullmatch(r"[\d.,%$ ]+", answer.strip()))),
-            float(bool(re.search(r"\b1\d{3}\b|\b20\d{2}\b", answer))),
-            sum(w[:1].isupper() for w in words) / n,
-            sum(w.lower().strip(".,") in asked for w in words) / n,
-            float(answer.strip().lower() in ("yes", "no")),
-            float(bool(re.search(r"\band\b|,", answer))), float(bool(REFUSAL.search(answer)))]
-
-
 def v_answer_aware(f):
     A = f.data["answer_features"]
     mean, std = A[f.train].mean(axis=0), A[f.train].std(axis=0) + 1e-6
@@ -231,16 +215,6 @@ VARIANTS = {"outcome": v_outcome, "char-ngrams": v_char,
             "answer-aware": v_answer_aware}
 
 
-def closed_book_answers(log: str, keys) -> list[str]:
-    import duckdb
-
-    with duckdb.connect(log, read_only=True) as con:
-        rows = con.execute("SELECT dataset, qid, prediction FROM arm_outcomes "
-                           "WHERE arm = 'parametric'").fetchall()
-    answers = {(d, q): p or "" for d, q, p in rows}
-    return [answers[key] for key in keys]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", default="bench-out/armlogs.duckdb")
@@ -252,8 +226,7 @@ def main() -> None:
     data = {"questions": table.questions, "emb": emb,
             "datasets": np.array([key[0] for key in table.keys])}
     data["answer_features"] = np.array(
-        [answer_features(q, a) for q, a in zip(table.questions,
-                                                closed_book_answers(args.log, table.keys))])
+        [answer_shape(q, a[0]) for q, a in zip(table.questions, table.answers)])
     spec = FeatureSpec(embedder=embedder, embed_dim=emb.shape[1], confidence=False,
                        cues=True, standardize=True)
     names = args.variants.split(",")

@@ -2,8 +2,8 @@
 
 One row per (run, dataset, qid, arm). ``load_arm_log`` keeps questions that have every
 arm, takes the newest row when several runs logged the same (dataset, qid, arm), and
-returns per-arm quality, steps, seconds and the parametric arm's confidence. Fixed-strategy
-rows of ``eval run`` (table ``results``) can be added as more arm outcomes.
+returns per-arm quality, steps, seconds, answers and the parametric arm's confidence.
+Fixed-strategy rows of ``eval run`` (table ``results``) can be added as more arm outcomes.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ class ArmTable:
     seconds: np.ndarray                       # (n, arms)
     confidence: np.ndarray                    # parametric arm's mean logprob, NaN if none
     dropped: int = 0                          # questions missing an arm
+    answers: list[list[str]] | None = None    # each arm's answer, in ARMS order
+
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -45,7 +47,9 @@ class ArmTable:
         return ArmTable([self.keys[i] for i in rows], [self.questions[i] for i in rows],
                         [self.golds[i] for i in rows],
                         {m: q[rows] for m, q in self.quality.items()},
-                        self.steps[rows], self.seconds[rows], self.confidence[rows])
+                        self.steps[rows], self.seconds[rows], self.confidence[rows],
+                        answers=None if self.answers is None else
+                        [self.answers[i] for i in rows])
 
     def confidences(self) -> list[float | None]:
         return [None if math.isnan(c) else float(c) for c in self.confidence]
@@ -89,8 +93,8 @@ def _read(path: str | Path, table: str, runs, datasets) -> list[tuple]:
             [table]).fetchall()}
         if not present:
             raise InputError(f"no table {table} in this database", path=str(path), field=table)
-        needed = ["run", "dataset", "qid", "question", arm, "golds", "em", "f1", "acc",
-                  "retrieval_calls", "seconds", "created_at",
+        needed = ["run", "dataset", "qid", "question", arm, "prediction", "golds", "em", "f1",
+                  "acc", "retrieval_calls", "seconds", "created_at",
                   "confidence" if table == TABLE else "trace"]
         missing = [c for c in needed if c not in present]
         if missing:
@@ -103,7 +107,7 @@ def _read(path: str | Path, table: str, runs, datasets) -> list[tuple]:
                 params += list(values)
         return con.execute(
             f"SELECT dataset, qid, question, {arm}, golds, em, f1, acc, retrieval_calls, "
-            f"seconds, {confidence}, run, created_at FROM {table} "
+            f"seconds, {confidence}, prediction, run, created_at FROM {table} "
             f"WHERE {' AND '.join(where)}", params).fetchall()
     finally:
         con.close()
@@ -111,14 +115,14 @@ def _read(path: str | Path, table: str, runs, datasets) -> list[tuple]:
 
 def _to_table(rows, source: str) -> ArmTable:
     by_key: dict[tuple[str, str], dict] = {}
-    for dataset, qid, question, arm, golds, em, f1, acc, calls, seconds, conf in rows:
+    for dataset, qid, question, arm, golds, em, f1, acc, calls, seconds, conf, answer in rows:
         entry = by_key.setdefault((str(dataset), str(qid)),
                                   {"question": question, "golds": golds, "arms": {}})
         values = (em, f1, acc, calls, seconds)
         if any(v is None for v in values):
             raise InputError(f"NULL em/f1/acc/retrieval_calls/seconds for dataset={dataset} "
                              f"qid={qid} arm={arm}", path=source, field=TABLE)
-        entry["arms"][arm] = (*map(float, values), conf)
+        entry["arms"][arm] = (*map(float, values), conf, answer or "")
     complete = {k: v for k, v in by_key.items() if len(v["arms"]) == len(ARMS)}
     keys = sorted(complete)
     n = len(keys)
@@ -135,7 +139,8 @@ def _to_table(rows, source: str) -> ArmTable:
         golds.append(_parse_golds(entry["golds"], source, key))
     return ArmTable(keys, [complete[k]["question"] for k in keys], golds,
                     {"em": table[0], "f1": table[1], "acc": table[2]}, table[3], table[4],
-                    confidence, dropped=len(by_key) - n)
+                    confidence, dropped=len(by_key) - n,
+                    answers=[[complete[k]["arms"][arm][6] for arm in ARMS] for k in keys])
 
 
 def _parse_golds(value, source: str, key) -> list[str]:

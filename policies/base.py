@@ -22,6 +22,7 @@ from searchagent.errors import InputError
 class Policy:
     algo: ClassVar[str] = "base"
     learns_online: ClassVar[bool] = True
+    stepwise: ClassVar[bool] = False    # decides after each answer (the agent drives it)
 
     def __init__(self, dim: int, n_arms: int = len(ARMS), seed: int = 0):
         if dim <= 0 or n_arms <= 0:

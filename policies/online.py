@@ -101,12 +101,15 @@ class OnlineLearner:
         policy supports it (``Decision.lam`` says which was used)."""
         if features is None and forced_arm is None:
             raise InputError("features are needed to choose an arm", field="features")
+        if forced_arm is None and self.bundle.policy.stepwise:
+            raise InputError("a stepwise policy (the cascade) is driven by the agent, not "
+                             "decided once per question", field="algo")
         with self.lock:
             scores = [float("nan")] * len(ARMS)
             explored, propensity = False, 1.0      # a greedy choice is deterministic
             policy = self.bundle.policy
             lam = float(lam) if lam is not None and policy.supports_lam() else None
-            if features is not None:
+            if features is not None and not policy.stepwise:
                 greedy, estimates = policy.choose(features, explore=False, lam=lam)
                 arm_i = greedy
                 if self.explore and policy.learns_online:
@@ -118,15 +121,24 @@ class OnlineLearner:
                 arm = ARMS[arm_i]
             if forced_arm is not None:
                 arm, propensity = ARMS[arm_index(forced_arm)], 1.0
-            decision = Decision(uuid.uuid4().hex, arm, scores, self.fingerprint,
-                                forced=forced_arm is not None, explored=explored, lam=lam,
-                                propensity=propensity)
+            return self.journal(features, question, arm, scores, forced_arm is not None,
+                                explored, lam, propensity)
+
+    def journal(self, features: np.ndarray | None, question: str, arm: str,
+                scores: Sequence[float], forced: bool = False, explored: bool = False,
+                lam: float | None = None, propensity: float = 1.0) -> Decision:
+        """Journal a decision made here or by the caller (the agent runs a cascade's steps
+        itself and journals the arm whose answer it served)."""
+        scores = [float(s) for s in scores]
+        decision = Decision(uuid.uuid4().hex, ARMS[arm_index(arm)], scores, self.fingerprint,
+                            forced=forced, explored=explored, lam=lam, propensity=propensity)
+        with self.lock:
             self.con.execute(
                 "INSERT INTO decisions (request_id, fingerprint, question, features, arm, "
                 "forced, explored, scores, propensity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [decision.request_id, decision.fingerprint, question,
                  None if features is None else np.asarray(features, np.float32).tolist(),
-                 arm, decision.forced, explored, _finite(scores), propensity])
+                 decision.arm, forced, explored, _finite(scores), propensity])
         return decision
 
     def record_served(self, request_id: str, prediction: str, retrieval_calls: float,

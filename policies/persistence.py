@@ -29,6 +29,7 @@ import numpy as np
 from policies.arms import ARMS, check_arms
 from policies.base import Policy
 from policies.baselines import FixedArm, SupervisedClassifier
+from policies.cascade import AnswerCascade
 from policies.features import FeatureMap
 from policies.linucb import LinUCB
 from policies.outcome import OutcomeModels
@@ -45,10 +46,10 @@ def policy_classes() -> dict[str, type[Policy]]:
     from policies.neural import NeuralEpsGreedy   # torch only when a neural policy is used
 
     return {cls.algo: cls for cls in (OutcomeModels, LinUCB, LinearThompson, NeuralEpsGreedy,
-                                      FixedArm, SupervisedClassifier)}
+                                      FixedArm, SupervisedClassifier, AnswerCascade)}
 
 
-ALGOS = ("outcome", "linucb", "thompson", "neural", "fixed", "supervised")
+ALGOS = ("cascade", "outcome", "linucb", "thompson", "neural", "fixed", "supervised")
 
 
 def make_policy(algo: str, dim: int, seed: int = 0, **params: Any) -> Policy:

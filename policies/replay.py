@@ -19,6 +19,7 @@ from policies.armlog import ArmTable
 from policies.arms import ARMS
 from policies.base import Policy
 from policies.baselines import SupervisedClassifier, oracle_arms
+from policies.cascade import AnswerCascade
 from policies.outcome import OutcomeModels
 from policies.embeddings import EmbeddingCache
 from policies.features import FeatureMap, FeatureSpec, embedder_identity
@@ -111,8 +112,8 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     if mode not in MODES:
         raise InputError(f"unknown training mode {mode!r} (choose from {', '.join(MODES)})",
                          field="mode")
-    if algo == "supervised":
-        mode = "full"       # labels need every arm's outcome
+    if algo in ("supervised", "cascade"):
+        mode = "full"       # labels (every answer) need every arm's outcome
     tuning = None
     if any(isinstance(v, list) for v in (params or {}).values()):
         params, tuning = tune_params(algo, table, embeddings, features, reward, mode, epochs,
@@ -120,12 +121,17 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     fmap = FeatureMap.fit(features, embeddings, table.questions, table.confidences())
     X = features_for(table, fmap, embeddings)
     R = reward_table(table, reward)
-    if algo == "outcome":     # it models quality and cost apart: tell it lambda and layout
+    if algo in ("outcome", "cascade"):   # quality and cost apart: tell it lambda and layout
         params = {"lam": reward.lam, "embed_dims": sum(n.startswith("emb") for n in fmap.names),
                   **(params or {})}
     policy = make_policy(algo, fmap.dim, seed, **(params or {}))
     Q, C = table.quality[reward.metric], cost_table(table, reward)
-    if mode == "bandit":
+    if isinstance(policy, AnswerCascade):
+        policy.fit_log(X, table.questions, _answers(table), Q, C)
+        served, spent = policy.routes(X, table.questions, table.answers, C)
+        log = TrainLog(served, R.max(axis=1) - (Q[np.arange(len(X)), served]
+                                                - reward.lam * spent))
+    elif mode == "bandit":
         log = train_bandit(policy, X, R, epochs, seed, progress, Q, C)
     else:
         log = train_full(policy, X, R, Q, epochs, seed, progress, C)
@@ -201,13 +207,17 @@ def simplest_within_one_se(heldout: dict[tuple, np.ndarray], best: tuple,
     return max((v for v in heldout if within(v)), key=simplicity)
 
 
-def outcome_of(arms: np.ndarray, table: ArmTable, R: np.ndarray) -> dict[str, float]:
-    """Averages over questions when question i is answered by arm ``arms[i]``."""
+def outcome_of(arms: np.ndarray, table: ArmTable, R: np.ndarray, spent: np.ndarray | None = None,
+               spec: RewardSpec | None = None) -> dict[str, float]:
+    """Averages over questions when question i is answered by arm ``arms[i]``; a cascade
+    passes the retrieval calls each question ``spent`` and the reward ``spec`` instead."""
     rows = np.arange(len(arms))
     share = np.bincount(arms, minlength=len(ARMS)) / max(len(arms), 1)
-    out = {"reward": float(R[rows, arms].mean()),
+    reward = R[rows, arms] if spent is None else \
+        table.quality[spec.metric][rows, arms] - spec.lam * spent
+    out = {"reward": float(reward.mean()),
            **{m: float(q[rows, arms].mean()) for m, q in table.quality.items()},
-           "steps": float(table.steps[rows, arms].mean()),
+           "steps": float((table.steps[rows, arms] if spent is None else spent).mean()),
            "seconds": float(table.seconds[rows, arms].mean())}
     out.update({f"share_{arm}": float(s) for arm, s in zip(ARMS, share)})
     return out
@@ -230,7 +240,15 @@ def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
                                                         bundle.reward.cost)
     R = reward_table(table, spec)
     refs = reference_rows(table, R)
-    result = outcome_of(greedy_arms(bundle, table, embeddings, lam), table, R)
+    if isinstance(bundle.policy, AnswerCascade):
+        if spec.cost != "steps":
+            raise InputError("evaluating a cascade prices retrieval calls (cost 'steps')",
+                             field="cost")
+        served, spent = bundle.policy.routes(features_for(table, bundle.features, embeddings),
+                                             table.questions, _answers(table), table.steps)
+        result = outcome_of(served, table, R, spent, spec)
+    else:
+        result = outcome_of(greedy_arms(bundle, table, embeddings, lam), table, R)
     best_fixed = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
     result["gap_closed"] = gap_closed(result["reward"], best_fixed, refs["oracle"]["reward"])
     return {"policy": result, "references": refs, "best_fixed_reward": best_fixed}
@@ -240,6 +258,13 @@ def greedy_arms(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
                 lam: float | None = None) -> np.ndarray:
     """The arm the policy serves (no exploration) for each question of ``table``."""
     return bundle.policy.choose_batch(features_for(table, bundle.features, embeddings), lam)
+
+
+def _answers(table: ArmTable) -> list[list[str]]:
+    if table.answers is None:
+        raise InputError("the cascade is trained on each arm's answer: this arm log has none",
+                         field="prediction")
+    return table.answers
 
 
 def gap_closed(value: float, best_fixed: float, oracle: float) -> float:

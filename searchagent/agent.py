@@ -13,6 +13,11 @@ otherwise its tokens and seconds are added to the chosen arm's cost. A forced ar
 than parametric skips the probe: its decision is journaled without features, so feedback
 on it is recorded but not learned from.
 
+Cascade: a stepwise policy (``policies.cascade``, ``policy train --algo cascade``) is run by
+``searchagent.agent_cascade``: closed book first, then, step by step, stop, retrieve once or
+go multi-hop, and serve whichever generated answer the cascade trusts; every strategy that
+ran is charged to the answer, and the ``policy`` step lists the cascade's steps.
+
 Lambda: a policy is trained at one lambda (``searchagent policy train --lam``). A
 per-request ``ctx["lam"]`` is honoured by the linear policies (LinUCB, Thompson), which keep
 quality and cost apart and can rescore for any lambda; the decision's ``lam`` says which
@@ -149,6 +154,10 @@ class Agent:
 
     def _answer_with_policy(self, question, strategy, ctx) -> Answer:
         bundle = self.learner.bundle
+        if bundle.policy.stepwise and strategy == "auto":
+            from searchagent.agent_cascade import answer_by_cascade
+
+            return answer_by_cascade(self, question, ctx)
         started = time.perf_counter()
         closed_book = None
         needs_confidence = bundle.features.spec.confidence

@@ -78,3 +78,24 @@ def replay_data(log: Path):
     from policies.replay import load_replay_data
 
     return load_replay_data(log, cache=shared_cache(), encoder=shared_encoder())
+
+
+def retrieve_once_cascade(encoder):
+    """A cascade trained (on synthetic rows) so that, whatever the question, it retrieves
+    once after the closed-book answer and serves the retrieved answer."""
+    import numpy as np
+
+    from policies.cascade import AnswerCascade
+    from policies.features import FeatureMap, FeatureSpec, embedder_identity
+    from policies.persistence import PolicyBundle
+    from policies.rewards import RewardSpec
+
+    fmap = FeatureMap.fit(FeatureSpec(embedder=embedder_identity(encoder), embed_dim=encoder.dim,
+                                      projection="random", proj_dim=16))
+    n = 40
+    questions = [f"who built bridge number {i}" for i in range(n)]
+    emb = np.random.default_rng(0).standard_normal((n, encoder.dim))
+    cascade = AnswerCascade(fmap.dim, lam=0.01)
+    cascade.fit_log(fmap.transform(emb, questions), questions, [["Rome", "Oslo", "Lima"]] * n,
+                    np.tile([0.0, 1.0, 0.0], (n, 1)), np.tile([0.0, 1.0, 2.0], (n, 1)))
+    return PolicyBundle(cascade, fmap, RewardSpec(lam=0.01))

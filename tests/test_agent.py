@@ -15,6 +15,7 @@ from searchagent.agent import Agent, FALLBACK_ARM, decision_of, make_agent
 from searchagent.config import Config
 from searchagent.errors import ConflictError, InputError
 from tests.conftest import sample_questions
+from tests.policy_data import retrieve_once_cascade
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +98,20 @@ def test_linucb_policy_serves_learns_and_survives_restart(searcher, generator, c
     agent.close()
     assert load_policy(tmp_path).policy.counts.tolist() == [0, 1, 0]
     assert Agent(searcher, generator, config, policy=tmp_path).learner.stats()["feedback"] == 1
+
+
+def test_cascade_policy_runs_its_steps_and_charges_every_answer(searcher, generator, config):
+    agent = Agent(searcher, generator, config, policy=retrieve_once_cascade(searcher.encoder))
+    answer = agent.answer(QUESTION["question"])
+    decision = decision_of(answer)
+    assert [step["action"] for step in decision["cascade"]] == ["single", "serve_single"]
+    assert decision["ran"] == ["parametric", "single"] and decision["policy"] == "cascade"
+    assert answer.strategy == decision["arm"] == "single" and answer.retrieval_calls == 1
+    assert [s.kind for s in answer.trace].count("generate") == 2     # both answers charged
+    result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
+    assert result["applied"] is False and result["quality"] is not None   # journaled only
+    forced = agent.answer(QUESTION["question"], strategy="parametric")
+    assert forced.strategy == "parametric" and decision_of(forced)["forced"]
 
 
 def test_agent_refuses_policies_for_other_encoders_or_missing_folders(searcher, generator,

@@ -129,14 +129,14 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
-def test_cli_default_outcome_policy_on_every_question(arm_log, tmp_path, capsys):
+def test_cli_default_cascade_policy_on_every_question(arm_log, tmp_path, capsys):
     out = tmp_path / "policy"
     args = ["--log", str(arm_log), "--cache", str(shared_cache())]
     assert main(["policy", "train", *args, "--lam", "0.1", "--test-frac", "0",
                  "--out", str(out)]) == 0
     assert "no held-out split" in capsys.readouterr().out
     bundle = load_policy(out)
-    assert bundle.policy.algo == "outcome" and bundle.meta["mode"] == "full"
+    assert bundle.policy.algo == "cascade" and bundle.meta["mode"] == "full"
     assert bundle.meta["train_questions"] == 298 and bundle.meta["heldout"] is None
     assert {"starts_lower", "question_mark"} <= set(bundle.features.names)
     assert main(["policy", "eval", *args, "--policy", str(out)]) == 2

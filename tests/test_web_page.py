@@ -85,6 +85,16 @@ def policy_dir(searcher, tmp_path) -> Path:
     return tmp_path / "policy"
 
 
+@pytest.fixture()
+def cascade_dir(searcher, tmp_path) -> Path:
+    """A cascade that retrieves once after the closed-book answer and serves that answer."""
+    from policies.persistence import save_policy
+    from tests.policy_data import retrieve_once_cascade
+
+    save_policy(retrieve_once_cascade(searcher.encoder), tmp_path / "cascade")
+    return tmp_path / "cascade"
+
+
 def start_server(index_dir: Path, policy: Path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "SEARCHAGENT__GENERATOR__THREADS": "1",
@@ -161,6 +171,41 @@ def test_ask_watch_the_trace_and_give_feedback_in_chromium(chromium, small_index
     expected = "status of 401"                  # the one request sent before the key was typed
     assert sum(expected in p for p in problems) == 1, problems
     assert not [p for p in problems if expected not in p], problems
+
+
+@pytest.mark.slow
+def test_cascade_steps_show_in_running_order_in_chromium(chromium, small_index, cascade_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    process, url = start_server(small_index, cascade_dir)
+    try:
+        with sync_playwright() as playwright, \
+                tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+            browser = playwright.chromium.launch_persistent_context(
+                profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+                timeout=60_000)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.locator("#key-box > summary").click()
+                page.get_by_label("API key", exact=True).fill(API_KEY)
+                page.get_by_label("Question", exact=True).fill(QUESTION)
+                page.get_by_role("button", name="Ask").click()
+                expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+                steps = page.locator("#trace > li")
+                kinds = [steps.nth(i).get_attribute("class").split("step-")[-1]
+                         for i in range(steps.count())]
+                # closed book, then the first decision, one retrieval, its answer, the second
+                assert kinds == ["generate", "policy", "retrieve", "generate", "policy"], kinds
+                policy = page.locator("#trace .step-policy")
+                expect(policy.first).to_contain_text("cascade after closed book: single")
+                expect(policy.last.locator("tr.chosen th")).to_have_text("serve single")
+                expect(policy.last.locator(".scores tbody tr")).to_have_count(3)
+                expect(page.locator("#answer-meta")).to_contain_text("arm single")
+            finally:
+                browser.close()
+    finally:
+        stop_server(process)
 
 
 def drive(page, expect, url: str) -> None:

@@ -14,17 +14,22 @@ def register(sub) -> None:
 
     train = actions.add_parser("train", help="offline replay training from an arm log")
     _log_args(train)
-    train.add_argument("--algo", default="outcome",
-                       choices=["outcome", "linucb", "thompson", "neural", "supervised", "fixed"],
-                       help="outcome (default, the best measured in BENCHMARKS.md): per-arm "
-                            "outcome models; linucb/thompson/neural: online bandits")
+    train.add_argument("--algo", default="cascade",
+                       choices=["cascade", "outcome", "linucb", "thompson", "neural",
+                                "supervised", "fixed"],
+                       help="cascade (default, the best measured in BENCHMARKS.md): closed "
+                            "book first, then stop, retrieve or go multi-hop after each answer "
+                            "(needs each arm's answer in the log); outcome: per-arm outcome "
+                            "models on the question alone; linucb/thompson/neural: online "
+                            "bandits")
     train.add_argument("--lam", type=float, default=0.1, help="cost weight lambda")
     train.add_argument("--metric", default="f1", choices=["f1", "em", "acc"])
     train.add_argument("--cost", default="steps", choices=["steps", "seconds"])
     train.add_argument("--out", required=True, help="policy folder to write")
     train.add_argument("--mode", choices=["bandit", "full"],
                        help="bandit: only the chosen arm's reward is revealed; full: all arms "
-                            "(default: full for outcome and supervised, bandit otherwise)")
+                            "(default: full for cascade, outcome and supervised, bandit "
+                            "otherwise; the cascade always trains on full information)")
     train.add_argument("--epochs", type=int, default=1, help="passes over the training split")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--projection", default="none", choices=["none", "random", "pca"])
@@ -102,7 +107,8 @@ def run_train(args) -> int:
                            seed=args.seed, cues=not args.no_cues,
                            standardize=not args.no_standardize)
     reward = RewardSpec(lam=args.lam, metric=args.metric, cost=args.cost)
-    mode = args.mode or ("full" if args.algo in ("outcome", "supervised") else "bandit")
+    mode = args.mode or ("full" if args.algo in ("cascade", "outcome", "supervised")
+                         else "bandit")
     bundle, log = train_policy(args.algo, table.subset(train_rows), embeddings[train_rows],
                                features, reward, mode, args.epochs, args.seed,
                                _params(args.param), progress=True,

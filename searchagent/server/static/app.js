@@ -85,30 +85,42 @@ function stepTime(step) {
 }
 
 function showPolicy(step) {
-  const arm = step.arm || "?";
+  if (Array.isArray(step.cascade)) {      // a cascade's final decision: each of its steps
+    for (const part of step.cascade) showPolicy({ ...part, policy: step.policy });
+    return;
+  }
+  const cascade = typeof step.step === "string";   // one step of a cascade, in running order
+  const arm = (cascade ? step.action : step.arm) || "?";
+  const labels = cascade ? step.actions || [] : ARMS;
+  const values = cascade ? step.values : step.scores;
   const who = step.policy || "policy";
-  let title = `${who} chose ${arm}`;
+  let title = cascade ? `${who} ${words(step.step)}: ${words(arm)}` : `${who} chose ${arm}`;
   if (step.forced) title = `${arm} (named in the request)`;
-  else if (step.scores == null) title = `${arm} (${who}: no trained policy)`;
+  else if (values == null) title = `${arm} (${who}: no trained policy)`;
   const meta = [step.explored ? "explored" : null, step.lam != null ? `λ = ${step.lam}` : null,
     typeof step.seconds === "number" ? seconds(step.seconds) : null].filter(Boolean).join(" · ");
   let table = null;
-  if (Array.isArray(step.scores)) {
-    const best = Math.max(...step.scores), worst = Math.min(...step.scores);
+  if (Array.isArray(values) && values.length) {
+    const best = Math.max(...values), worst = Math.min(...values);
     table = el("table", { class: "scores" },
-      el("caption", { class: "sr-only", text: "Score of each arm" }),
-      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "arm" }),
+      el("caption", { class: "sr-only", text: "Score of each choice" }),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: cascade ? "choice" : "arm" }),
         el("th", { scope: "col", text: "score" }), el("th", { scope: "col", text: "" }))),
-      el("tbody", {}, step.scores.map((value, i) => {
+      el("tbody", {}, values.map((value, i) => {
         const share = best > worst ? (value - worst) / (best - worst) : 1;
         const bar = el("span", { class: "bar", "aria-hidden": "true" });
         bar.style.width = `${Math.round(10 + 90 * share)}%`;
-        return el("tr", { class: ARMS[i] === arm ? "chosen" : "" },
-          el("th", { scope: "row", text: ARMS[i] || `arm ${i}` }),
+        return el("tr", { class: labels[i] === arm ? "chosen" : "" },
+          el("th", { scope: "row", text: words(labels[i] || `choice ${i}`) }),
           el("td", { class: "num", text: score(value) }), el("td", { class: "bar-cell" }, bar));
       })));
   }
-  $("trace").prepend(addStep("policy", title, meta, table));   // heads the trace even when it came last
+  const item = addStep("policy", title, meta, table);
+  if (!cascade) $("trace").prepend(item);   // heads the trace even when it came last
+}
+
+function words(name) {
+  return String(name).replaceAll("_", " ");
 }
 
 function showRetrieval(step) {

@@ -1,0 +1,182 @@
+"""The answer cascade: decide after each answer whether to stop, retrieve, or go multi-hop.
+
+Closed book runs first (no retrieval). Three decisions follow, each an argmax of
+E[quality] - lambda E[cost] from per-action outcome models (``policies.outcome``) on the
+question's features plus the features of the answers generated so far
+(``policies.answer_features``):
+
+1. after the closed-book answer: ``stop`` (serve it, 0 calls), ``single`` (retrieve once
+   and go to 2), ``multi`` (run multi-hop directly and serve its answer);
+2. after the one-retrieval answer: serve the closed-book answer or the retrieved one
+   (the call is spent either way), or ``escalate`` to multi-hop (1 + its calls, go to 3);
+3. after the multi-hop answer: serve whichever of the three answers is likeliest right.
+
+Each step's value depends on the steps after it, so training runs backwards on the arm
+log (every arm's answer and outcome for every question): the outcome of escalating is
+step 3's choice, and of retrieving once step 2's, both measured on inner folds the model
+making the choice did not see (fitted Q-iteration with cross-fitting). The cascade is
+trained from full-information logs for one lambda and does not learn online: feedback is
+journaled, not applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from policies.answer_features import answer_features, feature_count
+from policies.base import Policy
+from policies.outcome import OutcomeModels
+from searchagent.errors import InputError
+
+STEPS = ("after_closed_book", "after_single", "after_multi")
+ACTIONS = (("stop", "single", "multi"),
+           ("serve_closed_book", "serve_single", "escalate"),
+           ("serve_closed_book", "serve_single", "serve_multi"))
+MODEL_PARAMS = ("l2", "neighbors", "blend", "cue_weight")
+
+
+class AnswerCascade(Policy):
+    algo = "cascade"
+    learns_online = False
+    stepwise = True
+
+    def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, lam: float = 0.0,
+                 embed_dims: int = 0, inner_folds: int = 3, l2: float = 100.0,
+                 neighbors: int = 100, blend: float = 0.5, cue_weight: float = 0.15):
+        super().__init__(dim, n_arms, seed)
+        if n_arms != 3 or inner_folds < 2:
+            raise InputError("the cascade needs the three arms parametric, single, multi and "
+                             "inner_folds >= 2", field="params")
+        self.lam, self.embed_dims, self.inner_folds = float(lam), int(embed_dims), int(inner_folds)
+        self.model_params = {"l2": float(l2), "neighbors": int(neighbors),
+                             "blend": float(blend), "cue_weight": float(cue_weight)}
+        self.models: list[OutcomeModels | None] = [None] * len(STEPS)
+        self.scales: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(STEPS)
+
+    # -- deciding -------------------------------------------------------------------------
+    def step_values(self, step: int, x: np.ndarray, question: str,
+                    answers: Sequence[str]) -> np.ndarray:
+        """E[quality] - lambda E[cost] of each action at ``step`` (0, 1, 2) for one question
+        whose first ``step + 1`` answers (cascade order) are ``answers``."""
+        return self._values(step, self._check(x)[None], [question], [list(answers)])[0]
+
+    def decide(self, step: int, x: np.ndarray, question: str,
+               answers: Sequence[str]) -> tuple[str, np.ndarray]:
+        values = self.step_values(step, x, question, answers)
+        return ACTIONS[step][int(np.argmax(values))], values
+
+    def routes(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],
+               cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For questions whose three answers are all known (an arm log): the arm whose
+        answer the cascade serves and the cost of every arm it ran (``cost``: (n, 3))."""
+        first = np.argmax(self._values(0, X, questions, answers), axis=1)
+        second = np.argmax(self._values(1, X, questions, answers), axis=1)
+        third = np.argmax(self._values(2, X, questions, answers), axis=1)
+        served = np.select([first == 0, first == 2, second < 2], [0, 2, second], third)
+        paths = _path_costs(np.asarray(cost, np.float64))
+        spent = np.select([first == 0, first == 2, second < 2],
+                          [paths["stop"], paths["multi"], paths["single"]], paths["escalate"])
+        return served.astype(np.int64), spent
+
+    def scores(self, x, explore=True, lam=None):
+        raise InputError("the answer cascade decides after each answer, not once per "
+                         "question: use AnswerCascade.decide (the agent does)", field="algo")
+
+    def update(self, x, arm, reward, quality=None, cost=None) -> None:
+        self.updates += 1             # counted, not learned: see the module docstring
+
+    # -- training ---------------------------------------------------------------------------
+    def fit_log(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],
+                quality: np.ndarray, cost: np.ndarray) -> None:
+        """Train all three steps on an arm log: per question the three arms' answers,
+        quality (n, 3) and cost (n, 3: retrieval calls or seconds of running each arm)."""
+        X, quality = np.asarray(X, np.float64), np.asarray(quality, np.float64)
+        n = len(X)
+        if not (len(questions) == len(answers) == len(quality) == len(cost) == n) \
+                or n < 2 * self.inner_folds:
+            raise InputError(f"the cascade needs aligned questions, answers, quality and "
+                             f"cost for at least {2 * self.inner_folds} questions", field="log")
+        paths = _path_costs(np.asarray(cost, np.float64))
+        self.scales = [_scale(np.array([answer_features(q, a[:k + 1])
+                                        for q, a in zip(questions, answers)]))
+                       for k in range(len(STEPS))]
+        inputs = [self._inputs(k, X, questions, answers) for k in range(len(STEPS))]
+        folds = np.random.default_rng(self.seed).permutation(n) % self.inner_folds
+        rows = np.arange(n)
+        # step 3 serves one of the answers: its quality is the value of escalating
+        target3 = (quality, np.zeros((n, 3)))
+        served3 = self._cross_fit(inputs[2], *target3, folds)
+        target2 = (np.column_stack([quality[:, 0], quality[:, 1], quality[rows, served3]]),
+                   np.column_stack([paths["single"], paths["single"], paths["escalate"]]))
+        chosen2 = self._cross_fit(inputs[1], *target2, folds)
+        target1 = (np.column_stack([quality[:, 0], target2[0][rows, chosen2], quality[:, 2]]),
+                   np.column_stack([paths["stop"], target2[1][rows, chosen2], paths["multi"]]))
+        for k, (Q, C) in enumerate((target1, target2, target3)):
+            self.models[k] = self._model(inputs[k], Q, C)
+        self.updates += n
+
+    def _cross_fit(self, Xs, Q, C, folds) -> np.ndarray:
+        """The choice on each row of a model fitted without that row's fold."""
+        out = np.zeros(len(Xs), np.int64)
+        for k in range(self.inner_folds):
+            held = folds == k
+            model = self._model(Xs[~held], Q[~held], C[~held])
+            quality, cost = model.predict(Xs[held])
+            out[held] = np.argmax(quality - self.lam * cost, axis=1)
+        return out
+
+    def _model(self, Xs, Q, C) -> OutcomeModels:
+        model = OutcomeModels(Xs.shape[1], 3, self.seed, self.lam, self.embed_dims, eps=0.0,
+                              **self.model_params)
+        model.fit(Xs, Q, C)
+        return model
+
+    def _inputs(self, step: int, X, questions, answers) -> np.ndarray:
+        if self.scales[step] is None:
+            raise InputError("the cascade is not trained", field="policy")
+        mean, scale = self.scales[step]
+        A = np.array([answer_features(q, list(a)[:step + 1]) for q, a in zip(questions, answers)],
+                     np.float64).reshape(len(questions), feature_count(step + 1))
+        return np.hstack([np.asarray(X, np.float64).reshape(-1, self.dim), (A - mean) / scale])
+
+    def _values(self, step, X, questions, answers) -> np.ndarray:
+        if self.models[step] is None:
+            raise InputError("the cascade is not trained", field="policy")
+        quality, cost = self.models[step].predict(self._inputs(step, X, questions, answers))
+        return quality - self.lam * cost
+
+    # -- persistence ----------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        return {"lam": self.lam, "embed_dims": self.embed_dims,
+                "inner_folds": self.inner_folds, **self.model_params}
+
+    def state(self):
+        values, arrays = super().state()
+        for k, model in enumerate(self.models):
+            if model is None:
+                continue
+            arrays.update({f"cascade{k}.X": model.X, f"cascade{k}.Q": model.Q,
+                           f"cascade{k}.C": model.C, f"cascade{k}.mean": self.scales[k][0],
+                           f"cascade{k}.scale": self.scales[k][1]})
+        return values, arrays
+
+    def load_state(self, values, arrays) -> None:
+        super().load_state(values, arrays)
+        for k in range(len(STEPS)):
+            if f"cascade{k}.X" in arrays:      # refitted: deterministic, the same models
+                self.scales[k] = (np.asarray(arrays[f"cascade{k}.mean"]),
+                                  np.asarray(arrays[f"cascade{k}.scale"]))
+                self.models[k] = self._model(arrays[f"cascade{k}.X"], arrays[f"cascade{k}.Q"],
+                                             arrays[f"cascade{k}.C"])
+
+
+def _path_costs(cost: np.ndarray) -> dict[str, np.ndarray]:
+    """What each route through the cascade spends: closed book always runs first."""
+    return {"stop": cost[:, 0], "single": cost[:, 0] + cost[:, 1],
+            "multi": cost[:, 0] + cost[:, 2], "escalate": cost.sum(axis=1)}
+
+
+def _scale(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return A.mean(axis=0), A.std(axis=0) + 1e-6

@@ -1,0 +1,107 @@
+"""The answer cascade (policies/cascade.py) and its answer features: a signal planted only in
+the answers (not in the question) is learned, the cascade persists exactly, bad inputs are
+named, and the agent-only entry points refuse a once-per-question decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.answer_features import agreement, answer_features, feature_count
+from policies.armlog import ArmTable
+from policies.features import FeatureSpec
+from policies.online import OnlineLearner
+from policies.persistence import load_policy, save_policy
+from policies.replay import evaluate, features_for, train_policy
+from policies.rewards import RewardSpec
+from searchagent.errors import InputError
+
+WORDS = ["river", "castle", "album", "senator", "novel", "bridge", "painter", "island"]
+SPEC = FeatureSpec(embedder="test", embed_dim=8, confidence=False, cues=True, standardize=True)
+
+
+def planted_table(n: int, seed: int = 0) -> tuple[ArmTable, np.ndarray, np.ndarray]:
+    """Questions carry no signal. Kind 0 (30%): closed book answers a year and is right
+    (stop); kind 1 (50%): closed book and one retrieval agree and are right (retrieve,
+    serve); kind 2 (20%): they disagree and only multi-hop is right (escalate). Kinds 1
+    and 2 look alike until the retrieved answer is in. 5% of outcomes are flipped."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(3, n, p=[0.3, 0.5, 0.2])
+    answers, quality = [], np.zeros((n, 3))
+    for i, kind in enumerate(kinds):
+        if kind == 0:
+            answers.append([str(rng.integers(1800, 2000)), "Anna Karenina", "1905"])
+            quality[i] = [1, 0, 1]
+        elif kind == 1:
+            city = rng.choice(["Paris", "Lyon", "Oslo"])
+            answers.append([city, f"the {city}", city])
+            quality[i] = [1, 1, 1]
+        else:
+            answers.append(["Rome", "Milan Cathedral", "Turin"])
+            quality[i] = [0, 0, 1]
+    quality = np.where(rng.random(quality.shape) < 0.05, 1 - quality, quality)
+    questions = [" ".join(rng.choice(WORDS, 5)) + "?" for _ in range(n)]
+    steps = np.tile([0.0, 1.0, 3.0], (n, 1))
+    table = ArmTable([("synthetic", f"q{i}") for i in range(n)], questions, [["x"]] * n,
+                     {m: quality for m in ("em", "f1", "acc")}, steps, steps.copy(),
+                     np.full(n, np.nan), answers=answers)
+    emb = rng.standard_normal((n, 8)).astype(np.float32)
+    return table, emb, kinds
+
+
+def test_answer_features_measure_agreement():
+    assert agreement("The Paris", "paris") == [1.0, 1.0, 1.0, 1.0]
+    same, f1, first_in, second_in = agreement("Paris", "Paris, France")
+    assert same == 0.0 and 0.6 < f1 < 0.7 and first_in == 1.0 and second_in == 0.0
+    assert agreement("", "Rome")[:2] == [0.0, 0.0]
+    for k in (1, 2, 3):
+        assert len(answer_features("Who?", ["1912", "Oslo", "yes"][:k])) == feature_count(k)
+
+
+def test_planted_answer_signal_is_learned_and_persists(tmp_path):
+    table, emb, kinds = planted_table(900)
+    train, test = np.arange(600), np.arange(600, 900)
+    reward = RewardSpec(lam=0.05, metric="f1")
+    bundle, _ = train_policy("cascade", table.subset(train), emb[train], SPEC, reward,
+                             params={"neighbors": 20, "l2": 1.0, "cue_weight": 3.0})
+    held = table.subset(test)
+    X = features_for(held, bundle.features, emb[test])
+    served, spent = bundle.policy.routes(X, held.questions, held.answers, held.steps)
+    kind = kinds[test]
+    # the planted routes: stop (0 calls), retrieve once (1), retrieve then escalate (4)
+    assert (spent[kind == 0] == 0).mean() > 0.9
+    assert (spent[kind == 1] == 1).mean() > 0.9
+    assert (spent[kind == 2] == 4).mean() > 0.9 and (served[kind == 2] == 2).mean() > 0.9
+    result = evaluate(bundle, held, emb[test])
+    # best fixed arm: multi-hop, 0.95 - 0.05 * 3; the cascade ~ 0.95 - 0.05 * 1.3
+    assert result["policy"]["reward"] > result["best_fixed_reward"] + 0.04
+    assert result["policy"]["steps"] == pytest.approx(spent.mean())
+    outcome, _ = train_policy("outcome", table.subset(train), emb[train], SPEC, reward)
+    assert result["policy"]["reward"] > evaluate(outcome, held, emb[test])["policy"]["reward"]
+
+    save_policy(bundle, tmp_path)
+    loaded = load_policy(tmp_path, expect_fingerprint=bundle.fingerprint)
+    again = loaded.policy.routes(X, held.questions, held.answers, held.steps)
+    assert np.array_equal(again[0], served) and np.array_equal(again[1], spent)
+    action, values = loaded.policy.decide(1, X[0], held.questions[0], held.answers[0][:2])
+    assert action in ("serve_closed_book", "serve_single", "escalate") and len(values) == 3
+
+
+def test_cascade_inputs_and_entry_points_are_checked(tmp_path):
+    table, emb, _ = planted_table(60)
+    reward = RewardSpec(lam=0.05)
+    table.answers = None
+    with pytest.raises(InputError, match="each arm's answer") as info:
+        train_policy("cascade", table, emb, SPEC, reward)
+    assert info.value.field == "prediction"
+    table, emb, _ = planted_table(60)
+    bundle, _ = train_policy("cascade", table, emb, SPEC, reward)
+    x = features_for(table, bundle.features, emb)[0]
+    with pytest.raises(InputError, match="decides after each answer"):
+        bundle.policy.choose(x)
+    learner = OnlineLearner(tmp_path, bundle)
+    with pytest.raises(InputError, match="driven by the agent"):
+        learner.decide(x, table.questions[0])
+    forced = learner.decide(x, table.questions[0], forced_arm="multi")   # still journaled
+    assert forced.arm == "multi" and forced.forced
+    learner.close()
