@@ -166,11 +166,15 @@ def plot(rows: list[dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     curves = [(HEADLINE, "f1", "o-", "tab:blue"), (HEADLINE, "em", "s-", "tab:cyan"),
               (HEADLINE, "acc", "d-", "tab:purple"),
+              ("outcome/full", "f1", "x--", "tab:orange"),
               ("router", "f1", "^:", "tab:green"), ("oracle", "f1", "*--", "black")]
     for system, metric, style, color in curves:
         series = sorted((r for r in rows if r["system"] == system and r["metric"] == metric),
                         key=lambda r: r["lam"])
-        label = {"router": "dataset-name router (privileged)", "oracle": "oracle (ours)"}.get(
+        if not series:
+            continue
+        label = {"router": "dataset-name router (privileged)", "oracle": "oracle (ours)",
+                 "outcome/full": "question-only outcome models, F1 reward"}.get(
             system, f"{system}, {metric.upper()} reward")
         ax.plot([r["macro_calls"] for r in series], [100 * r["macro_acc"] for r in series],
                 style, color=color, label=f"{label}, lambda 0..0.1")
