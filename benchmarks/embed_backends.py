@@ -24,6 +24,8 @@ backend embeds that sub-pool as an index does ("title\\ntext") and the N questio
 (once, untimed); exact inner-product search gives recall@{2,5,10} of the supporting paragraphs,
 matched by title as retrieval.py does. A sub-pool of ~10 paragraphs per question is a much
 easier haystack than the full pool: compare backends with each other, not with retrieval.py.
+``--full-pool`` searches the whole pooled corpus instead (every backend embeds all ~10k
+passages: minutes each) and also prints each backend's overlap@10 with torch over it.
 Writes bench-out/embed_backends.json.
 """
 
@@ -64,8 +66,9 @@ def load_texts(limit: int) -> tuple[list[str], list[str]]:
     return passages, questions
 
 
-def recall_pool(count: int, seed: int) -> tuple[list[dict], list]:
-    """The pooled passages shipped with ``count`` sampled HotpotQA questions, and the questions."""
+def recall_pool(count: int, seed: int, full: bool = False) -> tuple[list[dict], list]:
+    """The pooled passages shipped with ``count`` sampled HotpotQA questions (``full``: every
+    pooled passage), and the questions."""
     from benchmarks.common import SHARED_DATA
     from benchmarks.retrieval import HOTPOT_FILES
     from eval.loaders import load_dataset
@@ -84,7 +87,8 @@ def recall_pool(count: int, seed: int) -> tuple[list[dict], list]:
     chosen = random.Random(seed).sample(candidates, min(count, len(candidates)))
     wanted = {f"hotpotqa/{e.id}" for e in chosen}
     with open(corpus, encoding="utf-8") as handle:
-        rows = [row for row in map(json.loads, handle) if wanted.intersection(row["sources"])]
+        rows = [row for row in map(json.loads, handle)
+                if full or wanted.intersection(row["sources"])]
     return rows, chosen
 
 
@@ -145,11 +149,13 @@ def main() -> None:
                         help="HotpotQA questions whose context paragraphs form the recall pool "
                              "(0 = no recall)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed for --recall-questions")
+    parser.add_argument("--full-pool", action="store_true",
+                        help="search the whole pooled corpus (~10k passages), not the sub-pool")
     args = parser.parse_args()
     import torch
 
     passages, questions = load_texts(args.passages)
-    pool, recall_questions = recall_pool(args.recall_questions, args.seed) \
+    pool, recall_questions = recall_pool(args.recall_questions, args.seed, args.full_pool) \
         if args.recall_questions > 0 else ([], [])
     encoders, loads = {}, {}
     for backend in dict.fromkeys(["torch", *args.backends.split(",")]):
@@ -178,7 +184,7 @@ def main() -> None:
         print(f"run {run + 1}: " + ", ".join(f"{n} {r['passages'][-1]:.1f}/{r['sentences'][-1]:.1f}"
                                              for n, r in rates.items()), flush=True)
     peak = float(np.median(peaks))
-    recalls = {}
+    recalls, pool_top = {}, {}
     if pool:        # once per backend, untimed: an index's passages and the questions as queries
         pool_texts = [passage_text(row["title"], row["text"]) for row in pool]
         query_texts = [e.question for e in recall_questions]
@@ -188,7 +194,11 @@ def main() -> None:
             query_vectors = encoder.encode(query_texts, args.batch_size)
             recalls[name] = recall_at([row["title"] for row in pool], query_vectors,
                                       pool_vectors, recall_questions)
+            pool_top[name] = np.argsort(-(query_vectors @ pool_vectors.T), axis=1)[:, :10]
+            overlap = np.mean([len(set(a) & set(b)) / 10
+                               for a, b in zip(pool_top[name], pool_top["torch"])])
             print(f"recall {name}: " + ", ".join(f"@{k} {v:.3f}" for k, v in recalls[name].items())
+                  + f", overlap@10 with torch over the pool {overlap:.3f}"
                   + f" ({time.perf_counter() - started:.0f} s)", flush=True)
     ref_passages, ref_queries = vectors["torch"]
     ref_top = np.argsort(-(ref_queries @ ref_passages.T), axis=1)[:, :10]
@@ -216,8 +226,9 @@ def main() -> None:
           f" batch {args.batch_size}, median of {args.runs} round-robin runs, "
           f"{torch.get_num_threads()} threads")
     if pool:
-        print(f"recall: {len(recall_questions)} HotpotQA questions (seed {args.seed}), pool of "
-              f"their {len(pool)} context paragraphs, exact inner product")
+        print(f"recall: {len(recall_questions)} HotpotQA questions (seed {args.seed}), "
+              + (f"the whole pooled corpus ({len(pool)} paragraphs)" if args.full_pool else
+                 f"pool of their {len(pool)} context paragraphs") + ", exact inner product")
     print(table(["backend", "passages/s", "sentences/s", "mean cos", "min cos", "overlap@10",
                  "GFLOP/s", "of fp32 matmul"]
                 + [f"recall@{k}" for k in RECALL_CUTOFFS if pool], rows))
