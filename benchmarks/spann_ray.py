@@ -1,10 +1,10 @@
-"""SPANN build with boundary replication local vs in Ray tasks, side by side on the same cores.
+"""SPANN build with replication and posting writes local vs in Ray tasks, side by side.
 
     .venv/bin/python -m benchmarks.spann_ray --n 1000000 --cache bench-out/ann [--cpus 2]
 
 The synthetic mixture of ``benchmarks/ann_data.py`` (cached ``.npy``), built by
-``build_spann`` twice: ``replication.replicate`` in this process, then
-``index.build_ray_spann.ray_replicate`` on a local Ray with ``--cpus`` CPUs (Ray's start-up
+``build_spann`` twice: its stages in this process (``LocalStages``), then
+``index.build_ray_spann.RayStages`` on a local Ray with ``--cpus`` CPUs (Ray's start-up
 is timed apart). Prints the stages' seconds and whether every file came out identical.
 """
 
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from index.build_ray_spann import ray_replicate
+    from index.build_ray_spann import RayStages
 
     path = synthetic(args.cache, args.n)[0]
     vectors = np.load(path, mmap_mode="r")
@@ -40,15 +40,15 @@ def main() -> None:
     rows, files = [], {}
     try:
         for engine in ("local", "ray"):
-            replicate_fn, ray_start = None, 0.0
+            stages, ray_start = None, 0.0
             if engine == "ray":
                 tick = time.perf_counter()
                 ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
                          logging_level="WARNING")
                 ray_start = time.perf_counter() - tick
-                replicate_fn = ray_replicate(path)
+                stages = RayStages(path)
             tick = time.perf_counter()
-            summary = build_spann(vectors, work / engine, replicate_fn=replicate_fn)
+            summary = build_spann(vectors, work / engine, stages=stages)
             wall = time.perf_counter() - tick
             seconds = summary["build_seconds"]
             rows.append([engine, f"{ray_start:.1f}" if engine == "ray" else "-",

@@ -130,14 +130,14 @@ def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:
             "encoder": recorded}
 
 
-def _build_vector_index(folder: Path, cfg: IndexConfig, spann_replicate=None) -> dict:
-    """The vector index over ``folder``'s embeddings (``spann_replicate``: a drop-in for
-    SPANN's boundary replication, e.g. on Ray)."""
+def _build_vector_index(folder: Path, cfg: IndexConfig, spann_stages=None) -> dict:
+    """The vector index over ``folder``'s embeddings (``spann_stages``: where SPANN's
+    replication and posting writes run, e.g. ``index.build_ray_spann.RayStages``)."""
     vectors = np.load(folder / EMBEDDINGS, mmap_mode="r")
     if cfg.faiss == "spann":
         from index.spann import build_spann  # optional heavy component
 
-        return build_spann(vectors, folder / "dense" / "spann", replicate_fn=spann_replicate)
+        return build_spann(vectors, folder / "dense" / "spann", stages=spann_stages)
     index = FaissIndex(build_faiss(vectors, cfg.faiss), cfg.faiss, use_gpu=False)
     index.save(folder / FAISS_FILE)
     return {"kind": "faiss", "factory": cfg.faiss, "ntotal": int(index.index.ntotal)}

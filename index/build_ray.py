@@ -12,12 +12,13 @@ as the local build (``index.build``).
    (``index.build_ray_embed``).
 3. The vector index and manifest as locally (plus ``engine`` and Ray's version), all inside
    ``atomic_folder``; for SPANN, boundary replication (each vector's nearest heads and the
-   RNG rule) runs as Ray tasks over row ranges (``index.build_ray_spann``). Dead tasks are
+   RNG rule) runs as Ray tasks over row ranges and the posting writes over head ranges
+   (``index.build_ray_spann``). Dead tasks are
    retried and dead actors restarted (``RETRIES``, in ``index.build_ray_session`` with the
    Ray session itself).
 
-Left to do: SPANN's clustering runs on the driver over every vector and the driver writes
-its postings (a sample clustering and head-range writers would spread them); one task reads
+Left to do: SPANN's hierarchical clustering runs on the driver (its k-means on a sample per
+node, but the capacity assignment over every member of a node); one task reads
 the corpus, on the driver's node (a plain file could be split into byte ranges), so the driver must
 join the cluster (``auto`` or HOST:PORT, not ``ray://``); every node needs the model; the
 driver joins the BM25 counts in memory as ``BM25Index.build`` does (``retrievers.bm25_build``'s
@@ -49,7 +50,7 @@ except ImportError as exc:       # the optional extra is missing
 from index.build_ray_embed import embed  # noqa: E402 -- needs the imports checked above
 from index.build_ray_read import Collected, parsed_blocks  # noqa: E402
 from index.build_ray_session import ray_session, timed  # noqa: E402
-from index.build_ray_spann import ray_replicate  # noqa: E402
+from index.build_ray_spann import RayStages  # noqa: E402
 
 
 def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwrite: bool = False,
@@ -89,9 +90,9 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
                 with timed(timings, "embed"):
                     components["dense"], pool = embed(collected.refs, count, tmp, cfg, block,
                                                       num_gpus)
-                with timed(timings, "vector_index"):     # SPANN's replication in Ray tasks
+                with timed(timings, "vector_index"):     # SPANN's replication and writes in Ray tasks
                     components["dense"]["index"] = _build_vector_index(
-                        tmp, cfg, ray_replicate(tmp / EMBEDDINGS))
+                        tmp, cfg, RayStages(tmp / EMBEDDINGS))
         manifest = finish_build(tmp, config, corpus, count, components, timings,
                                 engine="ray", ray={"version": ray.__version__,
                                                    "address": address or "local", **pool})

@@ -1,17 +1,22 @@
 """SPANN on Ray for ``index.build_ray``: the clustering stays on the driver (as in
-``build_spann``), and boundary replication, each vector's nearest heads and the RNG rule
-(most of a SPANN build's time at 1M vectors), runs as Ray tasks over row ranges.
+``build_spann``; its k-means runs on a sample of each node), and the two data-parallel
+stages run as Ray tasks: boundary replication (each vector's nearest heads and the RNG
+rule, most of a SPANN build's time at 1M vectors) over row ranges, and the posting writes
+over head ranges.
 
-Every task searches the same head index (built once on the driver, shipped as faiss' own
-serialized bytes) over ranges aligned to the local ``BLOCK``, so each search call sees the
-rows it sees locally; the driver joins the pairs and applies the cap as the local build
-does, so the folder is the same as the local build's. Workers read the vectors from the
-build's ``embeddings.npy`` memmap, so they must see the driver's disk (this machine, or a
-shared filesystem).
+Every replication task searches the same head index (built once on the driver, shipped as
+faiss' own serialized bytes) over ranges aligned to the local ``BLOCK``, so each search call
+sees the rows it sees locally; the driver joins the pairs and applies the cap as the local
+build does. Each write task gathers its heads' rows and writes their postings, byte for
+byte as the local writer does, at the layout's offsets of one preallocated file; the driver
+then hashes the file. So the folder is the same as the local build's. Workers read the
+vectors from the build's ``embeddings.npy`` memmap and write into the build's folder, so
+they must see the driver's disk (this machine, or a shared filesystem).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +25,13 @@ from tqdm.auto import tqdm
 
 from index.build_ray_session import RETRIES
 from index.faiss_index import import_faiss
+from index.spann.builder import file_sha256, head_ranges
+from index.spann.clustering import rows
+from index.spann.postings import file_header, posting_body
 from index.spann.replication import BLOCK, capped_pairs, head_search_index, range_pairs
 
 ROWS_PER_TASK = 16 * BLOCK
+ENTRIES_PER_WRITE = 1 << 16
 
 
 @ray.remote
@@ -37,29 +46,70 @@ def _range_task(path: str, heads: np.ndarray, primary: np.ndarray, index_bytes: 
     return tuple(np.concatenate(column) for column in zip(*parts))
 
 
-def ray_replicate(path: str | Path):
-    """A drop-in for ``replication.replicate`` that reads the vectors from ``path`` (the
-    ``.npy`` the driver's ``vectors`` memmap) inside Ray tasks."""
-    path = str(path)
+@ray.remote
+def _write_task(path: str, out: str, table: np.ndarray, ids: np.ndarray, dtype: str) -> int:
+    """Write one head range's postings (``table``: its rows of the layout) in place."""
+    vectors = np.load(path, mmap_mode="r")
+    unique, inverse = np.unique(ids, return_inverse=True)
+    data = rows(vectors, unique)[inverse]
+    bounds = np.concatenate([[0], np.cumsum(table[:, 1])])
+    blob = b"".join(posting_body(ids[a:b], data[a:b], int(nbytes), dtype)
+                    for a, b, nbytes in zip(bounds[:-1], bounds[1:], table[:, 2]))
+    fd = os.open(out, os.O_WRONLY)
+    try:             # a retried task writes the same bytes again: idempotent
+        os.pwrite(fd, blob, int(table[0, 0]))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return len(ids)
 
-    def replicate(vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray, replicas: int,
-                  eps: float, cap: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+
+class RayStages:
+    """``build_spann``'s stages as Ray tasks over ``path`` (the ``.npy`` behind the
+    driver's ``vectors`` memmap); a drop-in for ``index.spann.builder.LocalStages``."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    def replicate(self, vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray,
+                  replicas: int, eps: float, cap: int,
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         faiss = import_faiss()
         index_bytes = faiss.serialize_index(head_search_index(heads))
         shared = [ray.put(array) for array in (heads, primary, index_bytes)]
         n = vectors.shape[0]
         task = _range_task.options(max_retries=RETRIES)
-        pending = {task.remote(path, *shared, start, min(n, start + ROWS_PER_TASK),
+        pending = {task.remote(self.path, *shared, start, min(n, start + ROWS_PER_TASK),
                                replicas, eps): start
                    for start in range(0, n, ROWS_PER_TASK)}
         parts = {}
-        with tqdm(total=n, desc="spann: boundary replication (ray)", unit="vec",
-                  mininterval=1.0, disable=not progress) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                start = pending.pop(done[0])
-                parts[start] = ray.get(done[0])
-                bar.update(min(n, start + ROWS_PER_TASK) - start)
+        for start, part in _gather(pending, n, "spann: boundary replication (ray)", progress,
+                                   lambda start: min(n, start + ROWS_PER_TASK) - start):
+            parts[start] = part
         return capped_pairs([parts[start] for start in sorted(parts)], cap)
 
-    return replicate
+    def write_postings(self, vectors: np.ndarray, path: Path, table: np.ndarray, size: int,
+                       pair_row: np.ndarray, dtype: str, progress: bool = True) -> str:
+        with open(path, "wb") as handle:          # header, then a sparse file of full size
+            handle.write(file_header(table, size, vectors.shape[1], dtype))
+            handle.truncate(size)
+        bounds = np.concatenate([[0], np.cumsum(table[:, 1])])
+        task = _write_task.options(max_retries=RETRIES)
+        pending = {task.remote(self.path, str(path), table[first:last],
+                               pair_row[bounds[first]:bounds[last]], dtype): first
+                   for first, last in head_ranges(table, ENTRIES_PER_WRITE)
+                   if bounds[last] > bounds[first]}
+        for _ in _gather(pending, len(pair_row), "spann: writing postings (ray)", progress):
+            pass
+        return file_sha256(path)
+
+
+def _gather(pending: dict, total: int, desc: str, progress: bool, size_of=None):
+    """(key, result) of each finished task as it finishes, with a progress bar."""
+    with tqdm(total=total, desc=desc, unit="vec", mininterval=1.0, disable=not progress) as bar:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            key = pending.pop(done[0])
+            result = ray.get(done[0])
+            bar.update(size_of(key) if size_of else result)
+            yield key, result

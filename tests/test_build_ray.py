@@ -89,19 +89,20 @@ def test_same_search_results(both):
     one.close(), two.close()
 
 
-def test_spann_replication_on_ray_writes_the_same_folder(ray_session, tmp_path, monkeypatch):
+def test_spann_stages_on_ray_write_the_same_folder(ray_session, tmp_path, monkeypatch):
     import index.build_ray_spann as ray_spann
     from index.spann import build_spann
     from index.spann.replication import BLOCK
 
-    monkeypatch.setattr(ray_spann, "ROWS_PER_TASK", 2 * BLOCK)      # several tasks
+    monkeypatch.setattr(ray_spann, "ROWS_PER_TASK", 2 * BLOCK)      # several tasks each
+    monkeypatch.setattr(ray_spann, "ENTRIES_PER_WRITE", 5000)
     vectors = np.random.default_rng(3).standard_normal((5 * BLOCK + 123, 24)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     np.save(tmp_path / "vectors.npy", vectors)
     mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
     local = build_spann(mapped, tmp_path / "local", progress=False)
     remote = build_spann(mapped, tmp_path / "ray", progress=False,
-                         replicate_fn=ray_spann.ray_replicate(tmp_path / "vectors.npy"))
+                         stages=ray_spann.RayStages(tmp_path / "vectors.npy"))
     assert remote["n_entries"] == local["n_entries"] > len(vectors)        # replicas too
     files = [json.loads((tmp_path / side / "spann.json").read_text())["files"]
              for side in ("local", "ray")]

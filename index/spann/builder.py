@@ -66,11 +66,25 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+class LocalStages:
+    """Where a build's data-parallel stages run: here, in this process. ``index.build_ray_spann.
+    RayStages`` runs them as Ray tasks and must give the same bytes."""
+
+    def replicate(self, vectors, heads, primary, replicas: int, eps: float, cap: int,
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Boundary replication: (posting head, row) pairs sorted by head, capped."""
+        return replicate(vectors, heads, primary, replicas, eps, cap, progress)
+
+    def write_postings(self, vectors, path: Path, table: np.ndarray, size: int,
+                       pair_row: np.ndarray, dtype: str, progress: bool = True) -> str:
+        """Write ``postings.bin`` in the layout of ``table``; return its sha256."""
+        return _write_postings(vectors, path, table, size, pair_row, dtype, progress)
+
+
 def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | dict | None = None,
-                progress: bool = True, replicate_fn=None) -> dict:
+                progress: bool = True, stages=None) -> dict:
     """Build the index from ``vectors`` (n, d) into ``folder``; return its summary.
-    ``replicate_fn``: a drop-in for ``replication.replicate`` (the default) that spreads it
-    over workers (``index.build_ray_spann``)."""
+    ``stages``: where replication and posting writes run (default ``LocalStages``)."""
     if isinstance(params, dict):
         params = SpannParams(**params)
     params = params or SpannParams()
@@ -82,7 +96,7 @@ def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | d
     tmp = temp_name(folder)
     tmp.mkdir(parents=True)
     try:
-        summary = _build(vectors, tmp, params, progress, replicate_fn or replicate)
+        summary = _build(vectors, tmp, params, progress, stages or LocalStages())
         if folder.exists():
             shutil.rmtree(folder)
         os.rename(tmp, folder)
@@ -93,7 +107,7 @@ def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | d
 
 
 def _build(vectors: np.ndarray, tmp: Path, params: SpannParams, progress: bool,
-           replicate_fn) -> dict:
+           stages: LocalStages) -> dict:
     n, dim = vectors.shape
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -102,15 +116,15 @@ def _build(vectors: np.ndarray, tmp: Path, params: SpannParams, progress: bool,
     seconds["clustering"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    pair_head, pair_row = replicate_fn(vectors, heads, primary, params.replicas, params.eps,
-                                       params.cap, progress)
+    pair_head, pair_row = stages.replicate(vectors, heads, primary, params.replicas,
+                                           params.eps, params.cap, progress)
     seconds["replication"] = time.perf_counter() - start
 
     start = time.perf_counter()
     counts = np.bincount(pair_head, minlength=len(heads))
     table, size = layout(counts, dim, params.dtype)
-    sha_postings = _write_postings(vectors, tmp / "postings.bin", table, size, pair_head,
-                                   pair_row, dim, params.dtype, progress)
+    sha_postings = stages.write_postings(vectors, tmp / "postings.bin", table, size, pair_row,
+                                         params.dtype, progress)
     np.save(tmp / "table.npy", table)
     np.save(tmp / "heads.npy", heads)
     seconds["postings"] = time.perf_counter() - start
@@ -148,19 +162,25 @@ def _build(vectors: np.ndarray, tmp: Path, params: SpannParams, progress: bool,
     return {key: value for key, value in summary.items() if key != "files"}
 
 
-def _write_postings(vectors, path, table, size, pair_head, pair_row, dim, dtype,
-                    progress, block_rows: int = 1 << 16) -> str:
-    """Stream postings to disk in head order, gathering their rows block by block."""
-    writer = PostingWriter(path, table, size, dim, dtype)
+def head_ranges(table: np.ndarray, block_rows: int = 1 << 16):
+    """Consecutive (first, last) head ranges of about ``block_rows`` entries each."""
     bounds = np.concatenate([[0], np.cumsum(table[:, 1])])
-    h = len(table)
+    first = 0
+    while first < len(table):
+        last = int(np.searchsorted(bounds, bounds[first] + block_rows, side="right")) - 1
+        last = max(last, first + 1)
+        yield first, last
+        first = last
+
+
+def _write_postings(vectors, path, table, size, pair_row, dtype, progress) -> str:
+    """Stream postings to disk in head order, gathering their rows block by block."""
+    writer = PostingWriter(path, table, size, vectors.shape[1], dtype)
+    bounds = np.concatenate([[0], np.cumsum(table[:, 1])])
     bar = tqdm(total=len(pair_row), desc="spann: writing postings", unit="entry",
                mininterval=1.0, disable=not progress)
-    first = 0
     try:
-        while first < h:
-            last = int(np.searchsorted(bounds, bounds[first] + block_rows, side="right")) - 1
-            last = max(last, first + 1)
+        for first, last in head_ranges(table):
             lo, hi = bounds[first], bounds[last]
             ids = pair_row[lo:hi]
             unique, inverse = np.unique(ids, return_inverse=True)
@@ -169,7 +189,6 @@ def _write_postings(vectors, path, table, size, pair_head, pair_row, dim, dtype,
                 a, b = bounds[p] - lo, bounds[p + 1] - lo
                 writer.add(ids[a:b], data[a:b])
             bar.update(int(hi - lo))
-            first = last
         return writer.close()
     finally:
         bar.close()

@@ -101,6 +101,19 @@ def aligned_empty(nbytes: int) -> np.ndarray:
     return raw[shift:shift + nbytes]
 
 
+def file_header(table: np.ndarray, size: int, dim: int, dtype: str) -> bytes:
+    """A build's first page: magic, version, shape and sizes, zero-padded."""
+    head = HEADER.pack(MAGIC, VERSION, dim, DTYPES[dtype], len(table), int(table[:, 1].sum()),
+                       size)
+    return head + bytes(PAGE - len(head))
+
+
+def posting_body(ids: np.ndarray, vectors: np.ndarray, nbytes: int, dtype) -> bytes:
+    """One posting as a build writes it: ids (int64), then vectors, zero-padded to ``nbytes``."""
+    body = ids.astype("<i8").tobytes() + vectors.astype(dtype).tobytes()
+    return body + bytes(nbytes - len(body))
+
+
 class PostingWriter:
     """Writes postings in table order and hashes the file as it goes."""
 
@@ -109,9 +122,7 @@ class PostingWriter:
         self.size, self.next = size, 0
         self.sha = hashlib.sha256()
         self.handle = open(path, "wb")
-        head = HEADER.pack(MAGIC, VERSION, dim, DTYPES[dtype], len(table),
-                           int(table[:, 1].sum()), size)
-        self._write(head + bytes(PAGE - len(head)))
+        self._write(file_header(table, size, dim, dtype))
 
     def _write(self, data) -> None:
         self.handle.write(data)
@@ -122,8 +133,7 @@ class PostingWriter:
         offset, count, nbytes = self.table[self.next]
         if len(ids) != count or self.handle.tell() != offset:
             raise RuntimeError(f"posting {self.next}: layout mismatch")
-        body = ids.astype("<i8").tobytes() + vectors.astype(self.dtype).tobytes()
-        self._write(body + bytes(int(nbytes) - len(body)))
+        self._write(posting_body(ids, vectors, int(nbytes), self.dtype))
         self.next += 1
 
     def close(self) -> str:
