@@ -34,7 +34,6 @@ STEPS = ("after_closed_book", "after_single", "after_multi")
 ACTIONS = (("stop", "single", "multi"),
            ("serve_closed_book", "serve_single", "escalate"),
            ("serve_closed_book", "serve_single", "serve_multi"))
-MODEL_PARAMS = ("l2", "neighbors", "blend", "cue_weight")
 
 
 class AnswerCascade(Policy):
@@ -60,6 +59,9 @@ class AnswerCascade(Policy):
                     answers: Sequence[str]) -> np.ndarray:
         """E[quality] - lambda E[cost] of each action at ``step`` (0, 1, 2) for one question
         whose first ``step + 1`` answers (cascade order) are ``answers``."""
+        if not 0 <= step < len(STEPS) or len(answers) != step + 1:
+            raise InputError(f"cascade step {step} needs {step + 1} answers, got {len(answers)}",
+                             field="answers")
         return self._values(step, self._check(x)[None], [question], [list(answers)])[0]
 
     def decide(self, step: int, x: np.ndarray, question: str,
@@ -99,10 +101,9 @@ class AnswerCascade(Policy):
             raise InputError(f"the cascade needs aligned questions, answers, quality and "
                              f"cost for at least {2 * self.inner_folds} questions", field="log")
         paths = _path_costs(np.asarray(cost, np.float64))
-        self.scales = [_scale(np.array([answer_features(q, a[:k + 1])
-                                        for q, a in zip(questions, answers)]))
-                       for k in range(len(STEPS))]
-        inputs = [self._inputs(k, X, questions, answers) for k in range(len(STEPS))]
+        shapes = [_answer_matrix(k, questions, answers) for k in range(len(STEPS))]
+        self.scales = [(A.mean(axis=0), A.std(axis=0) + 1e-6) for A in shapes]
+        inputs = [self._stack(k, X, A) for k, A in enumerate(shapes)]
         folds = np.random.default_rng(self.seed).permutation(n) % self.inner_folds
         rows = np.arange(n)
         # step 3 serves one of the answers: its quality is the value of escalating
@@ -133,18 +134,16 @@ class AnswerCascade(Policy):
         model.fit(Xs, Q, C)
         return model
 
-    def _inputs(self, step: int, X, questions, answers) -> np.ndarray:
-        if self.scales[step] is None:
-            raise InputError("the cascade is not trained", field="policy")
+    def _stack(self, step: int, X, A: np.ndarray) -> np.ndarray:
+        """The question's features beside the standardized answer features of ``step``."""
         mean, scale = self.scales[step]
-        A = np.array([answer_features(q, list(a)[:step + 1]) for q, a in zip(questions, answers)],
-                     np.float64).reshape(len(questions), feature_count(step + 1))
         return np.hstack([np.asarray(X, np.float64).reshape(-1, self.dim), (A - mean) / scale])
 
     def _values(self, step, X, questions, answers) -> np.ndarray:
         if self.models[step] is None:
             raise InputError("the cascade is not trained", field="policy")
-        quality, cost = self.models[step].predict(self._inputs(step, X, questions, answers))
+        inputs = self._stack(step, X, _answer_matrix(step, questions, answers))
+        quality, cost = self.models[step].predict(inputs)
         return quality - self.lam * cost
 
     # -- persistence ----------------------------------------------------------------------
@@ -178,5 +177,7 @@ def _path_costs(cost: np.ndarray) -> dict[str, np.ndarray]:
             "multi": cost[:, 0] + cost[:, 2], "escalate": cost.sum(axis=1)}
 
 
-def _scale(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return A.mean(axis=0), A.std(axis=0) + 1e-6
+def _answer_matrix(step: int, questions, answers) -> np.ndarray:
+    """Features of the first ``step + 1`` answers of each question, (n, features)."""
+    return np.array([answer_features(q, list(a)[:step + 1]) for q, a in zip(questions, answers)],
+                    np.float64).reshape(len(questions), feature_count(step + 1))

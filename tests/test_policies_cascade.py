@@ -97,6 +97,8 @@ def test_cascade_inputs_and_entry_points_are_checked(tmp_path):
     table, emb, _ = planted_table(60)
     bundle, _ = train_policy("cascade", table, emb, SPEC, reward)
     x = features_for(table, bundle.features, emb)[0]
+    with pytest.raises(InputError, match="step 2 needs 3 answers, got 2"):
+        bundle.policy.decide(2, x, table.questions[0], ["Rome", "Oslo"])
     with pytest.raises(InputError, match="decides after each answer"):
         bundle.policy.choose(x)
     learner = OnlineLearner(tmp_path, bundle)
