@@ -114,6 +114,9 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
                          field="mode")
     if algo in ("supervised", "cascade"):
         mode = "full"       # labels (every answer) need every arm's outcome
+    if algo == "cascade" and reward.cost != "steps":
+        raise InputError("the cascade prices retrieval calls: train it with --cost steps",
+                         field="cost")
     tuning = None
     if any(isinstance(v, list) for v in (params or {}).values()):
         params, tuning = tune_params(algo, table, embeddings, features, reward, mode, epochs,
@@ -241,9 +244,6 @@ def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
     R = reward_table(table, spec)
     refs = reference_rows(table, R)
     if isinstance(bundle.policy, AnswerCascade):
-        if spec.cost != "steps":
-            raise InputError("evaluating a cascade prices retrieval calls (cost 'steps')",
-                             field="cost")
         served, spent = bundle.policy.routes(features_for(table, bundle.features, embeddings),
                                              table.questions, _answers(table), table.steps)
         result = outcome_of(served, table, R, spent, spec)

@@ -95,6 +95,8 @@ def test_cascade_inputs_and_entry_points_are_checked(tmp_path):
         train_policy("cascade", table, emb, SPEC, reward)
     assert info.value.field == "prediction"
     table, emb, _ = planted_table(60)
+    with pytest.raises(InputError, match="--cost steps"):
+        train_policy("cascade", table, emb, SPEC, RewardSpec(lam=0.05, cost="seconds"))
     bundle, _ = train_policy("cascade", table, emb, SPEC, reward)
     x = features_for(table, bundle.features, emb)[0]
     with pytest.raises(InputError, match="step 2 needs 3 answers, got 2"):
