@@ -14,9 +14,12 @@ question's features plus the features of the answers generated so far
 Each step's value depends on the steps after it, so training runs backwards on the arm
 log (every arm's answer and outcome for every question): the outcome of escalating is
 step 3's choice, and of retrieving once step 2's, both measured on inner folds the model
-making the choice did not see (fitted Q-iteration with cross-fitting). The cascade is
-trained from full-information logs for one lambda and does not learn online: feedback is
-journaled, not applied.
+making the choice did not see (fitted Q-iteration with cross-fitting), for one lambda.
+
+Online (``learn``): feedback with a gold answer scores every answer the cascade generated
+for a question; each step's model then gains a row for every action whose outcome that
+reveals (closed book's always; retrieving once, escalating, multi-hop when they ran) and
+refits as the outcome models do (``refit_every``). Choices stay greedy.
 """
 
 from __future__ import annotations
@@ -38,8 +41,7 @@ ACTIONS = (("stop", "single", "multi"),
 
 class AnswerCascade(Policy):
     algo = "cascade"
-    learns_online = False
-    stepwise = True
+    stepwise = True          # learns online through ``learn``, not ``update``
 
     def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, lam: float = 0.0,
                  embed_dims: int = 0, inner_folds: int = 3, l2: float = 100.0,
@@ -87,7 +89,41 @@ class AnswerCascade(Policy):
                          "question: use AnswerCascade.decide (the agent does)", field="algo")
 
     def update(self, x, arm, reward, quality=None, cost=None) -> None:
-        self.updates += 1             # counted, not learned: see the module docstring
+        self.updates += 1             # one served arm says too little: see ``learn``
+
+    def learn(self, x: np.ndarray, question: str, ran: Sequence[dict], served: str) -> None:
+        """Learn from one answered question: ``ran`` lists the strategies that ran in order,
+        each ``{"arm", "answer", "calls", "quality"}``; ``served`` is the arm whose answer
+        was served."""
+        x = self._check(x)
+        if any(model is None for model in self.models):
+            raise InputError("the cascade is not trained", field="policy")
+        got = {r["arm"]: r for r in ran}
+        if list(got) not in (["parametric"], ["parametric", "single"], ["parametric", "multi"],
+                             ["parametric", "single", "multi"]) or served not in got:
+            raise InputError(f"not a cascade route: ran {list(got)}, served {served!r}",
+                             field="answers")
+        order = [r["answer"] for r in ran]
+        total = float(sum(r["calls"] for r in ran))
+        closed = got["parametric"]
+        self._observe(0, x, question, order, 0, closed["quality"], closed["calls"])
+        if "single" in got:
+            single = got["single"]
+            self._observe(0, x, question, order, 1, got[served]["quality"], total)
+            spent = closed["calls"] + single["calls"]
+            self._observe(1, x, question, order, 0, closed["quality"], spent)
+            self._observe(1, x, question, order, 1, single["quality"], spent)
+            if "multi" in got:
+                self._observe(1, x, question, order, 2, got[served]["quality"], total)
+                for action, arm in enumerate(("parametric", "single", "multi")):
+                    self._observe(2, x, question, order, action, got[arm]["quality"], 0.0)
+        elif "multi" in got:
+            self._observe(0, x, question, order, 2, got["multi"]["quality"], total)
+        self.updates += 1
+
+    def _observe(self, step, x, question, answers, action, quality, cost) -> None:
+        inputs = self._stack(step, x[None], _answer_matrix(step, [question], [answers]))[0]
+        self.models[step].update(inputs, action, quality - self.lam * cost, quality, cost)
 
     # -- training ---------------------------------------------------------------------------
     def fit_log(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],

@@ -15,6 +15,7 @@ from the journal. Journals written before the column existed gain it (NULL) on o
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS decisions (
     explored BOOLEAN, scores DOUBLE[], prediction VARCHAR, retrieval_calls DOUBLE,
     seconds DOUBLE, quality DOUBLE, reward DOUBLE, feedback_seq BIGINT,
     feedback_at TIMESTAMP, propensity DOUBLE)"""
-MIGRATIONS = ("ALTER TABLE decisions ADD COLUMN IF NOT EXISTS propensity DOUBLE",)
+MIGRATIONS = ("ALTER TABLE decisions ADD COLUMN IF NOT EXISTS propensity DOUBLE",
+              # a cascade's generated answers (JSON), scored at feedback
+              "ALTER TABLE decisions ADD COLUMN IF NOT EXISTS answers VARCHAR")
 
 
 @dataclass
@@ -126,19 +129,23 @@ class OnlineLearner:
 
     def journal(self, features: np.ndarray | None, question: str, arm: str,
                 scores: Sequence[float], forced: bool = False, explored: bool = False,
-                lam: float | None = None, propensity: float = 1.0) -> Decision:
+                lam: float | None = None, propensity: float = 1.0,
+                answers: list[dict] | None = None) -> Decision:
         """Journal a decision made here or by the caller (the agent runs a cascade's steps
-        itself and journals the arm whose answer it served)."""
+        itself and journals the arm whose answer it served, and every answer generated:
+        ``answers``, ``{"arm", "answer", "calls"}`` in running order)."""
         scores = [float(s) for s in scores]
         decision = Decision(uuid.uuid4().hex, ARMS[arm_index(arm)], scores, self.fingerprint,
                             forced=forced, explored=explored, lam=lam, propensity=propensity)
         with self.lock:
             self.con.execute(
                 "INSERT INTO decisions (request_id, fingerprint, question, features, arm, "
-                "forced, explored, scores, propensity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "forced, explored, scores, propensity, answers) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [decision.request_id, decision.fingerprint, question,
                  None if features is None else np.asarray(features, np.float32).tolist(),
-                 decision.arm, forced, explored, _finite(scores), propensity])
+                 decision.arm, forced, explored, _finite(scores), propensity,
+                 None if answers is None else json.dumps(answers)])
         return decision
 
     def record_served(self, request_id: str, prediction: str, retrieval_calls: float,
@@ -157,10 +164,11 @@ class OnlineLearner:
         with self.lock:
             row = self.con.execute(
                 "SELECT features, arm, prediction, retrieval_calls, seconds, feedback_seq, "
-                "fingerprint FROM decisions WHERE request_id = ?", [request_id]).fetchone()
+                "fingerprint, question, answers FROM decisions WHERE request_id = ?",
+                [request_id]).fetchone()
             if row is None:
                 raise InputError(f"unknown request id {request_id!r}", field="request_id")
-            features, arm, prediction, calls, seconds, seq, fingerprint = row
+            features, arm, prediction, calls, seconds, seq, fingerprint, question, answers = row
             if seq is not None:
                 raise InputError(f"request {request_id} already has feedback",
                                  field="request_id")
@@ -173,19 +181,19 @@ class OnlineLearner:
                 quality = spec.quality(prediction, gold)
                 cost = spec.cost_of(calls or 0.0, seconds or 0.0)
                 reward = spec.reward(quality, calls or 0.0, seconds or 0.0)
+                if answers:           # a cascade's answers: every one is scored
+                    answers = json.dumps([{**r, "quality": spec.quality(r["answer"], gold)}
+                                          for r in json.loads(answers)])
             reward = float(reward)
             if not np.isfinite(reward):
                 raise InputError(f"reward must be a finite number, got {reward}", field="reward")
-            applied = (features is not None and fingerprint == self.fingerprint
-                       and self.bundle.policy.learns_online)
             next_seq = self.con.execute(
                 "SELECT coalesce(max(feedback_seq), 0) + 1 FROM decisions").fetchone()[0]
             self.con.execute("UPDATE decisions SET quality = ?, reward = ?, feedback_seq = ?, "
-                             "feedback_at = current_timestamp WHERE request_id = ?",
-                             [quality, reward, next_seq, request_id])
-            if applied:
-                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward,
-                                          quality, cost)
+                             "feedback_at = current_timestamp, answers = ? WHERE request_id = ?",
+                             [quality, reward, next_seq, answers, request_id])
+            applied = self._apply(features, fingerprint, arm, reward, quality, cost, question,
+                                  answers)
             self.bundle.meta[APPLIED_KEY] = int(next_seq)
             self.pending += 1
             if self.pending >= self.snapshot_every:
@@ -216,18 +224,33 @@ class OnlineLearner:
         applied = int(self.bundle.meta.get(APPLIED_KEY, 0))
         rows = self.con.execute(
             "SELECT features, arm, reward, feedback_seq, fingerprint, quality, "
-            "retrieval_calls, seconds FROM decisions WHERE feedback_seq > ? "
+            "retrieval_calls, seconds, question, answers FROM decisions WHERE feedback_seq > ? "
             "ORDER BY feedback_seq", [applied]).fetchall()
         spec = self.bundle.reward
-        for features, arm, reward, seq, fingerprint, quality, calls, seconds in rows:
-            if features is not None and fingerprint == self.fingerprint \
-                    and self.bundle.policy.learns_online:
-                cost = None if quality is None else spec.cost_of(calls or 0.0, seconds or 0.0)
-                self.bundle.policy.update(np.asarray(features), arm_index(arm), reward,
-                                          quality, cost)
+        for features, arm, reward, seq, fingerprint, quality, calls, seconds, question, \
+                answers in rows:
+            cost = None if quality is None else spec.cost_of(calls or 0.0, seconds or 0.0)
+            self._apply(features, fingerprint, arm, reward, quality, cost, question, answers)
             self.bundle.meta[APPLIED_KEY] = int(seq)
         if rows:
             self.snapshot()
+
+    def _apply(self, features, fingerprint, arm, reward, quality, cost, question,
+               answers) -> bool:
+        """Update the policy from one journaled feedback; whether it could learn from it."""
+        policy = self.bundle.policy
+        if features is None or fingerprint != self.fingerprint:
+            return False
+        if policy.stepwise:           # learns from every scored answer it generated
+            ran = json.loads(answers) if answers else []
+            if not ran or any("quality" not in r for r in ran):
+                return False
+            policy.learn(np.asarray(features), question, ran, arm)
+            return True
+        if not policy.learns_online:
+            return False
+        policy.update(np.asarray(features), arm_index(arm), reward, quality, cost)
+        return True
 
 
 def _finite(values: list[float]) -> list[float | None]:

@@ -54,7 +54,10 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
         else:
             served = "parametric" if action == "serve_closed_book" else "single"
     answer = _combined(ran, served, time.perf_counter() - started)
-    decision = agent.learner.journal(features, question, served, [])
+    decision = agent.learner.journal(
+        features, question, served, [],
+        answers=[{"arm": name, "answer": a.answer, "calls": a.retrieval_calls}
+                 for name, a in ran.items()])
     agent.learner.record_served(decision.request_id, answer.answer, answer.retrieval_calls,
                                 answer.seconds)
     detail = {**decision.to_dict(), "policy": cascade.algo, "lam": bundle.reward.lam,

@@ -108,8 +108,11 @@ def test_cascade_policy_runs_its_steps_and_charges_every_answer(searcher, genera
     assert decision["ran"] == ["parametric", "single"] and decision["policy"] == "cascade"
     assert answer.strategy == decision["arm"] == "single" and answer.retrieval_calls == 1
     assert [s.kind for s in answer.trace].count("generate") == 2     # both answers charged
+    rows = [len(model.Q) for model in agent.learner.bundle.policy.models]
     result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
-    assert result["applied"] is False and result["quality"] is not None   # journaled only
+    assert result["applied"] and result["quality"] is not None   # both answers scored:
+    grown = [len(model.Q) - n for model, n in zip(agent.learner.bundle.policy.models, rows)]
+    assert grown == [2, 2, 0]          # stop + retrieve once; serve either answer
     forced = agent.answer(QUESTION["question"], strategy="parametric")
     assert forced.strategy == "parametric" and decision_of(forced)["forced"]
 

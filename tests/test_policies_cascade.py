@@ -87,6 +87,37 @@ def test_planted_answer_signal_is_learned_and_persists(tmp_path):
     assert action in ("serve_closed_book", "serve_single", "escalate") and len(values) == 3
 
 
+def test_online_feedback_teaches_every_step_and_survives_a_restart(tmp_path):
+    """Trained where retrieving once pays; then online closed book is right and the
+    retrieved / multi-hop answers wrong: after the feedback the cascade stops after closed
+    book, and a restart replays the feedback no snapshot holds."""
+    table, emb, _ = planted_table(60)
+    table.quality = {m: np.tile([0.0, 1.0, 1.0], (60, 1)) for m in ("em", "f1", "acc")}
+    bundle, _ = train_policy("cascade", table, emb, SPEC, RewardSpec(lam=0.05))
+    X = features_for(table, bundle.features, emb)
+    assert bundle.policy.decide(0, X[0], table.questions[0], ["Oslo"])[0] == "single"
+    learner = OnlineLearner(tmp_path, bundle, snapshot_every=1000)
+    for i in range(120):       # closed book right; one retrieval, or multi-hop, wrong
+        second = ("single", "Paris", 1) if i % 2 else ("multi", "Lyon", 3)
+        ran = [{"arm": "parametric", "answer": "Oslo", "calls": 0},
+               dict(zip(("arm", "answer", "calls"), second))]
+        decision = learner.journal(X[i % 60], table.questions[i % 60], second[0], [],
+                                   answers=ran)
+        learner.record_served(decision.request_id, second[1], second[2], 0.1)
+        assert learner.feedback(decision.request_id, gold="Oslo").applied
+    assert bundle.policy.decide(0, X[0], table.questions[0], ["Oslo"])[0] == "stop"
+    rows = [len(model.Q) for model in bundle.policy.models]
+    assert rows == [60 + 240, 60 + 120, 60]
+    learner.con.close()                       # killed: the journal has it, no snapshot does
+    again = OnlineLearner(tmp_path)
+    assert [len(model.Q) for model in again.bundle.policy.models] == rows
+    assert again.bundle.policy.decide(0, X[0], table.questions[0], ["Oslo"])[0] == "stop"
+    with pytest.raises(InputError, match="not a cascade route"):
+        again.bundle.policy.learn(X[0], "q", [{"arm": "single", "answer": "a", "calls": 1,
+                                               "quality": 1.0}], "single")
+    again.close()
+
+
 def test_cascade_inputs_and_entry_points_are_checked(tmp_path):
     table, emb, _ = planted_table(60)
     reward = RewardSpec(lam=0.05)
