@@ -10,7 +10,10 @@ on open, feedback newer than the snapshot is replayed. A restart loses nothing.
 Each decision also journals its logging propensity: the probability with which the served
 arm was drawn (``Policy.arm_probabilities`` under the exploration actually used; 1.0 for
 a greedy choice and for a forced arm), so ``policies.ope`` can evaluate other policies
-from the journal. Journals written before the column existed gain it (NULL) on open.
+from the journal. A stepwise policy (the cascade) journals every answer it generated
+(``answers``, JSON); feedback with a gold answer scores each one, and the policy learns from
+all of them (``AnswerCascade.learn``). Journals written before these columns existed gain
+them (NULL) on open.
 """
 
 from __future__ import annotations
