@@ -4,7 +4,8 @@ Closed book first; after each answer the cascade's next step says whether to sto
 once, or run multi-hop, and, once answers disagree, which one to serve. Every answer that
 was generated is charged: the served Answer's retrieval calls, tokens and seconds are the
 sums over the strategies that ran, and its trace holds all of their steps after one
-``policy`` step listing the cascade's steps (action and per-action values).
+``policy`` step listing the cascade's steps (action and per-action values). Every generated
+answer is journaled, so feedback with a gold answer teaches each step (``policies.online``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
     choose_started = time.perf_counter()
     features = agent._features(question, ran["parametric"])
     overhead = time.perf_counter() - choose_started
-    steps, served = [], None
+    steps: list[dict] = []
 
     def decide(step: int) -> str:
         nonlocal overhead
@@ -70,7 +71,7 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
 def _combined(ran: dict[str, Answer], served: str, seconds: float) -> Answer:
     """The served answer, charged with everything every strategy that ran spent."""
     answer = ran[served]
-    trace = [step for name in ran for step in ran[name].trace]
+    trace = [step for part in ran.values() for step in part.trace]
     return replace(answer, retrieval_calls=sum(a.retrieval_calls for a in ran.values()),
                    hops=sum(a.hops for a in ran.values()),
                    prompt_tokens=sum(a.prompt_tokens for a in ran.values()),
