@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.armlog import split_by_id  # noqa: E402
 from policies.arms import ARMS  # noqa: E402
-from policies.cascade import ACTIONS  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
 from policies.replay import evaluate, features_for, load_replay_data, train_policy  # noqa: E402
 from policies.rewards import RewardSpec  # noqa: E402
@@ -30,27 +29,11 @@ from policies.rewards import RewardSpec  # noqa: E402
 
 def serve_and_learn(cascade, x, question, answers, quality, steps) -> None:
     """Serve one question greedily from its logged answers; learn from what ran."""
-    def ran_arm(arm):
-        a = ARMS.index(arm)
-        return {"arm": arm, "answer": answers[a], "calls": float(steps[a]),
-                "quality": float(quality[a])}
-
-    ran = [ran_arm("parametric")]
-    first = cascade.decide(0, x, question, answers[:1])[0]
-    if first == "stop":
-        served = "parametric"
-    elif first == "multi":
-        ran.append(ran_arm("multi"))
-        served = "multi"
-    else:
-        ran.append(ran_arm("single"))
-        second = cascade.decide(1, x, question, answers[:2])[0]
-        if second == "escalate":
-            ran.append(ran_arm("multi"))
-            served = ARMS[ACTIONS[2].index(cascade.decide(2, x, question, answers)[0])]
-        else:
-            served = "parametric" if second == "serve_closed_book" else "single"
-    cascade.learn(x, question, ran, served)
+    served, ran, _ = cascade.walk(x, question, lambda arm: answers[ARMS.index(arm)])
+    cascade.learn(x, question, [{"arm": arm, "answer": answers[ARMS.index(arm)],
+                                 "calls": float(steps[ARMS.index(arm)]),
+                                 "quality": float(quality[ARMS.index(arm)])} for arm in ran],
+                  served)
 
 
 def main() -> None:

@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.arms import ARMS  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import (features_for, greedy_arms, load_replay_data,  # noqa: E402
-                             train_policy)
+from policies.replay import greedy_routes, load_replay_data, train_policy  # noqa: E402
 from policies.rewards import RewardSpec  # noqa: E402
 
 # (name, algo, mode, params, trained per lambda?) -- full-information outcome and linear
@@ -108,15 +107,11 @@ def main() -> None:
                         bundle, _ = train_policy(algo, table.subset(train), emb[train], spec,
                                                  reward, mode, 1, seed, params,
                                                  tune_rule="one-se")
-                        if algo == "cascade":
-                            held = table.subset(test)
-                            arms[lam][test], spent[lam][test] = bundle.policy.routes(
-                                features_for(held, bundle.features, emb[test]),
-                                held.questions, held.answers, held.steps)
-                            continue
                         for lam_ in ([lam] if per_lam else lams):
-                            arms[lam_][test] = greedy_arms(bundle, table.subset(test),
-                                                           emb[test], None if per_lam else lam_)
+                            arms[lam_][test], calls = greedy_routes(
+                                bundle, table.subset(test), emb[test], None if per_lam else lam_)
+                            if calls is not None:           # a cascade's own route costs
+                                spent[lam_][test] = calls
                     for lam_ in ([lam] if per_lam else lams):
                         record(results, metric, lam_, name, seed, arms[lam_])
                         if algo == "cascade":

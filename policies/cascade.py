@@ -24,11 +24,12 @@ refits as the outcome models do (``refit_every``). Choices stay greedy.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from policies.answer_features import answer_features, feature_count
+from policies.arms import ARMS
 from policies.base import Policy
 from policies.outcome import OutcomeModels
 from searchagent.errors import InputError
@@ -71,10 +72,46 @@ class AnswerCascade(Policy):
         values = self.step_values(step, x, question, answers)
         return ACTIONS[step][int(np.argmax(values))], values
 
+    def walk(self, x: np.ndarray, question: str, answer_of: Callable[[str], str],
+             on_step: Callable[[dict], None] | None = None) -> tuple[str, list[str], list[dict]]:
+        """Run the cascade for one question. ``answer_of(arm)`` produces an arm's answer (runs
+        the strategy, or looks it up in a log); it is called in running order, only for the
+        arms the route needs. Returns the arm whose answer is served, the arms that ran and
+        each step taken (``{"step", "action", "actions", "values"}``, also passed to
+        ``on_step`` as it is taken)."""
+        ran = {"parametric": answer_of("parametric")}
+        steps: list[dict] = []
+
+        def decide(step: int) -> str:
+            action, values = self.decide(step, x, question, list(ran.values()))
+            steps.append({"step": STEPS[step], "action": action,
+                          "actions": list(ACTIONS[step]),
+                          "values": [round(float(v), 4) for v in values]})
+            if on_step is not None:
+                on_step(steps[-1])
+            return action
+
+        action = decide(0)
+        if action == "stop":
+            served = "parametric"
+        elif action == "multi":
+            ran["multi"] = answer_of("multi")
+            served = "multi"
+        else:
+            ran["single"] = answer_of("single")
+            action = decide(1)
+            if action == "escalate":
+                ran["multi"] = answer_of("multi")
+                served = ARMS[ACTIONS[2].index(decide(2))]
+            else:
+                served = "parametric" if action == "serve_closed_book" else "single"
+        return served, list(ran), steps
+
     def routes(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],
                cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For questions whose three answers are all known (an arm log): the arm whose
-        answer the cascade serves and the cost of every arm it ran (``cost``: (n, 3))."""
+        """``walk`` for many questions whose three answers are all known (an arm log), in
+        batch: the arm whose answer the cascade serves and the cost of every arm it ran
+        (``cost``: (n, 3))."""
         first = np.argmax(self._values(0, X, questions, answers), axis=1)
         second = np.argmax(self._values(1, X, questions, answers), axis=1)
         third = np.argmax(self._values(2, X, questions, answers), axis=1)

@@ -130,8 +130,9 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     policy = make_policy(algo, fmap.dim, seed, **(params or {}))
     Q, C = table.quality[reward.metric], cost_table(table, reward)
     if isinstance(policy, AnswerCascade):
-        policy.fit_log(X, table.questions, _answers(table), Q, C)
-        served, spent = policy.routes(X, table.questions, table.answers, C)
+        answers = _answers(table)
+        policy.fit_log(X, table.questions, answers, Q, C)
+        served, spent = policy.routes(X, table.questions, answers, C)
         log = TrainLog(served, R.max(axis=1) - (Q[np.arange(len(X)), served]
                                                 - reward.lam * spent))
     elif mode == "bandit":
@@ -243,12 +244,8 @@ def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
                                                         bundle.reward.cost)
     R = reward_table(table, spec)
     refs = reference_rows(table, R)
-    if isinstance(bundle.policy, AnswerCascade):
-        served, spent = bundle.policy.routes(features_for(table, bundle.features, embeddings),
-                                             table.questions, _answers(table), table.steps)
-        result = outcome_of(served, table, R, spent, spec)
-    else:
-        result = outcome_of(greedy_arms(bundle, table, embeddings, lam), table, R)
+    arms, spent = greedy_routes(bundle, table, embeddings, lam)
+    result = outcome_of(arms, table, R, spent, spec)
     best_fixed = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
     result["gap_closed"] = gap_closed(result["reward"], best_fixed, refs["oracle"]["reward"])
     return {"policy": result, "references": refs, "best_fixed_reward": best_fixed}
@@ -258,6 +255,16 @@ def greedy_arms(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
                 lam: float | None = None) -> np.ndarray:
     """The arm the policy serves (no exploration) for each question of ``table``."""
     return bundle.policy.choose_batch(features_for(table, bundle.features, embeddings), lam)
+
+
+def greedy_routes(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
+                  lam: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The arm whose answer the policy serves (no exploration) for each question, and for
+    a cascade the retrieval calls its route spent (None: the served arm's own calls)."""
+    if isinstance(bundle.policy, AnswerCascade):
+        return bundle.policy.routes(features_for(table, bundle.features, embeddings),
+                                    table.questions, _answers(table), table.steps)
+    return greedy_arms(bundle, table, embeddings, lam), None
 
 
 def _answers(table: ArmTable) -> list[list[str]]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from policies.cascade import ACTIONS, STEPS
-from searchagent.strategies.base import ARMS, Answer, Step
+from searchagent.strategies.base import Answer, Step
 
 
 def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
@@ -23,38 +22,24 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
     cascade = bundle.policy
     started = time.perf_counter()
     ran = {"parametric": agent._strategy("parametric").run(question, ctx)}
-    choose_started = time.perf_counter()
-    features = agent._features(question, ran["parametric"])
-    overhead = time.perf_counter() - choose_started
-    steps: list[dict] = []
+    running = time.perf_counter() - started      # seconds inside strategies
 
-    def decide(step: int) -> str:
-        nonlocal overhead
-        began = time.perf_counter()
-        action, values = cascade.decide(step, features, question,
-                                        [a.answer for a in ran.values()])
-        overhead += time.perf_counter() - began
-        steps.append({"step": STEPS[step], "action": action, "actions": list(ACTIONS[step]),
-                      "values": [round(float(v), 4) for v in values]})
+    def answer_of(arm: str) -> str:
+        nonlocal running
+        if arm not in ran:
+            began = time.perf_counter()
+            ran[arm] = agent._strategy(arm).run(question, ctx)
+            running += time.perf_counter() - began
+        return ran[arm].answer
+
+    def on_step(step: dict) -> None:
         if (ctx or {}).get("on_step"):
-            ctx["on_step"]("policy", **steps[-1], policy=cascade.algo)
-        return action
+            ctx["on_step"]("policy", **step, policy=cascade.algo)
 
-    action = decide(0)
-    if action == "stop":
-        served = "parametric"
-    elif action == "multi":
-        ran["multi"] = agent._strategy("multi").run(question, ctx)
-        served = "multi"
-    else:
-        ran["single"] = agent._strategy("single").run(question, ctx)
-        action = decide(1)
-        if action == "escalate":
-            ran["multi"] = agent._strategy("multi").run(question, ctx)
-            served = ARMS[ACTIONS[2].index(decide(2))]
-        else:
-            served = "parametric" if action == "serve_closed_book" else "single"
-    answer = _combined(ran, served, time.perf_counter() - started)
+    features = agent._features(question, ran["parametric"])
+    served, _, steps = cascade.walk(features, question, answer_of, on_step)
+    seconds = time.perf_counter() - started
+    answer = _combined(ran, served, seconds)
     decision = agent.learner.journal(
         features, question, served, [],
         answers=[{"arm": name, "answer": a.answer, "calls": a.retrieval_calls}
@@ -64,7 +49,7 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
     detail = {**decision.to_dict(), "policy": cascade.algo, "lam": bundle.reward.lam,
               "cascade": steps, "ran": list(ran), "closed_book_reused": served == "parametric",
               "features": True}
-    step = Step("policy", max(0.0, overhead), detail)
+    step = Step("policy", max(0.0, seconds - running), detail)
     return replace(answer, strategy=served, trace=[step, *answer.trace])
 
 
