@@ -7,11 +7,11 @@ over head ranges.
 Every replication task searches the same head index (built once on the driver, shipped as
 faiss' own serialized bytes) over ranges aligned to the local ``BLOCK``, so each search call
 sees the rows it sees locally; the driver joins the pairs and applies the cap as the local
-build does. Each write task gathers its heads' rows and writes their postings, byte for
-byte as the local writer does, at the layout's offsets of one preallocated file; the driver
-then hashes the file. So the folder is the same as the local build's. Workers read the
-vectors from the build's ``embeddings.npy`` memmap and write into the build's folder, so
-they must see the driver's disk (this machine, or a shared filesystem).
+build does. Each write task encodes its head range as the local writer does
+(``builder.encoded_range``) and writes it at the layout's offsets of one preallocated
+file; the driver then hashes the file. So the folder is the same as the local build's.
+Workers read the vectors from the build's ``embeddings.npy`` memmap and write into the
+build's folder, so they must see the driver's disk (this machine, or a shared filesystem).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from tqdm.auto import tqdm
 
 from index.build_ray_session import RETRIES
 from index.faiss_index import import_faiss
-from index.spann.builder import file_sha256, head_ranges
-from index.spann.clustering import rows
-from index.spann.postings import file_header, posting_body
+from index.spann.builder import encoded_range, file_sha256, head_ranges
+from index.spann.postings import file_header
 from index.spann.replication import BLOCK, capped_pairs, head_search_index, range_pairs
 
 ROWS_PER_TASK = 16 * BLOCK
@@ -49,12 +48,7 @@ def _range_task(path: str, heads: np.ndarray, primary: np.ndarray, index_bytes: 
 @ray.remote
 def _write_task(path: str, out: str, table: np.ndarray, ids: np.ndarray, dtype: str) -> int:
     """Write one head range's postings (``table``: its rows of the layout) in place."""
-    vectors = np.load(path, mmap_mode="r")
-    unique, inverse = np.unique(ids, return_inverse=True)
-    data = rows(vectors, unique)[inverse]
-    bounds = np.concatenate([[0], np.cumsum(table[:, 1])])
-    blob = b"".join(posting_body(ids[a:b], data[a:b], int(nbytes), dtype)
-                    for a, b, nbytes in zip(bounds[:-1], bounds[1:], table[:, 2]))
+    blob = encoded_range(np.load(path, mmap_mode="r"), table, ids, dtype)
     fd = os.open(out, os.O_WRONLY)
     try:             # a retried task writes the same bytes again: idempotent
         os.pwrite(fd, blob, int(table[0, 0]))

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from index.faiss_index import import_faiss
 from index.manifest import clean_stale_temps, temp_name
 from index.spann.clustering import balanced_clusters, rows
-from index.spann.postings import DTYPES, PostingWriter, layout
+from index.spann.postings import DTYPES, PostingWriter, layout, posting_body
 from index.spann.replication import replicate
 
 FORMAT = "searchagent-spann"
@@ -173,8 +173,18 @@ def head_ranges(table: np.ndarray, block_rows: int = 1 << 16):
         first = last
 
 
+def encoded_range(vectors, table: np.ndarray, ids: np.ndarray, dtype: str) -> bytes:
+    """The postings of one head range (``table``: its rows of the layout; ``ids``: their
+    entries' rows, in order), gathered from ``vectors`` and encoded as the file holds them."""
+    unique, inverse = np.unique(ids, return_inverse=True)
+    data = rows(vectors, unique)[inverse]
+    bounds = np.concatenate([[0], np.cumsum(table[:, 1])])
+    return b"".join(posting_body(ids[a:b], data[a:b], int(nbytes), dtype)
+                    for a, b, nbytes in zip(bounds[:-1], bounds[1:], table[:, 2]))
+
+
 def _write_postings(vectors, path, table, size, pair_row, dtype, progress) -> str:
-    """Stream postings to disk in head order, gathering their rows block by block."""
+    """Stream postings to disk in head order, one head range at a time."""
     writer = PostingWriter(path, table, size, vectors.shape[1], dtype)
     bounds = np.concatenate([[0], np.cumsum(table[:, 1])])
     bar = tqdm(total=len(pair_row), desc="spann: writing postings", unit="entry",
@@ -182,12 +192,8 @@ def _write_postings(vectors, path, table, size, pair_row, dtype, progress) -> st
     try:
         for first, last in head_ranges(table):
             lo, hi = bounds[first], bounds[last]
-            ids = pair_row[lo:hi]
-            unique, inverse = np.unique(ids, return_inverse=True)
-            data = rows(vectors, unique)[inverse]
-            for p in range(first, last):
-                a, b = bounds[p] - lo, bounds[p + 1] - lo
-                writer.add(ids[a:b], data[a:b])
+            writer.add(first, last, encoded_range(vectors, table[first:last], pair_row[lo:hi],
+                                                  dtype))
             bar.update(int(hi - lo))
         return writer.close()
     finally:

@@ -128,13 +128,13 @@ class PostingWriter:
         self.handle.write(data)
         self.sha.update(data)
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Append the next posting (must match the table's count)."""
-        offset, count, nbytes = self.table[self.next]
-        if len(ids) != count or self.handle.tell() != offset:
-            raise RuntimeError(f"posting {self.next}: layout mismatch")
-        self._write(posting_body(ids, vectors, int(nbytes), self.dtype))
-        self.next += 1
+    def add(self, first: int, last: int, blob: bytes) -> None:
+        """Append postings ``first`` .. ``last - 1``, encoded in order by ``posting_body``."""
+        if first != self.next or self.handle.tell() != self.table[first, 0] \
+                or len(blob) != int(self.table[first:last, 2].sum()):
+            raise RuntimeError(f"postings {first}..{last - 1}: layout mismatch")
+        self._write(blob)
+        self.next = last
 
     def close(self) -> str:
         """Flush to disk; return the file's sha256."""
