@@ -34,9 +34,10 @@ from policies.replay import greedy_routes, load_replay_data, train_policy  # noq
 from policies.rewards import RewardSpec  # noqa: E402
 
 # (name, algo, mode, params, trained per lambda?) -- full-information outcome and linear
-# models keep quality and cost apart, so one fit serves every lambda
+# models keep quality and cost apart, and the cascade's first step has a model per lambda
+# of its grid, so one fit serves every lambda
 SYSTEMS = [
-    ("cascade/full", "cascade", "full", {}, True),
+    ("cascade/full", "cascade", "full", {}, False),
     ("outcome/full", "outcome", "full", {}, False),
     ("outcome/bandit", "outcome", "bandit", {}, True),
     ("linucb/full", "linucb", "full", {"reg": 10.0}, False),
@@ -97,6 +98,8 @@ def main() -> None:
                 record(results, metric, lam, "router", seed,
                        router_arms(splits, datasets, R))
             for name, algo, mode, params, per_lam in systems:
+                if algo == "cascade":        # step 1 fitted at exactly these lambdas
+                    params = {**params, "lam_grid": tuple(lams)}
                 started = time.perf_counter()
                 spec = specs["features"]
                 for lam in lams if per_lam else [None]:

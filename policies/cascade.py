@@ -14,12 +14,18 @@ question's features plus the features of the answers generated so far
 Each step's value depends on the steps after it, so training runs backwards on the arm
 log (every arm's answer and outcome for every question): the outcome of escalating is
 step 3's choice, and of retrieving once step 2's, both measured on inner folds the model
-making the choice did not see (fitted Q-iteration with cross-fitting), for one lambda.
+making the choice did not see (fitted Q-iteration with cross-fitting). Steps 2 and 3
+predict quality and cost apart, so they serve any lambda; step 1's outcome of retrieving
+once depends on the lambda step 2 decides with, so step 1's model has an outcome column
+for retrieving once at each lambda of ``lam_grid`` (beside stop and multi-hop), and a
+request's lambda (``lam=`` on every entry point) uses the nearest.
 
 Online (``learn``): feedback with a gold answer scores every answer the cascade generated
 for a question; each step's model then gains a row for every action whose outcome that
 reveals (closed book's always; retrieving once, escalating, multi-hop when they ran) and
-refits as the outcome models do (``refit_every``). Choices stay greedy.
+refits as the outcome models do (``refit_every``). Serving explores with ``walk(...,
+explore=True)``: each step takes a random action with probability ``eps``, so the
+feedback also reveals actions the greedy route would not take.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ STEPS = ("after_closed_book", "after_single", "after_multi")
 ACTIONS = (("stop", "single", "multi"),
            ("serve_closed_book", "serve_single", "escalate"),
            ("serve_closed_book", "serve_single", "serve_multi"))
+LAM_GRID = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)
 
 
 class AnswerCascade(Policy):
@@ -46,47 +53,65 @@ class AnswerCascade(Policy):
 
     def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, lam: float = 0.0,
                  embed_dims: int = 0, inner_folds: int = 3, l2: float = 100.0,
-                 neighbors: int = 100, blend: float = 0.5, cue_weight: float = 0.15):
+                 neighbors: int = 100, blend: float = 0.5, cue_weight: float = 0.15,
+                 lam_grid: Sequence[float] = LAM_GRID, eps: float = 0.0):
         super().__init__(dim, n_arms, seed)
-        if n_arms != 3 or inner_folds < 2:
-            raise InputError("the cascade needs the three arms parametric, single, multi and "
-                             "inner_folds >= 2", field="params")
+        if n_arms != 3 or inner_folds < 2 or min(lam_grid, default=-1.0) < 0 \
+                or not 0.0 <= eps <= 1.0:
+            raise InputError("the cascade needs the three arms parametric, single, multi, "
+                             "inner_folds >= 2, a lam_grid of lambdas >= 0 and "
+                             "0 <= eps <= 1", field="params")
         self.lam, self.embed_dims, self.inner_folds = float(lam), int(embed_dims), int(inner_folds)
+        self.eps = float(eps)
+        self.lam_grid = sorted({float(v) for v in lam_grid} | {self.lam})
         self.model_params = {"l2": float(l2), "neighbors": int(neighbors),
                              "blend": float(blend), "cue_weight": float(cue_weight)}
         self.models: list[OutcomeModels | None] = [None] * len(STEPS)
         self.scales: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(STEPS)
 
     # -- deciding -------------------------------------------------------------------------
-    def step_values(self, step: int, x: np.ndarray, question: str,
-                    answers: Sequence[str]) -> np.ndarray:
+    def supports_lam(self) -> bool:
+        return True
+
+    def step_values(self, step: int, x: np.ndarray, question: str, answers: Sequence[str],
+                    lam: float | None = None) -> np.ndarray:
         """E[quality] - lambda E[cost] of each action at ``step`` (0, 1, 2) for one question
-        whose first ``step + 1`` answers (cascade order) are ``answers``."""
+        whose first ``step + 1`` answers (cascade order) are ``answers``; ``lam``: the
+        request's lambda (the trained one when None)."""
         if not 0 <= step < len(STEPS) or len(answers) != step + 1:
             raise InputError(f"cascade step {step} needs {step + 1} answers, got {len(answers)}",
                              field="answers")
-        return self._values(step, self._check(x)[None], [question], [list(answers)])[0]
+        return self._values(step, self._check(x)[None], [question], [list(answers)], lam)[0]
 
-    def decide(self, step: int, x: np.ndarray, question: str,
-               answers: Sequence[str]) -> tuple[str, np.ndarray]:
-        values = self.step_values(step, x, question, answers)
+    def decide(self, step: int, x: np.ndarray, question: str, answers: Sequence[str],
+               lam: float | None = None) -> tuple[str, np.ndarray]:
+        values = self.step_values(step, x, question, answers, lam)
         return ACTIONS[step][int(np.argmax(values))], values
 
     def walk(self, x: np.ndarray, question: str, answer_of: Callable[[str], str],
-             on_step: Callable[[dict], None] | None = None) -> tuple[str, list[str], list[dict]]:
+             on_step: Callable[[dict], None] | None = None, lam: float | None = None,
+             explore: bool = False) -> tuple[str, list[str], list[dict]]:
         """Run the cascade for one question. ``answer_of(arm)`` produces an arm's answer (runs
         the strategy, or looks it up in a log); it is called in running order, only for the
         arms the route needs. Returns the arm whose answer is served, the arms that ran and
-        each step taken (``{"step", "action", "actions", "values"}``, also passed to
-        ``on_step`` as it is taken)."""
+        each step taken (``{"step", "action", "actions", "values", "explored",
+        "probability"}``, also passed to ``on_step`` as it is taken). With ``explore``, each
+        step takes a uniformly random action with probability ``eps``; ``probability`` is
+        the chance the step took its action, so a route's propensity is their product."""
         ran = {"parametric": answer_of("parametric")}
         steps: list[dict] = []
 
         def decide(step: int) -> str:
-            action, values = self.decide(step, x, question, list(ran.values()))
+            action, values = self.decide(step, x, question, list(ran.values()), lam)
+            greedy, eps = action, self.eps if explore else 0.0
+            if eps and self.rng.random() < eps:
+                action = ACTIONS[step][int(self.rng.integers(len(ACTIONS[step])))]
             steps.append({"step": STEPS[step], "action": action,
                           "actions": list(ACTIONS[step]),
-                          "values": [round(float(v), 4) for v in values]})
+                          "values": [round(float(v), 4) for v in values],
+                          "explored": action != greedy,
+                          "probability": (1.0 - eps) * (action == greedy)
+                          + eps / len(ACTIONS[step])})
             if on_step is not None:
                 on_step(steps[-1])
             return action
@@ -108,13 +133,12 @@ class AnswerCascade(Policy):
         return served, list(ran), steps
 
     def routes(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],
-               cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+               cost: np.ndarray, lam: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``walk`` for many questions whose three answers are all known (an arm log), in
         batch: the arm whose answer the cascade serves and the cost of every arm it ran
         (``cost``: (n, 3))."""
-        first = np.argmax(self._values(0, X, questions, answers), axis=1)
-        second = np.argmax(self._values(1, X, questions, answers), axis=1)
-        third = np.argmax(self._values(2, X, questions, answers), axis=1)
+        first, second, third = (np.argmax(self._values(k, X, questions, answers, lam), axis=1)
+                                for k in range(len(STEPS)))
         served = np.select([first == 0, first == 2, second < 2], [0, 2, second], third)
         paths = _path_costs(np.asarray(cost, np.float64))
         spent = np.select([first == 0, first == 2, second < 2],
@@ -143,24 +167,27 @@ class AnswerCascade(Policy):
         order = [r["answer"] for r in ran]
         total = float(sum(r["calls"] for r in ran))
         closed = got["parametric"]
-        self._observe(0, x, question, order, 0, closed["quality"], closed["calls"])
+        first = {0: (closed["quality"], closed["calls"])}
         if "single" in got:
             single = got["single"]
-            self._observe(0, x, question, order, 1, got[served]["quality"], total)
+            for column in range(2, self.models[0].n_arms):    # retrieving once, any lambda
+                first[column] = (got[served]["quality"], total)
             spent = closed["calls"] + single["calls"]
-            self._observe(1, x, question, order, 0, closed["quality"], spent)
-            self._observe(1, x, question, order, 1, single["quality"], spent)
+            second = {0: (closed["quality"], spent), 1: (single["quality"], spent)}
             if "multi" in got:
-                self._observe(1, x, question, order, 2, got[served]["quality"], total)
-                for action, arm in enumerate(("parametric", "single", "multi")):
-                    self._observe(2, x, question, order, action, got[arm]["quality"], 0.0)
+                second[2] = (got[served]["quality"], total)
+                self._observe(2, x, question, order, {
+                    action: (got[arm]["quality"], 0.0)
+                    for action, arm in enumerate(("parametric", "single", "multi"))})
+            self._observe(1, x, question, order, second)
         elif "multi" in got:
-            self._observe(0, x, question, order, 2, got["multi"]["quality"], total)
+            first[1] = (got["multi"]["quality"], total)
+        self._observe(0, x, question, order, first)
         self.updates += 1
 
-    def _observe(self, step, x, question, answers, action, quality, cost) -> None:
+    def _observe(self, step, x, question, answers, outcomes) -> None:
         inputs = self._stack(step, x[None], _answer_matrix(step, [question], [answers]))[0]
-        self.models[step].update(inputs, action, quality - self.lam * cost, quality, cost)
+        self.models[step].observe(inputs, outcomes)
 
     # -- training ---------------------------------------------------------------------------
     def fit_log(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],
@@ -181,29 +208,32 @@ class AnswerCascade(Policy):
         rows = np.arange(n)
         # step 3 serves one of the answers: its quality is the value of escalating
         target3 = (quality, np.zeros((n, 3)))
-        served3 = self._cross_fit(inputs[2], *target3, folds)
+        served3 = np.argmax(self._cross_predict(inputs[2], *target3, folds)[0], axis=1)
         target2 = (np.column_stack([quality[:, 0], quality[:, 1], quality[rows, served3]]),
                    np.column_stack([paths["single"], paths["single"], paths["escalate"]]))
-        chosen2 = self._cross_fit(inputs[1], *target2, folds)
-        target1 = (np.column_stack([quality[:, 0], target2[0][rows, chosen2], quality[:, 2]]),
-                   np.column_stack([paths["stop"], target2[1][rows, chosen2], paths["multi"]]))
-        for k, (Q, C) in enumerate((target1, target2, target3)):
-            self.models[k] = self._model(inputs[k], Q, C)
+        quality2, cost2 = self._cross_predict(inputs[1], *target2, folds)
+        # retrieving once is worth what step 2 makes of it, deciding at each grid lambda
+        chosen2 = [np.argmax(quality2 - lam * cost2, axis=1) for lam in self.lam_grid]
+        target1 = (np.column_stack([quality[:, 0], quality[:, 2]]
+                                   + [target2[0][rows, c] for c in chosen2]),
+                   np.column_stack([paths["stop"], paths["multi"]]
+                                   + [target2[1][rows, c] for c in chosen2]))
+        self.models = [self._model(inputs[k], *target)
+                       for k, target in enumerate((target1, target2, target3))]
         self.updates += n
 
-    def _cross_fit(self, Xs, Q, C, folds) -> np.ndarray:
-        """The choice on each row of a model fitted without that row's fold."""
-        out = np.zeros(len(Xs), np.int64)
+    def _cross_predict(self, Xs, Q, C, folds) -> tuple[np.ndarray, np.ndarray]:
+        """Quality and cost predicted on each row by a model fitted without its fold."""
+        quality, cost = np.zeros(Q.shape), np.zeros(C.shape)
         for k in range(self.inner_folds):
             held = folds == k
             model = self._model(Xs[~held], Q[~held], C[~held])
-            quality, cost = model.predict(Xs[held])
-            out[held] = np.argmax(quality - self.lam * cost, axis=1)
-        return out
+            quality[held], cost[held] = model.predict(Xs[held])
+        return quality, cost
 
     def _model(self, Xs, Q, C) -> OutcomeModels:
-        model = OutcomeModels(Xs.shape[1], 3, self.seed, self.lam, self.embed_dims, eps=0.0,
-                              **self.model_params)
+        model = OutcomeModels(Xs.shape[1], Q.shape[1], self.seed, self.lam, self.embed_dims,
+                              eps=0.0, **self.model_params)
         model.fit(Xs, Q, C)
         return model
 
@@ -212,20 +242,26 @@ class AnswerCascade(Policy):
         mean, scale = self.scales[step]
         return np.hstack([np.asarray(X, np.float64).reshape(-1, self.dim), (A - mean) / scale])
 
-    def _values(self, step, X, questions, answers) -> np.ndarray:
+    def _values(self, step, X, questions, answers, lam=None) -> np.ndarray:
         if self.models[step] is None:
             raise InputError("the cascade is not trained", field="policy")
-        inputs = self._stack(step, X, _answer_matrix(step, questions, answers))
-        quality, cost = self.models[step].predict(inputs)
-        return quality - self.lam * cost
+        lam = self.lam if lam is None else float(lam)
+        quality, cost = self.models[step].predict(
+            self._stack(step, X, _answer_matrix(step, questions, answers)))
+        if step == 0:       # stop, retrieving once at the grid lambda nearest lam, multi-hop
+            nearest = int(np.argmin(np.abs(np.asarray(self.lam_grid) - lam)))
+            quality, cost = quality[:, [0, 2 + nearest, 1]], cost[:, [0, 2 + nearest, 1]]
+        return quality - lam * cost
 
     # -- persistence ----------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        return {"lam": self.lam, "embed_dims": self.embed_dims,
+        return {"lam": self.lam, "embed_dims": self.embed_dims, "lam_grid": self.lam_grid,
+                "eps": self.eps,
                 "inner_folds": self.inner_folds, **self.model_params}
 
     def state(self):
         values, arrays = super().state()
+        values["first_columns"] = "stop,multi,single@lam_grid"
         for k, model in enumerate(self.models):
             if model is None:
                 continue
@@ -240,8 +276,10 @@ class AnswerCascade(Policy):
             if f"cascade{k}.X" in arrays:      # refitted: deterministic, the same models
                 self.scales[k] = (np.asarray(arrays[f"cascade{k}.mean"]),
                                   np.asarray(arrays[f"cascade{k}.scale"]))
-                self.models[k] = self._model(arrays[f"cascade{k}.X"], arrays[f"cascade{k}.Q"],
-                                             arrays[f"cascade{k}.C"])
+                Q, C = np.asarray(arrays[f"cascade{k}.Q"]), np.asarray(arrays[f"cascade{k}.C"])
+                if k == 0 and "first_columns" not in values:   # saved before lam_grid
+                    self.lam_grid, Q, C = [self.lam], Q[:, [0, 2, 1]], C[:, [0, 2, 1]]
+                self.models[k] = self._model(arrays[f"cascade{k}.X"], Q, C)
 
 
 def _path_costs(cost: np.ndarray) -> dict[str, np.ndarray]:

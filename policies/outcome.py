@@ -110,15 +110,20 @@ class OutcomeModels(Policy):
         """Bandit feedback; needs the reward's parts (a bare reward is counted, not learned)."""
         x, arm = self._check(x), self._check_arm(arm)
         self.updates += 1
-        if quality is None or cost is None:
-            return
+        if quality is not None and cost is not None:
+            self.observe(x, {arm: (float(quality), float(cost))})
+
+    def observe(self, x: np.ndarray, outcomes: dict[int, tuple[float, float]]) -> None:
+        """One buffer row: the (quality, cost) of every arm in ``outcomes`` for ``x``."""
         q, c = np.full(self.n_arms, np.nan, np.float32), np.full(self.n_arms, np.nan, np.float32)
-        q[arm], c[arm] = float(quality), float(cost)
-        self.X = np.vstack([self.X, x[None].astype(np.float32)])[-self.capacity:]
+        for arm, (quality, cost) in outcomes.items():
+            q[arm], c[arm] = quality, cost
+        self.X = np.vstack([self.X, self._check(x)[None].astype(np.float32)])[-self.capacity:]
         self.Q = np.vstack([self.Q, q[None]])[-self.capacity:]
         self.C = np.vstack([self.C, c[None]])[-self.capacity:]
         self.stale += 1
-        if self.stale >= self.refit_every or len(self._rows[arm]) <= self.min_rows:
+        if self.stale >= self.refit_every or \
+                min(len(self._rows[arm]) for arm in outcomes) <= self.min_rows:
             self._fit_models()
 
     def _fit_models(self) -> None:

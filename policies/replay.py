@@ -133,8 +133,7 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
         answers = _answers(table)
         policy.fit_log(X, table.questions, answers, Q, C)
         served, spent = policy.routes(X, table.questions, answers, C)
-        log = TrainLog(served, R.max(axis=1) - (Q[np.arange(len(X)), served]
-                                                - reward.lam * spent))
+        log = TrainLog(served, R.max(axis=1) - route_rewards(served, spent, table, R, reward))
     elif mode == "bandit":
         log = train_bandit(policy, X, R, epochs, seed, progress, Q, C)
     else:
@@ -184,8 +183,8 @@ def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: Fe
         for train, test in splits:
             bundle, _ = train_policy(algo, table.subset(train), embeddings[train], features,
                                      reward, mode, epochs, seed, params)
-            arms = greedy_arms(bundle, table.subset(test), embeddings[test])
-            rewards[test] = R[test, arms]
+            arms, spent = greedy_routes(bundle, table.subset(test), embeddings[test])
+            rewards[test] = route_rewards(arms, spent, table.subset(test), R[test], reward)
         heldout[values] = rewards
     best = max(heldout, key=lambda v: heldout[v].mean())     # max keeps the earliest tie
     chosen = best if rule == "best" else simplest_within_one_se(heldout, best, names)
@@ -217,14 +216,21 @@ def outcome_of(arms: np.ndarray, table: ArmTable, R: np.ndarray, spent: np.ndarr
     passes the retrieval calls each question ``spent`` and the reward ``spec`` instead."""
     rows = np.arange(len(arms))
     share = np.bincount(arms, minlength=len(ARMS)) / max(len(arms), 1)
-    reward = R[rows, arms] if spent is None else \
-        table.quality[spec.metric][rows, arms] - spec.lam * spent
-    out = {"reward": float(reward.mean()),
+    out = {"reward": float(route_rewards(arms, spent, table, R, spec).mean()),
            **{m: float(q[rows, arms].mean()) for m, q in table.quality.items()},
            "steps": float((table.steps[rows, arms] if spent is None else spent).mean()),
            "seconds": float(table.seconds[rows, arms].mean())}
     out.update({f"share_{arm}": float(s) for arm, s in zip(ARMS, share)})
     return out
+
+
+def route_rewards(arms: np.ndarray, spent: np.ndarray | None, table: ArmTable, R: np.ndarray,
+                  spec: RewardSpec | None) -> np.ndarray:
+    """Each question's reward when arm ``arms[i]`` is served: ``R``'s entry, or for a
+    cascade the served answer's quality less lambda times the calls its route ``spent``."""
+    rows = np.arange(len(arms))
+    return R[rows, arms] if spent is None else \
+        table.quality[spec.metric][rows, arms] - spec.lam * spent
 
 
 def reference_rows(table: ArmTable, R: np.ndarray) -> dict[str, dict[str, float]]:
@@ -263,7 +269,7 @@ def greedy_routes(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
     a cascade the retrieval calls its route spent (None: the served arm's own calls)."""
     if isinstance(bundle.policy, AnswerCascade):
         return bundle.policy.routes(features_for(table, bundle.features, embeddings),
-                                    table.questions, _answers(table), table.steps)
+                                    table.questions, _answers(table), table.steps, lam)
     return greedy_arms(bundle, table, embeddings, lam), None
 
 

@@ -1,7 +1,9 @@
 """Serve a question through a trained answer cascade (``policies.cascade``).
 
 Closed book first; after each answer the cascade's next step says whether to stop, retrieve
-once, or run multi-hop, and, once answers disagree, which one to serve. Every answer that
+once, or run multi-hop, and, once answers disagree, which one to serve (each step explores
+a random action with the cascade's ``eps`` when the learner explores; the journaled
+propensity is the product of the steps' probabilities). Every answer that
 was generated is charged: the served Answer's retrieval calls, tokens and seconds are the
 sums over the strategies that ran, and its trace holds all of their steps after one
 ``policy`` step listing the cascade's steps (action and per-action values). Every generated
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+
+import numpy as np
 
 from searchagent.strategies.base import Answer, Step
 
@@ -37,18 +41,24 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
             ctx["on_step"]("policy", **step, policy=cascade.algo)
 
     features = agent._features(question, ran["parametric"])
-    served, _, steps = cascade.walk(features, question, answer_of, on_step)
+    requested_lam = (ctx or {}).get("lam")
+    served, _, steps = cascade.walk(features, question, answer_of, on_step, requested_lam,
+                                    explore=agent.learner.explore)
     seconds = time.perf_counter() - started
     answer = _combined(ran, served, seconds)
     decision = agent.learner.journal(
-        features, question, served, [],
+        features, question, served, [], explored=any(step["explored"] for step in steps),
+        propensity=float(np.prod([step["probability"] for step in steps])),
         answers=[{"arm": name, "answer": a.answer, "calls": a.retrieval_calls}
                  for name, a in ran.items()])
     agent.learner.record_served(decision.request_id, answer.answer, answer.retrieval_calls,
                                 answer.seconds)
-    detail = {**decision.to_dict(), "policy": cascade.algo, "lam": bundle.reward.lam,
+    detail = {**decision.to_dict(), "policy": cascade.algo,
+              "lam": bundle.reward.lam if requested_lam is None else float(requested_lam),
               "cascade": steps, "ran": list(ran), "closed_book_reused": served == "parametric",
               "features": True}
+    if requested_lam is not None:
+        detail["lam_requested"] = float(requested_lam)
     step = Step("policy", max(0.0, seconds - running), detail)
     return replace(answer, strategy=served, trace=[step, *answer.trace])
 

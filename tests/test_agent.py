@@ -112,9 +112,12 @@ def test_cascade_policy_runs_its_steps_and_charges_every_answer(searcher, genera
     result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
     assert result["applied"] and result["quality"] is not None   # both answers scored:
     grown = [len(model.Q) - n for model, n in zip(agent.learner.bundle.policy.models, rows)]
-    assert grown == [2, 2, 0]          # stop + retrieve once; serve either answer
+    assert grown == [1, 1, 0]          # one row per step the feedback reached
     forced = agent.answer(QUESTION["question"], strategy="parametric")
     assert forced.strategy == "parametric" and decision_of(forced)["forced"]
+    dear = decision_of(agent.answer(QUESTION["question"], ctx={"lam": 5.0}))
+    assert [step["action"] for step in dear["cascade"]] == ["stop"]      # a call costs 5
+    assert dear["ran"] == ["parametric"] and dear["lam"] == dear["lam_requested"] == 5.0
 
 
 def test_agent_refuses_policies_for_other_encoders_or_missing_folders(searcher, generator,

@@ -107,7 +107,7 @@ def test_online_feedback_teaches_every_step_and_survives_a_restart(tmp_path):
         assert learner.feedback(decision.request_id, gold="Oslo").applied
     assert bundle.policy.decide(0, X[0], table.questions[0], ["Oslo"])[0] == "stop"
     rows = [len(model.Q) for model in bundle.policy.models]
-    assert rows == [60 + 240, 60 + 120, 60]
+    assert rows == [60 + 120, 60 + 60, 60]          # one row per step a feedback reached
     learner.con.close()                       # killed: the journal has it, no snapshot does
     again = OnlineLearner(tmp_path)
     assert [len(model.Q) for model in again.bundle.policy.models] == rows
@@ -140,3 +140,66 @@ def test_cascade_inputs_and_entry_points_are_checked(tmp_path):
     forced = learner.decide(x, table.questions[0], forced_arm="multi")   # still journaled
     assert forced.arm == "multi" and forced.forced
     learner.close()
+
+
+def test_a_parameter_grid_is_tuned_on_the_cascades_routes():
+    """A list-valued parameter is chosen by inner cross-validation of the cascade's own
+    routes (served answer less lambda x every call the route spent)."""
+    table, emb, _ = planted_table(300)
+    reward = RewardSpec(lam=0.05, metric="f1")
+    bundle, _ = train_policy("cascade", table, emb, SPEC, reward, tune_rule="best",
+                             params={"neighbors": 20, "l2": [1.0, 1000.0], "cue_weight": 3.0})
+    tuning = bundle.meta["tuning"]
+    cv = tuning["cv_reward"]
+    assert set(cv) == {"1.0", "1000.0"} and tuning["chosen"]["l2"] == float(max(cv, key=cv.get))
+    # always multi-hop earns 0.95 - 0.05 * 3; the planted routes ~0.95 - 0.05 * 1.3
+    assert max(cv.values()) > 0.85 and bundle.policy.model_params["l2"] == tuning["chosen"]["l2"]
+
+
+def test_a_requests_lambda_is_honoured_and_older_saves_still_load():
+    """Trained at lambda 0.05 (retrieving once pays for kinds 1 and 2); a request at lambda 1
+    makes every call dearer than any answer is worth, so every route stops at closed book.
+    A cascade saved before step 1 had a column per lambda loads as one at its own lambda."""
+    table, emb, kinds = planted_table(600)
+    bundle, _ = train_policy("cascade", table, emb, SPEC, RewardSpec(lam=0.05),
+                             params={"neighbors": 20, "l2": 1.0, "cue_weight": 3.0})
+    cascade = bundle.policy
+    X = features_for(table, bundle.features, emb)
+    served, spent = cascade.routes(X, table.questions, table.answers, table.steps)
+    assert (spent[kinds > 0] >= 1).mean() > 0.9
+    served_dear, spent_dear = cascade.routes(X, table.questions, table.answers, table.steps,
+                                             lam=1.0)
+    assert (spent_dear == 0).all() and (served_dear == 0).all()
+    assert cascade.decide(0, X[0], table.questions[0], table.answers[0][:1], lam=1.0)[0] == "stop"
+
+    values, arrays = cascade.state()
+    at_own_lam = 2 + cascade.lam_grid.index(0.05)
+    del values["first_columns"]
+    for part in ("Q", "C"):
+        arrays[f"cascade0.{part}"] = arrays[f"cascade0.{part}"][:, [0, at_own_lam, 1]]
+    old = type(cascade)(cascade.dim, lam=0.05, embed_dims=cascade.embed_dims,
+                        **cascade.model_params)
+    old.load_state(values, arrays)
+    assert old.lam_grid == [0.05]
+    again = old.routes(X, table.questions, table.answers, table.steps)
+    assert np.array_equal(again[0], served) and np.array_equal(again[1], spent)
+
+
+def test_exploring_steps_take_random_actions_with_their_probabilities():
+    table, emb, _ = planted_table(120)
+    bundle, _ = train_policy("cascade", table, emb, SPEC, RewardSpec(lam=0.05),
+                             params={"eps": 0.5})
+    cascade, x = bundle.policy, features_for(table, bundle.features, emb)[0]
+    answers = dict(zip(("parametric", "single", "multi"), table.answers[0]))
+    greedy = cascade.walk(x, table.questions[0], answers.get)[2][0]["action"]
+    firsts = []
+    for _ in range(300):
+        steps = cascade.walk(x, table.questions[0], answers.get, explore=True)[2]
+        for step in steps:
+            chosen_is_greedy = not step["explored"]
+            assert step["probability"] == pytest.approx(0.5 * chosen_is_greedy + 0.5 / 3)
+        firsts.append(steps[0]["action"])
+    # a random first action other than the greedy one: 0.5 x 2/3 of the walks
+    assert 0.25 < np.mean([a != greedy for a in firsts]) < 0.42
+    assert all(step["probability"] == 1.0 and not step["explored"]
+               for step in cascade.walk(x, table.questions[0], answers.get)[2])
