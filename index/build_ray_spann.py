@@ -1,8 +1,10 @@
-"""SPANN on Ray for ``index.build_ray``: the clustering stays on the driver (as in
-``build_spann``; its k-means runs on a sample of each node), and the two data-parallel
-stages run as Ray tasks: boundary replication (each vector's nearest heads and the RNG
-rule, most of a SPANN build's time at 1M vectors) over row ranges, and the posting writes
-over head ranges.
+"""SPANN on Ray for ``index.build_ray``: the three stages of ``build_spann`` as Ray tasks.
+The clustering splits the root on the driver (k-means on a sample, then every vector's
+capacity assignment) and clusters each of the root's children as a task (node seeds do
+not depend on order, ``clustering.node_seed``; the driver numbers the subtrees' heads in
+the local build's depth-first order); boundary replication (each vector's nearest heads and
+the RNG rule, most of a SPANN build's time at 1M vectors) runs over row ranges, and the
+posting writes over head ranges.
 
 Every replication task searches the same head index (built once on the driver, shipped as
 faiss' own serialized bytes) over ranges aligned to the local ``BLOCK``, so each search call
@@ -26,11 +28,21 @@ from tqdm.auto import tqdm
 from index.build_ray_session import RETRIES
 from index.faiss_index import import_faiss
 from index.spann.builder import encoded_range, file_sha256, head_ranges
+from index.spann.clustering import children, cluster_subtree
 from index.spann.postings import file_header
 from index.spann.replication import BLOCK, capped_pairs, head_search_index, range_pairs
 
 ROWS_PER_TASK = 16 * BLOCK
 ENTRIES_PER_WRITE = 1 << 16
+
+
+@ray.remote
+def _subtree_task(path: str, members: np.ndarray, target: int, cap: int, branch: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    faiss = import_faiss()
+    faiss.omp_set_num_threads(1)
+    return cluster_subtree(np.load(path, mmap_mode="r"), members, target, cap, branch, seed,
+                           depth=1)
 
 
 @ray.remote
@@ -64,6 +76,26 @@ class RayStages:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
+
+    def cluster(self, vectors: np.ndarray, target: int, cap: int, branch: int, seed: int,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        n = vectors.shape[0]
+        everything = np.arange(n, dtype=np.int64)
+        if n <= cap:
+            return cluster_subtree(vectors, everything, target, cap, branch, seed)
+        below = children(vectors, everything, target, cap, branch, seed, 0)
+        task = _subtree_task.options(max_retries=RETRIES)
+        pending = {task.remote(self.path, members, target, cap, branch, seed): k
+                   for k, members in enumerate(below)}
+        parts = dict(_gather(pending, n, "spann: balanced clustering (ray)", progress,
+                             lambda k: len(below[k])))
+        heads, primary, offset = [], np.empty(n, dtype=np.int32), 0
+        for k, members in enumerate(below):               # depth-first: child 0's heads first
+            sub_heads, sub_assign = parts[k]
+            heads.append(sub_heads)
+            primary[members] = sub_assign + offset
+            offset += len(sub_heads)
+        return np.concatenate(heads), primary
 
     def replicate(self, vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray,
                   replicas: int, eps: float, cap: int,

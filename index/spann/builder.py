@@ -70,6 +70,11 @@ class LocalStages:
     """Where a build's data-parallel stages run: here, in this process. ``index.build_ray_spann.
     RayStages`` runs them as Ray tasks and must give the same bytes."""
 
+    def cluster(self, vectors, target: int, cap: int, branch: int, seed: int,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Hierarchical balanced clustering: (heads, each row's primary head)."""
+        return balanced_clusters(vectors, target, cap, branch, seed, progress)
+
     def replicate(self, vectors, heads, primary, replicas: int, eps: float, cap: int,
                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Boundary replication: (posting head, row) pairs sorted by head, capped."""
@@ -84,7 +89,8 @@ class LocalStages:
 def build_spann(vectors: np.ndarray, folder: str | Path, params: SpannParams | dict | None = None,
                 progress: bool = True, stages=None) -> dict:
     """Build the index from ``vectors`` (n, d) into ``folder``; return its summary.
-    ``stages``: where replication and posting writes run (default ``LocalStages``)."""
+    ``stages``: where clustering, replication and posting writes run (default
+    ``LocalStages``)."""
     if isinstance(params, dict):
         params = SpannParams(**params)
     params = params or SpannParams()
@@ -111,8 +117,8 @@ def _build(vectors: np.ndarray, tmp: Path, params: SpannParams, progress: bool,
     n, dim = vectors.shape
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    heads, primary = balanced_clusters(vectors, params.target, params.cap, params.branch,
-                                       params.seed, progress)
+    heads, primary = stages.cluster(vectors, params.target, params.cap, params.branch,
+                                    params.seed, progress)
     seconds["clustering"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -3,8 +3,10 @@
 Each node of the hierarchy runs faiss k-means (on a sample when large), then assigns its
 members to the centroids under a capacity limit (members go, nearest-first, to the
 closest centroid that still has room), so children come out near-equal in size. A child
-larger than ``cap`` is split again; every leaf becomes one head. Vectors are read in
-blocks from the (memmapped) input, never all at once as Python objects.
+larger than ``cap`` is split again; every leaf becomes one head, numbered depth-first. Each
+node's k-means seed depends only on the node (``node_seed``), so subtrees can be clustered
+apart (``index.build_ray_spann`` runs the root's children as Ray tasks) to the same heads.
+Vectors are read in blocks from the (memmapped) input, never all at once as Python objects.
 """
 
 from __future__ import annotations
@@ -110,6 +112,44 @@ def split(vectors: np.ndarray, members: np.ndarray, target: int, cap: int, branc
     return labels
 
 
+def node_seed(seed: int, depth: int, first: int) -> int:
+    """The k-means seed of one node of the hierarchy, from its depth and first member (not
+    from how many heads came before it), so subtrees cluster independently, in any order or
+    in parallel, to the same heads."""
+    return (seed * 1_000_003 + depth * 7_919 + first) % (2 ** 31 - 1)
+
+
+def children(vectors: np.ndarray, members: np.ndarray, target: int, cap: int, branch: int,
+             seed: int, depth: int) -> list[np.ndarray]:
+    """``members`` (sorted) split one level: each child's members, sorted, in label order."""
+    labels = split(vectors, members, target, cap, branch, node_seed(seed, depth, int(members[0])))
+    groups = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[groups], np.arange(labels.max() + 2))
+    return [np.sort(members[groups[a:b]]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def cluster_subtree(vectors: np.ndarray, members: np.ndarray, target: int, cap: int,
+                    branch: int, seed: int, depth: int = 0,
+                    bar=None) -> tuple[np.ndarray, np.ndarray]:
+    """The heads under ``members`` (sorted) in depth-first order, float32 (h, d), and each
+    member's head among them, int32 aligned with ``members``."""
+    heads: list[np.ndarray] = []
+    assign = np.empty(len(members), dtype=np.int32)
+    stack = [(members, depth)]
+    while stack:
+        part, level = stack.pop()
+        if len(part) <= cap:
+            assign[np.searchsorted(members, part)] = len(heads)
+            centre = rows(vectors, part).mean(axis=0)
+            heads.append(centre / max(float(np.linalg.norm(centre)), 1e-12))
+            if bar is not None:
+                bar.update(len(part))
+            continue
+        below = children(vectors, part, target, cap, branch, seed, level)
+        stack.extend((child, level + 1) for child in reversed(below))  # child 0 first
+    return np.stack(heads).astype(np.float32), assign
+
+
 def balanced_clusters(vectors: np.ndarray, target: int = 64, cap: int = 128,
                       branch: int = 64, seed: int = 0,
                       progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -120,28 +160,10 @@ def balanced_clusters(vectors: np.ndarray, target: int = 64, cap: int = 128,
     RNG rule of the replication relies on). Leaves hold at most ``cap`` rows; the capacity
     assignment keeps them near ``target``.
     """
-    n = vectors.shape[0]
     if not 0 < target <= cap:
         raise ValueError(f"need 0 < target ({target}) <= cap ({cap})")
-    assign = np.full(n, -1, dtype=np.int32)
-    heads: list[np.ndarray] = []
-    stack = [np.arange(n, dtype=np.int64)]
-    bar = tqdm(total=n, desc="spann: balanced clustering", unit="vec", mininterval=1.0,
-               disable=not progress)
-    while stack:
-        members = stack.pop()
-        if len(members) <= cap:
-            assign[members] = len(heads)
-            centre = rows(vectors, members).mean(axis=0)
-            heads.append(centre / max(float(np.linalg.norm(centre)), 1e-12))
-            bar.update(len(members))
-            continue
-        labels = split(vectors, members, target, cap, branch, seed + len(heads))
-        groups = np.argsort(labels, kind="stable")
-        bounds = np.searchsorted(labels[groups], np.arange(labels.max() + 2))
-        for g in range(len(bounds) - 2, -1, -1):  # reversed: heads come out in label order
-            part = members[groups[bounds[g]:bounds[g + 1]]]
-            if len(part):
-                stack.append(np.sort(part))
-    bar.close()
-    return np.stack(heads).astype(np.float32), assign
+    n = vectors.shape[0]
+    with tqdm(total=n, desc="spann: balanced clustering", unit="vec", mininterval=1.0,
+              disable=not progress) as bar:
+        return cluster_subtree(vectors, np.arange(n, dtype=np.int64), target, cap, branch,
+                               seed, bar=bar)
