@@ -99,7 +99,7 @@ def main() -> None:
                        router_arms(splits, datasets, R))
             for name, algo, mode, params, per_lam in systems:
                 if algo == "cascade":        # step 1 fitted at exactly these lambdas
-                    params = {**params, "lam_grid": tuple(lams)}
+                    params = {**params, "lam_grid": lams}
                 started = time.perf_counter()
                 spec = specs["features"]
                 for lam in lams if per_lam else [None]:

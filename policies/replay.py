@@ -118,7 +118,7 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
         raise InputError("the cascade prices retrieval calls: train it with --cost steps",
                          field="cost")
     tuning = None
-    if any(isinstance(v, list) for v in (params or {}).values()):
+    if grid_names(params or {}):
         params, tuning = tune_params(algo, table, embeddings, features, reward, mode, epochs,
                                      seed, params, rule=tune_rule)
     fmap = FeatureMap.fit(features, embeddings, table.questions, table.confidences())
@@ -147,6 +147,12 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
 
 SHRINKAGE = ("reg", "l2", "weight_decay", "neighbors")   # larger: a simpler model
 TUNING_RULES = ("one-se", "best")
+LIST_PARAMS = ("lam_grid",)          # list-valued parameters that are not grids to tune
+
+
+def grid_names(params: dict[str, Any]) -> list[str]:
+    """The parameters given as a list of values to choose from by cross-validation."""
+    return [k for k, v in params.items() if isinstance(v, list) and k not in LIST_PARAMS]
 
 
 def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: FeatureSpec,
@@ -170,7 +176,7 @@ def tune_params(algo: str, table: ArmTable, embeddings: np.ndarray, features: Fe
     if rule not in TUNING_RULES:
         raise InputError(f"unknown tuning rule {rule!r} (choose from "
                          f"{', '.join(TUNING_RULES)})", field="rule")
-    names = [k for k, v in grid.items() if isinstance(v, list)]
+    names = grid_names(grid)
     if any(not grid[k] for k in names):
         raise InputError(f"empty grid for {', '.join(k for k in names if not grid[k])}",
                          field="params")

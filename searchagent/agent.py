@@ -21,7 +21,7 @@ ran is charged to the answer, and the ``policy`` step lists the cascade's steps.
 Lambda: a policy is trained at one lambda (``searchagent policy train --lam``). A
 per-request ``ctx["lam"]`` is honoured by the policies that keep quality and cost apart and
 can rescore for any lambda (LinUCB, Thompson, outcome models, the cascade, whose first step
-has a model per lambda of its grid); the decision's ``lam`` says which
+predicts retrieving once at each lambda of its grid); the decision's ``lam`` says which
 lambda was used and ``lam_requested`` what was asked. Without a trained policy
 (``agent.policy_dir`` empty), ``auto`` falls back to the fixed arm
 ``FALLBACK_ARM`` ("single": one retrieval is the cheap, robust default) and the decision

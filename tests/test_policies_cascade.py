@@ -148,10 +148,12 @@ def test_a_parameter_grid_is_tuned_on_the_cascades_routes():
     table, emb, _ = planted_table(300)
     reward = RewardSpec(lam=0.05, metric="f1")
     bundle, _ = train_policy("cascade", table, emb, SPEC, reward, tune_rule="best",
-                             params={"neighbors": 20, "l2": [1.0, 1000.0], "cue_weight": 3.0})
+                             params={"neighbors": 20, "l2": [1.0, 1000.0], "cue_weight": 3.0,
+                                     "lam_grid": [0.05, 0.2]})     # a list, not a grid
     tuning = bundle.meta["tuning"]
     cv = tuning["cv_reward"]
     assert set(cv) == {"1.0", "1000.0"} and tuning["chosen"]["l2"] == float(max(cv, key=cv.get))
+    assert bundle.policy.lam_grid == [0.05, 0.2]
     # always multi-hop earns 0.95 - 0.05 * 3; the planted routes ~0.95 - 0.05 * 1.3
     assert max(cv.values()) > 0.85 and bundle.policy.model_params["l2"] == tuning["chosen"]["l2"]
 
