@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.policy_armlogs import router_arms  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.cascade import AnswerCascade  # noqa: E402
 from policies.features import FeatureMap, FeatureSpec  # noqa: E402
@@ -69,9 +70,9 @@ def main() -> None:
     onehot = 3.0 * (names[:, None] == np.unique(names)[None, :])
     Q, C, n = table.quality["f1"], table.steps, len(table)
     rewards = {(v, lam): np.zeros(n) for v in VARIANTS for lam in lams}
-    router = {lam: np.zeros(n) for lam in lams}
     correct = 0
-    for train, test in kfold_by_id(table.keys, 5, seed=args.seed):
+    splits = kfold_by_id(table.keys, 5, seed=args.seed)
+    for train, test in splits:
         X = FeatureMap.fit(spec, emb[train], [table.questions[i] for i in train]).transform(
             emb, table.questions)
         P = dataset_probabilities(table.questions, emb, names, train, test)
@@ -85,23 +86,18 @@ def main() -> None:
                 served, spent = cascade.routes(Xv[test], [table.questions[i] for i in test],
                                                [table.answers[i] for i in test], C[test], lam)
                 rewards[variant, lam][test] = Q[test, served] - lam * spent
-        for lam in lams:
-            R = Q - lam * C
-            for name in np.unique(names[test]):
-                best = int(np.argmax(R[train[names[train] == name]].mean(axis=0)))
-                rows = test[names[test] == name]
-                router[lam][rows] = R[rows, best]
     print(f"dataset classifier, held-out accuracy: {correct / n:.3f}\n")
     print("| lambda | best fixed | router (knows the dataset) | "
           + " | ".join(f"cascade: {v}" for v in VARIANTS) + " |\n|" + "---|" * (3 + len(VARIANTS)))
     for lam in lams:
         R = Q - lam * C
         fixed, oracle = R.mean(axis=0).max(), R.max(axis=1).mean()
+        router = R[np.arange(n), router_arms(splits, names, R)]
 
         def cell(values: np.ndarray) -> str:
             return f"{values.mean():.4f} ({(values.mean() - fixed) / (oracle - fixed):.0%})"
 
-        print(f"| {lam:g} | {fixed:.4f} | {cell(router[lam])} | "
+        print(f"| {lam:g} | {fixed:.4f} | {cell(router)} | "
               + " | ".join(cell(rewards[v, lam]) for v in VARIANTS) + " |", flush=True)
 
 

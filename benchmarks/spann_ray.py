@@ -1,4 +1,4 @@
-"""SPANN build with replication and posting writes local vs in Ray tasks, side by side.
+"""SPANN build with its stages (clustering, replication, posting writes) local vs in Ray tasks.
 
     .venv/bin/python -m benchmarks.spann_ray --n 1000000 --cache bench-out/ann [--cpus 2]
 

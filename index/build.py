@@ -132,7 +132,7 @@ def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:
 
 def _build_vector_index(folder: Path, cfg: IndexConfig, spann_stages=None) -> dict:
     """The vector index over ``folder``'s embeddings (``spann_stages``: where SPANN's
-    replication and posting writes run, e.g. ``index.build_ray_spann.RayStages``)."""
+    clustering, replication and posting writes run, e.g. ``index.build_ray_spann.RayStages``)."""
     vectors = np.load(folder / EMBEDDINGS, mmap_mode="r")
     if cfg.faiss == "spann":
         from index.spann import build_spann  # optional heavy component

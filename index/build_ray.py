@@ -11,14 +11,14 @@ as the local build (``index.build``).
    or CPU actors sharing the cores); the driver writes results at their rows of the memmap
    (``index.build_ray_embed``).
 3. The vector index and manifest as locally (plus ``engine`` and Ray's version), all inside
-   ``atomic_folder``; for SPANN, boundary replication (each vector's nearest heads and the
-   RNG rule) runs as Ray tasks over row ranges and the posting writes over head ranges
-   (``index.build_ray_spann``). Dead tasks are
+   ``atomic_folder``; for SPANN, the clustering of the root's subtrees, boundary replication
+   (each vector's nearest heads and the RNG rule) over row ranges and the posting writes over
+   head ranges run as Ray tasks (``index.build_ray_spann``). Dead tasks are
    retried and dead actors restarted (``RETRIES``, in ``index.build_ray_session`` with the
    Ray session itself).
 
-Left to do: SPANN's hierarchical clustering runs on the driver (its k-means on a sample per
-node, but the capacity assignment over every member of a node); one task reads
+Left to do: SPANN's root split runs on the driver (its k-means on a sample, but the capacity
+assignment over every vector); one task reads
 the corpus, on the driver's node (a plain file could be split into byte ranges), so the driver must
 join the cluster (``auto`` or HOST:PORT, not ``ray://``); every node needs the model; the
 driver joins the BM25 counts in memory as ``BM25Index.build`` does (``retrievers.bm25_build``'s
@@ -90,7 +90,7 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
                 with timed(timings, "embed"):
                     components["dense"], pool = embed(collected.refs, count, tmp, cfg, block,
                                                       num_gpus)
-                with timed(timings, "vector_index"):     # SPANN's replication and writes in Ray tasks
+                with timed(timings, "vector_index"):     # SPANN's stages in Ray tasks
                     components["dense"]["index"] = _build_vector_index(
                         tmp, cfg, RayStages(tmp / EMBEDDINGS))
         manifest = finish_build(tmp, config, corpus, count, components, timings,
