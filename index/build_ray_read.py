@@ -1,6 +1,8 @@
 """Stage 1 of the build on Ray Data (``index.build_ray``): read, parse, count.
 
-One read task streams the corpus as (line number, line) blocks (``_CorpusLines``);
+Read tasks stream the corpus as (line number, line) blocks (``_CorpusLines``): a plain-text
+file in byte ranges of about ``RANGE_BYTES`` whole lines each, read in parallel (one scan on
+the driver finds the cuts and each range's first line number), a gzipped one in one task;
 ``map_batches`` tasks parse them (``index.corpus.parse_record``), chunk them and count BM25
 terms into ``PARSED`` rows; bad lines travel as data. In corpus order the driver's
 ``Collected`` raises the first error as the local reader would, numbers the rows for the doc
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import inspect
+import io
 import json
 import os
 from collections import Counter
@@ -36,6 +39,7 @@ from searchagent.errors import InputError
 from searchagent.types import Passage
 
 LINES_PER_BLOCK = 1000      # corpus lines per parse task
+RANGE_BYTES = 32 << 20      # bytes per read task of a plain-text corpus
 PARSED = pa.schema([("line", pa.int64()), ("source", pa.string()), ("id", pa.string()),
                     ("title", pa.string()), ("text", pa.string()), ("error", pa.string()),
                     ("field", pa.string()), ("term_ids", pa.list_(pa.int32())),
@@ -45,28 +49,63 @@ PARSED = pa.schema([("line", pa.int64()), ("source", pa.string()), ("id", pa.str
 
 class _CorpusLines(Datasource):
     """The corpus as blocks of (line, raw) in file order; blank lines are skipped but counted.
-    An unreadable file ends the stream with a row of line -1 whose ``raw`` is the error."""
+    An unreadable file ends its range with a row of line -1 whose ``raw`` is the error."""
 
-    def __init__(self, path: Path, name: str):
+    def __init__(self, path: Path, name: str, range_bytes: int):
         super().__init__()
-        self.path, self.name = str(path.resolve()), name
+        self.path, self.name, self.range_bytes = str(path.resolve()), name, range_bytes
 
     def estimate_inmemory_data_size(self) -> int:
         return os.path.getsize(self.path)
 
     def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
         path, name, fields = self.path, self.name, inspect.signature(BlockMetadata).parameters
-        meta = {"num_rows": None, "size_bytes": self.estimate_inmemory_data_size(),
-                "schema": None, "input_files": [path], "exec_stats": None}
-        meta = BlockMetadata(**{k: v for k, v in meta.items() if k in fields})
-        return [ReadTask(lambda: _read_lines(path, name), meta)]
+        try:
+            ranges = None if path.endswith(".gz") else line_ranges(path, self.range_bytes)
+        except OSError:
+            ranges = None                            # the read task reports it, as one row
+        tasks = []
+        for start, end, first in ranges or [(0, None, 1)]:
+            size = self.estimate_inmemory_data_size() if end is None else end - start
+            meta = {"num_rows": None, "size_bytes": size, "schema": None,
+                    "input_files": [path], "exec_stats": None}
+            meta = BlockMetadata(**{k: v for k, v in meta.items() if k in fields})
+            tasks.append(ReadTask(lambda s=start, e=end, f=first: _read_lines(path, name, s, e, f),
+                                  meta))
+        return tasks
 
 
-def _read_lines(path: str, name: str):
+def line_ranges(path: str, range_bytes: int) -> list[tuple[int, int, int]]:
+    r"""(start byte, end byte, number of its first line) of consecutive ranges of whole lines
+    covering the file, each cut at the first line end after ``range_bytes``. Lines are
+    counted as text mode splits them (``\n``, ``\r\n``, a lone ``\r``): a cut always
+    follows a ``\n``, so no ``\r\n`` straddles one."""
+    ranges, start, line = [], 0, 1
+    with open(path, "rb") as handle:
+        while True:
+            handle.seek(start)
+            data = handle.read(range_bytes)
+            if not data:
+                return ranges
+            if len(data) == range_bytes:           # extend to the end of the line
+                data += handle.readline()
+            lines = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+            ranges.append((start, start + len(data), line))
+            start, line = start + len(data), line + lines
+
+
+def _read_lines(path: str, name: str, start: int = 0, end: int | None = None, first: int = 1):
     lines, raws = [], []
     try:
-        with open_text(path) as handle:
-            for number, raw in enumerate(handle, start=1):
+        if end is None:
+            handle = open_text(path)
+        else:
+            with open(path, "rb") as raw_file:
+                raw_file.seek(start)
+                data = raw_file.read(end - start)
+            handle = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        with handle:
+            for number, raw in enumerate(handle, start=first):
                 if raw.strip():
                     lines.append(number)
                     raws.append(raw)
@@ -113,7 +152,7 @@ def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: in
 
 
 def parsed_blocks(corpus: Path, chunk_words: int, chunk_overlap: int, count_terms: bool):
-    """Parsed blocks, in corpus order. The read runs on this node (it has the file)."""
+    """Parsed blocks, in corpus order. The reads run on this node (it has the file)."""
     node = ray.get_runtime_context().get_node_id()
     if "label_selector" in inspect.signature(ray.data.read_datasource).parameters:
         pin = {"label_selector": {"ray.io/node-id": node}, "rayremote_args": {}}
@@ -121,7 +160,8 @@ def parsed_blocks(corpus: Path, chunk_words: int, chunk_overlap: int, count_term
         pin = {"rayremote_args": {"scheduling_strategy":
                                    NodeAffinitySchedulingStrategy(node, soft=False)}}
     pin["rayremote_args"]["max_retries"] = RETRIES
-    lines = remote_args(ray.data.read_datasource, _CorpusLines(corpus, str(corpus)), **pin)
+    source = _CorpusLines(corpus, str(corpus), RANGE_BYTES)
+    lines = remote_args(ray.data.read_datasource, source, **pin)
     parsed = remote_args(
         lines.map_batches, _parse_block, batch_size=None, batch_format="pyarrow",
         fn_kwargs={"name": str(corpus), "chunk_words": chunk_words,

@@ -39,6 +39,8 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def both(ray_session, tmp_path_factory):
+    import index.build_ray_read as ray_read
+
     folder = tmp_path_factory.mktemp("ray-build")
     corpus = folder / "corpus.jsonl"
     passages = sample_passages(64)
@@ -47,7 +49,9 @@ def both(ray_session, tmp_path_factory):
     corpus.write_text("\n".join(json.dumps(p) for p in passages) + "\n\n")  # a blank line
     config = load_config(env={}, cli={"index": {"dtype": "float32", "batch_size": 16}})
     local = build_index(corpus, folder / "local", config)
-    ray_manifest = build_index(corpus, folder / "ray", config, engine="ray")
+    with pytest.MonkeyPatch.context() as patch:          # several read tasks
+        patch.setattr(ray_read, "RANGE_BYTES", corpus.stat().st_size // 5)
+        ray_manifest = build_index(corpus, folder / "ray", config, engine="ray")
     return folder / "local", folder / "ray", local, ray_manifest, config
 
 
@@ -125,7 +129,28 @@ def test_spann_index_built_on_ray_searches_like_the_local_one(ray_session, tmp_p
     one.close(), two.close()
 
 
-def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path):
+def test_plain_text_corpus_is_read_in_ranges_of_whole_lines(tmp_path):
+    from index.build_ray_read import _read_lines, line_ranges
+
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"b": 22}\r\n{"c": 3}\r{"d": 4444}\n\n\n{"e": 5}')
+    with open(path, encoding="utf-8") as handle:                 # text mode's numbering
+        expected = [(n, line) for n, line in enumerate(handle, 1) if line.strip()]
+    for range_bytes in (1, 5, 9, 12, 30, 1000):
+        ranges = line_ranges(str(path), range_bytes)
+        assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert len(ranges) > 1 or range_bytes == 1000
+        got = [(n, raw) for start, end, first in ranges
+               for block in _read_lines(str(path), "c", start, end, first)
+               for n, raw in zip(block["line"].to_pylist(), block["raw"].to_pylist())]
+        assert got == expected, range_bytes
+
+
+def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path, monkeypatch):
+    import index.build_ray_read as ray_read
+
+    monkeypatch.setattr(ray_read, "RANGE_BYTES", 2000)   # the bad lines in later read tasks
     corpus = tmp_path / "c.jsonl"
     lines = [json.dumps(p) for p in sample_passages(30)]
     config = load_config(env={}, cli={"index": {"dense": False}})
