@@ -38,6 +38,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from index.faiss_index import import_faiss
 from index.spann.clustering import split as balanced_split
 from index.spann.heads import HeadIndex
 from index.spann.postings import DTYPES, HEADER, MAGIC, ROW_MASK, VERSION
@@ -46,15 +47,19 @@ from index.spann.store import PostingStore
 
 @contextmanager
 def one_blas_thread():
-    """BLAS on one thread: the updater's products are small (a posting against a few
+    """numpy's BLAS on one thread: the updater's products are small (a posting against a few
     centroids), where OpenBLAS' threads cost far more than they save (100x on a busy
-    2-core machine). threadpoolctl comes with scikit-learn; without it, nothing changes."""
+    2-core machine). faiss keeps its OpenMP threads: its own OpenBLAS follows OpenMP, so the
+    BLAS limit alone also put the head-graph searches that place inserts on one core
+    (2.4x slower on the 1M churn set). threadpoolctl comes with scikit-learn; without it,
+    nothing changes."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:                                    # pragma: no cover
         yield
         return
-    with threadpool_limits(1, user_api="blas"):
+    threads = import_faiss().omp_get_max_threads()
+    with threadpool_limits(1, user_api="blas"), threadpool_limits(threads, user_api="openmp"):
         yield
 
 
