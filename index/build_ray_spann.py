@@ -1,8 +1,10 @@
 """SPANN on Ray for ``index.build_ray``: the three stages of ``build_spann`` as Ray tasks.
-The clustering splits the root on the driver (k-means on a sample, then every vector's
-capacity assignment) and clusters each of the root's children as a task (node seeds do
-not depend on order, ``clustering.node_seed``; the driver numbers the subtrees' heads in
-the local build's depth-first order); boundary replication (each vector's nearest heads and
+The clustering splits the root with k-means on a sample on the driver, finds every vector's
+nearest root centroids in tasks over row ranges (whole ``clustering.BLOCK`` runs, so each
+search call sees the rows it sees locally), runs the capacity assignment on the driver, and
+clusters each of the root's children as a task (node seeds do not depend on order,
+``clustering.node_seed``; the driver numbers the subtrees' heads in the local build's
+depth-first order); boundary replication (each vector's nearest heads and
 the RNG rule, most of a SPANN build's time at 1M vectors) runs over row ranges, and the
 posting writes over head ranges.
 
@@ -27,12 +29,14 @@ from tqdm.auto import tqdm
 
 from index.build_ray_session import RETRIES
 from index.faiss_index import import_faiss
+from index.spann import clustering
 from index.spann.builder import encoded_range, file_sha256, head_ranges
 from index.spann.clustering import children, cluster_subtree
 from index.spann.postings import file_header
 from index.spann.replication import BLOCK, capped_pairs, head_search_index, range_pairs
 
 ROWS_PER_TASK = 16 * BLOCK
+ROOT_BLOCKS_PER_TASK = 4        # clustering blocks per root-assignment task
 ENTRIES_PER_WRITE = 1 << 16
 
 
@@ -43,6 +47,13 @@ def _subtree_task(path: str, members: np.ndarray, target: int, cap: int, branch:
     faiss.omp_set_num_threads(1)
     return cluster_subtree(np.load(path, mmap_mode="r"), members, target, cap, branch, seed,
                            depth=1)
+
+
+@ray.remote
+def _candidates_task(path: str, members: np.ndarray, centroids: np.ndarray, block: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    import_faiss().omp_set_num_threads(1)
+    return clustering.candidates(np.load(path, mmap_mode="r"), members, centroids, block)
 
 
 @ray.remote
@@ -83,7 +94,9 @@ class RayStages:
         everything = np.arange(n, dtype=np.int64)
         if n <= cap:
             return cluster_subtree(vectors, everything, target, cap, branch, seed)
-        below = children(vectors, everything, target, cap, branch, seed, 0)
+        below = children(vectors, everything, target, cap, branch, seed, 0,
+                         lambda _, members, centroids: self._candidates(members, centroids,
+                                                                         progress))
         task = _subtree_task.options(max_retries=RETRIES)
         pending = {task.remote(self.path, members, target, cap, branch, seed): k
                    for k, members in enumerate(below)}
@@ -96,6 +109,19 @@ class RayStages:
             primary[members] = sub_assign + offset
             offset += len(sub_heads)
         return np.concatenate(heads), primary
+
+    def _candidates(self, members: np.ndarray, centroids: np.ndarray, progress: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """``clustering.candidates`` for the root, in tasks of ``ROOT_BLOCKS_PER_TASK``
+        whole blocks."""
+        shared, n, block = ray.put(centroids), len(members), clustering.BLOCK
+        per_task = ROOT_BLOCKS_PER_TASK * block
+        task = _candidates_task.options(max_retries=RETRIES)
+        pending = {task.remote(self.path, members[start:start + per_task], shared, block): start
+                   for start in range(0, n, per_task)}
+        parts = dict(_gather(pending, n, "spann: root assignment (ray)", progress,
+                             lambda start: min(n, start + per_task) - start))
+        return tuple(np.concatenate(column) for column in zip(*(parts[s] for s in sorted(parts))))
 
     def replicate(self, vectors: np.ndarray, heads: np.ndarray, primary: np.ndarray,
                   replicas: int, eps: float, cap: int,

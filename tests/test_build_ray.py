@@ -100,6 +100,10 @@ def test_spann_stages_on_ray_write_the_same_folder(ray_session, tmp_path, monkey
 
     monkeypatch.setattr(ray_spann, "ROWS_PER_TASK", 2 * BLOCK)      # several tasks each
     monkeypatch.setattr(ray_spann, "ENTRIES_PER_WRITE", 5000)
+    # the root's assignment in 4 tasks of whole blocks (the root's children, ~400 vectors,
+    # stay one block in the workers, whose BLOCK is not patched)
+    monkeypatch.setattr(ray_spann.clustering, "BLOCK", 2048)
+    monkeypatch.setattr(ray_spann, "ROOT_BLOCKS_PER_TASK", 3)
     vectors = np.random.default_rng(3).standard_normal((5 * BLOCK + 123, 24)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     np.save(tmp_path / "vectors.npy", vectors)

@@ -90,20 +90,31 @@ def capacity_assign(dist: np.ndarray, ids: np.ndarray, k: int, capacity: int) ->
     return label
 
 
+def candidates(vectors: np.ndarray, members: np.ndarray, centroids: np.ndarray,
+               block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``CHOICES`` nearest centroids of each of ``vectors[members]``, in blocks of
+    ``block`` (``BLOCK``) members: (squared distances, ids). Runs of whole blocks give the
+    same rows (``index.build_ray_spann`` computes the root's in Ray tasks)."""
+    block = block or BLOCK
+    n, m = len(members), min(CHOICES, len(centroids))
+    dist, ids = np.empty((n, m), dtype=np.float32), np.empty((n, m), dtype=np.int64)
+    for start in range(0, n, block):
+        part = rows(vectors, members[start:start + block])
+        dist[start:start + block], ids[start:start + block] = nearest(part, centroids, CHOICES)
+    return dist, ids
+
+
 def split(vectors: np.ndarray, members: np.ndarray, target: int, cap: int, branch: int,
-          seed: int) -> np.ndarray:
-    """Labels 0..k-1 splitting ``vectors[members]`` into near-equal groups (one level)."""
+          seed: int, nearest_of=candidates) -> np.ndarray:
+    """Labels 0..k-1 splitting ``vectors[members]`` into near-equal groups (one level);
+    ``nearest_of`` computes ``candidates``."""
     n = len(members)
     k = max(2, min(branch, math.ceil(n / target)))
     rng = np.random.default_rng(seed)
     sample = members if n <= k * 128 else np.sort(rng.choice(members, k * 128, replace=False))
     centroids = kmeans(rows(vectors, sample), k, seed)
     k = len(centroids)
-    dist = np.empty((n, min(CHOICES, k)), dtype=np.float32)
-    ids = np.empty((n, min(CHOICES, k)), dtype=np.int64)
-    for start in range(0, n, BLOCK):
-        part = rows(vectors, members[start:start + BLOCK])
-        dist[start:start + BLOCK], ids[start:start + BLOCK] = nearest(part, centroids, CHOICES)
+    dist, ids = nearest_of(vectors, members, centroids)
     even = math.ceil(n / k)
     capacity = even if even > cap else min(cap, max(even, math.ceil(even * 1.1)))
     labels = capacity_assign(dist, ids, k, capacity)
@@ -120,9 +131,10 @@ def node_seed(seed: int, depth: int, first: int) -> int:
 
 
 def children(vectors: np.ndarray, members: np.ndarray, target: int, cap: int, branch: int,
-             seed: int, depth: int) -> list[np.ndarray]:
+             seed: int, depth: int, nearest_of=candidates) -> list[np.ndarray]:
     """``members`` (sorted) split one level: each child's members, sorted, in label order."""
-    labels = split(vectors, members, target, cap, branch, node_seed(seed, depth, int(members[0])))
+    labels = split(vectors, members, target, cap, branch, node_seed(seed, depth, int(members[0])),
+                   nearest_of)
     groups = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[groups], np.arange(labels.max() + 2))
     return [np.sort(members[groups[a:b]]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
