@@ -101,15 +101,16 @@ class HeadIndex:
         self.n_dead += len(ids)
         self._dead_in_index += len(ids)
 
-    def _live_selector(self):
-        """A faiss selector of the live heads (rebuilt after kills and adds; the tuple keeps
-        the bitmap it points into alive)."""
+    def _live_selector(self) -> tuple:
+        """(heads, bitmap, faiss selector over the bitmap) of the live heads, rebuilt after
+        kills and adds. Callers hold the tuple while searching: the selector points into
+        the bitmap, which another thread's rebuild must not free under them."""
         cached = self._selector
         if cached is None or cached[0] != self.h:
             bits = np.packbits(~self.dead, bitorder="little")
             cached = (self.h, bits, self.faiss.IDSelectorBitmap(self.h, self.faiss.swig_ptr(bits)))
             self._selector = cached
-        return cached[2]
+        return cached
 
     def _total(self) -> int:
         return int(self.graph.ntotal) if self.kind == "hnsw" else len(self._members)
@@ -117,8 +118,9 @@ class HeadIndex:
     def _raw(self, queries: np.ndarray, k: int, ef: int, live_only: bool = False
              ) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "hnsw":
-            sel = self._live_selector() if live_only else None
-            params = self.faiss.SearchParametersHNSW(efSearch=max(ef, k), sel=sel)
+            live = self._live_selector() if live_only else None
+            params = self.faiss.SearchParametersHNSW(efSearch=max(ef, k),
+                                                     sel=live[2] if live else None)
             sqd, ids = self.graph.search(queries, k, params=params)
         else:
             sqd, pos = self._flat.search(queries, k)
