@@ -272,3 +272,19 @@ def test_bad_updates_are_refused(state, tmp_path):
             updater.insert([10**6], np.zeros((1, DIM + 1), np.float32))
         with pytest.raises(InputError, match="cannot commit"):
             updater.commit(1)
+
+
+def test_full_postings_shed_replicas_and_keep_every_vector(tmp_path):
+    """A build that fills its postings with replicas (8 per vector): inserts trim redundant
+    replicas of full postings rather than split them all; no vector loses its last entry."""
+    vectors = np.concatenate([mixture(BASE, 1), mixture(600, 11)])
+    folder = tmp_path / "spann"
+    build_spann(vectors[:BASE], folder, {**PARAMS, "replicas": 8, "eps": 10.0}, progress=False)
+    with SpannUpdater(folder) as updater:
+        updater.insert(np.arange(BASE, BASE + 600), vectors[BASE:])
+        summary = updater.commit()
+        assert updater.copies[:BASE + 600].min() >= 1
+    assert summary["changes"]["trimmed"] > summary["changes"]["splits"] > 0
+    with SpannIndex.open(folder) as index:
+        own = index.search(vectors, 1, params=WIDE)[0][:, 0]
+    assert (own == np.arange(BASE + 600)).all()
