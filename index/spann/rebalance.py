@@ -66,6 +66,7 @@ def one_blas_thread():
 TRIM_TO = 0.75           # a trimmed posting keeps at most this share of cap (and its own vectors)
 TRIM_ROOM = 0.875        # trim only when that leaves room under cap for cap / 8 more appends
 SPLIT_OWN = 1.2          # ... and while its own vectors are at most this many times target
+TRIM_NEAR_HEADS = 32     # a replica's home is looked for among this many heads nearest its posting's
 
 
 class Rebalancer:
@@ -113,9 +114,14 @@ class Rebalancer:
         limit = min(SPLIT_OWN * self.target, TRIM_ROOM * self.cap)
         if len(ids) - int(redundant.sum()) > limit:
             return False                 # mostly its own vectors: split
-        # of those, keep the entries whose nearest head is this one (their vector's home)
+        # of those, keep the entries whose nearest head is this one (their vector's home),
+        # looking among the heads nearest this one (one search, not one per entry)
         maybe = np.flatnonzero(redundant)
-        redundant[maybe[self.heads.search(x[maybe], 1, self.ef)[1][:, 0] == p]] = False
+        near = self.heads.search(self.heads.heads[p][None], TRIM_NEAR_HEADS, self.ef)[1][0]
+        near = np.union1d(near[near >= 0], [p])
+        centres = self.heads.heads[near]
+        sqd = (centres * centres).sum(axis=1)[None, :] - 2 * x[maybe] @ centres.T
+        redundant[maybe[near[sqd.argmin(axis=1)] == p]] = False
         own = len(ids) - int(redundant.sum())
         if own > limit:
             return False
