@@ -9,7 +9,10 @@ dataset (TF-IDF of character 1-4-grams and word 1-2-grams plus the MiniLM embedd
 logistic regression, trained on the training folds' dataset names; cross-fitted there so
 training sees the same noise as serving), (c) those plus the true dataset as a one-hot
 (what the router knows). Printed: the classifier's held-out accuracy and, per lambda, the
-F1 reward and gap to the oracle closed of each beside the router and the best fixed arm.
+F1 reward and gap to the oracle closed of each beside the router, the router on the
+classifier's guess (the training folds' best arm of the likeliest dataset, and of the
+expected reward under the classifier's probabilities: what a question-text router can
+know of the dataset) and the best fixed arm.
 
     .venv/bin/python benchmarks/cascade_dataset_signal.py --log bench-out/armlogs.duckdb
 """
@@ -70,12 +73,13 @@ def main() -> None:
     onehot = 3.0 * (names[:, None] == np.unique(names)[None, :])
     Q, C, n = table.quality["f1"], table.steps, len(table)
     rewards = {(v, lam): np.zeros(n) for v in VARIANTS for lam in lams}
-    correct = 0
+    correct, guess = 0, np.zeros((n, len(np.unique(names))))
     splits = kfold_by_id(table.keys, 5, seed=args.seed)
     for train, test in splits:
         X = FeatureMap.fit(spec, emb[train], [table.questions[i] for i in train]).transform(
             emb, table.questions)
         P = dataset_probabilities(table.questions, emb, names, train, test)
+        guess[test] = P[test]
         correct += int((np.unique(names)[P[test].argmax(axis=1)] == names[test]).sum())
         inputs = dict(zip(VARIANTS, (X, np.hstack([X, 3.0 * P]), np.hstack([X, onehot]))))
         for variant, Xv in inputs.items():
@@ -87,17 +91,23 @@ def main() -> None:
                                                [table.answers[i] for i in test], C[test], lam)
                 rewards[variant, lam][test] = Q[test, served] - lam * spent
     print(f"dataset classifier, held-out accuracy: {correct / n:.3f}\n")
-    print("| lambda | best fixed | router (knows the dataset) | "
-          + " | ".join(f"cascade: {v}" for v in VARIANTS) + " |\n|" + "---|" * (3 + len(VARIANTS)))
+    print("| lambda | best fixed | router (knows the dataset) | router on the guess: likeliest "
+          "dataset / expected reward | " + " | ".join(f"cascade: {v}" for v in VARIANTS)
+          + " |\n|" + "---|" * (4 + len(VARIANTS)))
     for lam in lams:
         R = Q - lam * C
         fixed, oracle = R.mean(axis=0).max(), R.max(axis=1).mean()
         router = R[np.arange(n), router_arms(splits, names, R)]
+        likeliest, expected = np.zeros(n), np.zeros(n)
+        for train, test in splits:      # each dataset's mean reward per arm, training folds
+            means = np.stack([R[train][names[train] == d].mean(axis=0) for d in np.unique(names)])
+            likeliest[test] = R[test, means[guess[test].argmax(axis=1)].argmax(axis=1)]
+            expected[test] = R[test, (guess[test] @ means).argmax(axis=1)]
 
         def cell(values: np.ndarray) -> str:
             return f"{values.mean():.4f} ({(values.mean() - fixed) / (oracle - fixed):.0%})"
 
-        print(f"| {lam:g} | {fixed:.4f} | {cell(router)} | "
+        print(f"| {lam:g} | {fixed:.4f} | {cell(router)} | {cell(likeliest)} / {cell(expected)} | "
               + " | ".join(cell(rewards[v, lam]) for v in VARIANTS) + " |", flush=True)
 
 
