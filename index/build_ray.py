@@ -1,7 +1,8 @@
 """The distributed build on Ray Data, ``build_index(..., engine="ray")``: the same index folder
 as the local build (``index.build``).
 
-1. One read task streams the corpus as (line number, line) blocks; ``map_batches`` tasks parse
+1. Read tasks stream the corpus as (line number, line) blocks (a plain file in byte ranges of
+   whole lines, a gzipped one in one task); ``map_batches`` tasks parse
    them (``index.corpus.parse_record``), chunk them and count BM25 terms; bad lines travel as
    data. In corpus order (``preserve_order``) the driver raises the first error as the local
    reader would, numbers the rows, writes the doc store (duplicate ids found as the local
@@ -11,16 +12,15 @@ as the local build (``index.build``).
    or CPU actors sharing the cores); the driver writes results at their rows of the memmap
    (``index.build_ray_embed``).
 3. The vector index and manifest as locally (plus ``engine`` and Ray's version), all inside
-   ``atomic_folder``; for SPANN, the clustering of the root's subtrees, boundary replication
-   (each vector's nearest heads and the RNG rule) over row ranges and the posting writes over
-   head ranges run as Ray tasks (``index.build_ray_spann``). Dead tasks are
+   ``atomic_folder``; for SPANN, the root's nearest-centroid search and the clustering of its
+   subtrees, boundary replication (each vector's nearest heads and the RNG rule) over row
+   ranges and the posting writes over head ranges run as Ray tasks
+   (``index.build_ray_spann``). Dead tasks are
    retried and dead actors restarted (``RETRIES``, in ``index.build_ray_session`` with the
    Ray session itself).
 
-Left to do: SPANN's root split runs on the driver (its k-means on a sample, but the capacity
-assignment over every vector); one task reads
-the corpus, on the driver's node (a plain file could be split into byte ranges), so the driver must
-join the cluster (``auto`` or HOST:PORT, not ``ray://``); every node needs the model; the
+Left to do: the corpus is read on the driver's node (a gzipped one by one task), so the
+driver must join the cluster (``auto`` or HOST:PORT, not ``ray://``); every node needs the model; the
 driver joins the BM25 counts in memory as ``BM25Index.build`` does (``retrievers.bm25_build``'s
 streaming merge could take the per-block counts instead).
 """
