@@ -130,6 +130,8 @@ def main() -> None:
     build = build_spann(base, lire_dir)
     build_s = time.perf_counter() - tick
     shutil.copytree(lire_dir, append_dir)
+    shutil.rmtree(args.out / "build", ignore_errors=True)      # round 0 for the side by side:
+    shutil.copytree(lire_dir, args.out / "build")              # the updaters reuse its space
     updaters = {"lire": SpannUpdater(lire_dir), "append": SpannUpdater(append_dir,
                                                                         append_only=True)}
     rng = np.random.default_rng(7)
@@ -164,6 +166,7 @@ def main() -> None:
                 stats["update_s"] = time.perf_counter() - tick
                 tick = time.perf_counter()
                 summary = updater.commit(r)
+                updater.reclaim()       # generation r is final here: its gaps are free space
                 stats["commit_s"] = time.perf_counter() - tick
                 stats["inserts_per_s"] = round(per_round / stats["update_s"], 1)
                 stats["with_commit_per_s"] = round(

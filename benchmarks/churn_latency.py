@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.churn_latency --out bench-out/churn --rounds 20
 
 Per-round latencies in ``benchmarks/churn.py`` are taken minutes apart on a shared machine,
-so other load moves them more than the index does. Here the build (generation 0, still
-readable: updates never change its bytes), (a) LIRE and (b) append-only at the last round,
+so other load moves them more than the index does. Here the build (generation 0, a copy
+kept aside: the updaters reuse the space its postings leave), (a) LIRE and (b) append-only at the last round,
 and (c) the rebuild answer the same queries, each warmed up then timed in turn (the four
 together outgrow the page cache), the sequence repeated; p50/p99 are medians over passes. Adds ``side_by_side`` to ``benchmarks/results/churn.json``.
 """
@@ -48,7 +48,7 @@ def side_by_side(systems: dict[str, tuple[Path, int | None]], queries: np.ndarra
 
 
 def systems_of(out: Path, rounds: int) -> dict[str, tuple[Path, int | None]]:
-    return {"build (round 0)": (out / "lire", 0), "(a) LIRE": (out / "lire", rounds),
+    return {"build (round 0)": (out / "build", 0), "(a) LIRE": (out / "lire", rounds),
             "(b) append-only": (out / "append", rounds), "(c) rebuild": (out / "rebuild", None)}
 
 

@@ -3,7 +3,8 @@
 It holds the index's single writer (``LivingIndex``) and the one writable doc store that
 readers and the writer share. Each search runs on the generation current when it starts;
 after an update commits, the next search sees the new one. Replaced searchers are closed
-once no search can still be using them (after ``retire_after_s``).
+once no search can still be using them (after ``retire_after_s``); until then their SPANN
+generation stays leased, and updates append to the posting file instead of reusing space.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class LiveSearcher:
 
     def _update(self, change) -> dict:
         with self._update_lock:
-            encoder = self.current.__dict__.get("encoder")
+            self._close_retired()      # first: their SPANN leases would keep the update from
+            encoder = self.current.__dict__.get("encoder")        # reusing disk space
             if encoder is not None:
                 self.writer.use_encoder(encoder)        # embed with the loaded model
             result = change()
@@ -69,17 +71,20 @@ class LiveSearcher:
             for name in SHARED:
                 if name in self.current.__dict__:
                     fresh.__dict__[name] = self.current.__dict__[name]
+            if "vector_index" in self.current.__dict__:
+                fresh.vector_index             # opened (and leased) now, not mid-search later
             old, self.current = self.current, fresh
-            now = time.monotonic()
-            self._retired.append((now, old))
-            keep = []
-            for retired_at, searcher in self._retired:
-                if now - retired_at > self.retire_after_s:
-                    searcher.close()            # its vector index files; not the doc store
-                else:
-                    keep.append((retired_at, searcher))
-            self._retired = keep
+            self._retired.append((time.monotonic(), old))
             return result
+
+    def _close_retired(self) -> None:
+        now, keep = time.monotonic(), []
+        for retired_at, searcher in self._retired:
+            if now - retired_at > self.retire_after_s:
+                searcher.close()                # its vector index files; not the doc store
+            else:
+                keep.append((retired_at, searcher))
+        self._retired = keep
 
     def close(self) -> None:
         for _, searcher in self._retired:

@@ -23,6 +23,10 @@ is *merged* away; deletes are tombstones. Here:
 * **Commit** writes generation N (``generations.py``); an opened ``SpannIndex`` of an
   older generation keeps its own table, versions and memory map and never reads bytes
   written after its commit.
+* **Space** (``reuse_space``): at load (``reclaim``), once no reader holds a generation
+  older than the loaded one (``leases.py``), the older generations' files go and new
+  blocks fill the gaps between the loaded generation's blocks (``store.py``), as SPFresh
+  reuses freed blocks; otherwise they go to the end of the file.
 * ``append_only=True`` (the benchmark's baseline): postings only grow (relocated bigger
   when full), never split, merged or reassigned.
 
@@ -40,6 +44,7 @@ from index.spann import generations
 from index.spann.builder import FORMAT, FORMAT_VERSION
 from index.spann.generations import cleanup, rollback  # noqa: F401  (the module API)
 from index.spann.heads import HeadIndex
+from index.spann.leases import held_below
 from index.spann.opening import load_snapshot
 from index.spann.placement import ABSENT, CYCLE, DELETED, Placement
 from index.spann.postings import CAPACITY, COUNT, DEAD, ROW_MASK, widen
@@ -69,7 +74,7 @@ class SpannUpdater(Placement, Rebalancer):
     def __init__(self, folder: str | Path, generation: int | None = None,
                  append_only: bool = False, *, reassign_neighbors: int = 64,
                  merge_min: int | None = None, batch: int = 8192, ef_search: int = 64,
-                 verify: str = "size"):
+                 verify: str = "size", reuse_space: bool = True):
         self.folder = Path(folder)
         newest = generations.latest(self.folder)
         generation = newest if generation is None else int(generation)
@@ -78,6 +83,7 @@ class SpannUpdater(Placement, Rebalancer):
                              f"({newest}); roll back to it first (lire.rollback)")
         self.append_only, self.reassign_neighbors = append_only, reassign_neighbors
         self.batch, self.ef, self._merge_min = batch, ef_search, merge_min
+        self.reuse_space = reuse_space
         self.store: PostingStore | None = None
         self._split_log: list = []        # splits of the current round (for reassignment)
         self._load(generation, verify)
@@ -106,6 +112,24 @@ class SpannUpdater(Placement, Rebalancer):
         self.counters = {key: int(meta.get("counters", {}).get(key, 0)) for key in COUNTERS}
         self.changes = dict.fromkeys(COUNTERS, 0)
         self.copies = self._valid_copies()
+        self.reclaim()
+
+    def reclaim(self) -> None:
+        """Let new blocks reuse the free space of the generation loaded or last committed,
+        unless a reader still holds an older generation (checked again after removing
+        their files: a reader that leased one meanwhile may have read them; see
+        ``leases.py``). Runs at load; after ``commit`` only when the caller says that
+        generation is final (``LivingIndex`` commits later, in its manifest: until then a
+        crash must find the previous generation whole)."""
+        gen = self.generation
+        if not self.reuse_space or gen == 0 or held_below(self.folder, gen):
+            return
+        generations.cleanup(self.folder, gen)
+        if held_below(self.folder, gen):
+            return                # (space handed over before stays free: no reader sees it)
+        self.store.reuse()
+        if self.store.base_end == 0:
+            self.base = None
 
     def _valid_copies(self) -> np.ndarray:
         """Valid entries per row over the live postings (what lets a trim drop a replica

@@ -29,10 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from index.spann import generations
 from index.spann.heads import HeadIndex
+from index.spann.leases import Lease
 from index.spann.opening import load_snapshot
 from index.spann.postings import ROW_MASK, VERSION_SHIFT, PostingReader, aligned_empty
-from searchagent.errors import InputError
+from searchagent.errors import IndexFormatError, InputError
 from searchagent.types import SearchStats
 
 DEFAULTS = {"max_postings": 32, "eps_search": 0.5, "read": "auto", "io_threads": -1,
@@ -55,6 +57,7 @@ class SpannIndex:
         self._pool_threads = 0
         self._local = threading.local()           # per-thread reusable read buffer
         self._pool_lock = threading.Lock()
+        self.lease: Lease | None = None          # set by ``open``: see leases.py
 
     @classmethod
     def open(cls, folder: str | Path, generation: int | None = None,
@@ -64,7 +67,7 @@ class SpannIndex:
         ``verify``: ``full`` (sizes + sha256, and every updated posting's crc32) or
         ``size`` (sizes and structure only).
         """
-        snap = load_snapshot(Path(folder), generation, verify)
+        snap, lease = _open_leased(Path(folder), generation, verify)
         meta = snap.meta
         heads = HeadIndex(snap.heads, snap.dead, meta["head_index"], snap.graph,
                           int(meta["params"].get("hnsw_m", 32)))
@@ -75,7 +78,9 @@ class SpannIndex:
         else:
             reader = PostingReader(snap.postings, snap.table, int(meta["dim"]),
                                    meta["params"]["dtype"], None)
-        return cls(snap.folder, meta, heads, reader, snap.versions, snap.generation)
+        index = cls(snap.folder, meta, heads, reader, snap.versions, snap.generation)
+        index.lease = lease
+        return index
 
     @property
     def head_index(self):
@@ -230,9 +235,27 @@ class SpannIndex:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         self.reader.close()
+        if self.lease is not None:
+            self.lease.release()
 
     def __enter__(self) -> "SpannIndex":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_leased(folder: Path, generation: int | None, verify: str, tries: int = 5):
+    """(snapshot, lease) of ``generation`` (None: the newest), the lease taken before any
+    file is read. An updater may remove older generations meanwhile (``leases.py``): then
+    the newest is opened instead, unless ``generation`` was asked for."""
+    for attempt in range(tries):
+        gen = generations.latest(folder) if generation is None else int(generation)
+        lease = Lease(folder, gen)
+        try:
+            return load_snapshot(folder, gen, verify), lease
+        except (IndexFormatError, FileNotFoundError):
+            lease.release()
+            if generation is not None or attempt == tries - 1 \
+                    or generations.latest(folder) == gen:
+                raise

@@ -6,8 +6,9 @@ Writes follow two rules that keep every committed generation's bytes unchanged:
   place (two ``pwrite``\\ s: the ids, then the vectors); committed tables say the smaller
   count, so no reader looks at those slots;
 * anything else (a full posting, a split's halves, a rewrite without stale entries) is a
-  new block at the end of the file (past every committed end), which only the next
-  generation's table points to.
+  new block that only the next generation's table points to: in free space (``reuse``:
+  gaps between the blocks of the generation the updater started from, handed over only
+  when no reader holds an older one, see ``leases.py``), else at the end of the file.
 
 Nothing is fsynced until ``sync`` (at commit). The store keeps the ids of every posting in
 memory (8 bytes an entry) so that valid counts, split and merge checks and the
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.spann.postings import (CAPACITY, COUNT, DEAD, DTYPES, HEADER, MAGIC,
+from index.spann.postings import (CAPACITY, COUNT, DEAD, DTYPES, HEADER, MAGIC, NBYTES,
                                   OFFSET, PAGE, ROW_MASK, VERSION, VERSION_SHIFT, block_size)
 
 EMPTY = np.empty(0, dtype=np.int64)
@@ -58,6 +59,7 @@ class PostingStore:
         self.crc[:, 1] = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
         self.known = self._table[:, OFFSET] >= self.base_end       # crc state usable
         self.written = 0
+        self.free = np.zeros((0, 2), dtype=np.int64)               # (offset, nbytes) gaps
         self.ids: list[np.ndarray] = [EMPTY] * self.h
         if load_ids:
             for p in np.flatnonzero(self._table[:, COUNT] > 0):
@@ -131,7 +133,7 @@ class PostingStore:
         return True
 
     def rewrite(self, p: int, ids: np.ndarray, vectors: np.ndarray, cap: int) -> None:
-        """Write ``p`` as a new block at the end of the file with room to grow."""
+        """Write ``p`` as a new block (free space or the end of the file) with room to grow."""
         count = len(ids)
         capacity, nbytes = block_size(count, cap, self.entry)
         block = np.zeros(nbytes, dtype=np.uint8)
@@ -139,13 +141,49 @@ class PostingStore:
         vec_bytes = np.ascontiguousarray(vectors, dtype=self.dtype).view(np.uint8).ravel()
         block[:len(id_bytes)] = id_bytes
         block[8 * capacity:8 * capacity + len(vec_bytes)] = vec_bytes
-        os.pwrite(self.fd, block, self.end)
-        self._table[p] = (self.end, count, nbytes, capacity, 0)
+        offset = self._allocate(nbytes)
+        os.pwrite(self.fd, block, offset)
+        self._table[p] = (offset, count, nbytes, capacity, 0)
         self.crc[p] = (zlib.crc32(id_bytes), zlib.crc32(vec_bytes))
         self.known[p] = True
         self.ids[p] = np.array(ids, dtype=np.int64)
-        self.end += nbytes
         self.written += nbytes
+
+    def _allocate(self, nbytes: int) -> int:
+        """The offset of a new block: the smallest free gap that fits, else the end."""
+        fits = np.flatnonzero(self.free[:, 1] >= nbytes)
+        if not len(fits):
+            self.end += nbytes
+            return self.end - nbytes
+        i = int(fits[np.argmin(self.free[fits, 1])])
+        offset = int(self.free[i, 0])
+        if self.free[i, 1] == nbytes:
+            self.free = np.delete(self.free, i, axis=0)
+        else:
+            self.free[i] += (nbytes, -nbytes)
+        return offset
+
+    def reuse(self) -> int:
+        """Hand the gaps between this (committed) table's live blocks to ``rewrite``; call
+        only when no reader holds an older generation. Gaps in the build region stay
+        untouched while the committed generation still relies on the build's sha256 of
+        it: its live blocks get crcs instead, so the next generation no longer does, and
+        the updater after it reuses them. Returns the free bytes."""
+        live = np.flatnonzero(self._table[:self.h, CAPACITY] != DEAD)
+        blocks = self._table[live][:, [OFFSET, NBYTES]]
+        blocks = blocks[np.argsort(blocks[:, 0])]
+        starts = np.concatenate([[PAGE], blocks[:, 0] + blocks[:, 1]])
+        stops = np.concatenate([blocks[:, 0], [self.end]])
+        starts = np.maximum(starts, self.base_end)
+        gaps = np.stack([starts, stops - starts], axis=1)
+        self.free = gaps[gaps[:, 1] > 0]
+        if self.base_end:
+            for p in live[~self.known[live]]:
+                ids, vectors = self.read(int(p))
+                self.crc[p] = (zlib.crc32(ids.tobytes()), zlib.crc32(vectors.tobytes()))
+                self.known[p] = True
+            self.base_end = 0
+        return int(self.free[:, 1].sum())
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, cap: int) -> int:
         """A new posting (for a new head); returns its number."""
