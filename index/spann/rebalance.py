@@ -189,7 +189,7 @@ class Rebalancer:
             if not len(q_ids):
                 continue
             centres = np.concatenate([log[s][2] for s in split_of[group]])
-            xq = q_vectors.astype(np.float32)
+            xq = np.asarray(q_vectors, dtype=np.float32)
             sq = (xq * xq).sum(axis=1)
             d_own = sq + float(heads[q] @ heads[q]) - 2 * xq @ heads[q]
             d_best = (sq[:, None] + (centres * centres).sum(axis=1)[None, :]
@@ -200,17 +200,21 @@ class Rebalancer:
         # a row replicated into several of these postings moves only if a new centroid
         # beats the nearest of its heads seen here (its own posting's head is not enough)
         rows = np.concatenate([r for r, _, _, _ in seen])
-        unique, inverse = np.unique(rows, return_inverse=True)
-        own = np.full(len(unique), np.inf, dtype=np.float32)
-        best = np.full(len(unique), np.inf, dtype=np.float32)
-        np.minimum.at(own, inverse, np.concatenate([d for _, d, _, _ in seen]))
-        np.minimum.at(best, inverse, np.concatenate([b for _, _, b, _ in seen]))
+        order = np.argsort(rows, kind="stable")
+        starts = np.flatnonzero(np.diff(rows[order], prepend=-1))    # each row's first entry
+        own = np.minimum.reduceat(np.concatenate([d for _, d, _, _ in seen])[order], starts)
+        best = np.minimum.reduceat(np.concatenate([b for _, _, b, _ in seen])[order], starts)
         moved = best < own
         if not moved.any():
             return []
-        _, first = np.unique(inverse, return_index=True)
-        vectors = np.concatenate([x for _, _, _, x in seen])[first[moved]]
-        return [(unique[moved], vectors)]
+        at = order[starts[moved]]                  # where each moving row was first seen
+        bounds = np.cumsum([0] + [len(r) for r, _, _, _ in seen])
+        group = np.searchsorted(bounds, at, side="right") - 1
+        vectors = np.empty((len(at), self.dim), dtype=np.float32)
+        for g in np.unique(group):
+            pick = group == g
+            vectors[pick] = seen[g][3][at[pick] - bounds[g]]
+        return [(rows[at], vectors)]
 
     def _merge_pass(self) -> None:
         """Merge every live posting under ``merge_min`` valid entries (smallest first)."""
