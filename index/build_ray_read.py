@@ -2,7 +2,8 @@
 
 Read tasks stream the corpus as (line number, line) blocks (``_CorpusLines``): a plain-text
 file in byte ranges of about ``RANGE_BYTES`` whole lines each, read in parallel (one scan on
-the driver finds the cuts and each range's first line number), a gzipped one in one task;
+the driver finds the cuts and each range's first line number), a gzipped one in one task
+(a gzip stream decompresses serially from its start; the parsing after it is parallel);
 ``map_batches`` tasks parse them (``index.corpus.parse_record``), chunk them and count BM25
 terms into ``PARSED`` rows; bad lines travel as data. In corpus order the driver's
 ``Collected`` raises the first error as the local reader would, numbers the rows for the doc

@@ -5,9 +5,10 @@ replication with the RNG rule), ``postings`` (on-disk format, writer, reader), `
 (``build_spann``), ``opening`` (verification on open), ``searcher`` (``SpannIndex``).
 Updates in place (SPFresh's LIRE): ``lire`` (``SpannUpdater``: insert, delete, commit,
 compact), ``placement`` (inserts by the build's rules), ``rebalance`` (split, reassign,
-merge, compaction), ``store`` (copy-on-write posting writes), ``heads`` (head index without
-dead heads), ``generations`` (per-generation files, ``rollback``, ``cleanup``). Tested by ``tests/test_spann.py`` and
-``tests/test_spann_updates.py``.
+merge, compaction), ``store`` (copy-on-write posting writes into free space), ``leases``
+(which generations readers hold), ``heads`` (head index without dead heads),
+``generations`` (per-generation files, ``rollback``, ``cleanup``). Tested by
+``tests/test_spann.py``, ``tests/test_spann_updates.py`` and ``tests/test_spann_space.py``.
 """
 
 from index.spann.builder import SpannParams, build_spann

@@ -13,10 +13,12 @@ changed::
 
 The posting file is shared: ``gen-N.json`` names it (``postings.bin``, or
 ``postings-M.bin`` after a compaction at generation M) and its committed ``end``; later
-generations only append past that end or fill free slots past the committed counts, so
-generation N's bytes never change. Bytes of the build region (``base``: the build's
-``postings.bin``, never written again) are proven by the build's sha256 of that prefix;
-every other posting by its crc.
+generations append past that end, fill free slots past the committed counts, or fill the
+gaps between generation N's blocks, so generation N's bytes never change. (Gaps of N are
+reused only once no reader holds a generation older than N, whose files go first:
+``leases.py``.) Bytes of the build region (``base``: the build's ``postings.bin``) are
+proven by the build's sha256 of that prefix until a generation gives its live blocks crcs
+(``base`` null) and the gaps there are reused; every other posting by its crc.
 """
 
 from __future__ import annotations
