@@ -73,12 +73,17 @@ def test_reused_space_gives_the_same_index_in_a_smaller_file(built, tmp_path):
         SpannIndex.open(reused, generation=3)
 
 
-def test_a_leased_generation_keeps_its_bytes(built, tmp_path):
-    source, vectors = built
+def churned_copy(built, tmp_path, rounds: int) -> Path:
+    """A copy of the built folder after ``rounds`` rounds of churn."""
     folder = tmp_path / "spann"
-    shutil.copytree(source, folder)
+    shutil.copytree(built[0], folder)
     with SpannUpdater(folder) as updater:
-        churn(updater, vectors, range(2))
+        churn(updater, built[1], range(rounds))
+    return folder
+
+
+def test_a_leased_generation_keeps_its_bytes(built, tmp_path):
+    folder, vectors = churned_copy(built, tmp_path, 2), built[1]
     queries = mixture(40, 3)
     reader = SpannIndex.open(folder, generation=2)
     before = reader.search(queries, K, params=WIDE)[:2]
@@ -98,11 +103,7 @@ def test_a_leased_generation_keeps_its_bytes(built, tmp_path):
 
 
 def test_a_lease_in_another_process_blocks_reuse(built, tmp_path):
-    source, vectors = built
-    folder = tmp_path / "spann"
-    shutil.copytree(source, folder)
-    with SpannUpdater(folder) as updater:
-        churn(updater, vectors, range(1))
+    folder, vectors = churned_copy(built, tmp_path, 1), built[1]
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from index.spann import SpannIndex; "
          f"index = SpannIndex.open({str(folder)!r}); print(index.generation, flush=True); "
