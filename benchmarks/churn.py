@@ -44,6 +44,13 @@ def drifted(mixture: Mixture, round_: int, drift: float, seed: int) -> Mixture:
     return moved
 
 
+def round_draw(mixture: Mixture, round_: int, drift: float, count: int, what: str
+               ) -> np.ndarray:
+    """Round ``round_``'s ``inserts`` or ``queries``: the same draw in every churn script."""
+    seed = {"inserts": 1000, "queries": 5000}[what] + round_
+    return drifted(mixture, round_, drift, 11).draw(count, seed)
+
+
 def exact_top(live_rows: np.ndarray, vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     import faiss
 
@@ -143,7 +150,7 @@ def main() -> None:
             live[dead] = False
             rows = np.arange(next_row, next_row + per_round)
             if mixture is not None:
-                fresh = drifted(mixture, r, args.drift, 11).draw(per_round, 1000 + r)
+                fresh = round_draw(mixture, r, args.drift, per_round, "inserts")
             else:   # real set: re-insert perturbed copies of random base vectors
                 src = rng.choice(n, per_round)
                 fresh = vectors[src] + 0.05 * rng.standard_normal((per_round, dim)).astype(
@@ -152,7 +159,7 @@ def main() -> None:
             vectors[rows] = fresh
             live[rows] = True
             next_row += per_round
-        queries = (drifted(mixture, r, args.drift, 11).draw(args.queries, 5000 + r)
+        queries = (round_draw(mixture, r, args.drift, args.queries, "queries")
                    if mixture is not None else
                    vectors[rng.choice(np.flatnonzero(live), args.queries)])
         truth = exact_top(np.flatnonzero(live), vectors, queries)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ann_data import Mixture
-from benchmarks.churn import K, RESULTS, drifted
+from benchmarks.churn import K, RESULTS, round_draw
 from index.spann import SpannIndex
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--name", default="churn")
     args = parser.parse_args()
     mixture = Mixture(max(10, args.n // 1000), 384, 0)
-    queries = drifted(mixture, args.rounds, args.drift, 11).draw(args.queries, 5000 + args.rounds)
+    queries = round_draw(mixture, args.rounds, args.drift, args.queries, "queries")
     result = side_by_side(systems_of(args.out, args.rounds), queries,
                           {"max_postings": args.max_postings})
     path = RESULTS / f"{args.name}.json"

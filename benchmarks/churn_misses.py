@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ann_data import Mixture, synthetic
-from benchmarks.churn import K, drifted, exact_top
+from benchmarks.churn import K, exact_top, round_draw
 from index.faiss_index import import_faiss
 from index.spann import SpannIndex
 from index.spann.opening import load_snapshot
@@ -39,10 +39,9 @@ def live_set(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for r in range(1, args.rounds + 1):
         live[rng.choice(np.flatnonzero(live), size=per, replace=False)] = False
         rows = np.arange(n + (r - 1) * per, n + r * per)
-        vectors[rows] = drifted(mixture, r, args.drift, 11).draw(per, 1000 + r)
+        vectors[rows] = round_draw(mixture, r, args.drift, per, "inserts")
         live[rows] = True
-    queries = drifted(mixture, args.rounds, args.drift, 11).draw(args.queries,
-                                                                 5000 + args.rounds)
+    queries = round_draw(mixture, args.rounds, args.drift, args.queries, "queries")
     return vectors, live, queries
 
 

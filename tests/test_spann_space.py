@@ -31,8 +31,8 @@ def built(tmp_path_factory):
     return folder, vectors
 
 
-def churn(updater: SpannUpdater, vectors, rounds: range, reclaim: bool = True) -> None:
-    """Per round: delete PER_ROUND live rows, insert the next PER_ROUND, commit."""
+def churn(updater: SpannUpdater, vectors, rounds: range) -> None:
+    """Per round: delete PER_ROUND live rows, insert the next PER_ROUND, commit, reclaim."""
     rng = np.random.default_rng(rounds.start)
     for r in rounds:
         first = BASE + r * PER_ROUND
@@ -40,8 +40,7 @@ def churn(updater: SpannUpdater, vectors, rounds: range, reclaim: bool = True) -
         updater.delete(rng.choice(alive, PER_ROUND, replace=False))
         updater.insert(np.arange(first, first + PER_ROUND), vectors[first:first + PER_ROUND])
         updater.commit()
-        if reclaim:
-            updater.reclaim()
+        updater.reclaim()
 
 
 def search(folder, queries, generation=None):
