@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ann_data import Mixture
-from benchmarks.churn import K, RESULTS, round_draw
+from benchmarks.churn import K, RESULTS, add_search_args, round_draw, search_params
 from index.spann import SpannIndex
 
 
@@ -59,13 +59,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--drift", type=float, default=0.1)
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--max-postings", type=int, default=80)
+    add_search_args(parser)
     parser.add_argument("--name", default="churn")
     args = parser.parse_args()
     mixture = Mixture(max(10, args.n // 1000), 384, 0)
     queries = round_draw(mixture, args.rounds, args.drift, args.queries, "queries")
     result = side_by_side(systems_of(args.out, args.rounds), queries,
-                          {"max_postings": args.max_postings})
+                          search_params(args))
     path = RESULTS / f"{args.name}.json"
     data = json.loads(path.read_text())
     data["side_by_side"] = result

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ann_data import Mixture, synthetic
-from benchmarks.churn import K, exact_top, round_draw
+from benchmarks.churn import K, add_search_args, exact_top, round_draw, search_params
 from index.faiss_index import import_faiss
 from index.spann import SpannIndex
 from index.spann.opening import load_snapshot
@@ -61,7 +61,7 @@ def holders(folder: Path, generation: int | None, rows_of) -> tuple[dict, object
     return held, snap
 
 
-def misses(name, folder, generation, rows_of, vectors, queries, truth, m) -> None:
+def misses(name, folder, generation, rows_of, vectors, queries, truth, params) -> None:
     held, snap = holders(folder, generation, rows_of)
     live_heads = np.flatnonzero(~snap.dead)
     flat = import_faiss().IndexFlatL2(vectors.shape[1])
@@ -72,8 +72,9 @@ def misses(name, folder, generation, rows_of, vectors, queries, truth, m) -> Non
     copies, away, missed = [], [], []
     with SpannIndex.open(folder, generation=generation, verify="size") as index:
         for query, top in zip(queries, truth):
-            probe = index.heads.search(query[None], m, 64)[1][0]
-            ids = index.search(query[None], K, params={"max_postings": m})[0][0]
+            probe = index.heads.search(query[None], params["max_postings"],
+                                       params["ef_search"])[1][0]
+            ids = index.search(query[None], K, params=params)[0][0]
             found = set((ids if rows_of is None else rows_of[np.maximum(ids, 0)]).tolist())
             for v in top.tolist():
                 heads = held.get(v, [])
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--drift", type=float, default=0.1)
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--max-postings", type=int, default=80)
+    add_search_args(parser)
     args = parser.parse_args()
     vectors, live, queries = live_set(args)
     live_rows = np.flatnonzero(live)
@@ -106,9 +107,9 @@ def main() -> None:
           "no holder among the probed heads |")
     print("|---" * 9 + "|")
     misses("(a) LIRE", args.out / "lire", args.rounds, None, vectors, queries, truth,
-           args.max_postings)
+           search_params(args))
     misses("(c) rebuild", args.out / "rebuild", None, live_rows, vectors, queries, truth,
-           args.max_postings)
+           search_params(args))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def report(result: dict) -> str:
         extra = []
     lines = [f"n = {result['n']:,} x {result['dim']}, {len(rounds) - 1} rounds of "
              f"{result['per_round']:,} deletes + {result['per_round']:,} inserts; build "
-             f"{result['build_s']} s; search max_postings = {result['args']['max_postings']}",
+             f"{result['build_s']} s; search settings "
+             f"{result.get('search', {'max_postings': result['args']['max_postings']})}",
              "", table(headers, rows), *extra, "",
              table(["target", "measured", "met"], [[n, m, "yes" if ok else "NO"]
                                                   for n, m, ok in checks])]
