@@ -290,3 +290,36 @@ def test_full_postings_shed_replicas_and_keep_every_vector(tmp_path):
     with SpannIndex.open(folder) as index:
         own = index.search(vectors, 1, params=WIDE)[0][:, 0]
     assert (own == np.arange(BASE + 600)).all()
+
+
+def test_refill_copies_neighbours_into_thinned_postings(tmp_path):
+    """Deletes thin the postings; the commit refills them with replicas of neighbouring
+    vectors (index/spann/refill.py), never past cap, replicas or twice in one posting."""
+    vectors = mixture(BASE, 1)
+    build_spann(vectors, tmp_path / "build", PARAMS, progress=False)
+    live = np.ones(BASE, dtype=bool)
+    live[np.arange(0, BASE, 3)] = False
+    queries = mixture(60, 2)
+    truth = exact(queries, vectors, live)
+    summaries, found = {}, {}
+    for room in (0, 8):
+        folder = tmp_path / f"room{room}"
+        shutil.copytree(tmp_path / "build", folder)
+        with SpannUpdater(folder, fill_room=room) as updater:
+            updater.delete(np.flatnonzero(~live))
+            summaries[room] = updater.commit()
+            per_row = updater._valid_copies()
+        assert per_row.max() <= PARAMS["replicas"] and (per_row[live] >= 1).all()
+        with SpannIndex.open(folder) as index:
+            table, reader = index.reader.table, index.reader
+            for p in np.flatnonzero(table[:, CAPACITY] != DEAD):
+                buffer = np.empty(int(table[p, 2]), dtype=np.uint8)
+                reader.read(int(p), buffer)
+                ids = reader.parse(int(p), buffer)[0]
+                ok = ids[index.versions[ids & ROW_MASK] == (ids >> VERSION_SHIFT)]
+                assert len(np.unique(ok & ROW_MASK)) == len(ok) <= PARAMS["cap"]
+        found[room] = recall(results(folder, queries, params={"max_postings": 3})[0], truth)
+    assert summaries[0]["changes"]["filled"] == 0 < summaries[8]["changes"]["filled"]
+    assert summaries[8]["replication_factor"] > summaries[0]["replication_factor"]
+    assert summaries[8]["posting_length"]["max"] <= PARAMS["cap"]
+    assert found[8] >= found[0]

@@ -67,6 +67,7 @@ TRIM_TO = 0.75           # a trimmed posting keeps at most this share of cap (an
 TRIM_ROOM = 0.875        # trim only when that leaves room under cap for cap / 8 more appends
 SPLIT_OWN = 1.2          # ... and while its own vectors are at most this many times target
 TRIM_NEAR_HEADS = 32     # a replica's home is looked for among this many heads nearest its posting's
+MERGE_ROUNDS = 4         # merge passes per commit
 
 
 class Rebalancer:
@@ -217,12 +218,19 @@ class Rebalancer:
         return [(rows[at], vectors)]
 
     def _merge_pass(self) -> None:
-        """Merge every live posting under ``merge_min`` valid entries (smallest first)."""
+        """Merge every live posting under ``merge_min`` valid entries (smallest first), again
+        while merging leaves some under it (a moved vector's replicas elsewhere go stale)."""
         if self.append_only or self.merge_min <= 0:
             return
-        valid = self.store.valid_counts(self.versions)
-        small = np.flatnonzero(self.store.live() & (valid < self.merge_min))
-        for p in small[np.argsort(valid[small], kind="stable")]:
+        for _ in range(MERGE_ROUNDS):
+            valid = self.store.valid_counts(self.versions)
+            small = np.flatnonzero(self.store.live() & (valid < self.merge_min))
+            if not len(small) or self.heads.n_live <= 1:
+                return
+            self._merge(small[np.argsort(valid[small], kind="stable")])
+
+    def _merge(self, small: np.ndarray) -> None:
+        for p in small:
             if self.heads.n_live <= 1:
                 break
             if self.heads.dead[p]:
