@@ -4,7 +4,7 @@ The build writes each vector to up to ``replicas`` postings (the RNG rule) and f
 postings to ``cap``. Under updates postings lose entries: deletes leave tombstones, a split
 leaves two half-full postings, a trim sheds replicas, and an insert's replica is refused by
 a full posting. Neighbouring vectors are never copied into the room this frees. On the 1M
-churn run LIRE's round-20 postings held 2.16 entries per vector; the same heads with the
+churn run LIRE's round-20 postings held 2.12 entries per vector; the same heads with the
 build's replication held 2.54 and gave recall@10 0.986 against LIRE's 0.970 (and the full
 rebuild's 0.983, whose fewer heads leave room for only 2.16): LIRE's heads were right, its
 postings too thin.
@@ -19,7 +19,7 @@ entries already.
 
 Measured (1M churn run, N = 16, every round): copies per true neighbour 2.03 -> 2.27,
 recall@10 at round 20 0.970 -> 0.973 (mean over the rounds 0.961 -> 0.963), but each
-commit refills some 1,000-2,000 postings, reading 16 neighbours each: 10-19 s a round,
+commit reads the postings of 16 neighbours for every posting it refills: 10-19 s a round,
 inserts with commit 2,409 -> 593/s (measured before homes too were held to ``replicas``).
 Off by default; docs/churn-history.md.
 """
