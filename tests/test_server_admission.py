@@ -55,7 +55,9 @@ def burst(server: LiveServer, routes: list[str]) -> list[tuple[httpx.Response, f
 def check_refusals(replies, expected_retry_after: int) -> int:
     refused = [(r, s) for r, s in replies if r.status_code == 429]
     for reply, seconds in refused:
-        assert seconds < 0.05, f"a 429 took {seconds:.3f} s"
+        # refused at once, not queued behind a DELAY_S generation (a fixed 50 ms bound
+        # failed once on the shared 2-core CI box at 56 ms)
+        assert seconds < DELAY_S / 8, f"a 429 took {seconds:.3f} s"
         assert int(reply.headers["Retry-After"]) == expected_retry_after, reply.headers
     return len(refused)
 
