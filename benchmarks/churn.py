@@ -51,15 +51,44 @@ def round_draw(mixture: Mixture, round_: int, drift: float, count: int, what: st
     return drifted(mixture, round_, drift, 11).draw(count, seed)
 
 
-def add_search_args(parser: argparse.ArgumentParser) -> None:
-    """The fixed search settings every churn script measures with."""
+def churn_round(rng, live: np.ndarray, vectors: np.ndarray, n: int, per_round: int,
+                round_: int, mixture: Mixture | None, drift: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Apply round ``round_``'s deletes and inserts to ``live`` and ``vectors`` (the same
+    draws in every churn script); returns (deleted rows, inserted rows). Without a mixture
+    (the real set) the inserts are perturbed copies of random base vectors."""
+    dead = rng.choice(np.flatnonzero(live), size=per_round, replace=False)
+    live[dead] = False
+    rows = np.arange(n + (round_ - 1) * per_round, n + round_ * per_round)
+    if mixture is not None:
+        fresh = round_draw(mixture, round_, drift, per_round, "inserts")
+    else:
+        dim = vectors.shape[1]
+        src = rng.choice(n, per_round)
+        fresh = vectors[src] + 0.05 * rng.standard_normal((per_round, dim)).astype(
+            np.float32) / np.sqrt(dim)
+        fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+    vectors[rows] = fresh
+    live[rows] = True
+    return dead, rows
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The run every churn script re-creates (its draws depend on these) and the fixed
+    search settings it is measured with."""
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--churn", type=float, default=0.01)
+    parser.add_argument("--drift", type=float, default=0.1)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=Path("bench-out/churn"))
     parser.add_argument("--max-postings", type=int, default=80)
     parser.add_argument("--ef-search", type=int, default=None,
                         help="head graph search breadth (default: 2 x --max-postings)")
 
 
 def search_params(args) -> dict:
-    """SPANN search settings of ``add_search_args``. The head graph's breadth defaults to
+    """SPANN search settings of ``add_run_args``. The head graph's breadth defaults to
     twice the heads asked for: faiss raises an ``efSearch`` under k to k, and at k = 80
     that found only 84% of the 80 nearest heads after 20 churn rounds (86% on the
     rebuild), costing LIRE 0.7 points of recall@10 and the rebuild 0.2 (BENCHMARKS.md)."""
@@ -115,16 +144,10 @@ def posting_lengths(index: SpannIndex) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000)
+    add_run_args(parser)
     parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--churn", type=float, default=0.01)
-    parser.add_argument("--drift", type=float, default=0.1)
-    parser.add_argument("--queries", type=int, default=500)
-    add_search_args(parser)
     parser.add_argument("--cache", type=Path, default=Path("bench-out/ann"))
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--out", type=Path, default=Path("bench-out/churn"))
     parser.add_argument("--name", default="churn")
     args = parser.parse_args()
     from index.spann.lire import SpannUpdater
@@ -159,22 +182,9 @@ def main() -> None:
                                                                         append_only=True)}
     rng = np.random.default_rng(7)
     rounds = []
-    next_row = n
     for r in range(args.rounds + 1):
         if r:
-            dead = rng.choice(np.flatnonzero(live), size=per_round, replace=False)
-            live[dead] = False
-            rows = np.arange(next_row, next_row + per_round)
-            if mixture is not None:
-                fresh = round_draw(mixture, r, args.drift, per_round, "inserts")
-            else:   # real set: re-insert perturbed copies of random base vectors
-                src = rng.choice(n, per_round)
-                fresh = vectors[src] + 0.05 * rng.standard_normal((per_round, dim)).astype(
-                    np.float32) / np.sqrt(dim)
-                fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
-            vectors[rows] = fresh
-            live[rows] = True
-            next_row += per_round
+            dead, rows = churn_round(rng, live, vectors, n, per_round, r, mixture, args.drift)
         queries = (round_draw(mixture, r, args.drift, args.queries, "queries")
                    if mixture is not None else
                    vectors[rng.choice(np.flatnonzero(live), args.queries)])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ann_data import Mixture
-from benchmarks.churn import K, RESULTS, add_search_args, round_draw, search_params
+from benchmarks.churn import K, RESULTS, add_run_args, round_draw, search_params
 from index.spann import SpannIndex
 
 
@@ -54,12 +54,7 @@ def systems_of(out: Path, rounds: int) -> dict[str, tuple[Path, int | None]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-out/churn"))
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--drift", type=float, default=0.1)
-    parser.add_argument("--queries", type=int, default=500)
-    add_search_args(parser)
+    add_run_args(parser)
     parser.add_argument("--name", default="churn")
     args = parser.parse_args()
     mixture = Mixture(max(10, args.n // 1000), 384, 0)

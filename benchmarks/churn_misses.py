@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ann_data import Mixture, synthetic
-from benchmarks.churn import K, add_search_args, exact_top, round_draw, search_params
+from benchmarks.churn import K, add_run_args, churn_round, exact_top, round_draw, search_params
 from index.faiss_index import import_faiss
 from index.spann import SpannIndex
 from index.spann.opening import load_snapshot
@@ -29,7 +29,7 @@ def live_set(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vectors, live mask, queries) of churn.py's last round."""
     base = np.load(synthetic(args.cache, args.n)[0], mmap_mode="r")
     n, dim = base.shape
-    per = int(round(0.01 * n))
+    per = int(round(args.churn * n))
     mixture = Mixture(max(10, n // 1000), dim, 0)
     vectors = np.empty((n + per * args.rounds, dim), np.float32)
     vectors[:n] = base
@@ -37,10 +37,7 @@ def live_set(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     live[:n] = True
     rng = np.random.default_rng(7)
     for r in range(1, args.rounds + 1):
-        live[rng.choice(np.flatnonzero(live), size=per, replace=False)] = False
-        rows = np.arange(n + (r - 1) * per, n + r * per)
-        vectors[rows] = round_draw(mixture, r, args.drift, per, "inserts")
-        live[rows] = True
+        churn_round(rng, live, vectors, n, per, r, mixture, args.drift)
     queries = round_draw(mixture, args.rounds, args.drift, args.queries, "queries")
     return vectors, live, queries
 
@@ -91,13 +88,8 @@ def misses(name, folder, generation, rows_of, vectors, queries, truth, params) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-out/churn"))
+    add_run_args(parser)
     parser.add_argument("--cache", type=Path, default=Path("bench-out/ann"))
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--drift", type=float, default=0.1)
-    parser.add_argument("--queries", type=int, default=500)
-    add_search_args(parser)
     args = parser.parse_args()
     vectors, live, queries = live_set(args)
     live_rows = np.flatnonzero(live)

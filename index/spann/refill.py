@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from index.spann.postings import ROW_MASK, VERSION_SHIFT
+from index.spann.postings import ROW_MASK
+from index.spann.store import valid_mask
 
 FILL_NEAR = 16           # neighbouring postings whose vectors may become a posting's replicas
 
@@ -51,7 +52,7 @@ class Refill:
 
     def _fill(self, p: int, others: np.ndarray) -> None:
         own = self.store.ids[p]
-        own = own[self.versions[own & ROW_MASK] == (own >> VERSION_SHIFT)] & ROW_MASK
+        own = own[valid_mask(own, self.versions)] & ROW_MASK
         room = self.cap - len(own)
         if room <= 0 or not len(others):
             return
