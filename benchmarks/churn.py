@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("bench-out/ann"))
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--name", default="churn")
+    parser.add_argument("--no-fill-split", action="store_true",
+                        help="LIRE without filling a split's new postings from the neighbours "
+                             "it reads (index/spann/refill.py)")
     args = parser.parse_args()
     from index.spann.lire import SpannUpdater
 
@@ -178,8 +181,8 @@ def main() -> None:
     shutil.copytree(lire_dir, append_dir)
     shutil.rmtree(args.out / "build", ignore_errors=True)      # round 0 for the side by side:
     shutil.copytree(lire_dir, args.out / "build")              # the updaters reuse its space
-    updaters = {"lire": SpannUpdater(lire_dir), "append": SpannUpdater(append_dir,
-                                                                        append_only=True)}
+    updaters = {"lire": SpannUpdater(lire_dir, fill_split=not args.no_fill_split),
+                "append": SpannUpdater(append_dir, append_only=True)}
     rng = np.random.default_rng(7)
     rounds = []
     for r in range(args.rounds + 1):
@@ -206,7 +209,8 @@ def main() -> None:
                     per_round / (stats["update_s"] + stats["commit_s"]), 1)
                 changes = summary.get("changes", {})
                 stats.update({k: changes.get(k, 0) for k in
-                              ("splits", "trimmed", "merges", "reassigned", "relocations")})
+                              ("splits", "trimmed", "merges", "reassigned", "relocations",
+                               "filled")})
                 stats["appended_mb"] = round(changes.get("bytes_appended", 0) / 1e6, 1)
             folder = lire_dir if name == "lire" else append_dir
             with SpannIndex.open(folder, generation=r if r else None, verify="size") as index:

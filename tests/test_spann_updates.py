@@ -292,6 +292,18 @@ def test_full_postings_shed_replicas_and_keep_every_vector(tmp_path):
     assert (own == np.arange(BASE + 600)).all()
 
 
+def assert_postings_sound(folder) -> None:
+    """No live posting holds more than cap valid entries or a row twice."""
+    with SpannIndex.open(folder) as index:
+        table, reader = index.reader.table, index.reader
+        for p in np.flatnonzero(table[:, CAPACITY] != DEAD):
+            buffer = np.empty(int(table[p, 2]), dtype=np.uint8)
+            reader.read(int(p), buffer)
+            ids = reader.parse(int(p), buffer)[0]
+            ok = ids[index.versions[ids & ROW_MASK] == (ids >> VERSION_SHIFT)]
+            assert len(np.unique(ok & ROW_MASK)) == len(ok) <= PARAMS["cap"]
+
+
 def test_refill_copies_neighbours_into_thinned_postings(tmp_path):
     """Deletes thin the postings; the commit refills them with replicas of neighbouring
     vectors (index/spann/refill.py), never past cap, replicas or twice in one posting."""
@@ -310,16 +322,33 @@ def test_refill_copies_neighbours_into_thinned_postings(tmp_path):
             summaries[room] = updater.commit()
             per_row = updater._valid_copies()
         assert per_row.max() <= PARAMS["replicas"] and (per_row[live] >= 1).all()
-        with SpannIndex.open(folder) as index:
-            table, reader = index.reader.table, index.reader
-            for p in np.flatnonzero(table[:, CAPACITY] != DEAD):
-                buffer = np.empty(int(table[p, 2]), dtype=np.uint8)
-                reader.read(int(p), buffer)
-                ids = reader.parse(int(p), buffer)[0]
-                ok = ids[index.versions[ids & ROW_MASK] == (ids >> VERSION_SHIFT)]
-                assert len(np.unique(ok & ROW_MASK)) == len(ok) <= PARAMS["cap"]
+        assert_postings_sound(folder)
         found[room] = recall(results(folder, queries, params={"max_postings": 3})[0], truth)
     assert summaries[0]["changes"]["filled"] == 0 < summaries[8]["changes"]["filled"]
     assert summaries[8]["replication_factor"] > summaries[0]["replication_factor"]
     assert summaries[8]["posting_length"]["max"] <= PARAMS["cap"]
     assert found[8] >= found[0]
+
+
+def test_split_fill_gives_new_postings_the_neighbours_replicas(tmp_path):
+    """With ``fill_split`` a split's new postings take replicas of the neighbouring vectors
+    that reassignment reads (index/spann/refill.py): more entries per vector, never past
+    cap or replicas, every vector still found first by its own search."""
+    vectors = np.concatenate([mixture(BASE, 1), mixture(EXTRA, 3)])
+    build_spann(vectors[:BASE], tmp_path / "build", PARAMS, progress=False)
+    summaries = {}
+    for fill in (False, True):
+        folder = tmp_path / f"fill{fill}"
+        shutil.copytree(tmp_path / "build", folder)
+        with SpannUpdater(folder, fill_split=fill) as updater:
+            updater.insert(np.arange(BASE, BASE + EXTRA), vectors[BASE:])
+            summaries[fill] = updater.commit()
+            per_row = updater._valid_copies()
+        assert per_row.max() <= PARAMS["replicas"] and per_row.min() >= 1
+        assert_postings_sound(folder)
+        with SpannIndex.open(folder) as index:
+            own = index.search(vectors, 1, params=WIDE)[0][:, 0]
+        assert (own == np.arange(BASE + EXTRA)).all()
+    assert summaries[True]["changes"]["splits"] > 0
+    assert summaries[False]["changes"]["filled"] == 0 < summaries[True]["changes"]["filled"]
+    assert summaries[True]["replication_factor"] > summaries[False]["replication_factor"]

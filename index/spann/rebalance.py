@@ -19,7 +19,8 @@ build's heads) and a new block; the old head dies.
 A selected vector moves (version + 1, placed afresh by the RNG rule) only if its nearest
 live head holds none of its valid entries (``SpannUpdater._misplaced``): a vector
 replicated into the split posting usually still sits in its nearest posting elsewhere,
-and moving it would only churn.
+and moving it would only churn. The condition-2 vectors that stay may instead become
+replicas in the new postings (``fill_split``, ``refill.py``).
 
 **Merge** (at commit; a live posting under ``merge_min`` valid entries): the head dies and
 its vectors whose nearest live head does not already hold them are re-inserted with
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +45,18 @@ from index.spann.clustering import split as balanced_split
 from index.spann.heads import HeadIndex
 from index.spann.postings import DTYPES, HEADER, MAGIC, ROW_MASK, VERSION
 from index.spann.store import PostingStore
+
+
+class Seen(NamedTuple):
+    """A posting read for condition 2: its head, valid entries and their vectors, squared
+    distances to its head and to the new centroids of the splits it neighbours, whose
+    heads are ``new``."""
+    head: int
+    ids: np.ndarray
+    x: np.ndarray
+    d_own: np.ndarray
+    d_new: np.ndarray
+    new: np.ndarray
 
 
 @contextmanager
@@ -193,28 +207,33 @@ class Rebalancer:
             xq = np.asarray(q_vectors, dtype=np.float32)
             sq = (xq * xq).sum(axis=1)
             d_own = sq + float(heads[q] @ heads[q]) - 2 * xq @ heads[q]
-            d_best = (sq[:, None] + (centres * centres).sum(axis=1)[None, :]
-                      - 2 * xq @ centres.T).min(axis=1)
-            seen.append((q_ids & ROW_MASK, d_own, d_best, xq))
+            d_new = sq[:, None] + (centres * centres).sum(axis=1)[None, :] - 2 * xq @ centres.T
+            seen.append(Seen(q, q_ids, xq, d_own, d_new,
+                             np.concatenate([log[s][1] for s in split_of[group]])))
         if not seen:
             return []
         # a row replicated into several of these postings moves only if a new centroid
         # beats the nearest of its heads seen here (its own posting's head is not enough)
-        rows = np.concatenate([r for r, _, _, _ in seen])
+        rows = np.concatenate([g.ids & ROW_MASK for g in seen])
         order = np.argsort(rows, kind="stable")
         starts = np.flatnonzero(np.diff(rows[order], prepend=-1))    # each row's first entry
-        own = np.minimum.reduceat(np.concatenate([d for _, d, _, _ in seen])[order], starts)
-        best = np.minimum.reduceat(np.concatenate([b for _, _, b, _ in seen])[order], starts)
+        own = np.minimum.reduceat(np.concatenate([g.d_own for g in seen])[order], starts)
+        best = np.minimum.reduceat(np.concatenate([g.d_new.min(axis=1) for g in seen])[order],
+                                   starts)
         moved = best < own
-        if not moved.any():
-            return []
         at = order[starts[moved]]                  # where each moving row was first seen
-        bounds = np.cumsum([0] + [len(r) for r, _, _, _ in seen])
+        if self.fill_split:
+            nearest = np.empty(len(rows))
+            nearest[order] = np.repeat(own, np.diff(np.append(starts, len(rows))))
+            self._fill_split(seen, nearest, rows[at])
+        if not len(at):
+            return []
+        bounds = np.cumsum([0] + [len(g.ids) for g in seen])
         group = np.searchsorted(bounds, at, side="right") - 1
         vectors = np.empty((len(at), self.dim), dtype=np.float32)
         for g in np.unique(group):
             pick = group == g
-            vectors[pick] = seen[g][3][at[pick] - bounds[g]]
+            vectors[pick] = seen[g].x[at[pick] - bounds[g]]
         return [(rows[at], vectors)]
 
     def _merge_pass(self) -> None:

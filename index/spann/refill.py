@@ -1,27 +1,32 @@
-"""Refilling LIRE's postings with replicas, as the build fills them (``SpannUpdater`` mixin).
+"""Filling LIRE's postings with replicas, as the build fills them (``SpannUpdater`` mixin).
 
 The build writes each vector to up to ``replicas`` postings (the RNG rule) and fills most
 postings to ``cap``. Under updates postings lose entries: deletes leave tombstones, a split
 leaves two half-full postings, a trim sheds replicas, and an insert's replica is refused by
-a full posting. Neighbouring vectors are never copied into the room this frees. On the 1M
-churn run LIRE's round-20 postings held 2.12 entries per vector; the same heads with the
-build's replication held 2.54 and gave recall@10 0.986 against LIRE's 0.970 (and the full
-rebuild's 0.983, whose fewer heads leave room for only 2.16): LIRE's heads were right, its
-postings too thin.
+a full posting. On the 1M churn run without filling, LIRE's round-20 postings held 2.12
+entries per vector; the same heads with the build's replication held 2.54 and gave
+recall@10 0.986 against LIRE's 0.970 (and the full rebuild's 0.983): LIRE's heads were
+right, its postings too thin. Two ways to fill them, both with the build's rules: a
+vector is copied into a posting when that head is within ``1 + eps`` of the nearest head
+seen holding it (closure) and no head holding it is nearer to that head than the vector
+is (RNG), never past ``cap`` or ``replicas`` valid entries.
 
-At commit (``SpannUpdater(fill_room=N)``, N > 0), every live posting with at least N free
-slots under ``cap`` takes vectors from the postings of its ``FILL_NEAR`` nearest heads,
-nearest first, up to ``cap``: those nearer to it than to every head seen holding them
-(their home was missed), then those within ``1 + eps`` of their nearest head seen (the
-build's closure rule) and not covered by a head already holding them that is nearer to
-this head than the vector is (the RNG rule); never a vector with ``replicas`` valid
-entries already.
+**At split time** (``fill_split``, the default): condition 2 of reassignment reads the
+postings nearest a split one and measures their vectors against the new heads; the
+vectors that stay where they are and qualify get one new entry each, in the nearest new
+posting, nearest first. No posting is read that reassignment did not read. 1M churn run,
+20 rounds: recall@10 at round 20 0.970 -> 0.973 (the rebuild 0.983), mean over the
+rounds 0.961 -> 0.964, inserts 2,822 -> 2,086/s median (append-only, the machine's
+speed, ran at 6,877 and 7,093/s). Filling only to 3/4 of ``cap`` (fewer trims
+later) kept 2,294/s but gained only 0.16 points.
 
-Measured (1M churn run, N = 16, every round): copies per true neighbour 2.03 -> 2.27,
-recall@10 at round 20 0.970 -> 0.973 (mean over the rounds 0.961 -> 0.963), but each
-commit reads the postings of 16 neighbours for every posting it refills: 10-19 s a round,
-inserts with commit 2,409 -> 593/s (measured before homes too were held to ``replicas``).
-Off by default; docs/churn-history.md.
+**At commit** (``SpannUpdater(fill_room=N)``, N > 0; off by default), every live posting
+with at least N free slots takes vectors from the postings of its ``FILL_NEAR`` nearest
+heads: first those nearer to it than to every head seen holding them (their home was
+missed), then those the rules allow. Measured without split-time filling (N = 16, every
+round): round 20 0.970 -> 0.973, but each commit reads 16 neighbours for every posting it
+refills: 10-19 s a round, inserts with commit 2,409 -> 593/s (measured before homes too
+were held to ``replicas``). docs/churn-history.md.
 """
 
 from __future__ import annotations
@@ -83,3 +88,44 @@ class Refill:
         self.copies[rows[take]] += 1
         self._append(p, ids[take], x[take].astype(self.dtype), np.zeros(len(take), bool))
         self._count("filled", len(take))
+
+    def _fill_split(self, seen: list, nearest: np.ndarray, moving: np.ndarray) -> None:
+        """Give a split's new postings the replicas the build would: the vectors of the
+        neighbouring postings that condition 2 has just read (``seen``) and that stay
+        where they are, when a new head is within ``1 + eps`` of the nearest head seen
+        holding them (``nearest``, squared, one per entry of ``seen`` in order), their
+        holder does not cover it (the RNG rule), and they have fewer than ``replicas``
+        valid entries: at most one new entry per vector (its nearest such head), nearest
+        first, up to ``cap``. No posting is read that reassignment did not read."""
+        limit = (1 + self.eps) ** 2
+        heads, parts, start = self.heads.heads, [], 0
+        free = self.copies < self.replicas
+        free[moving] = False
+        for g in seen:
+            near = nearest[start:start + len(g.ids)]
+            start += len(g.ids)
+            rows = g.ids & ROW_MASK
+            gap = np.sqrt(((heads[g.new] - heads[g.head]) ** 2).sum(axis=1))
+            ok = (g.d_new <= limit * near[:, None]) & free[rows][:, None] \
+                & (gap[None, :] >= np.sqrt(np.maximum(g.d_new, 0))) \
+                & ~self.heads.dead[g.new][None, :]
+            e, c = np.nonzero(ok)
+            if len(e):
+                parts.append((g.ids[e], g.x[e], g.new[c], g.d_new[e, c]))
+        if not parts:
+            return
+        ids, x, target, dist = (np.concatenate(column) for column in zip(*parts))
+        rows = ids & ROW_MASK
+        order = np.lexsort((dist, rows))                  # per row, its nearest new head
+        first = order[np.flatnonzero(np.diff(rows[order], prepend=-1))]
+        first = first[np.lexsort((dist[first], target[first]))]
+        cuts = np.flatnonzero(np.diff(target[first])) + 1
+        for group in np.split(first, cuts):
+            p = int(target[group[0]])
+            group = group[~np.isin(ids[group], self.store.ids[p])]
+            group = group[:max(0, self.cap - self.store.count(p))]
+            if len(group):
+                self.copies[rows[group]] += 1
+                self._append(p, ids[group], x[group].astype(self.dtype),
+                             np.zeros(len(group), bool))
+                self._count("filled", len(group))
