@@ -59,6 +59,18 @@ def dataset_probabilities(questions, emb, names, train, test) -> np.ndarray:
     return P
 
 
+def router_on_guess(R: np.ndarray, names: np.ndarray, guess: np.ndarray, splits):
+    """Per question, the reward of the router run on a guessed dataset: the training folds'
+    best arm of the likeliest dataset, and of the expected reward under ``guess`` (rows of
+    P(dataset), columns in ``np.unique(names)`` order)."""
+    likeliest, expected = np.zeros(len(R)), np.zeros(len(R))
+    for train, test in splits:          # each dataset's mean reward per arm, training folds
+        means = np.stack([R[train][names[train] == d].mean(axis=0) for d in np.unique(names)])
+        likeliest[test] = R[test, means[guess[test].argmax(axis=1)].argmax(axis=1)]
+        expected[test] = R[test, (guess[test] @ means).argmax(axis=1)]
+    return likeliest, expected
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", default="bench-out/armlogs.duckdb")
@@ -98,11 +110,7 @@ def main() -> None:
         R = Q - lam * C
         fixed, oracle = R.mean(axis=0).max(), R.max(axis=1).mean()
         router = R[np.arange(n), router_arms(splits, names, R)]
-        likeliest, expected = np.zeros(n), np.zeros(n)
-        for train, test in splits:      # each dataset's mean reward per arm, training folds
-            means = np.stack([R[train][names[train] == d].mean(axis=0) for d in np.unique(names)])
-            likeliest[test] = R[test, means[guess[test].argmax(axis=1)].argmax(axis=1)]
-            expected[test] = R[test, (guess[test] @ means).argmax(axis=1)]
+        likeliest, expected = router_on_guess(R, names, guess, splits)
 
         def cell(values: np.ndarray) -> str:
             return f"{values.mean():.4f} ({(values.mean() - fixed) / (oracle - fixed):.0%})"
