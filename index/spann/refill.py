@@ -90,13 +90,10 @@ class Refill:
         self._count("filled", len(take))
 
     def _fill_split(self, seen: list, nearest: np.ndarray, moving: np.ndarray) -> None:
-        """Give a split's new postings the replicas the build would: the vectors of the
-        neighbouring postings that condition 2 has just read (``seen``) and that stay
-        where they are, when a new head is within ``1 + eps`` of the nearest head seen
-        holding them (``nearest``, squared, one per entry of ``seen`` in order), their
-        holder does not cover it (the RNG rule), and they have fewer than ``replicas``
-        valid entries: at most one new entry per vector (its nearest such head), nearest
-        first, up to ``cap``. No posting is read that reassignment did not read."""
+        """Split-time filling (module docstring). ``seen``: the postings condition 2 read
+        (``rebalance.Seen``); ``nearest``: per entry of theirs, in order, the squared
+        distance of its vector to the nearest head seen holding it; ``moving``: the rows
+        reassignment moves (they get no replica here)."""
         limit = (1 + self.eps) ** 2
         heads, parts, start = self.heads.heads, [], 0
         free = self.copies < self.replicas
