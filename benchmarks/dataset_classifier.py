@@ -85,18 +85,18 @@ def main() -> None:
     args = parser.parse_args()
     from retrievers.encoder import Encoder
 
-    table, emb, _ = load_replay_data(args.log)
+    encoder = Encoder("default")
+    table, emb, _ = load_replay_data(args.log, encoder=encoder)
     names = np.array([key[0] for key in table.keys])
     datasets, labels = np.unique(names, return_inverse=True)
     splits = kfold_by_id(table.keys, 5, seed=args.seed)
-    model_path = Encoder("default").path
     guesses = {"tfidf": np.zeros((len(table), len(datasets))),
                "minilm-ft": np.zeros((len(table), len(datasets)))}
     for fold, (train, test) in enumerate(splits):
         guesses["tfidf"][test] = dataset_probabilities(table.questions, emb, names, train,
                                                        test)[test]
         guesses["minilm-ft"][test] = finetuned_probabilities(
-            model_path, table.questions, labels, np.asarray(train), np.asarray(test),
+            encoder.path, table.questions, labels, np.asarray(train), np.asarray(test),
             args.epochs)
         print(f"fold {fold + 1}/5 done", file=sys.stderr, flush=True)
     for name, guess in guesses.items():

@@ -120,7 +120,7 @@ class Refill:
         for group in np.split(first, cuts):
             p = int(target[group[0]])
             group = group[~np.isin(ids[group], self.store.ids[p])]
-            group = group[:max(0, self.cap - self.store.count(p))]
+            group = group[self._room_for_replicas(p, np.zeros(len(group), bool))]
             if len(group):
                 self.copies[rows[group]] += 1
                 self._append(p, ids[group], x[group].astype(self.dtype),
