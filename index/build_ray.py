@@ -6,8 +6,9 @@ as the local build (``index.build``).
    them (``index.corpus.parse_record``), chunk them and count BM25 terms; bad lines travel as
    data. In corpus order (``preserve_order``) the driver raises the first error as the local
    reader would, numbers the rows, writes the doc store (duplicate ids found as the local
-   ``load_corpus`` finds them) and maps block term ids to global ones in first-seen order:
-   ``BM25Index.from_counts`` gives the local index (``index.build_ray_read``).
+   ``load_corpus`` finds them) and maps block term ids to global ones in first-seen order,
+   streaming the counts into run files; the merge pass writes the local index
+   (``retrievers.bm25_build.BM25Writer``, ``index.build_ray_read``).
 2. ``map_batches`` over a fixed actor pool embeds (one ``Encoder`` per actor; one actor per GPU,
    or CPU actors sharing the cores); the driver writes results at their rows of the memmap
    (``index.build_ray_embed``).
@@ -20,9 +21,8 @@ as the local build (``index.build``).
    Ray session itself).
 
 Left to do: the corpus is read on the driver's node (a gzipped one by one task), so the
-driver must join the cluster (``auto`` or HOST:PORT, not ``ray://``); every node needs the model; the
-driver joins the BM25 counts in memory as ``BM25Index.build`` does (``retrievers.bm25_build``'s
-streaming merge could take the per-block counts instead).
+driver must join the cluster (``auto`` or HOST:PORT, not ``ray://``); every node needs the
+model; the BM25 merge pass runs on the driver.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from index.build import EMBEDDINGS, _build_vector_index, finish_build
 from index.corpus import open_text
 from index.manifest import atomic_folder
+from retrievers.bm25_build import BM25Writer
 from retrievers.docstore import pop_duplicate_source, write_docstore
 from searchagent.config import Config
 from searchagent.errors import InputError
@@ -67,7 +68,9 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
         open_text(corpus).close()           # cannot open: the local reader's error, early
         with ray_session(address, num_cpus, num_gpus, timings):
             block = max(cfg.batch_size * 4, 256)       # the local build's encode block
-            collected = Collected(block if cfg.dense else 0)
+            # run files inside tmp: a failed build's atomic_folder removes them with the rest
+            bm25 = BM25Writer(tmp / "bm25") if cfg.bm25 else None
+            collected = Collected(block if cfg.dense else 0, bm25)
             with timed(timings, "docstore"):        # duplicates found as in load_corpus
                 batches = parsed_blocks(corpus, cfg.chunk_words, cfg.chunk_overlap, cfg.bm25)
                 sources = tmp / "docs.duckdb.sources"
@@ -80,12 +83,9 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
                     raise InputError(f"duplicate id {duplicate[0]!r} (first on line "
                                      f"{duplicate[1]})", path=str(corpus), line=duplicate[2],
                                      field="id")
-            if cfg.bm25:
-                with timed(timings, "bm25"):
-                    index = collected.bm25(cfg.bm25_k1, cfg.bm25_b)
-                    index.save(tmp / "bm25")
-                components["bm25"] = {"vocab": len(index.vocab),
-                                      "postings": int(len(index.indices)), **index.params}
+            if bm25 is not None:
+                with timed(timings, "bm25"):            # the merge pass: writes the files
+                    components["bm25"] = bm25.finish(cfg.bm25_k1, cfg.bm25_b)
             if cfg.dense:
                 with timed(timings, "embed"):
                     components["dense"], pool = embed(collected.refs, count, tmp, cfg, block,

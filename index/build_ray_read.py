@@ -7,8 +7,9 @@ the driver finds the cuts and each range's first line number), a gzipped one in 
 ``map_batches`` tasks parse them (``index.corpus.parse_record``), chunk them and count BM25
 terms into ``PARSED`` rows; bad lines travel as data. In corpus order the driver's
 ``Collected`` raises the first error as the local reader would, numbers the rows for the doc
-store and maps block term ids to global ones in first-seen order, so that
-``BM25Index.from_counts`` gives the local index.
+store and maps block term ids to global ones in first-seen order, feeding them to the
+streaming ``BM25Writer`` (run files on disk, as the local build's), so that it writes the
+local index and the driver's memory does not grow with the corpus.
 
 Ray is imported unguarded: import this through ``index.build_ray``, which names the extra to
 install when Ray Data is missing.
@@ -34,7 +35,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from index.build_ray_session import RETRIES, remote_args
 from index.corpus import chunk_passage, open_text, parse_record
-from retrievers.bm25 import BM25Index
+from retrievers.bm25_build import BM25Writer
 from retrievers.tokenize import tokenize
 from searchagent.errors import InputError
 from searchagent.types import Passage
@@ -173,12 +174,12 @@ def parsed_blocks(corpus: Path, chunk_words: int, chunk_overlap: int, count_term
 
 
 class Collected:
-    """What the driver keeps of the parsed blocks: BM25 counts with global term ids and
-    (``block`` > 0) the numbered passages, put into the object store."""
+    """What the driver keeps of the parsed blocks: (``bm25``, a ``BM25Writer``) their counts
+    with global term ids, and (``block`` > 0) the numbered passages, put into the object
+    store."""
 
-    def __init__(self, block: int):
-        self.block, self.vocab, self.refs, self.pending = block, {}, [], []
-        self.parts: dict[str, list[np.ndarray]] = {"terms": [], "tf": [], "len": [], "n": []}
+    def __init__(self, block: int, bm25: BM25Writer | None = None):
+        self.block, self.bm25, self.refs, self.pending = block, bm25, [], []
         self.rows = self.last_line = 0
 
     def passages(self, batches, name: str):
@@ -198,7 +199,8 @@ class Collected:
                     raise failure
                 yield line, sources[i], Passage(ids[i], titles[i], texts[i])
             self.last_line = max(lines, default=self.last_line)
-            self._count(batch)
+            if self.bm25 is not None:
+                self._count(batch)
             if self.block:
                 rows = pa.array(np.arange(self.rows, self.rows + len(batch)), pa.int64())
                 self.pending.append(batch.select(["title", "text"]).append_column("row", rows))
@@ -207,13 +209,12 @@ class Collected:
         self._put(final=True)
 
     def _count(self, batch: pa.Table) -> None:
-        new = pc.list_flatten(batch["new_terms"]).to_pylist()
-        to_global = np.fromiter((self.vocab.setdefault(t, len(self.vocab)) for t in new),
-                                np.int32, len(new))
-        self.parts["terms"].append(to_global[pc.list_flatten(batch["term_ids"]).to_numpy()])
-        self.parts["tf"].append(pc.list_flatten(batch["tfs"]).to_numpy())
-        self.parts["len"].append(batch["doclen"].to_numpy())
-        self.parts["n"].append(pc.list_value_length(batch["term_ids"]).to_numpy())
+        new, vocab = pc.list_flatten(batch["new_terms"]).to_pylist(), self.bm25.vocab
+        to_global = np.fromiter((vocab.setdefault(t, len(vocab)) for t in new), np.int32,
+                                len(new))
+        self.bm25.add(to_global[pc.list_flatten(batch["term_ids"]).to_numpy()],
+                      pc.list_flatten(batch["tfs"]).to_numpy(), batch["doclen"].to_numpy(),
+                      pc.list_value_length(batch["term_ids"]).to_numpy())
 
     def _put(self, final: bool) -> None:
         """Put pending rows into the object store in tables of ``block`` rows."""
@@ -224,9 +225,3 @@ class Collected:
             self.refs.append(ray.put(table.slice(start, self.block).combine_chunks()))
             start += self.block
         self.pending = [table.slice(start)] if start < len(table) else []
-
-    def bm25(self, k1: float, b: float) -> BM25Index:
-        joined = {k: np.concatenate(v) for k, v in self.parts.items()}
-        return BM25Index.from_counts(self.vocab, joined["terms"], joined["tf"], joined["len"],
-                                     joined["n"], k1=k1, b=b)
-

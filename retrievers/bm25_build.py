@@ -50,13 +50,66 @@ def build_bm25_files(docs: Iterable[list[str]], folder: str | Path, k1: float = 
     """Write the BM25 index of the tokenized ``docs`` into ``folder`` (as ``BM25Index.save``
     would write ``BM25Index.build(docs, k1, b, epsilon)``); return the manifest entry:
     vocabulary size, number of postings and the parameters."""
-    if chunk_docs < 1 or range_postings < 1:
-        raise ValueError("chunk_docs and range_postings must be positive")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".bm25-build-", dir=folder))
+    writer = BM25Writer(folder, chunk_docs, range_postings)
     try:
-        runs = _count(docs, work, total, chunk_docs)
+        for counts in count_tokens(docs, writer.vocab, total, chunk_docs):
+            writer.add(*counts)
+        return writer.finish(k1, b, epsilon)
+    finally:
+        writer.close()
+
+
+class BM25Writer:
+    """Pass 1 fed from outside: ``add`` counted documents in corpus order (term ids from
+    ``vocab``, which the caller grows in first-seen order), then ``finish`` merges and
+    writes the folder; ``close`` removes the run files either way. The distributed build
+    counts on its workers and feeds the driver's counts here (``index.build_ray_read``).
+    ``add`` keeps up to ``chunk_docs`` documents before writing them as one sorted run."""
+
+    def __init__(self, folder: str | Path, chunk_docs: int = CHUNK_DOCS,
+                 range_postings: int = RANGE_POSTINGS):
+        if chunk_docs < 1 or range_postings < 1:
+            raise ValueError("chunk_docs and range_postings must be positive")
+        self.folder, self.chunk_docs, self.range_postings = Path(folder), chunk_docs, \
+            range_postings
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix=".bm25-build-", dir=self.folder))
+        self.runs = _Runs()
+        self.vocab = self.runs.vocab
+        self.pending: list[tuple[np.ndarray, ...]] = []
+        self.pending_docs = 0
+        self.files = {name: open(self.work / f"{name}.bin", "wb")
+                      for name in ("run_terms", "run_docs", "run_tf", "doclen")}
+
+    def add(self, term_ids, tfs, doc_len, doc_terms) -> None:
+        """Documents' counts as int32 sequences, each document's terms back to back."""
+        part = tuple(np.frombuffer(x, dtype=np.int32) if isinstance(x, array)
+                     else np.ascontiguousarray(x, dtype=np.int32)
+                     for x in (term_ids, tfs, doc_len, doc_terms))
+        if len(part[2]):
+            self.pending.append(part)
+            self.pending_docs += len(part[2])
+        if self.pending_docs >= self.chunk_docs:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            _flush(self.runs, self.files, *(np.concatenate(x) for x in zip(*self.pending)))
+        self.pending, self.pending_docs = [], 0
+
+    def finish(self, k1: float = 1.5, b: float = 0.75, epsilon: float = 0.25) -> dict:
+        """Merge the runs and write the folder; return the manifest entry. The run files
+        are removed either way."""
+        try:
+            self._flush()
+            for handle in self.files.values():
+                handle.close()
+            return self._write(k1, b, epsilon)
+        finally:
+            self.close()
+
+    def _write(self, k1: float, b: float, epsilon: float) -> dict:
+        runs, work, folder = self.runs, self.work, self.folder
         n_docs, n_terms = runs.n_docs, len(runs.vocab)
         df = runs.df[:n_terms].astype(np.float64)
         idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
@@ -69,7 +122,7 @@ def build_bm25_files(docs: Iterable[list[str]], folder: str | Path, k1: float = 
         small = n_postings == 0 or runs.max_tf < 1 << 16        # as bm25.count_array
         tf_dtype = np.dtype(np.uint16 if small else np.int32)
         params = {"k1": k1, "b": b, "epsilon": epsilon, "avgdl": float(avgdl)}
-        _merge(runs, work, indptr, idf, params, tf_dtype, range_postings)
+        _merge(runs, work, indptr, idf, params, tf_dtype, self.range_postings)
         members = [("indptr", indptr),
                    ("indices", (work / "indices.bin", np.dtype(np.int32), n_postings)),
                    ("data", (work / "data.bin", np.dtype(np.float32), n_postings)),
@@ -78,9 +131,13 @@ def build_bm25_files(docs: Iterable[list[str]], folder: str | Path, k1: float = 
         _write_npz(folder / "postings.npz", members)
         (folder / "vocab.json").write_text(json.dumps(list(runs.vocab)))  # in id order
         (folder / "params.json").write_text(json.dumps({**params, "n_docs": n_docs}))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return {"vocab": n_terms, "postings": n_postings, **params}
+        return {"vocab": n_terms, "postings": n_postings, **params}
+
+    def close(self) -> None:
+        """Drop the run files (``finish`` does it too)."""
+        for handle in self.files.values():
+            handle.close()
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 class _Runs:
@@ -93,31 +150,11 @@ class _Runs:
         self.n_docs = self.total_len = self.max_tf = 0
 
 
-def _count(docs: Iterable[list[str]], work: Path, total: int | None, chunk_docs: int
-           ) -> _Runs:
-    runs = _Runs()
-    files = {name: open(work / f"{name}.bin", "wb")
-             for name in ("run_terms", "run_docs", "run_tf", "doclen")}
-    try:
-        for term_ids, tfs, doc_len, doc_terms in count_tokens(docs, runs.vocab, total,
-                                                              chunk_docs):
-            _flush(runs, files, term_ids, tfs, doc_len, doc_terms)
-    finally:
-        for handle in files.values():
-            handle.close()
-    return runs
-
-
-def _flush(runs: _Runs, files: dict, term_ids: array, tfs: array, doc_len: array,
-           doc_terms: array) -> None:
+def _flush(runs: _Runs, files: dict, terms: np.ndarray, tf: np.ndarray, doc_len: np.ndarray,
+           doc_terms: np.ndarray) -> None:
     """Append one chunk: its postings sorted by term (stable: docs stay ascending)."""
-    if not doc_len:
-        return
-    terms = np.frombuffer(term_ids, dtype=np.int32)
-    tf = np.frombuffer(tfs, dtype=np.int32)
     first = runs.n_docs
-    rows = np.repeat(np.arange(first, first + len(doc_len), dtype=np.int32),
-                     np.frombuffer(doc_terms, dtype=np.int32))
+    rows = np.repeat(np.arange(first, first + len(doc_len), dtype=np.int32), doc_terms)
     order = np.argsort(terms, kind="stable")
     files["run_terms"].write(terms[order])
     files["run_docs"].write(rows[order])
@@ -129,7 +166,7 @@ def _flush(runs: _Runs, files: dict, term_ids: array, tfs: array, doc_len: array
     runs.df[:len(runs.vocab)] += np.bincount(terms, minlength=len(runs.vocab))
     runs.bounds.append(runs.bounds[-1] + len(terms))
     runs.n_docs += len(doc_len)
-    runs.total_len += int(np.frombuffer(doc_len, dtype=np.int32).sum(dtype=np.int64))
+    runs.total_len += int(doc_len.sum(dtype=np.int64))
     runs.max_tf = max(runs.max_tf, int(tf.max()) if len(tf) else 0)
 
 

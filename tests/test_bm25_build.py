@@ -11,7 +11,8 @@ import pytest
 
 from index.build import build_index
 from retrievers.bm25 import BM25Index
-from retrievers.bm25_build import build_bm25_files
+from retrievers.bm25 import count_tokens
+from retrievers.bm25_build import BM25Writer, build_bm25_files
 from retrievers.bm25_live import LiveBM25
 from retrievers.tokenize import tokenize
 from searchagent.config import load_config
@@ -63,6 +64,24 @@ def test_streaming_build_equals_in_memory_build(tmp_path, chunk_docs, range_post
             got_rows, got_scores = index.top_k(query, 10)
             assert list(got_rows) == list(rows)
             np.testing.assert_allclose(got_scores, scores, rtol=1e-6)
+
+
+def test_writer_fed_uneven_parts_writes_the_same_files(tmp_path):
+    """The distributed build's path: counts arrive as numpy parts of any size (here 1 to 37
+    documents, empty parts too) and the writer regroups them into runs of chunk_docs."""
+    docs = _docs()
+    BM25Index.build(docs).save(tmp_path / "old")
+    writer = BM25Writer(tmp_path / "new", chunk_docs=50, range_postings=500)
+    sizes, start = np.random.default_rng(0).integers(0, 38, size=len(docs)), 0
+    for size in sizes:
+        part = docs[start:start + size]
+        for counts in count_tokens(part, writer.vocab):
+            writer.add(*(np.asarray(c, dtype=np.int64) for c in counts))   # cast back
+        start += size
+    assert start >= len(docs)
+    assert writer.finish() == build_bm25_files(docs, tmp_path / "ref")
+    _assert_same_files(tmp_path / "old", tmp_path / "new")
+    assert len(docs) // 87 <= len(writer.runs.bounds) - 1 <= len(docs) // 50 + 1  # regrouped
 
 
 def test_large_counts_and_degenerate_corpora(tmp_path):
