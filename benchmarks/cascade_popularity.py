@@ -1,0 +1,141 @@
+"""Do word-frequency (popularity) features tell the cascade when closed book fails?
+
+The popularity of what a question asks about predicts whether a model knows it (Mallen et
+al. 2023, "When Not to Trust Language Models"; Marina et al. 2025 use entity popularity and
+frequency on these same questions). Without page views or a knowledge graph, the
+frequency of a word in broad English text (the ``wordfreq`` package's Zipf scale, 0 for
+unseen words up to 8 for "the") is the offline proxy. Per question: the rarest words of
+the question, of its capitalized spans (entities) and of the closed-book answer, the
+number of rare words and spans, and how much of the answer repeats the question (12
+columns). Printed: per dataset, the correlation of three of them with the closed-book F1
+and with the gain of one retrieval over it; then the cascade with and without them
+(standardized on the training folds), 5-fold by id, F1 reward, beside the best fixed arm
+and the dataset-name router.
+
+    .venv/bin/pip install wordfreq        # not a dependency of searchagent
+    .venv/bin/python benchmarks/cascade_popularity.py --log bench-out/armlogs.duckdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from benchmarks.policy_armlogs import router_arms  # noqa: E402
+from policies.armlog import kfold_by_id  # noqa: E402
+from policies.cascade import AnswerCascade  # noqa: E402
+from policies.features import FeatureMap, FeatureSpec  # noqa: E402
+from policies.replay import load_replay_data  # noqa: E402
+
+WORD = re.compile(r"[A-Za-z0-9][\w'\-]*")
+COMMON = 6.0            # Zipf 6 and up: function words, left out; also the "none" value
+COLUMNS = ("question: rarest word", "question: mean word", "question: mean of rarest 3",
+           "question: words under Zipf 3", "rarest entity span", "mean entity span",
+           "rarest entity word", "entity spans", "answer: rarest word", "answer: mean word",
+           "answer: unseen words", "answer: share of words in the question")
+
+
+def entity_spans(text: str) -> list[str]:
+    """Runs of capitalized words after the first word."""
+    spans, run = [], []
+    for position, token in enumerate(text.split()):
+        word = token.strip("?,.!;:\"'()")
+        if position and word[:1].isupper():
+            run.append(word)
+        elif run:
+            spans.append(" ".join(run))
+            run = []
+    return spans + ([" ".join(run)] if run else [])
+
+
+def popularity_features(question: str, answer: str, zipf) -> list[float]:
+    """The ``COLUMNS`` of one question and its closed-book answer."""
+    words = [z for z in (zipf(w.lower()) for w in WORD.findall(question)) if z < COMMON]
+    words = words or [COMMON]
+    spans = entity_spans(question)
+    span_z = [zipf(s) for s in spans] or [COMMON]
+    span_words = [zipf(w.lower()) for s in spans for w in s.split()] or [COMMON]
+    answer_words = [w.lower() for w in WORD.findall(answer)]
+    answer_z = [z for z in (zipf(w) for w in answer_words) if z < 7.5] or [COMMON]
+    asked = {w.lower() for w in WORD.findall(question)}
+    return [min(words), float(np.mean(words)), float(np.mean(sorted(words)[:3])),
+            float(sum(z < 3 for z in words)), min(span_z), float(np.mean(span_z)),
+            min(span_words), float(len(spans)), min(answer_z), float(np.mean(answer_z)),
+            float(sum(z == 0 for z in answer_z)),
+            float(np.mean([w in asked for w in answer_words])) if answer_words else 0.0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", default="bench-out/armlogs.duckdb")
+    parser.add_argument("--lams", default="0,0.02,0.05,0.1")
+    parser.add_argument("--seeds", type=int, default=2, help="fold assignments")
+    args = parser.parse_args()
+    try:
+        from wordfreq import zipf_frequency
+    except ImportError:
+        sys.exit("this benchmark needs wordfreq: .venv/bin/pip install wordfreq")
+    lams = [float(v) for v in args.lams.split(",")]
+    table, emb, embedder = load_replay_data(args.log)
+    spec = FeatureSpec(embedder=embedder, embed_dim=emb.shape[1], confidence=False,
+                       cues=True, standardize=True)
+    names = np.array([key[0] for key in table.keys])
+    Q, C, n = table.quality["f1"], table.steps, len(table)
+
+    def zipf(text: str) -> float:
+        return zipf_frequency(text, "en")
+
+    F = np.array([popularity_features(q, a[0], zipf)
+                  for q, a in zip(table.questions, table.answers)])
+    shown = (0, 4, 8)
+    print("Correlation per dataset: with closed-book F1 / with single - closed-book F1\n")
+    print("| dataset | " + " | ".join(COLUMNS[j] for j in shown) + " |\n|" + "---|" * 4)
+    for dataset in np.unique(names):
+        rows = names == dataset
+
+        def corr(j: int, target: np.ndarray) -> str:
+            column = F[rows, j]
+            return f"{np.corrcoef(column, target)[0, 1]:+.3f}" if column.std() else "-"
+
+        print(f"| {dataset} | " + " | ".join(
+            f"{corr(j, Q[rows, 0])} / {corr(j, Q[rows, 1] - Q[rows, 0])}" for j in shown)
+            + " |")
+    variants = ("question + answers", "+ popularity")
+    print("\n| fold seed | lambda | best fixed | router (knows the dataset) | "
+          + " | ".join(f"cascade: {v}" for v in variants) + " |\n|" + "---|" * 6)
+    for seed in range(args.seeds):
+        rewards = {(v, lam): np.zeros(n) for v in variants for lam in lams}
+        splits = kfold_by_id(table.keys, 5, seed=seed)
+        for train, test in splits:
+            X = FeatureMap.fit(spec, emb[train], [table.questions[i] for i in train]
+                               ).transform(emb, table.questions)
+            scaled = (F - F[train].mean(axis=0)) / (F[train].std(axis=0) + 1e-9)
+            for variant, Xv in zip(variants, (X, np.hstack([X, scaled]))):
+                cascade = AnswerCascade(Xv.shape[1], embed_dims=emb.shape[1], lam_grid=lams)
+                cascade.fit_log(Xv[train], [table.questions[i] for i in train],
+                                [table.answers[i] for i in train], Q[train], C[train])
+                for lam in lams:
+                    served, spent = cascade.routes(
+                        Xv[test], [table.questions[i] for i in test],
+                        [table.answers[i] for i in test], C[test], lam)
+                    rewards[variant, lam][test] = Q[test, served] - lam * spent
+        for lam in lams:
+            R = Q - lam * C
+            fixed, oracle = R.mean(axis=0).max(), R.max(axis=1).mean()
+            router = R[np.arange(n), router_arms(splits, names, R)]
+
+            def cell(values: np.ndarray) -> str:
+                return f"{values.mean():.4f} ({(values.mean() - fixed) / (oracle - fixed):.0%})"
+
+            print(f"| {seed} | {lam:g} | {fixed:.4f} | {cell(router)} | "
+                  + " | ".join(cell(rewards[v, lam]) for v in variants) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
