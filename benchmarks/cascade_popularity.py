@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.cascade_dataset_signal import gap_cell, held_out_cascade  # noqa: E402
 from benchmarks.policy_armlogs import router_arms  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
-from policies.cascade import AnswerCascade  # noqa: E402
 from policies.features import FeatureMap, FeatureSpec  # noqa: E402
 from policies.replay import load_replay_data  # noqa: E402
 
@@ -117,24 +117,16 @@ def main() -> None:
                                ).transform(emb, table.questions)
             scaled = (F - F[train].mean(axis=0)) / (F[train].std(axis=0) + 1e-9)
             for variant, Xv in zip(variants, (X, np.hstack([X, scaled]))):
-                cascade = AnswerCascade(Xv.shape[1], embed_dims=emb.shape[1], lam_grid=lams)
-                cascade.fit_log(Xv[train], [table.questions[i] for i in train],
-                                [table.answers[i] for i in train], Q[train], C[train])
-                for lam in lams:
-                    served, spent = cascade.routes(
-                        Xv[test], [table.questions[i] for i in test],
-                        [table.answers[i] for i in test], C[test], lam)
-                    rewards[variant, lam][test] = Q[test, served] - lam * spent
+                for lam, values in held_out_cascade(table, Xv, train, test, lams,
+                                                    emb.shape[1]).items():
+                    rewards[variant, lam][test] = values
         for lam in lams:
             R = Q - lam * C
             fixed, oracle = R.mean(axis=0).max(), R.max(axis=1).mean()
-            router = R[np.arange(n), router_arms(splits, names, R)]
-
-            def cell(values: np.ndarray) -> str:
-                return f"{values.mean():.4f} ({(values.mean() - fixed) / (oracle - fixed):.0%})"
-
-            print(f"| {seed} | {lam:g} | {fixed:.4f} | {cell(router)} | "
-                  + " | ".join(cell(rewards[v, lam]) for v in variants) + " |", flush=True)
+            cells = [R[np.arange(n), router_arms(splits, names, R)]] + [
+                rewards[v, lam] for v in variants]
+            print(f"| {seed} | {lam:g} | {fixed:.4f} | "
+                  + " | ".join(gap_cell(c, fixed, oracle) for c in cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

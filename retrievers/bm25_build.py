@@ -8,7 +8,8 @@ grows with the vocabulary, not with the corpus:
 1. Pass 1 counts the documents chunk by chunk (``chunk_docs`` at a time), grows the vocabulary
    (term ids in first-seen order, as ``build``) and appends each chunk's postings, sorted by
    term (docs ascending within a term), to run files on disk; the document frequencies are
-   summed chunk by chunk and the document lengths appended to a file.
+   summed chunk by chunk and the document lengths appended to a file. ``BM25Writer`` is
+   this pass fed with counts made elsewhere (the Ray build's workers).
 2. Pass 2 walks the terms in ranges of about ``range_postings`` postings: each chunk's run
    holds a range as one contiguous slice (found by binary search in the run's terms), so the
    slices are read, merged by term (chunk order keeps the docs ascending), scored exactly as
@@ -61,10 +62,10 @@ def build_bm25_files(docs: Iterable[list[str]], folder: str | Path, k1: float = 
 
 class BM25Writer:
     """Pass 1 fed from outside: ``add`` counted documents in corpus order (term ids from
-    ``vocab``, which the caller grows in first-seen order), then ``finish`` merges and
-    writes the folder; ``close`` removes the run files either way. The distributed build
-    counts on its workers and feeds the driver's counts here (``index.build_ray_read``).
-    ``add`` keeps up to ``chunk_docs`` documents before writing them as one sorted run."""
+    ``vocab``, which the caller grows in first-seen order; ``add`` keeps up to
+    ``chunk_docs`` documents before writing them as one sorted run), then ``finish``
+    merges, writes the folder and removes the run files; ``close`` removes them without
+    writing. Used by ``build_bm25_files`` and the Ray driver (``index.build_ray_read``)."""
 
     def __init__(self, folder: str | Path, chunk_docs: int = CHUNK_DOCS,
                  range_postings: int = RANGE_POSTINGS):
