@@ -174,9 +174,9 @@ def parsed_blocks(corpus: Path, chunk_words: int, chunk_overlap: int, count_term
 
 
 class Collected:
-    """What the driver keeps of the parsed blocks: (``bm25``, a ``BM25Writer``) their counts
-    with global term ids, and (``block`` > 0) the numbered passages, put into the object
-    store."""
+    """What the driver does with the parsed blocks: their BM25 counts, with global term
+    ids, go to ``bm25`` (a ``BM25Writer``; None: no BM25), and with ``block`` > 0 the
+    numbered passages are put into the object store for embedding."""
 
     def __init__(self, block: int, bm25: BM25Writer | None = None):
         self.block, self.bm25, self.refs, self.pending = block, bm25, [], []
