@@ -42,6 +42,7 @@ from searchagent.types import Passage
 
 LINES_PER_BLOCK = 1000      # corpus lines per parse task
 RANGE_BYTES = 32 << 20      # bytes per read task of a plain-text corpus
+READ_BUDGET = 256 << 20     # object store bytes parsed blocks may queue ahead of the driver
 PARSED = pa.schema([("line", pa.int64()), ("source", pa.string()), ("id", pa.string()),
                     ("title", pa.string()), ("text", pa.string()), ("error", pa.string()),
                     ("field", pa.string()), ("term_ids", pa.list_(pa.int32())),
@@ -169,7 +170,9 @@ def parsed_blocks(corpus: Path, chunk_words: int, chunk_overlap: int, count_term
         fn_kwargs={"name": str(corpus), "chunk_words": chunk_words,
                    "chunk_overlap": chunk_overlap, "count_terms": count_terms},
         scheduling_strategy="DEFAULT", max_retries=RETRIES)   # not fused into the read
-    parsed.context.execution_options.preserve_order = True   # this dataset's own copy
+    options = parsed.context.execution_options              # this dataset's own copy
+    options.preserve_order = True
+    options.resource_limits = options.resource_limits.copy(object_store_memory=READ_BUDGET)
     return parsed.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
