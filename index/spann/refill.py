@@ -83,11 +83,16 @@ class Refill:
             & (self.copies[rows[first]] < self.replicas) & ~np.isin(rows[first], own)
         take = first[ok]
         take = take[np.lexsort((d_here[take], ~home[ok]))][:room]
-        if not len(take):
+        self._add_replicas(p, ids[take], x[take])
+
+    def _add_replicas(self, p: int, ids: np.ndarray, x: np.ndarray) -> None:
+        """Append vectors ``x`` (entries ``ids``) to posting ``p`` as replicas: each row
+        gains a copy, counted as ``filled``."""
+        if not len(ids):
             return
-        self.copies[rows[take]] += 1
-        self._append(p, ids[take], x[take].astype(self.dtype), np.zeros(len(take), bool))
-        self._count("filled", len(take))
+        self.copies[ids & ROW_MASK] += 1
+        self._append(p, ids, x.astype(self.dtype), np.zeros(len(ids), bool))
+        self._count("filled", len(ids))
 
     def _fill_split(self, seen: list, nearest: np.ndarray, moving: np.ndarray) -> None:
         """Split-time filling (module docstring). ``seen``: the postings condition 2 read
@@ -121,8 +126,4 @@ class Refill:
             p = int(target[group[0]])
             group = group[~np.isin(ids[group], self.store.ids[p])]
             group = group[self._room_for_replicas(p, np.zeros(len(group), bool))]
-            if len(group):
-                self.copies[rows[group]] += 1
-                self._append(p, ids[group], x[group].astype(self.dtype),
-                             np.zeros(len(group), bool))
-                self._count("filled", len(group))
+            self._add_replicas(p, ids[group], x[group])
