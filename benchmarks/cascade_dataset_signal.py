@@ -12,7 +12,9 @@ training sees the same noise as serving), (c) those plus the true dataset as a o
 F1 reward and gap to the oracle closed of each beside the router, the router on the
 classifier's guess (the training folds' best arm of the likeliest dataset, and of the
 expected reward under the classifier's probabilities: what a question-text router can
-know of the dataset) and the best fixed arm.
+know of the dataset) and the best fixed arm. Then the cascade's (a) first decision per
+dataset: the advantage of retrieving once over stopping that it predicts against the one
+realized, and the reward if that decision's threshold were shifted.
 
     .venv/bin/python benchmarks/cascade_dataset_signal.py --log bench-out/armlogs.duckdb
 """
@@ -59,20 +61,44 @@ def dataset_probabilities(questions, emb, names, train, test) -> np.ndarray:
     return P
 
 
-def held_out_cascade(table, X: np.ndarray, train, test, lams, embed_dims: int
-                     ) -> dict[float, np.ndarray]:
-    """The cascade on features ``X``, trained on ``train``: each lambda's F1 reward on
-    ``test``."""
-    Q, C = table.quality["f1"], table.steps
+def trained_cascade(table, X: np.ndarray, train, lams, embed_dims: int) -> AnswerCascade:
+    """The cascade on features ``X``, trained on the rows ``train`` (F1 quality)."""
     cascade = AnswerCascade(X.shape[1], embed_dims=embed_dims, lam_grid=lams)
     cascade.fit_log(X[train], [table.questions[i] for i in train],
-                    [table.answers[i] for i in train], Q[train], C[train])
+                    [table.answers[i] for i in train], table.quality["f1"][train],
+                    table.steps[train])
+    return cascade
+
+
+def held_out_cascade(table, X: np.ndarray, train, test, lams, embed_dims: int,
+                     cascade: AnswerCascade | None = None) -> dict[float, np.ndarray]:
+    """The cascade on features ``X``, trained on ``train`` (or ``cascade``): each lambda's F1
+    reward on ``test``."""
+    Q, C = table.quality["f1"], table.steps
+    cascade = cascade or trained_cascade(table, X, train, lams, embed_dims)
     rewards = {}
     for lam in lams:
         served, spent = cascade.routes(X[test], [table.questions[i] for i in test],
                                        [table.answers[i] for i in test], C[test], lam)
         rewards[lam] = Q[test, served] - lam * spent
     return rewards
+
+
+def retrieve_once_advantage(table, cascade: AnswerCascade, X: np.ndarray, test, lam: float
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """On ``test``: the first decision's predicted advantage of retrieving once over
+    stopping, and the realized one (the F1 reward of the route step 2 and 3 then take,
+    minus closed book's)."""
+    Q, C = table.quality["f1"][test], table.steps[test]
+    questions = [table.questions[i] for i in test]
+    answers = [table.answers[i] for i in test]
+    first = cascade._values(0, X[test], questions, answers, lam)
+    second, third = (np.argmax(cascade._values(k, X[test], questions, answers, lam), axis=1)
+                     for k in (1, 2))
+    served = np.where(second < 2, second, third)
+    spent = np.where(second < 2, C[:, 0] + C[:, 1], C.sum(axis=1))
+    realized = Q[np.arange(len(test)), served] - lam * spent - (Q[:, 0] - lam * C[:, 0])
+    return first[:, 1] - first[:, 0], realized
 
 
 def gap_cell(values: np.ndarray, fixed: float, oracle: float) -> str:
@@ -106,6 +132,7 @@ def main() -> None:
     onehot = 3.0 * (names[:, None] == np.unique(names)[None, :])
     Q, C, n = table.quality["f1"], table.steps, len(table)
     rewards = {(v, lam): np.zeros(n) for v in VARIANTS for lam in lams}
+    predicted, realized = ({lam: np.zeros(n) for lam in lams} for _ in range(2))
     correct, guess = 0, np.zeros((n, len(np.unique(names))))
     splits = kfold_by_id(table.keys, 5, seed=args.seed)
     for train, test in splits:
@@ -116,9 +143,13 @@ def main() -> None:
         correct += int((np.unique(names)[P[test].argmax(axis=1)] == names[test]).sum())
         inputs = dict(zip(VARIANTS, (X, np.hstack([X, 3.0 * P]), np.hstack([X, onehot]))))
         for variant, Xv in inputs.items():
-            for lam, values in held_out_cascade(table, Xv, train, test, lams,
-                                                emb.shape[1]).items():
+            cascade = trained_cascade(table, Xv, train, lams, emb.shape[1])
+            for lam, values in held_out_cascade(table, Xv, train, test, lams, emb.shape[1],
+                                                cascade).items():
                 rewards[variant, lam][test] = values
+                if variant == VARIANTS[0]:
+                    predicted[lam][test], realized[lam][test] = retrieve_once_advantage(
+                        table, cascade, Xv, test, lam)
     print(f"dataset classifier, held-out accuracy: {correct / n:.3f}\n")
     print("| lambda | best fixed | router (knows the dataset) | router on the guess: likeliest "
           "dataset / expected reward | " + " | ".join(f"cascade: {v}" for v in VARIANTS)
@@ -134,6 +165,26 @@ def main() -> None:
 
         print(f"| {lam:g} | {fixed:.4f} | {cell(router)} | {cell(likeliest)} / {cell(expected)} | "
               + " | ".join(cell(rewards[v, lam]) for v in VARIANTS) + " |", flush=True)
+    print("\nThe cascade's first decision: advantage of retrieving once over stopping, realized "
+          "/ predicted mean, and their correlation\n\n| dataset | " + " | ".join(
+              f"lambda {lam:g}" for lam in lams) + " |\n|" + "---|" * (1 + len(lams)))
+    for dataset in [*np.unique(names), "all"]:
+        rows = names == dataset if dataset != "all" else np.ones(n, bool)
+        print(f"| {dataset} | " + " | ".join(
+            f"{realized[lam][rows].mean():+.3f} / {predicted[lam][rows].mean():+.3f}, r = "
+            f"{np.corrcoef(realized[lam][rows], predicted[lam][rows])[0, 1]:+.2f}"
+            for lam in lams) + " |")
+    print("\nF1 reward if the first decision retrieved once whenever the predicted advantage "
+          "is above -shift (else stops)\n\n| shift | " + " | ".join(
+              f"lambda {lam:g}: retrieving / reward" for lam in lams) + " |\n|"
+          + "---|" * (1 + len(lams)))
+    for shift in (-0.02, 0.0, 0.01, 0.02, 0.05):
+        cells = []
+        for lam in lams:
+            go = predicted[lam] > -shift
+            stop = (Q[:, 0] - lam * C[:, 0]).mean()
+            cells.append(f"{go.mean():.2f} / {stop + np.where(go, realized[lam], 0).mean():.4f}")
+        print(f"| {shift:+.2f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
