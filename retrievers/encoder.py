@@ -81,14 +81,12 @@ class Encoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
         if self.fp16:       # one call sorts all texts by length; big batches keep the GPU busy
-            batch_size = max(batch_size, CUDA_BATCH_SIZE)
+            return encode_overlapped(self.model, list(texts), max(batch_size, CUDA_BATCH_SIZE),
+                                     self.dim, progress)
         vectors = self.model.encode(list(texts), batch_size=batch_size,
                                     normalize_embeddings=True, convert_to_numpy=True,
                                     show_progress_bar=progress)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.fp16 and len(vectors):
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def manifest(self) -> dict:
         """What an index records so that its queries are encoded the same way."""
@@ -206,6 +204,43 @@ def _device_key(device: str, threads: int) -> str:
         name = torch.cuda.get_device_name(torch.device(device))
     slug = "".join(c if c.isalnum() else "-" for c in f"{device.split(':')[0]}-{name}-{threads}t")
     return "-".join(part for part in slug.split("-") if part).lower()
+
+
+def encode_overlapped(model, texts: list[str], batch_size: int, dim: int,
+                      progress: bool = False) -> np.ndarray:
+    """``model.encode`` with tokenization off the device's critical path: batches sorted by
+    length (longest first, as sentence-transformers does), a worker thread tokenizes the
+    next batch (pinned memory on CUDA) while the device runs the current one. Returns
+    unit float32 vectors in input order, renormalized in float32 (fp16 models)."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    device = model.device
+    cuda = device.type == "cuda"
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    order = np.argsort([-len(text) for text in texts], kind="stable")
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    vectors = np.empty((len(texts), dim), np.float32)
+
+    def tokenized(rows: np.ndarray) -> dict:
+        features = preprocess([texts[i] for i in rows])
+        return {k: v.pin_memory() if cuda and torch.is_tensor(v) else v
+                for k, v in features.items()}
+
+    model.eval()
+    with ThreadPoolExecutor(1) as worker, torch.inference_mode():
+        pending = worker.submit(tokenized, batches[0]) if batches else None
+        for k, rows in enumerate(tqdm(batches, desc="Batches", disable=not progress)):
+            features = pending.result()
+            if k + 1 < len(batches):
+                pending = worker.submit(tokenized, batches[k + 1])
+            features = {key: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                        for key, v in features.items()}
+            vectors[rows] = model(features)["sentence_embedding"].float().cpu().numpy()
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
 
 
 def _decision_path(root: Path, source: str, key: str) -> Path:

@@ -137,6 +137,19 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())        # failed before loading or exporting anything
 
 
+def test_overlapped_encoding_matches_sentence_transformers(texts, reference, cache):
+    """The CUDA path's pipeline (tokenize the next batch while the model runs this one), run
+    on the CPU: the same vectors in input order, for batches that do not divide the texts."""
+    encoder = Encoder(backend="torch", device="cpu", cache_dir=cache)
+    passages, queries = texts
+    mixed = [queries[0], *passages[:50], *queries[1:]]
+    vectors = encoder_module.encode_overlapped(encoder.model, mixed, 16, encoder.dim)
+    assert vectors.dtype == np.float32 and vectors.shape == (len(mixed), encoder.dim)
+    np.testing.assert_allclose(vectors[1:51], reference[0][:50], atol=1e-5)
+    np.testing.assert_allclose(vectors[[0, *range(51, len(mixed))]], reference[1], atol=1e-5)
+    assert encoder_module.encode_overlapped(encoder.model, [], 16, encoder.dim).shape == (0, 384)
+
+
 def test_cpu_backends_refuse_cuda(tmp_path):
     skip_if_missing("onnx")
     with pytest.raises(BackendError, match="runs on the CPU"):
