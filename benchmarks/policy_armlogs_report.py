@@ -1,9 +1,10 @@
 """Tables, target checks and the InAcc-vs-calls plot for ``policy_armlogs``.
 
 Per-question outcomes are averaged over the seeds (fold assignments) first; the paired
-bootstrap CI is over questions of (system reward - best fixed arm's reward). InAcc and
-calls in the plot and the published comparison are six-dataset averages (each dataset
-weighs the same), like the published numbers; reward, EM and F1 are over questions.
+bootstrap CI is over questions of (system reward - best fixed arm's reward), and for the
+headline policy also of (its reward - the router's). InAcc and calls in the plot and the
+published comparison are six-dataset averages (each dataset weighs the same), like the
+published numbers; reward, EM and F1 are over questions.
 """
 
 from __future__ import annotations
@@ -49,15 +50,21 @@ def report(results: dict, table, lams: list[float], out: Path) -> list[dict]:
                        "oracle": {0: R.argmax(axis=1)},
                        **{s: seeds for (m, l, s), seeds in results["arms"].items()
                           if m == metric and l == lam}}
+            per_question = {}
             for system, seeds in systems.items():
                 row = outcome(seeds, table, metric, lam, datasets,
                               results.get("calls", {}).get((metric, lam, system)))
-                diff = row.pop("per_question") - base
-                ci = bootstrap_ci(diff, resamples=2000, seed=0)
+                per_question[system] = row.pop("per_question")
+                ci = bootstrap_ci(per_question[system] - base, resamples=2000, seed=0)
                 row.update(metric=metric, lam=lam, system=system, best_fixed=best_fixed,
                            delta=ci.mean, ci_low=ci.low, ci_high=ci.high,
                            gap_closed=gap_closed(row["reward"], base.mean(), oracle_reward))
                 rows.append(row)
+            if HEADLINE in per_question:
+                ci = bootstrap_ci(per_question[HEADLINE] - per_question["router"],
+                                  resamples=2000, seed=0)
+                next(r for r in rows[::-1] if r["system"] == HEADLINE).update(
+                    router_ci=(ci.low, ci.high))
     print_tables(rows, metrics, lams)
     checks(rows, metrics, lams)
     plot(rows, out)
@@ -128,11 +135,13 @@ def checks(rows: list[dict], metrics: list[str], lams: list[float]) -> None:
             if HEADLINE not in at[lam]:
                 continue
             row, router = at[lam][HEADLINE], at[lam]["router"]
+            low, high = row["router_ci"]
             best = max((r for s, r in at[lam].items() if is_policy(s)), key=lambda r: r["reward"])
             print(f"- {metric} lambda={lam}: reward {row['reward']:.4f} vs best fixed "
                   f"{row['reward'] - row['delta']:.4f} (CI low {row['ci_low']:+.4f}) "
                   f"{'PASS' if row['delta'] > 0 else 'FAIL'}; vs router {router['reward']:.4f} "
                   f"{'PASS' if row['reward'] >= router['reward'] else 'FAIL'} "
+                  f"(difference CI [{low:+.4f}, {high:+.4f}]) "
                   f"[{best['system']} {best['reward']:.4f}]")
         print(f"- {metric}: CI above 0 at {above} of {len(lams)} lambdas "
               f"{'PASS' if above >= 3 else 'FAIL'}")
