@@ -1,7 +1,7 @@
 """Index build engines side by side: the local build vs ``--engine ray`` on the same cores.
 
     nice -n 19 python benchmarks/build_engines.py [--passages 2000] [--cpus N] [--engines local,ray]
-        [--embed-backend torch] [--no-dense]
+        [--embed-backend torch] [--no-dense] [--gpus N]
 
 The corpus is synthetic: --passages passages whose texts recombine 3-6 random sentences of the
 sample corpus (searchagent/sample/corpus.jsonl.gz) and whose titles are sample titles with a
@@ -12,7 +12,8 @@ seconds per build stage (the manifest's ``build_seconds``; ray's "docstore" stag
 parses and counts BM25 terms in parallel), wall seconds of the whole call, the driver's peak
 RSS and, sampled every 0.2 s, the peak sum over Ray's worker processes (``ray::*``) of RSS and
 of USS (USS leaves out shared pages: torch's libraries, the object store) and the peak RSS sum
-over every process Ray started. Writes bench-out/build_engines.json.
+over every process Ray started. With --gpus N (a GPU machine), Ray embeds with one actor per
+GPU and the local build embeds on CUDA. Writes bench-out/build_engines.json.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Sampler(threading.Thread):
                 self.peaks[key] = max(self.peaks[key], value)
 
 
-def child(engine: str, corpus: str, out: str, cpus: int, config) -> None:
+def child(engine: str, corpus: str, out: str, cpus: int, gpus: int, config) -> None:
     """One build in this process; prints its measurements as JSON on the last line."""
     import torch
 
@@ -91,7 +92,8 @@ def child(engine: str, corpus: str, out: str, cpus: int, config) -> None:
     sampler = Sampler()
     sampler.start()
     started = time.perf_counter()
-    manifest = build_index(corpus, out, config, engine=engine, num_cpus=cpus)
+    manifest = build_index(corpus, out, config, engine=engine, num_cpus=cpus,
+                           num_gpus=gpus if engine == "ray" else 0)
     wall = time.perf_counter() - started
     sampler.stop.set()
     sampler.join()
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--engines", default="local,ray")
     parser.add_argument("--embed-backend", default="torch")
     parser.add_argument("--no-dense", action="store_true", help="BM25 only")
+    parser.add_argument("--gpus", type=int, default=0, help="Ray's embedding actors, one per GPU")
     parser.add_argument("--child", nargs=3, metavar=("ENGINE", "CORPUS", "OUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -117,15 +120,16 @@ def main() -> None:
         config = Config()
         config.index.dense = not args.no_dense
         config.index.embed_backend = args.embed_backend
-        return child(*args.child, args.cpus, config)
+        return child(*args.child, args.cpus, args.gpus, config)
     results = []
     with tempfile.TemporaryDirectory(prefix="build-engines-") as work:
         corpus = Path(work) / "corpus.jsonl"
         synthetic_corpus(corpus, args.passages)
         for engine in args.engines.split(","):
             command = [sys.executable, __file__, "--cpus", str(args.cpus),
-                       "--embed-backend", args.embed_backend, "--child", engine,
-                       str(corpus), str(Path(work) / engine)] + ["--no-dense"] * args.no_dense
+                       "--gpus", str(args.gpus), "--embed-backend", args.embed_backend,
+                       "--child", engine, str(corpus), str(Path(work) / engine)
+                       ] + ["--no-dense"] * args.no_dense
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             if done.returncode:
                 sys.exit(f"{engine} build failed:\n{done.stderr[-3000:]}")
@@ -141,7 +145,8 @@ def main() -> None:
                  "workers ΣUSS", "all Ray ΣRSS"], rows))
     OUT.mkdir(exist_ok=True)
     (OUT / "build_engines.json").write_text(json.dumps(
-        {"passages": args.passages, "cpus": args.cpus, "dense": not args.no_dense,
+        {"passages": args.passages, "cpus": args.cpus, "gpus": args.gpus,
+         "dense": not args.no_dense,
          "embed_backend": args.embed_backend, "results": results}, indent=2))
 
 

@@ -106,6 +106,28 @@ def gap_cell(values: np.ndarray, fixed: float, oracle: float) -> str:
     return f"{values.mean():.4f} ({(values.mean() - fixed) / (oracle - fixed):.0%})"
 
 
+def load_log(path: str):
+    """The arm log, its question embeddings, the cascade's feature spec and each row's
+    dataset name."""
+    table, emb, embedder = load_replay_data(path)
+    spec = FeatureSpec(embedder=embedder, embed_dim=emb.shape[1], confidence=False,
+                       cues=True, standardize=True)
+    return table, emb, spec, np.array([key[0] for key in table.keys])
+
+
+def print_seed_rows(seed: int, lams, table, names, splits, rewards: dict, variants) -> None:
+    """One table row per lambda: best fixed arm, the router and each variant's F1 reward
+    (``rewards[variant, lam]``, per question) with the gap to the oracle closed."""
+    Q, C, n = table.quality["f1"], table.steps, len(table)
+    for lam in lams:
+        R = Q - lam * C
+        fixed, oracle = R.mean(axis=0).max(), R.max(axis=1).mean()
+        cells = [R[np.arange(n), router_arms(splits, names, R)]] + [
+            rewards[v, lam] for v in variants]
+        print(f"| {seed} | {lam:g} | {fixed:.4f} | "
+              + " | ".join(gap_cell(c, fixed, oracle) for c in cells) + " |", flush=True)
+
+
 def router_on_guess(R: np.ndarray, names: np.ndarray, guess: np.ndarray, splits):
     """Per question, the reward of the router run on a guessed dataset: the training folds'
     best arm of the likeliest dataset, and of the expected reward under ``guess`` (rows of
@@ -125,10 +147,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="fold assignment")
     args = parser.parse_args()
     lams = [float(v) for v in args.lams.split(",")]
-    table, emb, embedder = load_replay_data(args.log)
-    spec = FeatureSpec(embedder=embedder, embed_dim=emb.shape[1], confidence=False,
-                       cues=True, standardize=True)
-    names = np.array([key[0] for key in table.keys])
+    table, emb, spec, names = load_log(args.log)
     onehot = 3.0 * (names[:, None] == np.unique(names)[None, :])
     Q, C, n = table.quality["f1"], table.steps, len(table)
     rewards = {(v, lam): np.zeros(n) for v in VARIANTS for lam in lams}

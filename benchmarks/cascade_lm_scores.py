@@ -30,11 +30,10 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import policies.cascade  # noqa: E402
-from benchmarks.cascade_dataset_signal import gap_cell, held_out_cascade  # noqa: E402
-from benchmarks.policy_armlogs import router_arms  # noqa: E402
+from benchmarks.cascade_dataset_signal import (held_out_cascade, load_log,  # noqa: E402
+                                               print_seed_rows)
 from policies.armlog import kfold_by_id  # noqa: E402
-from policies.features import FeatureMap, FeatureSpec  # noqa: E402
-from policies.replay import load_replay_data  # noqa: E402
+from policies.features import FeatureMap  # noqa: E402
 
 ANSWER_COLUMNS = ("mean", "sum", "first", "lowest", "tokens", "PMI mean", "PMI sum")
 VARIANTS = ("as it is", "+ question scores", "+ answer scores")
@@ -107,11 +106,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="fold assignments")
     args = parser.parse_args()
     lams = [float(v) for v in args.lams.split(",")]
-    table, emb, embedder = load_replay_data(args.log)
-    spec = FeatureSpec(embedder=embedder, embed_dim=emb.shape[1], confidence=False,
-                       cues=True, standardize=True)
-    names = np.array([key[0] for key in table.keys])
-    Q, C, n = table.quality["f1"], table.steps, len(table)
+    table, emb, spec, names = load_log(args.log)
+    Q, n = table.quality["f1"], len(table)
     asked, scored = load_scores(args.scores, table)
     print("Closed-book answer, correlation per dataset: with closed-book F1 / with single - "
           "closed-book F1\n\n| dataset | mean log-probability | PMI mean |\n|---|---|---|")
@@ -152,13 +148,7 @@ def main() -> None:
                     for lam, values in held_out_cascade(table, Xv, train, test, lams,
                                                         emb.shape[1]).items():
                         rewards[variant, lam][test] = values
-        for lam in lams:
-            R = Q - lam * C
-            fixed, oracle = R.mean(axis=0).max(), R.max(axis=1).mean()
-            cells = [R[np.arange(n), router_arms(splits, names, R)]] + [
-                rewards[v, lam] for v in VARIANTS]
-            print(f"| {seed} | {lam:g} | {fixed:.4f} | "
-                  + " | ".join(gap_cell(c, fixed, oracle) for c in cells) + " |", flush=True)
+        print_seed_rows(seed, lams, table, names, splits, rewards, VARIANTS)
 
 
 if __name__ == "__main__":
