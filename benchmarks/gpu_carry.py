@@ -11,7 +11,7 @@ machine's CPU in fp32, from the original weights, the vectors the GPU run is com
 with. Then, in one device call:
 
     run(command="nvidia-smi -L; PYTHONUNBUFFERED=1 python3 benchmarks/gpu_embed.py
-        --out $OUT", carry=[".gpu-carry"], timeout_s=420)
+        --out $OUT", carry=[".gpu-carry"], timeout_s=540)
 """
 
 from __future__ import annotations

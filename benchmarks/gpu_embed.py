@@ -1,7 +1,7 @@
 """GPU embedding the way an index build runs it: throughput and agreement with CPU fp32.
 
-    python benchmarks/gpu_embed.py [--carry .gpu-carry] [--passages 200000]
-        [--sentences 200000] [--batch-sizes 512,1024,2048] [--out bench-out]
+    python benchmarks/gpu_embed.py [--carry .gpu-carry] [--passages 100000]
+        [--sentences 100000] [--batch-sizes 512,1024,2048] [--out bench-out]
 
 Made for a lent GPU machine, which has torch and sentence-transformers but not this
 project's models: ``benchmarks/gpu_carry.py`` writes ``--carry`` here first (the bundled
@@ -54,8 +54,8 @@ def top10(queries: np.ndarray, passages: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--carry", default=".gpu-carry", type=Path)
-    parser.add_argument("--passages", type=int, default=200_000)
-    parser.add_argument("--sentences", type=int, default=200_000)
+    parser.add_argument("--passages", type=int, default=100_000)
+    parser.add_argument("--sentences", type=int, default=100_000)
     parser.add_argument("--batch-sizes", default="512,1024,2048")
     parser.add_argument("--out", default="bench-out", type=Path)
     args = parser.parse_args()
