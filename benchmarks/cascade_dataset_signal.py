@@ -115,6 +115,12 @@ def load_log(path: str):
     return table, emb, spec, np.array([key[0] for key in table.keys])
 
 
+def print_seed_header(variants) -> None:
+    print("\n| fold seed | lambda | best fixed | router (knows the dataset) | "
+          + " | ".join(f"cascade: {v}" for v in variants) + " |\n|"
+          + "---|" * (4 + len(variants)))
+
+
 def print_seed_rows(seed: int, lams, table, names, splits, rewards: dict, variants) -> None:
     """One table row per lambda: best fixed arm, the router and each variant's F1 reward
     (``rewards[variant, lam]``, per question) with the gap to the oracle closed."""

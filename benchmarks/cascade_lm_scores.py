@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import policies.cascade  # noqa: E402
-from benchmarks.cascade_dataset_signal import (held_out_cascade, load_log,  # noqa: E402
-                                               print_seed_rows)
+from benchmarks.cascade_dataset_signal import (  # noqa: E402
+    held_out_cascade, load_log, print_seed_header, print_seed_rows)
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.features import FeatureMap  # noqa: E402
 
@@ -128,8 +128,7 @@ def main() -> None:
         return list(plain_features(question, answers)) + list(
             answer_scale[i, :len(answers)].ravel())
 
-    print("\n| fold seed | lambda | best fixed | router (knows the dataset) | "
-          + " | ".join(f"cascade: {v}" for v in VARIANTS) + " |\n|" + "---|" * 7)
+    print_seed_header(VARIANTS)
     for seed in range(args.seeds):
         rewards = {(v, lam): np.zeros(n) for v in VARIANTS for lam in lams}
         splits = kfold_by_id(table.keys, 5, seed=seed)

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.cascade_dataset_signal import (held_out_cascade, load_log,  # noqa: E402
-                                               print_seed_rows)
+from benchmarks.cascade_dataset_signal import (  # noqa: E402
+    held_out_cascade, load_log, print_seed_header, print_seed_rows)
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.features import FeatureMap  # noqa: E402
 
@@ -103,8 +103,7 @@ def main() -> None:
             f"{corr(j, Q[rows, 0])} / {corr(j, Q[rows, 1] - Q[rows, 0])}" for j in shown)
             + " |")
     variants = ("question + answers", "+ popularity")
-    print("\n| fold seed | lambda | best fixed | router (knows the dataset) | "
-          + " | ".join(f"cascade: {v}" for v in variants) + " |\n|" + "---|" * 6)
+    print_seed_header(variants)
     for seed in range(args.seeds):
         rewards = {(v, lam): np.zeros(n) for v in variants for lam in lams}
         splits = kfold_by_id(table.keys, 5, seed=seed)
