@@ -50,7 +50,7 @@ def report(results: dict, table, lams: list[float], out: Path) -> list[dict]:
                        "oracle": {0: R.argmax(axis=1)},
                        **{s: seeds for (m, l, s), seeds in results["arms"].items()
                           if m == metric and l == lam}}
-            per_question = {}
+            per_question, added = {}, {}
             for system, seeds in systems.items():
                 row = outcome(seeds, table, metric, lam, datasets,
                               results.get("calls", {}).get((metric, lam, system)))
@@ -60,11 +60,11 @@ def report(results: dict, table, lams: list[float], out: Path) -> list[dict]:
                            delta=ci.mean, ci_low=ci.low, ci_high=ci.high,
                            gap_closed=gap_closed(row["reward"], base.mean(), oracle_reward))
                 rows.append(row)
-            if HEADLINE in per_question:
+                added[system] = row
+            if HEADLINE in added:
                 ci = bootstrap_ci(per_question[HEADLINE] - per_question["router"],
                                   resamples=2000, seed=0)
-                next(r for r in rows[::-1] if r["system"] == HEADLINE).update(
-                    router_ci=(ci.low, ci.high))
+                added[HEADLINE]["router_ci"] = (ci.low, ci.high)
     print_tables(rows, metrics, lams)
     checks(rows, metrics, lams)
     plot(rows, out)

@@ -71,8 +71,8 @@ class BM25Writer:
                  range_postings: int = RANGE_POSTINGS):
         if chunk_docs < 1 or range_postings < 1:
             raise ValueError("chunk_docs and range_postings must be positive")
-        self.folder, self.chunk_docs, self.range_postings = Path(folder), chunk_docs, \
-            range_postings
+        self.folder = Path(folder)
+        self.chunk_docs, self.range_postings = chunk_docs, range_postings
         self.folder.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix=".bm25-build-", dir=self.folder))
         self.runs = _Runs()
