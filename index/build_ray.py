@@ -27,6 +27,7 @@ model; the BM25 merge pass runs on the driver.
 
 from __future__ import annotations
 
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 from index.build import EMBEDDINGS, _build_vector_index, finish_build
@@ -66,10 +67,11 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
         raise InputError("--num-gpus must be >= 0 and --num-cpus >= 1", field="engine")
     with atomic_folder(out, overwrite=overwrite) as tmp:
         open_text(corpus).close()           # cannot open: the local reader's error, early
-        with ray_session(address, num_cpus, num_gpus, timings):
+        # run files inside tmp, closed when the build ends either way
+        bm25 = BM25Writer(tmp / "bm25") if cfg.bm25 else None
+        with ray_session(address, num_cpus, num_gpus, timings), \
+                (closing(bm25) if bm25 else nullcontext()):
             block = max(cfg.batch_size * 4, 256)       # the local build's encode block
-            # run files inside tmp: a failed build's atomic_folder removes them with the rest
-            bm25 = BM25Writer(tmp / "bm25") if cfg.bm25 else None
             collected = Collected(block if cfg.dense else 0, bm25)
             with timed(timings, "docstore"):        # duplicates found as in load_corpus
                 batches = parsed_blocks(corpus, cfg.chunk_words, cfg.chunk_overlap, cfg.bm25)

@@ -158,11 +158,11 @@ def parsed_blocks(corpus: Path, chunk_words: int, chunk_overlap: int, count_term
     """Parsed blocks, in corpus order. The reads run on this node (it has the file)."""
     node = ray.get_runtime_context().get_node_id()
     if "label_selector" in inspect.signature(ray.data.read_datasource).parameters:
-        pin = {"label_selector": {"ray.io/node-id": node}, "rayremote_args": {}}
+        pin = {"label_selector": {"ray.io/node-id": node}, "ray_remote_args": {}}
     else:                                                       # older Ray
-        pin = {"rayremote_args": {"scheduling_strategy":
+        pin = {"ray_remote_args": {"scheduling_strategy":
                                    NodeAffinitySchedulingStrategy(node, soft=False)}}
-    pin["rayremote_args"]["max_retries"] = RETRIES
+    pin["ray_remote_args"]["max_retries"] = RETRIES
     source = _CorpusLines(corpus, str(corpus), RANGE_BYTES)
     lines = remote_args(ray.data.read_datasource, source, **pin)
     parsed = remote_args(

@@ -51,8 +51,8 @@ def ray_session(address: str | None, num_cpus: int | None, num_gpus: int, timing
 
 def remote_args(call, *args, **kwargs):
     """``call`` with Ray options that Ray 2.60 has no named parameter for (retries, restarts,
-    a scheduling strategy) and so warns about as deprecated ``rayremote_args``."""
+    a scheduling strategy) and so warns about as deprecated ``ray_remote_args``."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*rayremote_args.* is deprecated")
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         return call(*args, **kwargs)
 

@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import zipfile
 from array import array
+from contextlib import closing
 from pathlib import Path
 from typing import Iterable
 
@@ -51,13 +52,10 @@ def build_bm25_files(docs: Iterable[list[str]], folder: str | Path, k1: float = 
     """Write the BM25 index of the tokenized ``docs`` into ``folder`` (as ``BM25Index.save``
     would write ``BM25Index.build(docs, k1, b, epsilon)``); return the manifest entry:
     vocabulary size, number of postings and the parameters."""
-    writer = BM25Writer(folder, chunk_docs, range_postings)
-    try:
+    with closing(BM25Writer(folder, chunk_docs, range_postings)) as writer:
         for counts in count_tokens(docs, writer.vocab, total, chunk_docs):
             writer.add(*counts)
         return writer.finish(k1, b, epsilon)
-    finally:
-        writer.close()
 
 
 class BM25Writer:

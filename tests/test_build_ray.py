@@ -151,6 +151,32 @@ def test_plain_text_corpus_is_read_in_ranges_of_whole_lines(tmp_path):
         assert got == expected, range_bytes
 
 
+def test_read_options_reach_ray_as_named_parameters(ray_session, tmp_path, monkeypatch):
+    """Pinning and retries are Ray options, not swallowed as arguments of the read."""
+    import functools
+    import inspect
+
+    import index.build_ray_read as ray_read
+    from index.build_ray_session import RETRIES
+
+    real, calls = ray_session.data.read_datasource, []
+
+    @functools.wraps(real)
+    def recording(source, **options):
+        calls.append(options)
+        return real(source, **options)
+
+    monkeypatch.setattr(ray_session.data, "read_datasource", recording)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps(p) for p in sample_passages(12)) + "\n")
+    blocks = list(ray_read.parsed_blocks(corpus, 0, 0, True))
+    assert sum(len(block) for block in blocks) == 12
+    named = {name for name, p in inspect.signature(real).parameters.items()
+             if p.kind is p.KEYWORD_ONLY}
+    assert len(calls) == 1 and set(calls[0]) <= named, set(calls[0]) - named
+    assert calls[0]["ray_remote_args"]["max_retries"] == RETRIES
+
+
 def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path, monkeypatch):
     import index.build_ray_read as ray_read
 
