@@ -61,6 +61,17 @@ def dataset_probabilities(questions, emb, names, train, test) -> np.ndarray:
     return P
 
 
+def fold_features(table, spec, emb, train) -> np.ndarray:
+    """The question features of every row, fitted on the rows ``train``."""
+    return FeatureMap.fit(spec, emb[train], [table.questions[i] for i in train]).transform(
+        emb, table.questions)
+
+
+def train_scaled(F: np.ndarray, train) -> np.ndarray:
+    """``F`` standardized with the mean and spread of the rows ``train``."""
+    return (F - F[train].mean(axis=0)) / (F[train].std(axis=0) + 1e-9)
+
+
 def trained_cascade(table, X: np.ndarray, train, lams, embed_dims: int) -> AnswerCascade:
     """The cascade on features ``X``, trained on the rows ``train`` (F1 quality)."""
     cascade = AnswerCascade(X.shape[1], embed_dims=embed_dims, lam_grid=lams)
@@ -161,8 +172,7 @@ def main() -> None:
     correct, guess = 0, np.zeros((n, len(np.unique(names))))
     splits = kfold_by_id(table.keys, 5, seed=args.seed)
     for train, test in splits:
-        X = FeatureMap.fit(spec, emb[train], [table.questions[i] for i in train]).transform(
-            emb, table.questions)
+        X = fold_features(table, spec, emb, train)
         P = dataset_probabilities(table.questions, emb, names, train, test)
         guess[test] = P[test]
         correct += int((np.unique(names)[P[test].argmax(axis=1)] == names[test]).sum())

@@ -31,9 +31,9 @@ from tqdm import tqdm  # noqa: E402
 
 import policies.cascade  # noqa: E402
 from benchmarks.cascade_dataset_signal import (  # noqa: E402
-    held_out_cascade, load_log, print_seed_header, print_seed_rows)
+    fold_features, held_out_cascade, load_log, print_seed_header, print_seed_rows,
+    train_scaled)
 from policies.armlog import kfold_by_id  # noqa: E402
-from policies.features import FeatureMap  # noqa: E402
 
 ANSWER_COLUMNS = ("mean", "sum", "first", "lowest", "tokens", "PMI mean", "PMI sum")
 VARIANTS = ("as it is", "+ question scores", "+ answer scores")
@@ -133,10 +133,8 @@ def main() -> None:
         rewards = {(v, lam): np.zeros(n) for v in VARIANTS for lam in lams}
         splits = kfold_by_id(table.keys, 5, seed=seed)
         for train, test in splits:
-            X = FeatureMap.fit(spec, emb[train], [table.questions[i] for i in train]
-                               ).transform(emb, table.questions)
-            asked_scale = (asked - asked[train].mean(0)) / (asked[train].std(0) + 1e-9)
-            answer_scale = (scored - scored[train].mean(0)) / (scored[train].std(0) + 1e-9)
+            X = fold_features(table, spec, emb, train)
+            asked_scale, answer_scale = train_scaled(asked, train), train_scaled(scored, train)
             for variant in VARIANTS:
                 Xv = np.hstack([X, asked_scale]) if variant == VARIANTS[1] else X
                 patch = variant == VARIANTS[2]

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.cascade_dataset_signal import (  # noqa: E402
-    held_out_cascade, load_log, print_seed_header, print_seed_rows)
+    fold_features, held_out_cascade, load_log, print_seed_header, print_seed_rows,
+    train_scaled)
 from policies.armlog import kfold_by_id  # noqa: E402
-from policies.features import FeatureMap  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z0-9][\w'\-]*")
 COMMON = 6.0            # Zipf 6 and up: function words, left out; also the "none" value
@@ -108,10 +108,8 @@ def main() -> None:
         rewards = {(v, lam): np.zeros(n) for v in variants for lam in lams}
         splits = kfold_by_id(table.keys, 5, seed=seed)
         for train, test in splits:
-            X = FeatureMap.fit(spec, emb[train], [table.questions[i] for i in train]
-                               ).transform(emb, table.questions)
-            scaled = (F - F[train].mean(axis=0)) / (F[train].std(axis=0) + 1e-9)
-            for variant, Xv in zip(variants, (X, np.hstack([X, scaled]))):
+            X = fold_features(table, spec, emb, train)
+            for variant, Xv in zip(variants, (X, np.hstack([X, train_scaled(F, train)]))):
                 for lam, values in held_out_cascade(table, Xv, train, test, lams,
                                                     emb.shape[1]).items():
                     rewards[variant, lam][test] = values
