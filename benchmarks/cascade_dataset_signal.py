@@ -145,6 +145,22 @@ def print_seed_rows(seed: int, lams, table, names, splits, rewards: dict, varian
               + " | ".join(gap_cell(c, fixed, oracle) for c in cells) + " |", flush=True)
 
 
+def compare_variants(table, spec, emb, names, lams, seeds: int, variants, held_out) -> None:
+    """For each fold seed, the table rows of ``print_seed_rows``: ``held_out(variant, train,
+    test, X)`` returns a variant's {lambda: F1 reward on ``test``}, given the question
+    features ``X`` fitted on ``train``."""
+    print_seed_header(variants)
+    for seed in range(seeds):
+        rewards = {(v, lam): np.zeros(len(table)) for v in variants for lam in lams}
+        splits = kfold_by_id(table.keys, 5, seed=seed)
+        for train, test in splits:
+            X = fold_features(table, spec, emb, train)
+            for variant in variants:
+                for lam, values in held_out(variant, train, test, X).items():
+                    rewards[variant, lam][test] = values
+        print_seed_rows(seed, lams, table, names, splits, rewards, variants)
+
+
 def router_on_guess(R: np.ndarray, names: np.ndarray, guess: np.ndarray, splits):
     """Per question, the reward of the router run on a guessed dataset: the training folds'
     best arm of the likeliest dataset, and of the expected reward under ``guess`` (rows of

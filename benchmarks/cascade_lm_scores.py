@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from unittest import mock
 
@@ -31,9 +32,7 @@ from tqdm import tqdm  # noqa: E402
 
 import policies.cascade  # noqa: E402
 from benchmarks.cascade_dataset_signal import (  # noqa: E402
-    fold_features, held_out_cascade, load_log, print_seed_header, print_seed_rows,
-    train_scaled)
-from policies.armlog import kfold_by_id  # noqa: E402
+    compare_variants, held_out_cascade, load_log, train_scaled)
 
 ANSWER_COLUMNS = ("mean", "sum", "first", "lowest", "tokens", "PMI mean", "PMI sum")
 VARIANTS = ("as it is", "+ question scores", "+ answer scores")
@@ -107,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     lams = [float(v) for v in args.lams.split(",")]
     table, emb, spec, names = load_log(args.log)
-    Q, n = table.quality["f1"], len(table)
+    Q = table.quality["f1"]
     asked, scored = load_scores(args.scores, table)
     print("Closed-book answer, correlation per dataset: with closed-book F1 / with single - "
           "closed-book F1\n\n| dataset | mean log-probability | PMI mean |\n|---|---|---|")
@@ -123,30 +122,21 @@ def main() -> None:
             row_of[q, tuple(arms[:k])] = i
     plain_features, plain_count = policies.cascade.answer_features, policies.cascade.feature_count
 
-    def scored_features(question: str, answers) -> list[float]:
+    def scored_features(scale: np.ndarray, question: str, answers) -> list[float]:
         i = row_of[question, tuple(answers)]
-        return list(plain_features(question, answers)) + list(
-            answer_scale[i, :len(answers)].ravel())
+        return list(plain_features(question, answers)) + list(scale[i, :len(answers)].ravel())
 
-    print_seed_header(VARIANTS)
-    for seed in range(args.seeds):
-        rewards = {(v, lam): np.zeros(n) for v in VARIANTS for lam in lams}
-        splits = kfold_by_id(table.keys, 5, seed=seed)
-        for train, test in splits:
-            X = fold_features(table, spec, emb, train)
-            asked_scale, answer_scale = train_scaled(asked, train), train_scaled(scored, train)
-            for variant in VARIANTS:
-                Xv = np.hstack([X, asked_scale]) if variant == VARIANTS[1] else X
-                patch = variant == VARIANTS[2]
-                with mock.patch.object(policies.cascade, "answer_features",
-                                       scored_features if patch else plain_features), \
-                        mock.patch.object(policies.cascade, "feature_count",
-                                          lambda k: plain_count(k) + patch * 7 * k):
-                    for lam, values in held_out_cascade(table, Xv, train, test, lams,
-                                                        emb.shape[1]).items():
-                        rewards[variant, lam][test] = values
-        print_seed_rows(seed, lams, table, names, splits, rewards, VARIANTS)
+    def held_out(variant, train, test, X):
+        Xv = np.hstack([X, train_scaled(asked, train)]) if variant == VARIANTS[1] else X
+        patch = variant == VARIANTS[2]
+        with mock.patch.object(policies.cascade, "answer_features",
+                               partial(scored_features, train_scaled(scored, train))
+                               if patch else plain_features), \
+                mock.patch.object(policies.cascade, "feature_count",
+                                  lambda k: plain_count(k) + patch * 7 * k):
+            return held_out_cascade(table, Xv, train, test, lams, emb.shape[1])
 
+    compare_variants(table, spec, emb, names, lams, args.seeds, VARIANTS, held_out)
 
 if __name__ == "__main__":
     main()

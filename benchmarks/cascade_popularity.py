@@ -28,9 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.cascade_dataset_signal import (  # noqa: E402
-    fold_features, held_out_cascade, load_log, print_seed_header, print_seed_rows,
-    train_scaled)
-from policies.armlog import kfold_by_id  # noqa: E402
+    compare_variants, held_out_cascade, load_log, train_scaled)
 
 WORD = re.compile(r"[A-Za-z0-9][\w'\-]*")
 COMMON = 6.0            # Zipf 6 and up: function words, left out; also the "none" value
@@ -82,7 +80,7 @@ def main() -> None:
         sys.exit("this benchmark needs wordfreq: .venv/bin/pip install wordfreq")
     lams = [float(v) for v in args.lams.split(",")]
     table, emb, spec, names = load_log(args.log)
-    Q, n = table.quality["f1"], len(table)
+    Q = table.quality["f1"]
 
     def zipf(text: str) -> float:
         return zipf_frequency(text, "en")
@@ -103,18 +101,12 @@ def main() -> None:
             f"{corr(j, Q[rows, 0])} / {corr(j, Q[rows, 1] - Q[rows, 0])}" for j in shown)
             + " |")
     variants = ("question + answers", "+ popularity")
-    print_seed_header(variants)
-    for seed in range(args.seeds):
-        rewards = {(v, lam): np.zeros(n) for v in variants for lam in lams}
-        splits = kfold_by_id(table.keys, 5, seed=seed)
-        for train, test in splits:
-            X = fold_features(table, spec, emb, train)
-            for variant, Xv in zip(variants, (X, np.hstack([X, train_scaled(F, train)]))):
-                for lam, values in held_out_cascade(table, Xv, train, test, lams,
-                                                    emb.shape[1]).items():
-                    rewards[variant, lam][test] = values
-        print_seed_rows(seed, lams, table, names, splits, rewards, variants)
 
+    def held_out(variant, train, test, X):
+        Xv = X if variant == variants[0] else np.hstack([X, train_scaled(F, train)])
+        return held_out_cascade(table, Xv, train, test, lams, emb.shape[1])
+
+    compare_variants(table, spec, emb, names, lams, args.seeds, variants, held_out)
 
 if __name__ == "__main__":
     main()
