@@ -101,10 +101,12 @@ class OnlineLearner:
 
     # -- serving ------------------------------------------------------------------------
     def decide(self, features: np.ndarray | None, question: str,
-               forced_arm: str | None = None, lam: float | None = None) -> Decision:
-        """Choose an arm (or record a forced one) and journal the decision. ``lam`` asks
-        for another accuracy/cost trade-off than the trained one; it is honoured when the
-        policy supports it (``Decision.lam`` says which was used)."""
+               forced_arm: str | None = None, lam: float | None = None,
+               request_id: str | None = None) -> Decision:
+        """Choose an arm (or record a forced one) and journal the decision (under
+        ``request_id``, a new one when None). ``lam`` asks for another accuracy/cost
+        trade-off than the trained one; it is honoured when the policy supports it
+        (``Decision.lam`` says which was used)."""
         if features is None and forced_arm is None:
             raise InputError("features are needed to choose an arm", field="features")
         if forced_arm is None and self.bundle.policy.stepwise:
@@ -128,17 +130,20 @@ class OnlineLearner:
             if forced_arm is not None:
                 arm, propensity = ARMS[arm_index(forced_arm)], 1.0
             return self.journal(features, question, arm, scores, forced_arm is not None,
-                                explored, lam, propensity)
+                                explored, lam, propensity, request_id=request_id)
 
     def journal(self, features: np.ndarray | None, question: str, arm: str,
                 scores: Sequence[float], forced: bool = False, explored: bool = False,
                 lam: float | None = None, propensity: float = 1.0,
-                answers: list[dict] | None = None) -> Decision:
+                answers: list[dict] | None = None, request_id: str | None = None
+                ) -> Decision:
         """Journal a decision made here or by the caller (the agent runs a cascade's steps
         itself and journals the arm whose answer it served, and every answer generated:
-        ``answers``, ``{"arm", "answer", "calls"}`` in running order)."""
+        ``answers``, ``{"arm", "answer", "calls"}`` in running order) under ``request_id``
+        (the server's id for the request; a new one when None)."""
         scores = [float(s) for s in scores]
-        decision = Decision(uuid.uuid4().hex, ARMS[arm_index(arm)], scores, self.fingerprint,
+        decision = Decision(request_id or uuid.uuid4().hex, ARMS[arm_index(arm)], scores,
+                            self.fingerprint,
                             forced=forced, explored=explored, lam=lam, propensity=propensity)
         with self.lock:
             self.con.execute(

@@ -80,6 +80,8 @@ class Agent:
     # -- public API ---------------------------------------------------------------------
     def answer(self, question: str, strategy: str | None = None,
                ctx: dict | None = None) -> Answer:
+        """Answer ``question`` with ``strategy`` (an arm, or auto). ``ctx`` goes to the
+        strategies; its ``request_id`` (the server's) names the decision for feedback."""
         if not isinstance(question, str) or not question.strip():
             raise InputError("empty question", field="question")
         strategy = strategy or self.config.agent.strategy
@@ -139,7 +141,7 @@ class Agent:
         arm = FALLBACK_ARM if strategy == "auto" else strategy
         started = time.perf_counter()
         answer = self._strategy(arm).run(question, ctx)
-        request_id = uuid.uuid4().hex
+        request_id = (ctx or {}).get("request_id") or uuid.uuid4().hex
         decision = {"request_id": request_id, "arm": arm, "forced": strategy != "auto",
                     "policy": "none" if strategy != "auto" else f"fallback:{arm}",
                     "fingerprint": None, "scores": None, "explored": False,
@@ -171,7 +173,8 @@ class Agent:
         requested_lam = (ctx or {}).get("lam")
         decision = self.learner.decide(features, question,
                                        forced_arm=None if strategy == "auto" else strategy,
-                                       lam=requested_lam)
+                                       lam=requested_lam,
+                                       request_id=(ctx or {}).get("request_id"))
         overhead = time.perf_counter() - choose_started
         if (ctx or {}).get("on_step"):         # a streaming client sees the decision at once
             ctx["on_step"]("policy", **decision.to_dict(), policy=bundle.policy.algo)

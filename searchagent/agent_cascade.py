@@ -50,7 +50,7 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
         features, question, served, [], explored=any(step["explored"] for step in steps),
         propensity=float(np.prod([step["probability"] for step in steps])),
         answers=[{"arm": name, "answer": a.answer, "calls": a.retrieval_calls}
-                 for name, a in ran.items()])
+                 for name, a in ran.items()], request_id=(ctx or {}).get("request_id"))
     agent.learner.record_served(decision.request_id, answer.answer, answer.retrieval_calls,
                                 answer.seconds)
     detail = {**decision.to_dict(), "policy": cascade.algo,

@@ -95,9 +95,12 @@ def test_linucb_policy_serves_learns_and_survives_restart(searcher, generator, c
     assert result["applied"] and agent.learner.bundle.policy.counts[1] == 1
     with pytest.raises(ConflictError, match="already has feedback"):
         agent.feedback(decision["request_id"], reward=1.0)
+    named = decision_of(agent.answer(QUESTION["question"], ctx={"request_id": "server-id"}))
+    assert named["request_id"] == "server-id"           # journaled under the caller's id
+    assert agent.feedback("server-id", reward=0.0)["applied"]
     agent.close()
-    assert load_policy(tmp_path).policy.counts.tolist() == [0, 1, 0]
-    assert Agent(searcher, generator, config, policy=tmp_path).learner.stats()["feedback"] == 1
+    assert load_policy(tmp_path).policy.counts.tolist() == [0, 2, 0]
+    assert Agent(searcher, generator, config, policy=tmp_path).learner.stats()["feedback"] == 2
 
 
 def test_cascade_policy_runs_its_steps_and_charges_every_answer(searcher, generator, config):
@@ -115,8 +118,9 @@ def test_cascade_policy_runs_its_steps_and_charges_every_answer(searcher, genera
     assert grown == [1, 1, 0]          # one row per step the feedback reached
     forced = agent.answer(QUESTION["question"], strategy="parametric")
     assert forced.strategy == "parametric" and decision_of(forced)["forced"]
-    dear = decision_of(agent.answer(QUESTION["question"], ctx={"lam": 5.0}))
+    dear = decision_of(agent.answer(QUESTION["question"], ctx={"lam": 5.0, "request_id": "r5"}))
     assert [step["action"] for step in dear["cascade"]] == ["stop"]      # a call costs 5
+    assert dear["request_id"] == "r5" and agent.feedback("r5", gold=QUESTION["answers"])["applied"]
     assert dear["ran"] == ["parametric"] and dear["lam"] == dear["lam_requested"] == 5.0
 
 

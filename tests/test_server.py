@@ -130,6 +130,10 @@ def test_stream_sends_each_step_then_the_answer(live):
     steps = [data for n, data in events if n == "step"]
     assert steps and steps[0]["kind"] == "generate" and steps[0]["completion_tokens"] > 0
     assert events[-1][1]["arm"] == "parametric" and events[-1][1]["steps"] == 0
+    started = events[0][1]["request_id"]
+    assert started == events[-1][1]["request_id"]        # one id from the first event on
+    given = live.client.post("/v1/feedback", json={"request_id": started, "reward": 1.0})
+    assert given.status_code == 200, given.text
 
 
 @pytest.mark.parametrize("payload, field", [

@@ -117,7 +117,8 @@ class AnswerService:
               deadline: float) -> tuple[Session, Future]:
         """Admit one question as a session; the future resolves to an ``Answer``."""
         session = Session(id=session_id, deadline=deadline)
-        ctx = {**ctx, "session": session_id, "on_step": session.record,
+        ctx = {**ctx, "session": session_id, "request_id": session_id,
+               "on_step": session.record,
                "budget": {"deadline": deadline, "cancel": session.cancel}}
 
         def work(session: Session):
