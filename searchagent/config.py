@@ -22,6 +22,12 @@ ENV_PREFIX = "SEARCHAGENT__"
 SECRET_MARK = "***set***"             # what a written config shows for a secret that is set
 
 
+def bounded(default: Any, low: float | None = None, high: float | None = None,
+            above: float | None = None) -> Any:
+    """A number field that must be >= ``low``, <= ``high`` and > ``above`` (where given)."""
+    return field(default=default, metadata={"low": low, "high": high, "above": above})
+
+
 def secret(default: str = "") -> Any:
     """A config field that is never written to disk (``Config.public_dict``) nor shown in
     a repr."""
@@ -36,23 +42,23 @@ class IndexConfig:
     embed_backend: str = "torch"          # torch | onnx | onnx-int8 | openvino | openvino-int8 | auto
     faiss: str = "Flat"                   # a faiss index_factory string, or "spann"
     dtype: str = "float16"                # stored embeddings: float16 | float32
-    chunk_words: int = 0                  # 0 = keep passages whole
-    chunk_overlap: int = 0
-    batch_size: int = 64
-    bm25_k1: float = 1.5
-    bm25_b: float = 0.75
+    chunk_words: int = bounded(0, 0)      # 0 = keep passages whole
+    chunk_overlap: int = bounded(0, 0)
+    batch_size: int = bounded(64, 1)
+    bm25_k1: float = bounded(1.5, 0.0)
+    bm25_b: float = bounded(0.75, 0.0, 1.0)
     verify: str = "full"                  # checksum check on open: full | size
 
 
 @dataclass
 class RetrievalConfig:
     mode: str = "hybrid"                  # bm25 | dense | hybrid
-    k: int = 5
-    rrf_k: int = 60
-    hnsw_ef_search: int = 64
-    ivf_nprobe: int = 16
-    funnel_coarse_k: int = 100            # multi-hop funnel: candidates per coarse retriever
-    funnel_shortlist: int = 20            # kept after exact dense re-scoring
+    k: int = bounded(5, 1)
+    rrf_k: int = bounded(60, 0)
+    hnsw_ef_search: int = bounded(64, 1)
+    ivf_nprobe: int = bounded(16, 1)
+    funnel_coarse_k: int = bounded(100, 1)  # multi-hop funnel: candidates per coarse retriever
+    funnel_shortlist: int = bounded(20, 1)  # kept after exact dense re-scoring
     reranker: str = ""                    # optional local cross-encoder folder (none bundled)
 
 
@@ -60,42 +66,43 @@ class RetrievalConfig:
 class GeneratorConfig:
     backend: str = "llama_cpp"            # llama_cpp | transformers | openai
     model: str = "default"                # "default" = the bundled SmolLM2-135M-Instruct GGUF
-    threads: int = 0                      # 0 = all cores
-    max_new_tokens: int = 48
-    temperature: float = 0.0
-    context_tokens: int = 2048
+    threads: int = bounded(0, 0)          # 0 = all cores
+    max_new_tokens: int = bounded(48, 1)
+    temperature: float = bounded(0.0, 0.0)
+    context_tokens: int = bounded(2048, 1)
     base_url: str = ""
     api_key: str = secret()
-    timeout_s: float = 60.0
-    retries: int = 2
+    timeout_s: float = bounded(60.0, above=0.0)
+    retries: int = bounded(2, 0)
 
 
 @dataclass
 class AgentConfig:
     strategy: str = "auto"                # auto | parametric | single | multi
-    max_hops: int = 4
-    context_budget_tokens: int = 1200
+    max_hops: int = bounded(4, 1)
+    context_budget_tokens: int = bounded(1200, 1)
     hop_query: str = "bridge"             # multi-hop query: question | step | bridge
-    fewshot: int = 1                      # demos in the multi-hop reasoning prompt (train data)
-    lam: float = 0.1
+    fewshot: int = bounded(1, 0)          # demos in the multi-hop reasoning prompt (train data)
+    lam: float = bounded(0.1, 0.0)
     policy_dir: str = ""
 
 
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = 8000
-    max_queue: int = 64
-    request_timeout_s: float = 120.0
-    expected_service_s: float = 0.0       # service time assumed before one is measured (0: the deadline)
-    max_body_bytes: int = 65536
+    port: int = bounded(8000, 0, 65535)
+    max_queue: int = bounded(64, 0)
+    request_timeout_s: float = bounded(120.0, above=0.0)
+    # service time assumed before one is measured (0: the deadline)
+    expected_service_s: float = bounded(0.0, 0.0)
+    max_body_bytes: int = bounded(65536, 1)
     api_key: str = secret()
     scheduler: str = "priority"           # fcfs | priority
     non_stall: bool = True                # cut retrievals past the budget when generation idles
-    sessions: int = 8                     # agent sessions running at once
-    max_batch: int = 8                    # generation calls per backend call (batching backends)
-    retrieval_budget_ms: float = 50.0
-    retrieval_workers: int = 2
+    sessions: int = bounded(8, 1)         # agent sessions running at once
+    max_batch: int = bounded(8, 1)        # generation calls per backend call (batching backends)
+    retrieval_budget_ms: float = bounded(50.0, 0.0)
+    retrieval_workers: int = bounded(2, 1)
     allow_updates: bool = False           # POST/DELETE /v1/documents change the index
 
 
@@ -125,6 +132,9 @@ class Config:
     def updated(self, overrides: Mapping[str, Mapping[str, Any]], source: str) -> "Config":
         """Return a copy with ``{section: {key: value}}`` applied, type-checked per field."""
         data = self.to_dict()
+        limits = {section.name: {f.name: f.metadata for f in
+                                 dataclasses.fields(section.default_factory)}
+                  for section in dataclasses.fields(Config)}
         for section, values in overrides.items():
             if section not in data:
                 raise InputError(f"unknown config section (known: {', '.join(data)})",
@@ -137,8 +147,10 @@ class Config:
                     raise InputError(f"{SECRET_MARK!r} only marks a secret that was set, it "
                                      "is not the key; give the key through the environment "
                                      "or a key file", path=source, field=f"{section}.{key}")
-                data[section][key] = _coerce(value, type(data[section][key]), source,
-                                             f"{section}.{key}")
+                name = f"{section}.{key}"
+                value = _coerce(value, type(data[section][key]), source, name)
+                _check_limits(value, limits[section][key], source, name)
+                data[section][key] = value
         return Config.from_dict(data)
 
     @classmethod
@@ -165,6 +177,15 @@ def _coerce(value: Any, kind: type, source: str, name: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InputError(f"expected {kind.__name__}, got {value!r}", path=source, field=name)
     return value
+
+
+def _check_limits(value: Any, limits: Mapping[str, Any], source: str, name: str) -> None:
+    low, high, above = limits.get("low"), limits.get("high"), limits.get("above")
+    rule = (f">= {low:g}" if low is not None and value < low else
+            f"<= {high:g}" if high is not None and value > high else
+            f"> {above:g}" if above is not None and value <= above else None)
+    if rule:
+        raise InputError(f"must be {rule}, got {value!r}", path=source, field=name)
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None,

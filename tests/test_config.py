@@ -32,3 +32,26 @@ def test_errors_name_the_source_and_field(tmp_path):
     bad.write_text("[index\n")
     with pytest.raises(InputError, match="invalid config file"):
         load_config(bad, env={})
+
+
+@pytest.mark.parametrize("layer, section, key, value, rule", [
+    ("command line", "index", "batch_size", 0, ">= 1"),
+    ("command line", "index", "chunk_words", -5, ">= 0"),
+    ("command line", "server", "port", 99999, "<= 65535"),
+    ("command line", "server", "sessions", 0, ">= 1"),
+    ("command line", "server", "request_timeout_s", -1, "> 0"),
+    ("environment", "retrieval", "k", "0", ">= 1"),
+    ("environment", "agent", "max_hops", "0", ">= 1"),
+    ("environment", "index", "bm25_b", "1.5", "<= 1"),
+])
+def test_numbers_out_of_range_are_refused_with_their_field(layer, section, key, value, rule):
+    overrides = {section: {key: value}}
+    with pytest.raises(InputError, match=rf"{layer}, field '{section}\.{key}': must be "
+                                         rf"{rule}, got"):
+        if layer == "environment":
+            load_config(env={f"SEARCHAGENT__{section.upper()}__{key.upper()}": value})
+        else:
+            load_config(env={}, cli=overrides)
+    edge = {"batch_size": 1, "chunk_words": 0, "port": 0, "sessions": 1, "k": 1,
+            "max_hops": 1, "bm25_b": 1.0, "request_timeout_s": 0.01}[key]
+    assert getattr(getattr(load_config(env={}, cli={section: {key: edge}}), section), key) == edge

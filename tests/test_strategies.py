@@ -154,6 +154,28 @@ def test_ask_cli_json_and_text(small_index):
     assert bad.returncode == 2 and "empty question" in bad.stderr
 
 
+def test_ask_cli_auto_lets_the_trained_policy_pick(small_index, searcher, tmp_path):
+    from policies.persistence import save_policy
+    from tests.policy_data import retrieve_once_cascade
+
+    save_policy(retrieve_once_cascade(searcher.encoder), tmp_path / "cascade")
+    run = subprocess.run([sys.executable, "-m", "searchagent", "ask", str(small_index),
+                          QUESTION, "--json"], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ,
+                              "SEARCHAGENT__AGENT__POLICY_DIR": str(tmp_path / "cascade"),
+                              "SEARCHAGENT__GENERATOR__MAX_NEW_TOKENS": "6",
+                              "SEARCHAGENT__GENERATOR__THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    decision = answer["trace"][0]
+    assert decision["kind"] == "policy" and decision["detail"]["policy"] == "cascade"
+    assert decision["detail"]["ran"] == ["parametric", "single"]
+    assert answer["strategy"] == "single" and answer["retrieval_calls"] == 1
+    bad = subprocess.run([sys.executable, "-m", "searchagent", "ask", str(small_index), "q",
+                          "-k", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "field 'retrieval.k': must be >= 1" in bad.stderr
+
+
 def test_retrieval_only_ablation_runs_every_hop(searcher):
     from searchagent.strategies.multi import MultiHopStrategy
     from searchagent.strategies.single import SingleStrategy

@@ -1,4 +1,9 @@
-"""``searchagent ask INDEX_DIR "question" [--strategy parametric|single|multi] [--json]``."""
+"""``searchagent ask INDEX_DIR "question" [--strategy auto|parametric|single|multi] [--json]``.
+
+``auto`` (the default ``agent.strategy``) lets the trained policy in ``agent.policy_dir``
+pick the arm, as the server does (greedy, no exploration); without a policy it answers with
+the fallback arm (single).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ def register(sub) -> None:
     ask = sub.add_parser("ask", help="answer one question with a strategy (arm)")
     ask.add_argument("index_dir")
     ask.add_argument("question")
-    ask.add_argument("--strategy", choices=ARMS, help="default: agent.strategy from the "
-                     "config, or single when that is 'auto'")
-    ask.add_argument("-k", type=int, help="passages per retrieval (retrieval.k)")
+    ask.add_argument("--strategy", choices=("auto", *ARMS), help="default: agent.strategy "
+                     "(auto: the policy in agent.policy_dir picks; single without one)")
+    ask.add_argument("-k", type=int, help="passages per retrieval (retrieval.k; multi "
+                     "retrieves max(2, (k + 1) // 2) per hop)")
     ask.add_argument("--max-hops", type=int, help="hop limit for multi (agent.max_hops)")
     ask.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
     ask.set_defaults(func=run_ask)
@@ -23,6 +29,7 @@ def register(sub) -> None:
 
 def run_ask(args) -> int:
     from retrievers.searcher import Searcher
+    from searchagent.agent import make_agent
     from searchagent.errors import InputError
     from searchagent.generators.factory import make_generator
     from searchagent.strategies.factory import make_strategy
@@ -31,12 +38,18 @@ def run_ask(args) -> int:
         raise InputError("empty question", field="question")
     config = load_config(args.config, cli={"retrieval": {"k": args.k},
                                            "agent": {"max_hops": args.max_hops}})
-    name = args.strategy or (config.agent.strategy if config.agent.strategy in ARMS
-                             else "single")
+    name = args.strategy or config.agent.strategy
     searcher = Searcher(args.index_dir, config)
     try:
-        strategy = make_strategy(name, searcher, make_generator(config.generator), config)
-        answer = strategy.run(args.question)
+        generator = make_generator(config.generator)
+        if name == "auto":
+            agent = make_agent(searcher, generator, config)
+            try:
+                answer = agent.answer(args.question, "auto")
+            finally:
+                agent.close()
+        else:
+            answer = make_strategy(name, searcher, generator, config).run(args.question)
     finally:
         searcher.close()
     if args.json:
@@ -63,6 +76,9 @@ def format_answer(answer) -> str:
         detail = step.detail
         if step.kind == "retrieve":
             what = f"retrieve {len(detail.get('ids', []))} for {detail.get('query', '')[:70]!r}"
+        elif step.kind == "policy":
+            what = (f"policy {detail.get('policy', '')} chose {detail.get('arm', '')}"
+                    + (f" (request {detail['request_id']})" if detail.get("request_id") else ""))
         elif step.kind == "fit_context":
             what = (f"fit the context: prompt {detail['prompt_tokens_given']} -> "
                     f"{detail['prompt_tokens']} tok, passages {detail['passages_given']} -> "

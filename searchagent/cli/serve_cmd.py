@@ -58,37 +58,51 @@ def run_serve(args) -> int:
     warning = exposure_warning(server_cfg)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    if server_cfg.allow_updates:
-        if not (server_cfg.api_key or _is_loopback(server_cfg.host)):
-            raise InputError("--allow-updates beyond loopback needs an API key (--api-key or "
-                             "--api-key-file): anyone could change the index",
-                             field="allow_updates")
-        from retrievers.live_searcher import LiveSearcher
-
-        searcher = LiveSearcher(args.index_dir, config)
-    else:
-        searcher = Searcher(args.index_dir, config)
-    app = create_app(searcher, config, use_agent=not args.no_agent)
-    listener = socket.socket(socket.AF_INET6 if ":" in server_cfg.host else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((server_cfg.host, server_cfg.port))
-    port = listener.getsockname()[1]
-    server = draining_server(uvicorn.Config(
-        app, log_level="warning", timeout_graceful_shutdown=int(server_cfg.request_timeout_s) + 5,
-        access_log=False), app.state)
-    print(f"searchagent: serving {args.index_dir} on http://{server_cfg.host}:{port} "
-          f"(scheduler={server_cfg.scheduler}, non_stall={server_cfg.non_stall}, "
-          f"sessions={server_cfg.sessions}); docs at /docs", flush=True)
-    # uvicorn re-raises the stop signal after its graceful shutdown; with a Python
-    # handler in place that re-raise returns here instead of killing the process
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    if server_cfg.allow_updates and not (server_cfg.api_key or _is_loopback(server_cfg.host)):
+        raise InputError("--allow-updates beyond loopback needs an API key (--api-key or "
+                         "--api-key-file): anyone could change the index",
+                         field="allow_updates")
+    listener = bound_socket(server_cfg.host, server_cfg.port)   # a busy port fails first
+    searcher = None
     try:
+        if server_cfg.allow_updates:
+            from retrievers.live_searcher import LiveSearcher
+
+            searcher = LiveSearcher(args.index_dir, config)
+        else:
+            searcher = Searcher(args.index_dir, config)
+        app = create_app(searcher, config, use_agent=not args.no_agent)
+        port = listener.getsockname()[1]
+        server = draining_server(uvicorn.Config(
+            app, log_level="warning",
+            timeout_graceful_shutdown=int(server_cfg.request_timeout_s) + 5,
+            access_log=False), app.state)
+        print(f"searchagent: serving {args.index_dir} on http://{server_cfg.host}:{port} "
+              f"(scheduler={server_cfg.scheduler}, non_stall={server_cfg.non_stall}, "
+              f"sessions={server_cfg.sessions}); docs at /docs", flush=True)
+        # uvicorn re-raises the stop signal after its graceful shutdown; with a Python
+        # handler in place that re-raise returns here instead of killing the process
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         server.run(sockets=[listener])
     finally:
         listener.close()
-        searcher.close()
+        if searcher is not None:
+            searcher.close()
     print("searchagent: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: a free port), or an InputError saying why not."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                         field="port") from exc
+    return listener
 
 
 def serve_config(args) -> Config:
