@@ -15,6 +15,7 @@ replaced atomically last, so a crash mid-save leaves the previous policy intact.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -60,7 +61,10 @@ def make_policy(algo: str, dim: int, seed: int = 0, **params: Any) -> Policy:
     try:
         return classes[algo](dim, len(ARMS), seed, **params)
     except TypeError as exc:
-        raise InputError(f"bad parameters for {algo}: {exc}", field="params") from exc
+        known = [name for name in inspect.signature(classes[algo]).parameters
+                 if name not in ("dim", "n_arms", "seed")]
+        raise InputError(f"bad parameters for {algo}: {exc} (its parameters: "
+                         f"{', '.join(known)})", field="params") from exc
 
 
 @dataclass

@@ -82,6 +82,8 @@ class Searcher:
             return self.dense
         if mode == "hybrid":
             parts = [getattr(self, name) for name in ("bm25", "dense") if name in self.components]
+            if len(parts) == 1:         # one retriever to fuse: its own ranks and scores
+                return parts[0]
             return HybridRetriever(parts, rrf_k=self.config.retrieval.rrf_k)
         raise InputError(f"unknown retrieval mode {mode!r} (choose from {', '.join(MODES)})",
                          field="mode")

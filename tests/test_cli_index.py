@@ -26,6 +26,8 @@ def test_build_info_search(tmp_path, small_corpus):
     hits = [json.loads(line) for line in found.stdout.splitlines()]
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert "Tinted Windows" in hits[0]["title"]
+    default = cli("search", out, "Tinted Windows band first performance", "-k", "3", "--json")
+    assert [json.loads(line) for line in default.stdout.splitlines()] == hits   # hybrid of one
 
 
 def test_errors_exit_nonzero_with_a_located_message(tmp_path):

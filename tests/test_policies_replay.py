@@ -127,6 +127,12 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     assert main(["policy", "train", *args, "--algo", "linucb", "--out", str(out),
                  "--param", "gamma"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["policy", "train", *args, "--algo", "outcome", "--out", str(out),
+                 "--param", "reg=1"]) == 2
+    assert "its parameters: lam, embed_dims, l2" in capsys.readouterr().err
+    assert main(["policy", "train", *args, "--out", str(out), "--test-frac", "0.999"]) == 2
+    assert "field 'test_frac': 0 training question(s): the log has 298" in \
+        capsys.readouterr().err
 
 
 def test_cli_default_cascade_policy_on_every_question(arm_log, tmp_path, capsys):

@@ -101,6 +101,10 @@ def run_train(args) -> int:
         train_rows, test_rows = np.arange(len(table)), np.arange(0)
     else:
         train_rows, test_rows = split_by_id(table.keys, args.test_frac, args.split_seed)
+    if len(train_rows) < 2:
+        raise InputError(f"{len(train_rows)} training question(s): the log has {len(table)} "
+                         f"and --test-frac {args.test_frac:g} holds out {len(test_rows)}; "
+                         "a policy needs at least 2", path=args.log, field="test_frac")
     features = FeatureSpec(embedder=embedder, embed_dim=int(embeddings.shape[1]),
                            projection=args.projection, proj_dim=args.proj_dim,
                            lexical=not args.no_lexical, confidence=not args.no_confidence,
