@@ -86,13 +86,20 @@ class LivingIndex:
                 "embed_seconds": embed_s}
 
     def delete(self, ids: Iterable[str]) -> dict:
-        """Delete passages by corpus id; unknown ids are reported, not an error."""
+        """Delete passages by corpus id; unknown ids are reported, not an error (only
+        unknown ids: no new generation)."""
         ids = list(dict.fromkeys(ids))
         found = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
         rows = sorted(r for group in found.values() for r in group)
+        missing = [i for i in ids if i not in found]
+        if not rows:                    # nothing to delete: no new generation
+            counts = self.manifest["counts"]
+            return {"generation": self.generation, "op": "delete",
+                    "passages": counts["passages"], "deleted_total": counts.get("deleted", 0),
+                    "rows_added": 0, "rows_deleted": 0, "seconds": 0.0, "deleted_ids": 0,
+                    "missing_ids": missing}
         summary = self._update("delete", [], rows, None)
-        return {**summary, "deleted_ids": len(found),
-                "missing_ids": [i for i in ids if i not in found]}
+        return {**summary, "deleted_ids": len(found), "missing_ids": missing}
 
     def compact(self, drop_old: bool = False) -> dict:
         """Merge BM25 segments, rewrite SPANN postings without stale entries, drop the

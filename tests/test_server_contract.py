@@ -73,10 +73,15 @@ def test_every_422_has_the_documented_shape(live):
     assert lam["detail"][0]["field"] == "body.lambda"
 
 
-def test_unparseable_body_is_a_documented_400_or_422(live):
-    broken = live.client.post("/v1/answer", content=b'{"question": ',
-                              headers={"content-type": "application/json"})
-    assert broken.status_code in (400, 422) and set(broken.json()) >= {"error", "detail"}
+def test_unparseable_body_is_a_400_that_says_where(live):
+    for path in ("/v1/answer", "/v1/search", "/v1/feedback"):
+        broken = live.client.post(path, content=b'{"question": ',
+                                  headers={"content-type": "application/json"})
+        assert broken.status_code == 400, (path, broken.text)
+        body = broken.json()
+        assert body["error"] == "the body is not valid JSON"
+        assert body["detail"][0]["field"] == "body" and "at character 13" in \
+            body["detail"][0]["message"], body
 
 
 def test_second_feedback_on_one_request_is_409(live):

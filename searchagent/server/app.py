@@ -58,6 +58,13 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
+        unreadable = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if unreadable:            # not JSON at all: 400, where the parser stopped
+            detail = [{"field": "body", "type": "json_invalid",
+                       "message": f"{e.get('msg')} at character {e.get('loc', ('', '?'))[-1]}"}
+                      for e in unreadable]
+            app.state.metrics.observe(request.url.path, 400)
+            return error(400, "the body is not valid JSON", detail)
         detail = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg"),
                    "type": e.get("type")} for e in exc.errors()]
         app.state.metrics.observe(request.url.path, 422)
