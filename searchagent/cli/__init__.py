@@ -16,10 +16,13 @@ from searchagent import __version__
 from searchagent.errors import SearchAgentError
 
 COMMAND_MODULES = ("index", "search", "ask", "eval", "policy", "serve", "demo")
+DESCRIPTION = ("An adaptive retrieval-augmented search agent: build and search indexes, "
+               "answer questions, evaluate strategies, train the policy that picks one per "
+               "question, and serve it over REST.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="searchagent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="searchagent", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"searchagent {__version__}")
     parser.add_argument("--config", help="config file (TOML or JSON); env SEARCHAGENT__S__K "
                         "and flags override it")
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")   # no bar per model load
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

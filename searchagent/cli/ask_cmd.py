@@ -16,8 +16,8 @@ from searchagent.strategies.base import ARMS
 
 def register(sub) -> None:
     ask = sub.add_parser("ask", help="answer one question with a strategy (arm)")
-    ask.add_argument("index_dir")
-    ask.add_argument("question")
+    ask.add_argument("index_dir", help="an index folder")
+    ask.add_argument("question", help="the question text")
     ask.add_argument("--strategy", choices=("auto", *ARMS), help="default: agent.strategy "
                      "(auto: the policy in agent.policy_dir picks; single without one)")
     ask.add_argument("-k", type=int, help="passages per retrieval (retrieval.k; multi "

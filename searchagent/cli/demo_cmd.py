@@ -15,8 +15,9 @@ def register(sub) -> None:
                           "answer sample questions")
     demo.add_argument("--index-dir", default="demo-index", help="where to build (reused if "
                       "it already holds a valid index)")
-    demo.add_argument("-n", "--questions", type=int, default=3)
-    demo.add_argument("-k", type=int, default=3)
+    demo.add_argument("-n", "--questions", type=int, default=3,
+                      help="sample questions to answer (default 3)")
+    demo.add_argument("-k", type=int, default=3, help="passages per retrieval (default 3)")
     demo.add_argument("--strategies", default="parametric,single,multi",
                       help="comma-separated arms to answer with (empty: retrieval only)")
     demo.set_defaults(func=run_demo)

@@ -21,14 +21,16 @@ def register(sub) -> None:
 
     pool = actions.add_parser("pool", help="pool the context paragraphs of dataset files "
                               "into one corpus JSONL")
-    pool.add_argument("datasets", nargs="+", metavar="NAME[:FORMAT]:PATH")
+    pool.add_argument("datasets", nargs="+", metavar="NAME[:FORMAT]:PATH",
+                      help="benchmark files whose paragraphs make the corpus")
     pool.add_argument("--out", required=True, help="corpus JSONL to write")
     pool.set_defaults(func=run_pool)
 
     for name, helptext in (("run", "evaluate strategies or policies, one row per question"),
                            ("log-arms", "run every arm on every question (policy training)")):
         p = actions.add_parser(name, help=helptext)
-        p.add_argument("--dataset", action="append", required=True, metavar="NAME[:FORMAT]:PATH")
+        p.add_argument("--dataset", action="append", required=True, metavar="NAME[:FORMAT]:PATH",
+                       help="a benchmark file to answer (repeatable)")
         p.add_argument("--index", required=True, help="index folder")
         p.add_argument("--run", required=True, help="run name (rerun the same name to resume)")
         p.add_argument("--db", default=DEFAULT_DB, help=f"runs database (default {DEFAULT_DB})")
@@ -39,8 +41,9 @@ def register(sub) -> None:
         p.add_argument("--workers", type=int, default=1, help="questions in flight")
         p.add_argument("--mode", choices=["bm25", "dense", "hybrid"], help="retrieval mode")
         p.add_argument("-k", type=int, help="passages per retrieval")
-        p.add_argument("--max-hops", type=int)
-        p.add_argument("--max-new-tokens", type=int)
+        p.add_argument("--max-hops", type=int, help="hop limit for multi (agent.max_hops)")
+        p.add_argument("--max-new-tokens", type=int,
+                       help="tokens per generation (generator.max_new_tokens)")
         p.add_argument("--threads", type=int, help="generator threads (0 = all cores)")
         p.add_argument("--force", action="store_true",
                        help="reuse a run name even though its settings changed")
@@ -51,7 +54,8 @@ def register(sub) -> None:
                      help="trained policy folder, run through the agent; repeatable")
     run.set_defaults(func=run_eval)
     arms = actions.choices["log-arms"]
-    arms.add_argument("--arms", default="parametric,single,multi")
+    arms.add_argument("--arms", default="parametric,single,multi",
+                      help="comma-separated arms to run on every question")
     arms.set_defaults(func=run_log_arms)
 
     imp = actions.add_parser("import-arms", help="import published per-question arm "
@@ -67,7 +71,7 @@ def register(sub) -> None:
     imp.set_defaults(func=run_import_arms)
 
     report = actions.add_parser("report", help="markdown tables and plots for runs")
-    report.add_argument("runs", nargs="+", metavar="RUN")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run names to compare")
     report.add_argument("--db", action="append", help=f"runs database(s) (default {DEFAULT_DB};"
                         " repeat to combine, e.g. a run and an arm log)")
     report.add_argument("--out", required=True, help="folder for report.md and PNGs")

@@ -21,10 +21,12 @@ def register(sub) -> None:
                        "(Flat, HNSW32, IVF256,Flat, ...)")
     build.add_argument("--index", choices=["faiss", "spann"], default=None,
                        help="vector index kind (spann = SSD-backed disk index)")
-    build.add_argument("--dtype", choices=["float16", "float32"])
+    build.add_argument("--dtype", choices=["float16", "float32"],
+                       help="stored embeddings (index.dtype, default float16)")
     build.add_argument("--chunk-words", type=int, help="split passages into N-word windows")
     build.add_argument("--chunk-overlap", type=int, help="words shared by adjacent windows")
-    build.add_argument("--batch-size", type=int)
+    build.add_argument("--batch-size", type=int, help="texts per embedding batch "
+                       "(index.batch_size, default 64)")
     build.add_argument("--embed-backend", choices=["torch", "onnx", "onnx-int8", "openvino",
                                                    "openvino-int8", "auto"],
                        help="runtime of the embedder (default torch; auto: the fastest that "
@@ -42,9 +44,10 @@ def register(sub) -> None:
     build.set_defaults(func=run_build)
 
     info = actions.add_parser("info", help="print an index's manifest summary")
-    info.add_argument("index_dir")
-    info.add_argument("--verify", choices=["size", "full"], default="full")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("index_dir", help="an index folder")
+    info.add_argument("--verify", choices=["size", "full"], default="full",
+                      help="check file sizes only, or sizes and sha256 (default)")
+    info.add_argument("--json", action="store_true", help="print the manifest as JSON")
     info.set_defaults(func=run_info)
 
     from searchagent.cli.index_update_cmd import register_updates

@@ -14,23 +14,23 @@ from searchagent.errors import InputError
 
 def register_updates(actions) -> None:
     add = actions.add_parser("add", help="insert or replace passages (corpus JSONL[.gz])")
-    add.add_argument("index_dir")
+    add.add_argument("index_dir", help="an index folder")
     add.add_argument("corpus", help="JSONL with {id,title,text}; existing ids are replaced")
     add.set_defaults(func=run_add)
 
     delete = actions.add_parser("delete", help="delete passages by corpus id")
-    delete.add_argument("index_dir")
+    delete.add_argument("index_dir", help="an index folder")
     delete.add_argument("--ids", nargs="+", required=True, metavar="FILE|ID",
                         help="ids, or files with one id per line")
     delete.set_defaults(func=run_delete)
 
     compact = actions.add_parser("compact", help="merge segments, drop tombstones, rebalance")
-    compact.add_argument("index_dir")
+    compact.add_argument("index_dir", help="an index folder")
     compact.set_defaults(func=run_compact)
 
     recover = actions.add_parser("recover", help="roll back an update that died, even when "
                                  "its journal is damaged")
-    recover.add_argument("index_dir")
+    recover.add_argument("index_dir", help="an index folder")
     recover.set_defaults(func=run_recover)
 
 

@@ -23,17 +23,21 @@ def register(sub) -> None:
                             "models on the question alone; linucb/thompson/neural: online "
                             "bandits")
     train.add_argument("--lam", type=float, default=0.1, help="cost weight lambda")
-    train.add_argument("--metric", default="f1", choices=["f1", "em", "acc"])
-    train.add_argument("--cost", default="steps", choices=["steps", "seconds"])
+    train.add_argument("--metric", default="f1", choices=["f1", "em", "acc"],
+                       help="answer quality in the reward (default f1)")
+    train.add_argument("--cost", default="steps", choices=["steps", "seconds"],
+                       help="what lambda charges: retrieval calls (default) or seconds")
     train.add_argument("--out", required=True, help="policy folder to write")
     train.add_argument("--mode", choices=["bandit", "full"],
                        help="bandit: only the chosen arm's reward is revealed; full: all arms "
                             "(default: full for cascade, outcome and supervised, bandit "
                             "otherwise; the cascade always trains on full information)")
     train.add_argument("--epochs", type=int, default=1, help="passes over the training split")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--projection", default="none", choices=["none", "random", "pca"])
-    train.add_argument("--proj-dim", type=int, default=64)
+    train.add_argument("--seed", type=int, default=0, help="policy and feature seed")
+    train.add_argument("--projection", default="none", choices=["none", "random", "pca"],
+                       help="reduce the question embedding (default: keep it whole)")
+    train.add_argument("--proj-dim", type=int, default=64,
+                       help="dimensions after --projection (default 64)")
     train.add_argument("--no-confidence", action="store_true",
                        help="leave out the closed-book confidence feature")
     train.add_argument("--no-lexical", action="store_true", help="leave out lexical features")
@@ -53,8 +57,9 @@ def register(sub) -> None:
     ev = actions.add_parser("eval", help="evaluate a trained policy on held-out questions")
     _log_args(ev)
     ev.add_argument("--policy", required=True, help="policy folder")
-    ev.add_argument("--split", default="test", choices=["test", "train", "all"])
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--split", default="test", choices=["test", "train", "all"],
+                    help="questions to evaluate on (default: the held-out split)")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.set_defaults(func=run_eval)
 
 
@@ -65,7 +70,8 @@ def _log_args(parser) -> None:
     parser.add_argument("--test-frac", type=float, default=0.3,
                         help="held-out share, split by question id (train: 0 trains on "
                              "every question and evaluates nothing)")
-    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the split by question id")
     parser.add_argument("--results", metavar="DB", help="also use the fixed-strategy rows "
                         "(system parametric|single|multi) of this runs database")
     parser.add_argument("--cache", help="question-embedding cache (default: beside the log)")

@@ -10,10 +10,12 @@ from searchagent.config import load_config
 
 def register(sub) -> None:
     search = sub.add_parser("search", help="retrieve passages for a query")
-    search.add_argument("index_dir")
-    search.add_argument("query")
-    search.add_argument("-k", type=int, default=10)
-    search.add_argument("--mode", choices=["bm25", "dense", "hybrid"])
+    search.add_argument("index_dir", help="an index folder")
+    search.add_argument("query", help="the query text")
+    search.add_argument("-k", type=int, default=10, help="hits to return (default 10)")
+    search.add_argument("--mode", choices=["bm25", "dense", "hybrid"],
+                        help="retriever (retrieval.mode, default hybrid: RRF of what the "
+                        "index has)")
     search.add_argument("--json", action="store_true", help="one JSON object per hit")
     search.set_defaults(func=run_search)
 

@@ -21,19 +21,21 @@ from searchagent.errors import InputError
 def register(sub) -> None:
     serve = sub.add_parser("serve", help="serve /v1/answer, /v1/search, /v1/feedback, "
                            "/healthz, /readyz, /metrics and /docs")
-    serve.add_argument("index_dir")
+    serve.add_argument("index_dir", help="an index folder")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--scheduler", choices=["fcfs", "priority"],
                        help="generation queue order (default priority)")
     serve.add_argument("--non-stall", dest="non_stall", action="store_true", default=None,
                        help="cut retrievals past the budget when generation would idle")
-    serve.add_argument("--no-non-stall", dest="non_stall", action="store_false")
+    serve.add_argument("--no-non-stall", dest="non_stall", action="store_false",
+                       help="let retrievals run past the budget")
     serve.add_argument("--sessions", type=int, help="agent sessions running at once")
     serve.add_argument("--max-queue", type=int, help="admitted requests waiting beyond the "
                        "running sessions (then 429)")
     serve.add_argument("--timeout", type=float, help="per-request deadline in seconds (504)")
-    serve.add_argument("--retrieval-budget-ms", type=float)
+    serve.add_argument("--retrieval-budget-ms", type=float, help="retrieval time a "
+                       "request may take while generation idles (server.retrieval_budget_ms)")
     serve.add_argument("--api-key", help="require this key (Authorization: Bearer KEY); "
                        "visible in ps: prefer --api-key-file or SEARCHAGENT__SERVER__API_KEY")
     serve.add_argument("--api-key-file", metavar="PATH",
