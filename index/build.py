@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from index.corpus import file_sha256, load_corpus
+from index.corpus import file_sha256, load_corpus, open_text
 from index.faiss_index import FaissIndex, build_faiss
 from index.manifest import atomic_folder, write_manifest
 from retrievers.bm25_build import build_bm25_files
@@ -23,6 +23,7 @@ from retrievers.tokenize import tokenize
 from searchagent import __version__
 from searchagent.config import Config, IndexConfig
 from searchagent.errors import InputError
+from searchagent.models import embedder_path
 
 EMBEDDINGS = "dense/embeddings.npy"
 FAISS_FILE = "dense/faiss.index"
@@ -40,6 +41,9 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
         raise InputError("nothing to build: enable bm25 and/or dense", field="index")
     if cfg.dtype not in ("float16", "float32"):
         raise InputError("must be float16 or float32", field="index.dtype")
+    open_text(corpus).close()           # an unreadable corpus or a missing model: say so
+    if cfg.dense:                       # before any work
+        embedder_path(cfg.dense_model)
     if engine == "ray":
         from index.build_ray import build_index_ray
 

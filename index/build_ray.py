@@ -31,7 +31,6 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 
 from index.build import EMBEDDINGS, _build_vector_index, finish_build
-from index.corpus import open_text
 from index.manifest import atomic_folder
 from retrievers.bm25_build import BM25Writer
 from retrievers.docstore import pop_duplicate_source, write_docstore
@@ -66,7 +65,6 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
     if num_gpus < 0 or (num_cpus is not None and num_cpus < 1):
         raise InputError("--num-gpus must be >= 0 and --num-cpus >= 1", field="engine")
     with atomic_folder(out, overwrite=overwrite) as tmp:
-        open_text(corpus).close()           # cannot open: the local reader's error, early
         # run files inside tmp, closed when the build ends either way
         bm25 = BM25Writer(tmp / "bm25") if cfg.bm25 else None
         with ray_session(address, num_cpus, num_gpus, timings), \

@@ -39,3 +39,10 @@ def test_errors_exit_nonzero_with_a_located_message(tmp_path):
     assert not (tmp_path / "idx").exists()
     result = cli("search", tmp_path / "missing", "q", check=False)
     assert result.returncode == 2 and "index folder not found" in result.stderr
+    for target, flags, expected in ((tmp_path / "none.jsonl", [], "cannot open"),
+                                    (bad, ["--dense", str(tmp_path / "no-model")],
+                                     "embedding model folder not found")):
+        result = cli("index", "build", target, "--out", tmp_path / "idx", *flags, check=False)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "reading corpus" not in result.stderr          # refused before any work
+        assert not (tmp_path / "idx").exists()
