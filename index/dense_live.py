@@ -88,6 +88,31 @@ def segment_vectors(folder: Path, info: dict):
         yield segment["first_row"], vectors
 
 
+class StoredVectors:
+    """Every row's stored embedding: the build's ``dense/embeddings.npy`` and then the
+    appended segments, memory-mapped; ``vectors[rows]`` gathers them as float32."""
+
+    def __init__(self, folder: Path, info: dict):
+        base = folder / "dense" / "embeddings.npy"
+        self.parts = [(0, np.load(base, mmap_mode="r", allow_pickle=False)),
+                      *segment_vectors(folder, info)]
+        self.starts = np.array([first for first, _ in self.parts], dtype=np.int64)
+        self.dim = int(self.parts[0][1].shape[1])
+
+    def __getitem__(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for part in np.unique(which):
+            first, vectors = self.parts[part]
+            mask = which == part
+            local = rows[mask] - first
+            if local.min() < 0 or local.max() >= len(vectors):
+                raise IndexFormatError(f"no stored vector for row {int(rows[mask].max())}")
+            out[mask] = vectors[local]
+        return out
+
+
 class LiveFaiss:
     """A FAISS index with appended segments and deleted rows masked (VectorIndex protocol)."""
 

@@ -3,8 +3,8 @@
 1. coarse: BM25 and the vector index's approximate search (the SPANN index when built),
    each ``coarse_k`` wide, candidates unioned;
 2. fine: exact inner products between the query vector and the stored passage embeddings
-   (``dense/embeddings.npy``) for every candidate, fused with the BM25 ranks by RRF, keeping
-   a ``shortlist``;
+   (``Searcher.stored_vectors``: the build's and every update's) for every candidate,
+   fused with the BM25 ranks by RRF, keeping a ``shortlist``;
 3. optional: a cross-encoder re-ranks the shortlist (``retrievers.reranker``); best k kept.
 
 ``budget`` may hold ``deadline`` (a ``time.monotonic()`` instant; later stages are skipped
@@ -14,7 +14,6 @@ once it passes and the result is marked partial) and ``cancel`` (a ``threading.E
 from __future__ import annotations
 
 import time
-from functools import cached_property
 from typing import Collection
 
 import numpy as np
@@ -39,11 +38,6 @@ class FunnelRetriever:
         self.use_ann = "ann" in coarse and self.use_dense
         if not (self.use_bm25 or self.use_ann):
             raise ValueError("the funnel needs BM25 or a dense index for its coarse stage")
-
-    @cached_property
-    def embeddings(self) -> np.ndarray | None:
-        path = self.searcher.folder / "dense" / "embeddings.npy"
-        return np.load(path, mmap_mode="r") if path.is_file() else None
 
     def search(self, query: str, k: int, *, budget: dict | None = None) -> list[Hit]:
         return self.search_with_stats(query, k, budget=budget)[0]
@@ -78,8 +72,9 @@ class FunnelRetriever:
             return [], stats
 
         # 2. fine: exact dense scores on every candidate, fused with the coarse ranks
-        if vector is not None and self.embeddings is not None and not _late(budget):
-            exact = np.asarray(self.embeddings[np.asarray(candidates)], dtype=np.float32) @ vector
+        stored = self.searcher.stored_vectors if vector is not None else None
+        if stored is not None and not _late(budget):
+            exact = stored[np.asarray(candidates)] @ vector
             order = np.argsort(-exact, kind="stable")
             dense_rank = {candidates[i]: rank for rank, i in enumerate(order, start=1)}
             fine_ranks = ([ranks[0]] if self.use_bm25 else []) + [dense_rank]

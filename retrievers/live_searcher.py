@@ -39,12 +39,18 @@ class LiveSearcher:
         self._retired: list[tuple[float, Searcher]] = []
 
     def __getattr__(self, name: str):
-        """Everything else (search, retriever, bm25, dense, manifest...) of the current
+        """Everything else (bm25, dense, stored_vectors, manifest...) of the current
         generation's searcher."""
         return getattr(self.current, name)
 
     def search(self, query: str, k: int = 10, mode: str | None = None):
         return self.current.search(query, k, mode)
+
+    def retriever(self, mode: str | None = None) -> "FollowingRetriever":
+        """A retriever that searches the generation current at each call: strategies keep
+        theirs for the server's lifetime."""
+        self.current.retriever(mode)          # an unknown mode fails now, not per request
+        return FollowingRetriever(self, mode)
 
     def add(self, passages: Iterable[Passage]) -> dict:
         return self._update(lambda: self.writer.add(passages))
@@ -92,3 +98,13 @@ class LiveSearcher:
         self.current.close()
         self.writer.close()
         self.docstore.close()
+
+
+class FollowingRetriever:
+    """Retriever protocol over ``live.current.retriever(mode)``, looked up per search."""
+
+    def __init__(self, live: LiveSearcher, mode: str | None):
+        self.live, self.mode = live, mode
+
+    def search(self, query: str, k: int, *, budget: dict | None = None):
+        return self.live.current.retriever(self.mode).search(query, k, budget=budget)

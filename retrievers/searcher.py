@@ -69,6 +69,17 @@ class Searcher:
         return base
 
     @cached_property
+    def stored_vectors(self):
+        """Every row's stored embedding (``index.dense_live.StoredVectors``: the build's
+        and the updates' segments), or None where the folder keeps none."""
+        self._require("dense")
+        if not (self.folder / "dense" / "embeddings.npy").is_file():
+            return None
+        from index.dense_live import StoredVectors
+
+        return StoredVectors(self.folder, self.components["dense"])
+
+    @cached_property
     def dense(self) -> DenseRetriever:
         return DenseRetriever(self.encoder, self.vector_index, self.docstore,
                               _search_params(self.components["dense"]["index"],

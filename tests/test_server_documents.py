@@ -108,3 +108,35 @@ def test_bad_documents_are_422_and_change_nothing(served):
     assert client.post("/v1/documents", headers=KEY, json={"documents": []}).status_code == 422
     metrics = client.get("/metrics", headers=KEY).text
     assert re.search(r"searchagent_index_generation 0(\.0)?\b", metrics)
+
+
+def test_answers_retrieve_from_the_generation_current_at_each_request(small_index, tmp_path):
+    from searchagent.generators.factory import make_generator
+
+    copy = tmp_path / "index"
+    shutil.copytree(small_index, copy)
+    config = server_config(api_key="s3cret", allow_updates=True, max_body_bytes=65536)
+    searcher = LiveSearcher(copy, config)
+    server = LiveServer(create_app(searcher, config, generator=make_generator(config.generator),
+                                   warm_up=False))
+    question = {"question": "Where do the Zanzibar quokkas juggle marmalade?", "k": 2,
+                "max_hops": 2}
+
+    def cited(strategy: str) -> list[str]:
+        reply = server.client.post("/v1/answer", headers=KEY,
+                                   json={**question, "strategy": strategy})
+        assert reply.status_code == 200, reply.text          # multi read row 400 and up
+        return [p["id"] for p in reply.json()["passages"]]
+
+    try:
+        assert "new-1" not in cited("single")        # the strategies are built here
+        added = server.client.post("/v1/documents", json={"documents": [NEW]}, headers=KEY)
+        assert added.status_code == 200, added.text
+        assert "new-1" in cited("single") and "new-1" in cited("multi")
+        gone = server.client.request("DELETE", "/v1/documents", headers=KEY,
+                                     json={"ids": ["new-1"]})
+        assert gone.status_code == 200, gone.text
+        assert "new-1" not in cited("single") and "new-1" not in cited("multi")
+    finally:
+        server.close()
+        searcher.close()
