@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from searchagent.cli import main
+from searchagent.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures" / "eval"
@@ -107,3 +108,25 @@ def test_log_arms_cli_writes_the_arm_table(bm25_index, tmp_path):
     assert all(r[3] is not None and r[3] <= 0 for r in rows)     # mean token log-prob
     assert all(r[4] == 0.0 for r in rows)                        # closed book: no passages
     assert main(args) == 0                                        # rerun: nothing to do
+
+
+def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_path, capsys):
+    from searchagent.cli.eval_cmd import _write_run_config
+
+    def settings(k: int, threads: int, systems: list[str]) -> dict:
+        return {"config": {"retrieval": {"k": k}, "generator": {"threads": threads}},
+                "datasets": ["d:x.jsonl"], "systems": systems, "limit": 4}
+
+    folder = tmp_path / "run"
+    _write_run_config(folder, settings(2, 1, ["parametric", "single"]), force=False)
+    _write_run_config(folder, settings(2, 4, ["parametric"]), force=False)   # harmless
+    recorded = json.loads((folder / "config.json").read_text())
+    assert recorded["systems"] == ["parametric", "single"] and "superseded" not in recorded
+    with pytest.raises(InputError, match=r"different config\.retrieval\.k; pick a new"):
+        _write_run_config(folder, settings(3, 1, ["multi"]), force=False)
+    _write_run_config(folder, settings(3, 1, ["multi"]), force=True)
+    assert "config.retrieval.k changed" in capsys.readouterr().err
+    recorded = json.loads((folder / "config.json").read_text())
+    assert recorded["config"]["retrieval"]["k"] == 3
+    assert recorded["systems"] == ["parametric", "single", "multi"]
+    assert recorded["superseded"][0]["config"]["retrieval"]["k"] == 2

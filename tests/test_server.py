@@ -234,6 +234,7 @@ def test_cli_serve_finishes_in_flight_requests_on_sigterm(small_index, tmp_path)
         url = line.split(" on ")[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
         client = httpx.Client(base_url=url, timeout=180)
+        assert client.get("/healthz").status_code == 200     # listening once it says so
         deadline = time.monotonic() + 180
         while not ready(client):
             assert time.monotonic() < deadline and process.poll() is None

@@ -113,17 +113,43 @@ def _setup(args, systems: list[str]):
     return config, examples
 
 
+# settings that do not change a row's outcome: a resumed run may differ in them
+UNRECORDED = ("config.generator.threads", "config.server", "systems")
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two settings dicts."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix]
+    return [key for name in sorted(set(old) | set(new))
+            for key in _differences(old.get(name), new.get(name),
+                                    f"{prefix}.{name}" if prefix else name)]
+
+
 def _write_run_config(folder: Path, settings: dict, force: bool) -> None:
+    """Record the run's settings. A run resumed with other settings is refused, naming
+    them, unless ``force``: then the old settings stay in ``superseded`` (rows already
+    written keep the outcomes they were computed with). The systems are the union."""
     path = folder / "config.json"
-    if path.exists() and not force:
+    superseded: list[dict] = []
+    if path.exists():
         old = json.loads(path.read_text())
-        changed = [k for k in settings if k not in ("systems",) and old.get(k) != settings[k]]
+        changed = [key for key in _differences(
+                       {k: v for k, v in old.items() if k in settings}, settings)
+                   if not key.startswith(UNRECORDED)]
+        if changed and not force:
+            raise InputError(f"run already exists with different {', '.join(changed)}; pick "
+                             "a new --run name or pass --force", path=str(path))
+        superseded = old.get("superseded", [])
         if changed:
-            raise InputError(f"run already exists with different {', '.join(changed)}; pick a "
-                             "new --run name or pass --force", path=str(path))
+            print(f"searchagent: --force: {', '.join(changed)} changed; the rows already "
+                  f"written keep the old settings (in {path}, 'superseded')", file=sys.stderr)
+            superseded = [*superseded, {k: v for k, v in old.items() if k != "superseded"}]
+        settings = {**settings, "systems": list(dict.fromkeys(
+            [*old.get("systems", []), *settings["systems"]]))}
     folder.mkdir(parents=True, exist_ok=True)
     record = {**settings, "command": shlex.join(["searchagent", *sys.argv[1:]]),
-              "cwd": os.getcwd()}
+              "cwd": os.getcwd(), **({"superseded": superseded} if superseded else {})}
     fd, tmp = tempfile.mkstemp(prefix=".config.", dir=folder)
     with os.fdopen(fd, "w") as handle:
         json.dump(record, handle, indent=2, sort_keys=True)

@@ -75,13 +75,13 @@ def run_serve(args) -> int:
             searcher = Searcher(args.index_dir, config)
         app = create_app(searcher, config, use_agent=not args.no_agent)
         port = listener.getsockname()[1]
+        started = (f"searchagent: serving {args.index_dir} on http://{server_cfg.host}:{port} "
+                   f"(scheduler={server_cfg.scheduler}, non_stall={server_cfg.non_stall}, "
+                   f"sessions={server_cfg.sessions}); docs at /docs")
         server = draining_server(uvicorn.Config(
             app, log_level="warning",
             timeout_graceful_shutdown=int(server_cfg.request_timeout_s) + 5,
-            access_log=False), app.state)
-        print(f"searchagent: serving {args.index_dir} on http://{server_cfg.host}:{port} "
-              f"(scheduler={server_cfg.scheduler}, non_stall={server_cfg.non_stall}, "
-              f"sessions={server_cfg.sessions}); docs at /docs", flush=True)
+            access_log=False), app.state, lambda: print(started, flush=True))
         # uvicorn re-raises the stop signal after its graceful shutdown; with a Python
         # handler in place that re-raise returns here instead of killing the process
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -155,12 +155,18 @@ def _is_loopback(host: str) -> bool:
         return False                     # a host name: it may resolve to anything
 
 
-def draining_server(config, app_state):
+def draining_server(config, app_state, on_started=None):
     """A uvicorn.Server that marks the service as draining the moment a stop signal
-    lands, so /readyz and new /v1/answer calls get 503 while in-flight requests finish."""
+    lands, so /readyz and new /v1/answer calls get 503 while in-flight requests finish;
+    ``on_started()`` runs once it accepts connections."""
     import uvicorn
 
     class DrainingServer(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started and on_started is not None:
+                on_started()
+
         def handle_exit(self, sig, frame):
             service = getattr(app_state, "service", None)
             if service is not None:
