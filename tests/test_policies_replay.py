@@ -199,3 +199,17 @@ def test_one_se_tuning_falls_back_to_shrinkage_without_signal(arm_log):
     with pytest.raises(InputError, match="unknown tuning rule"):
         train_policy("linucb", table, embeddings, spec, reward, "full", params=grid,
                      tune_rule="median")
+
+
+def test_a_log_without_confidences_trains_without_that_feature(arm_log, tmp_path, capsys):
+    import shutil
+
+    log = tmp_path / "published.duckdb"
+    shutil.copy(arm_log, log)
+    with duckdb.connect(str(log)) as con:
+        con.execute("UPDATE arm_outcomes SET confidence = NULL")
+    out = tmp_path / "policy"
+    assert main(["policy", "train", "--log", str(log), "--cache", str(shared_cache()),
+                 "--algo", "linucb", "--epochs", "1", "--out", str(out)]) == 0
+    assert "no closed-book confidences" in capsys.readouterr().err
+    assert load_policy(out).features.spec.confidence is False

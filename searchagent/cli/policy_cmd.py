@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from searchagent.errors import InputError
@@ -111,9 +112,14 @@ def run_train(args) -> int:
         raise InputError(f"{len(train_rows)} training question(s): the log has {len(table)} "
                          f"and --test-frac {args.test_frac:g} holds out {len(test_rows)}; "
                          "a policy needs at least 2", path=args.log, field="test_frac")
+    confidence = not args.no_confidence
+    if confidence and np.isnan(table.confidence[train_rows]).all():
+        print("the log has no closed-book confidences (a published log has none): training "
+              "without that feature, as --no-confidence", file=sys.stderr)
+        confidence = False
     features = FeatureSpec(embedder=embedder, embed_dim=int(embeddings.shape[1]),
                            projection=args.projection, proj_dim=args.proj_dim,
-                           lexical=not args.no_lexical, confidence=not args.no_confidence,
+                           lexical=not args.no_lexical, confidence=confidence,
                            seed=args.seed, cues=not args.no_cues,
                            standardize=not args.no_standardize)
     reward = RewardSpec(lam=args.lam, metric=args.metric, cost=args.cost)
