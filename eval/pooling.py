@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from eval.loaders import DatasetSpec, load_dataset, parse_spec
 from searchagent.errors import InputError
+from searchagent.files import sibling_temp
 
 
 def passage_key(title: str, text: str) -> tuple[str, str]:
@@ -79,9 +79,9 @@ def pool_corpus(paths_by_dataset: Mapping[str, str | Path | Iterable[str | Path]
 
 def _write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = sibling_temp(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(tmp, "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, path)

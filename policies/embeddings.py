@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from searchagent.errors import InputError
+from searchagent.files import sibling_temp
 
 
 def question_key(question: str) -> str:
@@ -56,8 +56,7 @@ class EmbeddingCache:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted(self.vectors)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp.npz")
-        os.close(fd)
+        tmp = str(sibling_temp(self.path.with_suffix(".npz")))
         try:
             np.savez(tmp, model=np.array(self.model), keys=np.array(keys),
                      vectors=np.stack([self.vectors[k] for k in keys]).astype(np.float32))

@@ -18,7 +18,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from policies.outcome import OutcomeModels
 from policies.rewards import RewardSpec
 from policies.thompson import LinearThompson
 from searchagent.errors import InputError
+from searchagent.files import sibling_temp
 
 FORMAT = "searchagent-policy"
 VERSION = 1
@@ -183,9 +183,7 @@ def _describe_spec(spec: dict) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=path.suffix or ".tmp")
-    os.close(fd)
+    tmp = str(sibling_temp(path))
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:

@@ -118,7 +118,12 @@ def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_p
                 "datasets": ["d:x.jsonl"], "systems": systems, "limit": 4}
 
     folder = tmp_path / "run"
-    _write_run_config(folder, settings(2, 1, ["parametric", "single"]), force=False)
+    umask = os.umask(0o022)
+    try:
+        _write_run_config(folder, settings(2, 1, ["parametric", "single"]), force=False)
+    finally:
+        os.umask(umask)
+    assert (folder / "config.json").stat().st_mode & 0o777 == 0o644     # not mkstemp's 0600
     _write_run_config(folder, settings(2, 4, ["parametric"]), force=False)   # harmless
     recorded = json.loads((folder / "config.json").read_text())
     assert recorded["systems"] == ["parametric", "single"] and "superseded" not in recorded

@@ -6,11 +6,11 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 from searchagent.config import load_config
 from searchagent.errors import InputError
+from searchagent.files import sibling_temp
 
 DEFAULT_DB = "runs/runs.duckdb"
 
@@ -150,8 +150,8 @@ def _write_run_config(folder: Path, settings: dict, force: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     record = {**settings, "command": shlex.join(["searchagent", *sys.argv[1:]]),
               "cwd": os.getcwd(), **({"superseded": superseded} if superseded else {})}
-    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=folder)
-    with os.fdopen(fd, "w") as handle:
+    tmp = sibling_temp(path)
+    with open(tmp, "w") as handle:
         json.dump(record, handle, indent=2, sort_keys=True)
     os.replace(tmp, path)
 
