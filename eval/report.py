@@ -157,9 +157,9 @@ def write_report(db: str | Path | list, runs: list[str], out: str | Path,
     ``common`` keeps only questions that every system of a dataset answered."""
     from eval.plots import arm_plot, quality_plots
 
+    rows = load_rows(db, runs)          # an unknown run fails before ``out`` is made
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = load_rows(db, runs)
     table = summaries(common_questions(rows) if common else rows)
     plots = quality_plots(table, out) + arm_plot(table, out)
     path = out / "report.md"

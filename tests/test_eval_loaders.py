@@ -125,6 +125,9 @@ def test_spec_parsing_and_format_override():
         parse_spec("no-colon")
     with pytest.raises(InputError, match="unknown dataset format"):
         load_dataset("x", FIX / "nq_open.jsonl", fmt="nope")
+    with pytest.raises(InputError, match=r"unknown format 'hotptqa' .*known: .*hotpotqa"):
+        parse_spec(f"h:hotptqa:{FIX / 'nq_open.jsonl'}")
+    assert parse_spec("h:rel:dir/file.jsonl").path == "rel:dir/file.jsonl"   # a colon path
 
 
 def test_bad_inputs_name_file_line_and_field(tmp_path):

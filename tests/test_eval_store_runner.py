@@ -172,6 +172,9 @@ def test_arm_log_and_report(tmp_path, searcher, examples):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(Exception, match="no rows for run"):
         write_report(db, ["nope"], out)
+    with pytest.raises(Exception, match="no rows for run"):
+        write_report(db, ["nope"], tmp_path / "never")
+    assert not (tmp_path / "never").exists()          # nothing made for a failed report
 
 
 def test_oracle_picks_the_cheapest_correct_arm():

@@ -57,6 +57,9 @@ def parse_spec(spec: str) -> DatasetSpec:
     head, sep2, tail = rest.partition(":")
     if sep2 and head.strip().lower() in format_names():
         return DatasetSpec(name.strip(), tail, resolve_format(head))
+    if sep2 and Path(tail).is_file() and not Path(rest).exists():   # a misspelt FORMAT
+        raise InputError(f"unknown format {head!r} in {spec!r} (known: "
+                         f"{', '.join(format_names())})", field="dataset")
     return DatasetSpec(name.strip(), rest)
 
 
