@@ -158,6 +158,9 @@ def test_body_cap_search_and_feedback_validation(live):
     assert live.client.post("/v1/search", json={"query": "x", "k": 0}).status_code == 422
     neither = live.client.post("/v1/feedback", json={"request_id": "abc"})
     assert neither.status_code == 422
+    nan = live.client.post("/v1/feedback", content=b'{"request_id": "abc", "reward": NaN}',
+                           headers={"content-type": "application/json"})
+    assert nan.status_code == 422 and "finite" in nan.json()["detail"][0]["message"], nan.text
 
 
 def test_admission_is_bounded_with_retry_after(live):

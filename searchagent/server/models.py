@@ -49,6 +49,7 @@ class AnswerRequest(BaseModel):
     question: Text = Field(description="the question")
     strategy: StrategyName = Field("auto", description="an arm, or auto (the policy picks)")
     lam: Optional[StrictFloat] = Field(None, alias="lambda", ge=0.0, le=10.0,
+                                       allow_inf_nan=False,
                                        description="cost weight of the policy (accuracy vs. "
                                        "steps)")
     k: Optional[integer(1, 50)] = Field(None, description="passages per retrieval")
@@ -102,6 +103,7 @@ class FeedbackRequest(BaseModel):
     gold: str = Field(None, max_length=2000, description="the correct answer",  # type: ignore[assignment]
                       json_schema_extra=_no_default)
     reward: StrictFloat = Field(None, ge=-10.0, le=10.0,  # type: ignore[assignment]
+                                allow_inf_nan=False,
                                 description="a reward given directly",
                                 json_schema_extra=_no_default)
 
