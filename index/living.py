@@ -103,9 +103,9 @@ class LivingIndex:
 
     def compact(self, drop_old: bool = False) -> dict:
         """Merge BM25 segments, rewrite SPANN postings without stale entries, drop the
-        text of deleted passages. ``drop_old``: then delete the BM25 and SPANN files only
-        older generations read (old segments and bitmaps; the old posting file with its
-        relocated copies); only safe when no reader in any process still uses an older
+        text of deleted passages. ``drop_old``: then delete the files only older
+        generations read (BM25's old segments and bitmaps, SPANN's old posting file with
+        its relocated copies, old dense deleted masks); only safe when no reader in any process still uses an older
         generation (the CLI's case)."""
         summary = self._update("compact", [], [], None)
         if drop_old:
@@ -120,6 +120,11 @@ class LivingIndex:
 
                 removed += [SPANN + "/" + name for name in cleanup(self.folder / SPANN,
                                                                     summary["generation"])]
+            mask = self.manifest["components"].get("dense", {}).get("deleted", {}).get("file")
+            for path in sorted((self.folder / "dense").glob("deleted-*.npy")):
+                if f"dense/{path.name}" != mask:          # an older generation's mask
+                    path.unlink()
+                    removed.append(f"dense/{path.name}")
             summary["removed"] = removed
         return summary
 
@@ -147,7 +152,8 @@ class LivingIndex:
             components, files = self._apply_components(op, gen, rows, added, dead, vectors,
                                                        n_rows)
             fault_point("before-commit")
-            counts = self.docstore.counts()
+            live = self.docstore.counts()["live"]
+            counts = {"live": live, "deleted": n_rows - live}    # dead rows, purged or not
             history = self.manifest.get("history", [])[-99:] + [{
                 "generation": gen, "op": op, "at": _now(), "added": len(added),
                 "deleted": len(dead), "seconds": round(time.perf_counter() - started, 3)}]

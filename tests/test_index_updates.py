@@ -117,11 +117,18 @@ def test_add_replace_delete_compact_equal_a_fresh_build(index_dir, pool, tmp_pat
     listed = {rel.split("/")[1] for rel in json.loads((index_dir / "manifest.json").read_text())
               ["files"] if rel.startswith("bm25/")}
     assert {p.name for p in (index_dir / "bm25").iterdir()} == listed | {"gen-3.json"}
+    assert [p.name for p in (index_dir / "dense").glob("deleted-*.npy")] == ["deleted-3.npy"]
     verify_index(index_dir, "full")
     assert results(index_dir, queries, "bm25") == results(expected, queries, "bm25")
     assert main(["index", "info", str(index_dir)]) == 0
     info = capsys.readouterr().out
     assert "generation: 3" in info and f"live {len(live)}" in info
+    rows = json.loads((index_dir / "manifest.json").read_text())["counts"]["rows"]
+    assert f"deleted {rows - len(live)}" in info          # the compaction purged their text
+    write_jsonl(tmp_path / "more.jsonl", [{"id": "more-1", "title": "Kerguelen",
+                                           "text": "Penguins collect shiny pebbles."}])
+    assert main(["index", "add", str(index_dir), str(tmp_path / "more.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted_total"] == rows - len(live)
 
 
 def test_a_searcher_keeps_its_generation_while_the_next_commits(index_dir, pool):
@@ -153,6 +160,9 @@ def test_kill_9_at_any_stage_leaves_a_committed_generation(index_dir, pool, tmp_
                           env={**os.environ, "HF_HUB_OFFLINE": "1", FAULT_ENV: stage})
     assert proc.returncode == -9, proc.stderr
     assert (index_dir / JOURNAL).exists()
+    info = subprocess.run([sys.executable, "-m", "searchagent", "index", "info", str(index_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and "run: searchagent index recover" in info.stderr, info.stderr
     committed = stage == "after-commit"
     manifest = json.loads((index_dir / "manifest.json").read_text())
     assert manifest.get("generation", 0) == (1 if committed else 0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 from searchagent.config import load_config
 
@@ -77,9 +79,14 @@ def run_build(args) -> int:
 
 
 def run_info(args) -> int:
+    from index.journal import JOURNAL
     from index.manifest import verify_index
 
     manifest = verify_index(args.index_dir, args.verify)
+    if (Path(args.index_dir) / JOURNAL).exists():
+        print(f"searchagent: an update of {args.index_dir} died before it committed; the "
+              f"next update rolls it back, or run: searchagent index recover {args.index_dir}",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0
