@@ -123,8 +123,11 @@ def test_add_replace_delete_compact_equal_a_fresh_build(index_dir, pool, tmp_pat
     assert main(["index", "info", str(index_dir)]) == 0
     info = capsys.readouterr().out
     assert "generation: 3" in info and f"live {len(live)}" in info
-    rows = json.loads((index_dir / "manifest.json").read_text())["counts"]["rows"]
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    rows = manifest["counts"]["rows"]
     assert f"deleted {rows - len(live)}" in info          # the compaction purged their text
+    on_disk = sum((index_dir / rel).stat().st_size for rel in manifest["files"])
+    assert f"({on_disk / 1e6:.1f} MB)" in info            # SPANN's growing postings counted
     write_jsonl(tmp_path / "more.jsonl", [{"id": "more-1", "title": "Kerguelen",
                                            "text": "Penguins collect shiny pebbles."}])
     assert main(["index", "add", str(index_dir), str(tmp_path / "more.jsonl")]) == 0

@@ -104,7 +104,9 @@ def run_info(args) -> int:
         for step in manifest.get("history", [])[-5:]:
             print(f"            gen {step['generation']}: {step['op']} +{step['added']} "
                   f"-{step['deleted']} in {step['seconds']} s ({step['at']})")
-    sizes = [f["size"] for f in manifest["files"].values() if "size" in f]
+    folder = Path(args.index_dir)      # a growing file (SPANN's postings) has a min_size
+    sizes = [f["size"] if "size" in f else (folder / rel).stat().st_size
+             for rel, f in manifest["files"].items()]
     print(f"files:      {len(manifest['files'])} ({sum(sizes) / 1e6:.1f} MB), "
           f"{args.verify} check ok")
     print(f"build (s):  {manifest['build_seconds']}")
