@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index.corpus import file_sha256, load_corpus, open_text
+from index.dense_live import EMBEDDINGS
 from index.faiss_index import FaissIndex, build_faiss
 from index.manifest import atomic_folder, write_manifest
 from retrievers.bm25_build import build_bm25_files
@@ -25,7 +26,6 @@ from searchagent.config import Config, IndexConfig
 from searchagent.errors import InputError
 from searchagent.models import embedder_path
 
-EMBEDDINGS = "dense/embeddings.npy"
 FAISS_FILE = "dense/faiss.index"
 SPANN_POSTINGS = "dense/spann/postings.bin"   # grows under updates; SPANN checks its bytes
 

@@ -21,6 +21,8 @@ from index.files import durable_save, file_entry
 from searchagent.errors import IndexFormatError
 from searchagent.types import SearchStats
 
+EMBEDDINGS = "dense/embeddings.npy"      # the build's vectors, rows 0..n-1
+
 
 class DenseSegments:
     """Stages one generation's dense changes; ``info`` is the manifest's ``dense`` entry."""
@@ -93,8 +95,7 @@ class StoredVectors:
     appended segments, memory-mapped; ``vectors[rows]`` gathers them as float32."""
 
     def __init__(self, folder: Path, info: dict):
-        base = folder / "dense" / "embeddings.npy"
-        self.parts = [(0, np.load(base, mmap_mode="r", allow_pickle=False)),
+        self.parts = [(0, np.load(folder / EMBEDDINGS, mmap_mode="r", allow_pickle=False)),
                       *segment_vectors(folder, info)]
         self.starts = np.array([first for first, _ in self.parts], dtype=np.int64)
         self.dim = int(self.parts[0][1].shape[1])

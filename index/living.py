@@ -93,10 +93,7 @@ class LivingIndex:
         rows = sorted(r for group in found.values() for r in group)
         missing = [i for i in ids if i not in found]
         if not rows:                    # nothing to delete: no new generation
-            counts = self.manifest["counts"]
-            return {"generation": self.generation, "op": "delete",
-                    "passages": counts["passages"], "deleted_total": counts.get("deleted", 0),
-                    "rows_added": 0, "rows_deleted": 0, "seconds": 0.0, "deleted_ids": 0,
+            return {**_summary(self.manifest, "delete"), "deleted_ids": 0,
                     "missing_ids": missing}
         summary = self._update("delete", [], rows, None)
         return {**summary, "deleted_ids": len(found), "missing_ids": missing}
@@ -105,8 +102,8 @@ class LivingIndex:
         """Merge BM25 segments, rewrite SPANN postings without stale entries, drop the
         text of deleted passages. ``drop_old``: then delete the files only older
         generations read (BM25's old segments and bitmaps, SPANN's old posting file with
-        its relocated copies, old dense deleted masks); only safe when no reader in any process still uses an older
-        generation (the CLI's case)."""
+        its relocated copies, old dense deleted masks); only safe when no reader in any
+        process still uses an older generation (the CLI's case)."""
         summary = self._update("compact", [], [], None)
         if drop_old:
             removed = []
@@ -153,13 +150,12 @@ class LivingIndex:
                                                        n_rows)
             fault_point("before-commit")
             live = self.docstore.counts()["live"]
-            counts = {"live": live, "deleted": n_rows - live}    # dead rows, purged or not
             history = self.manifest.get("history", [])[-99:] + [{
                 "generation": gen, "op": op, "at": _now(), "added": len(added),
                 "deleted": len(dead), "seconds": round(time.perf_counter() - started, 3)}]
             manifest = {**self.manifest, "generation": gen, "updated_at": _now(),
-                        "counts": {"passages": counts["live"], "rows": n_rows,
-                                   "deleted": counts["deleted"]},
+                        "counts": {"passages": live, "rows": n_rows,     # deleted: dead
+                                   "deleted": n_rows - live},        # rows, purged or not
                         "components": components, "files": files, "history": history}
             durable_write(self.folder / MANIFEST,
                           (json.dumps(manifest, indent=2) + "\n").encode())     # commit
@@ -171,9 +167,7 @@ class LivingIndex:
         clear_journal(self.folder)
         if op == "compact":
             self.docstore.purge()          # deleted at a committed generation: safe to drop
-        return {"generation": gen, "op": op, "passages": counts["live"],
-                "deleted_total": counts["deleted"], "rows_added": len(added),
-                "rows_deleted": len(dead), "seconds": history[-1]["seconds"]}
+        return _summary(manifest, op, len(added), len(dead), history[-1]["seconds"])
 
     def _mark_docstore_mutable(self) -> None:
         """Before the first update touches the doc store, the manifest (same generation)
@@ -294,6 +288,15 @@ class LivingIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _summary(manifest: dict, op: str, rows_added: int = 0, rows_deleted: int = 0,
+             seconds: float = 0.0) -> dict:
+    """What an update reports: the generation ``manifest`` commits, its counts, the change."""
+    counts = manifest["counts"]
+    return {"generation": int(manifest.get("generation", 0)), "op": op,
+            "passages": counts["passages"], "deleted_total": counts.get("deleted", 0),
+            "rows_added": rows_added, "rows_deleted": rows_deleted, "seconds": seconds}
 
 
 def _now() -> str:

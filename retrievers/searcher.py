@@ -72,11 +72,11 @@ class Searcher:
     def stored_vectors(self):
         """Every row's stored embedding (``index.dense_live.StoredVectors``: the build's
         and the updates' segments), or None where the folder keeps none."""
-        self._require("dense")
-        if not (self.folder / "dense" / "embeddings.npy").is_file():
-            return None
-        from index.dense_live import StoredVectors
+        from index.dense_live import EMBEDDINGS, StoredVectors
 
+        self._require("dense")
+        if not (self.folder / EMBEDDINGS).is_file():
+            return None
         return StoredVectors(self.folder, self.components["dense"])
 
     @cached_property
