@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 
 from eval.loaders import DatasetSpec, load_dataset, parse_spec
 from searchagent.errors import InputError
-from searchagent.files import sibling_temp
+from searchagent.files import write_atomically
 
 
 def passage_key(title: str, text: str) -> tuple[str, str]:
@@ -78,13 +77,9 @@ def pool_corpus(paths_by_dataset: Mapping[str, str | Path | Iterable[str | Path]
 
 
 def _write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sibling_temp(path)
-    try:
+    def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomically(path, write)

@@ -8,7 +8,6 @@ cheapest arm that gets EM 1, else the best-F1 arm), the upper bound a policy aim
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Iterable
 from eval.bootstrap import Interval, bootstrap_ci
 from eval.store import RunStore
 from searchagent.errors import InputError
-from searchagent.files import sibling_temp
+from searchagent.files import write_atomically
 from searchagent.strategies.base import ARMS
 
 
@@ -163,8 +162,6 @@ def write_report(db: str | Path | list, runs: list[str], out: str | Path,
     table = summaries(common_questions(rows) if common else rows)
     plots = quality_plots(table, out) + arm_plot(table, out)
     path = out / "report.md"
-    tmp = sibling_temp(path)
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(markdown(table, runs, [str(p) for p in plots]))
-    os.replace(tmp, path)
+    text = markdown(table, runs, [str(p) for p in plots])
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path

@@ -6,33 +6,22 @@ returns it survives power loss.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from index.corpus import file_sha256
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from searchagent.files import write_atomically
 
 
 def write_durably(path: Path, save) -> None:
-    """``save(handle)`` into a temporary sibling, fsync, rename onto ``path``, fsync the
-    folder: ``path`` is then either absent or whole after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        save(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    """``save(handle)`` (a binary file) through ``write_atomically(..., durable=True)``:
+    ``path`` is then either absent or whole after a crash."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            save(handle)
+
+    write_atomically(path, write, durable=True)
 
 
 def durable_write(path: Path, data: bytes) -> None:

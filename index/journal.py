@@ -15,7 +15,8 @@ import os
 import signal
 from pathlib import Path
 
-from index.files import durable_write, fsync_dir
+from index.files import durable_write
+from searchagent.files import fsync_dir
 from searchagent.errors import IndexFormatError
 
 JOURNAL = "journal.json"

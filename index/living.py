@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from index.corpus import chunk_passage
 from index.dense_live import DenseSegments
-from index.files import durable_write, fsync_dir
+from index.files import durable_write
+from searchagent.files import fsync_dir
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
                            write_journal)
 from index.manifest import MANIFEST, read_manifest

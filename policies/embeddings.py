@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from searchagent.errors import InputError
-from searchagent.files import sibling_temp
+from searchagent.files import write_atomically
 
 
 def question_key(question: str) -> str:
@@ -54,13 +53,11 @@ class EmbeddingCache:
         return np.stack([self.vectors[k] for k in keys]).astype(np.float32)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted(self.vectors)
-        tmp = str(sibling_temp(self.path.with_suffix(".npz")))
-        try:
-            np.savez(tmp, model=np.array(self.model), keys=np.array(keys),
-                     vectors=np.stack([self.vectors[k] for k in keys]).astype(np.float32))
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:    # a handle: np.savez appends no ".npz"
+                np.savez(handle, model=np.array(self.model), keys=np.array(keys),
+                         vectors=np.stack([self.vectors[k] for k in keys]).astype(np.float32))
+
+        write_atomically(self.path, write)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from policies.outcome import OutcomeModels
 from policies.rewards import RewardSpec
 from policies.thompson import LinearThompson
 from searchagent.errors import InputError
-from searchagent.files import sibling_temp
+from searchagent.files import write_atomically
 
 FORMAT = "searchagent-policy"
 VERSION = 1
@@ -92,13 +91,13 @@ def save_policy(bundle: PolicyBundle, folder: str | Path, extra: dict | None = N
     tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items() if k.startswith("net.")}
     plain = {k: v for k, v in arrays.items() if not k.startswith("net.")}
     npz_name = f"arrays-{generation}.npz"
-    _atomic_write(folder / npz_name, lambda tmp: np.savez(tmp, **plain))
+    write_atomically(folder / npz_name, lambda tmp: np.savez(tmp, **plain), durable=True)
     files[npz_name] = _describe(folder / npz_name)
     if tensors:
         from safetensors.numpy import save_file
 
         st_name = f"model-{generation}.safetensors"
-        _atomic_write(folder / st_name, lambda tmp: save_file(tensors, tmp))
+        write_atomically(folder / st_name, lambda tmp: save_file(tensors, tmp), durable=True)
         files[st_name] = _describe(folder / st_name)
     doc = {"format": FORMAT, "version": VERSION, "algo": policy.algo, "arms": list(ARMS),
            "dim": policy.dim, "seed": policy.seed, "params": policy.params(), "state": values,
@@ -107,7 +106,8 @@ def save_policy(bundle: PolicyBundle, folder: str | Path, extra: dict | None = N
            "reward": bundle.reward.to_dict(), "meta": {**bundle.meta, **(extra or {})},
            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
     text = json.dumps(doc, indent=1, sort_keys=True, default=_json_default)
-    _atomic_write(folder / POLICY_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
+    write_atomically(folder / POLICY_FILE, lambda tmp: Path(tmp).write_text(text + "\n"),
+                     durable=True)
     for old in list(folder.glob("arrays-*.npz")) + list(folder.glob("model-*.safetensors")):
         if old.name not in files:
             old.unlink(missing_ok=True)
@@ -180,18 +180,6 @@ def _describe(path: Path) -> dict:
 
 def _describe_spec(spec: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(spec.items()))
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = str(sibling_temp(path))
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _json_default(value):

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from index.corpus import file_sha256
-from index.files import durable_save, durable_write, fsync_dir
+from index.files import durable_save, durable_write
+from searchagent.files import fsync_dir
 from retrievers.bm25 import BM25Index
 from retrievers.bm25_parts import Part, rows_dtype
 from searchagent.errors import IndexFormatError

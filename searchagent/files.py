@@ -1,8 +1,8 @@
-"""Temporary siblings for atomic file replacement.
+"""Atomic file replacement: write a temporary sibling, then rename it onto the target.
 
-``tempfile.mkstemp`` creates files readable by their owner only (0600), and a file
-renamed into place keeps that: reports, run configs and policies written that way could
-not be read by a colleague. A file opened by name gets the umask's usual permissions.
+The temporary file is opened by name, so it gets the umask's usual permissions
+(``tempfile.mkstemp`` makes 0600 files, and a file renamed into place keeps them: reports,
+run configs and policies written that way could not be read by a colleague).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Callable
 
 
 def sibling_temp(path: str | Path) -> Path:
@@ -18,3 +19,32 @@ def sibling_temp(path: str | Path) -> Path:
     path = Path(path)
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
                           f"{path.suffix}")
+
+
+def fsync_dir(folder: str | Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str | Path, write: Callable[[str], object],
+                     durable: bool = False) -> None:
+    """``write(tmp)`` to a fresh sibling of ``path``, then rename it onto ``path``: readers
+    see the old file or the whole new one, and a failure leaves no temporary behind. With
+    ``durable``, the file is fsynced before the rename and the folder after it, so the new
+    file also survives a power loss once this returns."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling_temp(path)
+    try:
+        write(str(tmp))
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        fsync_dir(path.parent)

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from index.files import durable_save, durable_write, file_entry, fsync_dir
+from index.files import durable_save, durable_write, file_entry
+from searchagent.files import fsync_dir
 from index.manifest import check_files as check_file_table
 from index.spann.builder import FORMAT, FORMAT_VERSION, META
 from index.spann.postings import CAPACITY, COUNT, DEAD, NBYTES, OFFSET, PAGE, posting_crc

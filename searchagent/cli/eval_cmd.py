@@ -10,7 +10,7 @@ from pathlib import Path
 
 from searchagent.config import load_config
 from searchagent.errors import InputError
-from searchagent.files import sibling_temp
+from searchagent.files import write_atomically
 
 DEFAULT_DB = "runs/runs.duckdb"
 
@@ -150,10 +150,8 @@ def _write_run_config(folder: Path, settings: dict, force: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     record = {**settings, "command": shlex.join(["searchagent", *sys.argv[1:]]),
               "cwd": os.getcwd(), **({"superseded": superseded} if superseded else {})}
-    tmp = sibling_temp(path)
-    with open(tmp, "w") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(
+        json.dumps(record, indent=2, sort_keys=True)))
 
 
 def _open(args, config):
