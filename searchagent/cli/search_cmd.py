@@ -35,5 +35,6 @@ def run_search(args) -> int:
         else:
             print(f"{rank:>3}. {hit.score:8.4f}  [{hit.id}] {hit.title}: {hit.text[:100]}")
     if not args.json:
-        print(f"({len(hits)} hits, {config.retrieval.mode}, {seconds * 1000:.1f} ms)")
+        print(f"({len(hits)} hits, {config.retrieval.mode}, {seconds * 1000:.1f} ms, including "
+              "loading what the search needs: `searchagent serve` keeps it loaded)")
     return 0
