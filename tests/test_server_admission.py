@@ -141,16 +141,16 @@ def fake_admission(deadline_s: float = 20.0, **kwargs):
     admission = Admission(sessions=8, max_queue=64, deadline_s=deadline_s,
                           clock=lambda: now[0], **kwargs)
 
-    def run_alone(seconds: float) -> None:
-        assert admission.try_acquire()[0]
+    def run_alone(seconds: float, kind=None) -> None:
+        assert admission.try_acquire(kind)[0]
         now[0] += seconds
-        admission.release(seconds)
+        admission.release(seconds, kind)
     return admission, run_alone
 
 
-def admitted_at_once(admission) -> int:
+def admitted_at_once(admission, kind=None) -> int:
     count = 0
-    while admission.try_acquire()[0]:
+    while admission.try_acquire(kind)[0]:
         count += 1
     return count
 
@@ -167,6 +167,34 @@ def test_admission_by_p90_of_demand_keeps_long_questions_within_the_deadline():
     assert n == 6 and n * 3.0 <= 20.0
     ok, retry_after = admission.try_acquire()
     assert not ok and retry_after == 3                # one must finish: one p90 demand
+
+
+def test_one_heavy_request_prices_its_own_kind_not_the_light_ones():
+    """Ten closed-book questions (1 s each), then one multi-hop request with k 50 and 8
+    hops (19 s). One p90 for every kind made it 19 s: two light requests would no longer
+    fit a 20 s deadline. By kind, light ones still fit 20 at once; the heavy kind is priced
+    by all kinds' demands until it has three of its own, and a mix sums expected demands."""
+    light, heavy = ("parametric", None, None), ("multi", 50, 8)
+    admission, run_alone = fake_admission()
+    for _ in range(10):
+        run_alone(1.0, light)
+    run_alone(19.0, heavy)
+    assert admission.expected_demand(light) == 1.0
+    assert admission.expected_demand(heavy) == admission.service_s == 1.0   # p90 of 11
+    for _ in range(2):
+        run_alone(19.0, heavy)
+    assert admission.expected_demand(heavy) == 19.0 and admission.service_s == 19.0
+    assert admitted_at_once(admission, light) == 20
+    admission, run_alone = fake_admission()
+    for _ in range(3):
+        run_alone(6.0, heavy)
+        run_alone(1.0, light)
+    assert [admission.try_acquire(heavy)[0] for _ in range(2)] == [True, True]   # 12 s
+    assert admitted_at_once(admission, light) == 8                               # + 8 s
+    ok, retry_after = admission.try_acquire(heavy)
+    assert not ok and retry_after == 6       # six light ones (1 s each) must finish first
+    ok, _ = admission.try_acquire(("single", None, None))      # unmeasured: p90 of all, 6 s
+    assert not ok
 
 
 def test_the_quantile_and_window_are_configurable_and_the_window_forgets():

@@ -50,12 +50,13 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             return error(503, "server is shutting down", headers={"Retry-After": "5"})
         if service.backend_error:          # the generator could not even be built
             return error(503, service.backend_error)
-        admitted, wait = admission.try_acquire()
+        kind = (body.strategy, body.k, body.max_hops)      # what a request's demand depends on
+        admitted, wait = admission.try_acquire(kind)
         if not admitted:
             return error(429, "too many requests in flight",
-                         f"{admission.admitted} admitted ({admission.sessions} at once, each "
-                         f"~{admission.service_s:.1f} s of shared generator time): a new one "
-                         f"would not finish within "
+                         f"{admission.admitted} admitted ({admission.sessions} at once), and "
+                         f"this one needs ~{admission.expected_demand(kind):.1f} s of shared "
+                         f"generator time: it would not finish within "
                          f"server.request_timeout_s={config.server.request_timeout_s}",
                          headers={"Retry-After": str(wait)})
         ctx = {key: value for key, value in (("k", body.k), ("max_hops", body.max_hops),
@@ -66,9 +67,10 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             session, future = service.start(request_id, body.question.strip(), body.strategy,
                                             ctx, deadline)
         except RuntimeError:
-            admission.release()
+            admission.release(kind=kind)
             return error(503, "server is shutting down", headers={"Retry-After": "5"})
-        future.add_done_callback(lambda f: admission.release(service_time(session, f)))
+        future.add_done_callback(
+            lambda f: admission.release(service_time(session, f), kind))
         return service, session, future
 
     def service_time(session, future) -> float | None:

@@ -7,7 +7,8 @@ import json
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
+from typing import Hashable
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/")
 OPEN_PREFIXES = ("/static/",)          # the web page's script and style sheet
@@ -101,18 +102,24 @@ class Admission:
     The generator is shared: requests running side by side slow each other down (on a
     2-core machine a request's run time grows about linearly with the number beside it).
     So each finished request yields its *demand*: run time / the average number of
-    requests running while it ran (a time-weighted count). ``service_s`` is the
-    ``quantile`` (nearest rank, default p90) of the last ``window`` demands (before any
-    finishes: ``expected_service_s``, else the whole deadline): a mean let the long
-    (multi-hop, ~3x a closed-book) questions run past the deadline. With ``n`` requests
-    admitted, a new one finishes after about ``(n + 1) * service_s``: it is admitted when
-    that fits in ``deadline_s`` (and ``n < capacity``), or when nothing is admitted (so
-    there is always something to measure). Otherwise it is refused with ``Retry-After`` =
-    the time for enough admitted requests to finish, one per ``service_s``. The refusal
-    path only reads numbers under a lock; the quantile is computed when a request ends."""
+    requests running while it ran (a time-weighted count). A request's expected demand is
+    the ``quantile`` (nearest rank, default p90) of the last ``window`` demands of its
+    *kind* (the route passes strategy, k and hops), or of all kinds while its own has
+    fewer than ``MIN_KIND`` (before any finishes: ``expected_service_s``, else the whole
+    deadline). A mean let the long (multi-hop, ~3x a closed-book) questions run past the
+    deadline; one quantile for every kind let a single very heavy request (k 50, 8 hops)
+    refuse light ones for the next minute. A new request finishes after about the summed
+    demand of those admitted plus its own: it is admitted when that fits in
+    ``deadline_s`` (and fewer than ``capacity`` are admitted), or when nothing is admitted
+    (so there is always something to measure). Otherwise it is refused with
+    ``Retry-After`` = the time for enough admitted requests to finish, the shortest first.
+    The refusal path only reads numbers under a lock; quantiles are computed when a
+    request ends. ``service_s`` is the quantile over all kinds (for metrics)."""
 
     QUANTILE = 0.9                                 # of the recent demands
     WINDOW = 32                                    # recent finished requests kept
+    MIN_KIND = 3                                   # a kind's own demands before they count
+    KINDS = 64                                     # kinds remembered (least recent dropped)
 
     def __init__(self, sessions: int, max_queue: int, deadline_s: float,
                  expected_service_s: float = 0.0, clock=time.monotonic,
@@ -123,9 +130,12 @@ class Admission:
         self.capacity = self.sessions + max_queue
         self.deadline_s = deadline_s
         self.quantile = quantile
+        self.window = window
         self.service_s = expected_service_s if expected_service_s > 0 else deadline_s
         self.measured = 0                          # finished requests measured so far
         self._demands: deque[float] = deque(maxlen=window)
+        self._kinds: OrderedDict[Hashable, tuple[deque, float]] = OrderedDict()
+        self._running: Counter = Counter()         # admitted requests per kind
         self._lock = threading.Lock()
         self._clock = clock
         self.admitted = 0
@@ -139,8 +149,14 @@ class Admission:
         ordered = sorted(values)
         return ordered[max(0, math.ceil(round(q * len(ordered), 9)) - 1)]
 
-    def _fits(self, n: int) -> bool:
-        return n == 0 or (n < self.capacity and (n + 1) * self.service_s <= self.deadline_s)
+    def expected_demand(self, kind: Hashable = None) -> float:
+        """The demand a new request of ``kind`` is expected to make of the generator."""
+        demands, quantile = self._kinds.get(kind, ((), 0.0))
+        return quantile if len(demands) >= self.MIN_KIND else self.service_s
+
+    def _fits(self, work: list[float], need: float) -> bool:
+        return not work or (len(work) < self.capacity
+                            and math.fsum(work) + need <= self.deadline_s + 1e-9)
 
     def _set_admitted(self, n: int) -> None:
         self.admitted = n
@@ -156,26 +172,38 @@ class Admission:
                 break
         return area / (now - since) if now > since else 1.0
 
-    def try_acquire(self) -> tuple[bool, int]:
+    def try_acquire(self, kind: Hashable = None) -> tuple[bool, int]:
         """-> (admitted, Retry-After seconds for a refused request)."""
         with self._lock:
-            n = self.admitted
-            if self._fits(n):
-                self._set_admitted(n + 1)
+            need = self.expected_demand(kind)
+            work = sorted(self.expected_demand(k) for k, count in self._running.items()
+                          for _ in range(count))
+            if self._fits(work, need):
+                self._running[kind] += 1
+                self._set_admitted(self.admitted + 1)
                 return True, 0
             self.rejected_total += 1
-            fit = n - 1
-            while fit > 0 and not self._fits(fit):
-                fit -= 1                           # the most admitted at which one fits
-            return False, max(1, math.ceil((n - fit) * self.service_s))
+            wait = 0.0
+            while not self._fits(work, need):
+                wait += work.pop(0)                # the shortest finishes first
+            return False, max(1, math.ceil(wait))
 
-    def release(self, service_s: float | None = None) -> None:
-        """One admitted request finished; ``service_s`` is its run time when it counts."""
+    def release(self, service_s: float | None = None, kind: Hashable = None) -> None:
+        """One admitted request of ``kind`` finished; ``service_s`` is its run time when it
+        counts."""
         with self._lock:
             now = self._clock()
             if service_s is not None and service_s > 0:
                 demand = service_s / max(1.0, self._mean_running(now - service_s, now))
                 self._demands.append(demand)
                 self.service_s = self.nearest_rank(self._demands, self.quantile)
+                own = self._kinds.pop(kind, (deque(maxlen=self.window), 0.0))[0]
+                own.append(demand)
+                self._kinds[kind] = (own, self.nearest_rank(own, self.quantile))
+                while len(self._kinds) > self.KINDS:
+                    self._kinds.popitem(last=False)
                 self.measured += 1
+            self._running[kind] -= 1
+            if self._running[kind] <= 0:
+                del self._running[kind]
             self._set_admitted(self.admitted - 1)
