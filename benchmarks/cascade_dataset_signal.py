@@ -38,20 +38,26 @@ from policies.replay import load_replay_data  # noqa: E402
 VARIANTS = ("question + answers", "+ predicted dataset", "+ true dataset (privileged)")
 
 
-def dataset_probabilities(questions, emb, names, train, test) -> np.ndarray:
-    """P(dataset | question text) for every row: cross-fitted on ``train``, fitted on all of
-    ``train`` for ``test``."""
-    from scipy import sparse
+def question_vectorizer():
+    """TF-IDF of a question's character 1-4-grams and word 1-2-grams, case kept."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
     from sklearn.pipeline import make_union
 
-    text = make_union(
+    return make_union(
         TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), lowercase=False,
                         sublinear_tf=True, min_df=2),
         TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=False,
                         sublinear_tf=True, min_df=2, token_pattern=r"\S+"))
+
+
+def dataset_probabilities(questions, emb, names, train, test) -> np.ndarray:
+    """P(dataset | question text) for every row: cross-fitted on ``train``, fitted on all of
+    ``train`` for ``test``."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    text = question_vectorizer()
     text.fit(np.asarray(questions, object)[train])
     T = sparse.hstack([text.transform(questions), sparse.csr_matrix(emb)]).tocsr()
     clf = LogisticRegression(C=10.0, max_iter=3000)

@@ -33,21 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks.cascade_dataset_signal import (  # noqa: E402
-    fold_features, gap_cell, load_log, router_on_guess, trained_cascade)
+    fold_features, gap_cell, load_log, question_vectorizer, router_on_guess, trained_cascade)
 from benchmarks.policy_armlogs import router_arms  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.cascade import AnswerCascade  # noqa: E402
 
 HONESTY = "Trustworthy-Information-Access__Annotation-Efficient-Universal-Honesty-Alignment"
-SOURCES = {   # arm-log dataset name -> (file under the data folder, question field)
-    "hotpotqa": [(f"hotpotqa/{HONESTY}/dev.jsonl", "question"),
-                 ("hotpotqa/megagonlabs__RPT/dev.jsonl", "question"),
-                 ("hotpotqa/megagonlabs__RPT/train.jsonl", "question")],
-    "2wikimultihopqa": [(f"2wikimultihopqa/{HONESTY}/dev.jsonl", "question")],
-    "squad": [(f"squad/{HONESTY}/dev.jsonl", "question")],
-    "musique": [("musique/peterbaile__lag/dev.json", "question")],
-    "nq": [("nq/Sabbat509__nq-open-tp-crag/nq_open_test.jsonl", "question")],
-    "trivia": [("triviaqa/IBM__BenchDrift/test_sampled_1000.jsonl", "question")],
+SOURCES = {   # arm-log dataset name -> files under the data folder (field "question")
+    "hotpotqa": [f"hotpotqa/{HONESTY}/dev.jsonl", "hotpotqa/megagonlabs__RPT/dev.jsonl",
+                 "hotpotqa/megagonlabs__RPT/train.jsonl"],
+    "2wikimultihopqa": [f"2wikimultihopqa/{HONESTY}/dev.jsonl"],
+    "squad": [f"squad/{HONESTY}/dev.jsonl"],
+    "musique": ["musique/peterbaile__lag/dev.json"],
+    "nq": ["nq/Sabbat509__nq-open-tp-crag/nq_open_test.jsonl"],
+    "trivia": ["triviaqa/IBM__BenchDrift/test_sampled_1000.jsonl"],
 }
 
 
@@ -57,14 +56,15 @@ def normalized(question: str) -> str:
 
 def public_questions(data: Path, exclude, cap: int, seed: int = 0) -> tuple[list, list]:
     """Questions and dataset names from the public lists, without any of ``exclude``."""
-    skip, rng, texts, labels = {normalized(q) for q in exclude}, np.random.default_rng(seed), [], []
+    skip, rng = {normalized(q) for q in exclude}, np.random.default_rng(seed)
+    texts, labels = [], []
     for name, files in SOURCES.items():
         found = []
-        for file, field in files:
+        for file in files:
             raw = (data / file).read_text()
             rows = json.loads(raw) if file.endswith(".json") else [
                 json.loads(line) for line in raw.splitlines() if line.strip()]
-            found += [row[field] for row in rows if normalized(row[field]) not in skip]
+            found += [row["question"] for row in rows if normalized(row["question"]) not in skip]
         found = list(dict.fromkeys(found))
         rng.shuffle(found)
         texts += found[:cap]
@@ -74,15 +74,9 @@ def public_questions(data: Path, exclude, cap: int, seed: int = 0) -> tuple[list
 
 def classifier_probabilities(texts, labels, weights, questions) -> np.ndarray:
     """P(dataset | question) for ``questions`` from TF-IDF logistic regression."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_union
 
-    vectorizer = make_union(
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), lowercase=False,
-                        sublinear_tf=True, min_df=2),
-        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), lowercase=False,
-                        sublinear_tf=True, min_df=2, token_pattern=r"\S+"))
+    vectorizer = question_vectorizer()
     clf = LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced")
     clf.fit(vectorizer.fit_transform(texts), labels, sample_weight=weights)
     return clf.predict_proba(vectorizer.transform(questions))
@@ -129,14 +123,16 @@ def main() -> None:
             texts + [table.questions[i] for i in train], labels + list(names[train]),
             np.r_[np.ones(len(texts)), np.full(len(train), 3.0)],
             [table.questions[i] for i in test])
-    print(f"{len(texts)} public questions ({', '.join(f'{d} {labels.count(d)}' for d in datasets)})"
+    counts = ", ".join(f"{d} {labels.count(d)}" for d in datasets)
+    print(f"{len(texts)} public questions ({counts})"
           "\n\n| classifier | accuracy on the arm log | TriviaQA recall | TriviaQA taken for "
           "HotpotQA / SQuAD |\n|---|---|---|---|")
     trivia = names == "trivia"
     for name, P in guesses.items():
         guessed = datasets[P.argmax(axis=1)]
-        print(f"| {name} | {(guessed == names).mean():.3f} | {(guessed[trivia] == 'trivia').mean():.3f}"
-              f" | {(guessed[trivia] == 'hotpotqa').sum()} / {(guessed[trivia] == 'squad').sum()} |")
+        taken = guessed[trivia]
+        print(f"| {name} | {(guessed == names).mean():.3f} | {(taken == 'trivia').mean():.3f} | "
+              f"{(taken == 'hotpotqa').sum()} / {(taken == 'squad').sum()} |")
     Q, C = table.quality["f1"], table.steps
     columns = [f"{kind} {g}" for kind in ("router on", "cascade +", "gated cascade on")
                for g in guesses] + ["gated cascade on the true dataset (privileged)"]
