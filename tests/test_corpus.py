@@ -72,3 +72,19 @@ def test_chunking_windows_overlap():
     assert chunks[0].text == "w0 w1 w2 w3" and chunks[1].text.startswith("w3")
     assert chunks[-1].text.endswith("w9") and all(c.title == "T" for c in chunks)
     assert chunk_passage(passage, words=20, overlap=0) == [passage]
+
+
+def test_the_bundled_sample_reads_as_text_and_its_gold_titles_exist():
+    """Titles are shown to users and matched by the evaluation: no HTML entities left from
+    HotpotQA ("Ant &amp; Dec"), and every supporting title is a passage title."""
+    import re
+
+    from tests.conftest import sample_passages, sample_questions
+
+    passages = sample_passages(limit=10**6)
+    entity = re.compile(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
+    assert len(passages) == 2967
+    assert [p["title"] for p in passages if entity.search(p["title"] + p["text"])] == []
+    titles = {p["title"] for p in passages}
+    gold = {t for q in sample_questions() for t in q["supporting_titles"]}
+    assert "Ant & Dec" in gold and sorted(gold - titles) == []

@@ -4,12 +4,15 @@
 
 Writes ``corpus.jsonl.gz`` (every context paragraph, de-duplicated by title+text) and
 ``questions.jsonl`` (id, question, answers, supporting titles, type) next to this file.
+HotpotQA keeps HTML entities in some titles ("Ant &amp; Dec"); titles and texts are
+unescaped for display, and a passage's id stays the hash of the published title and text.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 import json
 import sys
 from pathlib import Path
@@ -29,11 +32,13 @@ def main(source: str) -> None:
                 passages[key] = hashlib.sha1(f"{title}\n{text}".encode()).hexdigest()[:16]
         questions.append({"id": row["id"], "question": row["question"],
                           "answers": [row["answer"]],
-                          "supporting_titles": sorted(set(row["supporting_facts"]["title"])),
+                          "supporting_titles": sorted({html.unescape(title) for title in
+                                                       row["supporting_facts"]["title"]}),
                           "type": row.get("type", "")})
     with gzip.open(HERE / "corpus.jsonl.gz", "wt", encoding="utf-8", compresslevel=9) as out:
         for (title, text), pid in passages.items():
-            out.write(json.dumps({"id": pid, "title": title, "text": text}) + "\n")
+            out.write(json.dumps({"id": pid, "title": html.unescape(title),
+                                  "text": html.unescape(text)}) + "\n")
     with open(HERE / "questions.jsonl", "w", encoding="utf-8") as out:
         for question in questions:
             out.write(json.dumps(question) + "\n")
