@@ -42,6 +42,9 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
     if cfg.dtype not in ("float16", "float32"):
         raise InputError("must be float16 or float32", field="index.dtype")
     open_text(corpus).close()           # an unreadable corpus or a missing model: say so
+    if str(out).strip() and Path(out).resolve() in Path(corpus).resolve().parents:
+        raise InputError("the corpus is inside the output folder, which a build replaces",
+                         path=str(corpus))
     if cfg.dense:                       # before any work
         embedder_path(cfg.dense_model)
     if engine == "ray":

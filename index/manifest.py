@@ -146,11 +146,18 @@ def temp_name(out: Path, kind: str = "tmp") -> Path:
 @contextmanager
 def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; rename it to ``out`` only if the block succeeds.
-    Temporary folders of dead earlier builds are removed first."""
+    Temporary folders of dead earlier builds are removed first. ``overwrite`` replaces an
+    index or an empty folder, never anything else."""
+    if not str(out).strip():
+        raise InputError("the output folder is empty", field="out")
     out = Path(out).resolve()
     if out.exists() and not overwrite:
         raise InputError("output folder already exists (pass --overwrite to replace it)",
                          path=str(out))
+    if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file()
+                                               or not any(out.iterdir()))):
+        raise InputError("refusing to replace it: not an index folder (no manifest.json) "
+                         "and not empty", path=str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out)
     tmp = temp_name(out)

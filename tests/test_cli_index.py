@@ -46,3 +46,30 @@ def test_errors_exit_nonzero_with_a_located_message(tmp_path):
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert "reading corpus" not in result.stderr          # refused before any work
         assert not (tmp_path / "idx").exists()
+
+
+def test_a_build_replaces_only_an_index_and_never_its_own_corpus(tmp_path):
+    """``--overwrite`` replaced whatever ``--out`` named: the current folder for ``""``,
+    a folder of user files, the corpus's own folder. ``demo --index-dir`` did the same."""
+    corpus = tmp_path / "docs" / "corpus.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text('{"id": "a", "title": "T", "text": "one passage"}\n')
+    (tmp_path / "docs" / "notes.txt").write_text("precious")
+    for out, message in (("", "the output folder is empty"),
+                         (corpus.parent, "the corpus is inside the output folder"),
+                         (tmp_path, "the corpus is inside the output folder")):
+        result = cli("index", "build", corpus, "--out", out, "--bm25", "--overwrite",
+                     check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    result = cli("index", "build", corpus, "--out", mine, "--bm25", "--overwrite", check=False)
+    assert result.returncode == 2 and "not an index folder" in result.stderr
+    result = cli("demo", "--index-dir", mine, "-n", "1", "--strategies", "", check=False)
+    assert result.returncode == 2 and "remove it or pick another folder" in result.stderr
+    assert (mine / "notes.txt").read_text() == "precious"
+    assert (tmp_path / "docs" / "notes.txt").read_text() == "precious"
+    cli("index", "build", corpus, "--out", tmp_path / "idx", "--bm25")
+    cli("index", "build", corpus, "--out", tmp_path / "idx", "--bm25", "--overwrite")
+    assert (tmp_path / "idx" / "manifest.json").is_file()

@@ -44,6 +44,28 @@ def main(argv: list[str] | None = None) -> int:
     except SearchAgentError as exc:
         print(f"searchagent: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:                 # unwritable output, a file where a folder goes...
+        print(f"searchagent: error: {os_error_text(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise
+        print(f"searchagent: error: DuckDB: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("searchagent: interrupted", file=sys.stderr)
         return 130
+
+
+def os_error_text(exc: OSError) -> str:
+    """``exc`` as one line: what failed and on which path(s)."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or str(exc)
+    return f"{reason}: {paths}" if paths else reason
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """A DuckDB error (a database file that is not one, locked, or unwritable)."""
+    duckdb = sys.modules.get("duckdb")
+    return duckdb is not None and isinstance(exc, duckdb.Error)
+

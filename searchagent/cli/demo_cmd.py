@@ -24,17 +24,23 @@ def register(sub) -> None:
 
 
 def ensure_sample_index(folder: str | Path, config) -> Path:
-    """Build the sample index unless a valid one is already there."""
+    """Build the sample index into a missing or empty ``folder``; use it if it holds a valid
+    index; refuse anything else (a damaged index, other files)."""
     from index.build import build_index
     from index.manifest import verify_index
-    from searchagent.errors import IndexFormatError
+    from searchagent.errors import IndexFormatError, InputError
 
     folder = Path(folder)
+    empty = folder.is_dir() and not any(folder.iterdir())
+    if empty or not folder.exists():
+        build_index(SAMPLE / "corpus.jsonl.gz", folder, config, overwrite=folder.exists())
+        return folder
     try:
         verify_index(folder, "size")
-        print(f"using existing index {folder}")
-    except IndexFormatError:
-        build_index(SAMPLE / "corpus.jsonl.gz", folder, config, overwrite=folder.exists())
+    except IndexFormatError as exc:
+        raise InputError(f"--index-dir holds something other than a valid index ({exc}); "
+                         "remove it or pick another folder", path=str(folder)) from exc
+    print(f"using existing index {folder}")
     return folder
 
 
