@@ -25,7 +25,7 @@ from index.files import durable_write
 from searchagent.files import fsync_dir
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
                            write_journal)
-from index.manifest import MANIFEST, read_manifest
+from index.manifest import MANIFEST, check_files, read_manifest
 from retrievers.docstore_live import LiveDocStore
 from retrievers.encoder import passage_text
 from retrievers.tokenize import tokenize
@@ -49,6 +49,8 @@ class LivingIndex:
             self._owns_docstore = docstore is None
             self.recovered = self._recover(discard_damaged_journal)
             self.manifest = read_manifest(self.folder)
+            # no update on top of a missing or truncated file
+            check_files(self.folder, self.manifest.get("files", {}), "size")
             self.config = IndexConfig(**json.loads((self.folder / "config.json").read_text())
                                       .get("index", {}))
         except BaseException:

@@ -21,6 +21,7 @@ from retrievers.searcher import Searcher
 from searchagent.cli import main
 from searchagent.config import Config
 from searchagent.errors import IndexFormatError
+from searchagent.types import Passage
 from tests.conftest import sample_passages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,3 +192,18 @@ def test_a_damaged_journal_is_a_clear_error_and_recover_rolls_back(index_dir, po
     result = run_cli("index", "recover", str(index_dir))
     assert result["generation"] == 0 and result["recovered"]["damaged"]
     assert not (index_dir / JOURNAL).exists()
+
+
+def test_no_update_commits_on_top_of_a_missing_segment(index_dir, pool):
+    """A dense segment of an earlier update deleted by hand: later adds, deletes and
+    compactions used to commit generations that no search could open."""
+    from index.living import LivingIndex
+
+    with LivingIndex(index_dir) as living:
+        living.add([Passage(**{k: p[k] for k in ("id", "title", "text")})
+                    for p in pool[BASE:BASE + 3]])
+    segment = next((index_dir / "dense").glob("add-1*"))
+    segment.unlink()
+    with pytest.raises(IndexFormatError, match=f"index file missing: .*{segment.name}"):
+        LivingIndex(index_dir)
+    assert json.loads((index_dir / "manifest.json").read_text())["generation"] == 1
