@@ -110,6 +110,25 @@ def test_log_arms_cli_writes_the_arm_table(bm25_index, tmp_path):
     assert main(args) == 0                                        # rerun: nothing to do
 
 
+def test_a_failed_start_leaves_no_run_to_block_its_retry(bm25_index, tmp_path):
+    """The run's settings used to be recorded before the index and generator opened: a
+    mistyped --index left runs/a2/config.json, and the corrected command was refused."""
+    args = ["eval", "log-arms", "--dataset", f"hotpotqa:{FIX / 'hotpot_official.json'}",
+            "--index", str(tmp_path / "typo"), "--arms", "parametric", "--max-new-tokens",
+            "4", "--threads", "1", "--run", "a2", "--db", str(tmp_path / "arms.duckdb"),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert main(args) == 2
+    assert not (tmp_path / "runs").exists()
+    args[args.index(str(tmp_path / "typo"))] = str(bm25_index)
+    assert main(args) == 0 and (tmp_path / "runs" / "a2" / "config.json").is_file()
+    for name in ("", "../escaped", ".."):
+        args[args.index("--run") + 1] = name
+        assert main(args) == 2
+    assert not (tmp_path / "escaped").exists()
+    args[args.index("--run") + 1], args[args.index("--arms") + 1] = "a3", ""
+    assert main(args) == 2                                        # no arm: nothing to run
+
+
 def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_path, capsys):
     from searchagent.cli.eval_cmd import _write_run_config
 

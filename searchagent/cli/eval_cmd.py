@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -92,7 +93,8 @@ def run_pool(args) -> int:
 
 
 def _setup(args, systems: list[str]):
-    """Config, examples, run folder; returns (config, examples)."""
+    """Config, examples and the run's settings (recorded by ``_record_run`` once every
+    resource opened, so a failed start leaves no run behind to block its retry)."""
     from eval.examples import interleave, subset
     from eval.loaders import load_spec
 
@@ -100,6 +102,11 @@ def _setup(args, systems: list[str]):
            "agent": {"max_hops": args.max_hops},
            "generator": {"max_new_tokens": args.max_new_tokens, "threads": args.threads}}
     config = load_config(args.config, cli=cli)
+    if not re.fullmatch(r"[\w.-]+", args.run) or args.run in (".", ".."):
+        raise InputError(f"must be a plain name (letters, digits, _ . -), got {args.run!r}",
+                         field="run")
+    if not systems:
+        raise InputError("nothing to run: name at least one strategy", field="arms")
     if args.workers < 1:
         raise InputError(f"must be >= 1, got {args.workers}", field="workers")
     if args.limit is not None and args.limit < 1:
@@ -109,8 +116,11 @@ def _setup(args, systems: list[str]):
     settings = {"config": config.public_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,
                 "seed": args.seed, "db": str(Path(args.db).resolve())}
+    return config, examples, settings
+
+
+def _record_run(args, settings: dict) -> None:
     _write_run_config(Path(args.runs_dir) / args.run, settings, args.force)
-    return config, examples
 
 
 # settings that do not change a row's outcome: a resumed run may differ in them
@@ -178,12 +188,13 @@ def run_eval(args) -> int:
     if not names and not policies:
         raise InputError("give --strategy NAME and/or --policy DIR", field="strategy")
     labels = names + [policy_label(p) for p in policies]
-    config, examples = _setup(args, labels)
+    config, examples, settings = _setup(args, labels)
     searcher, generator = _open(args, config)
     systems = {n: make_strategy_system(n, searcher, generator, config) for n in names}
     for path, label in zip(policies, labels[len(names):]):
         systems[label] = make_policy_system(path, searcher, generator, config)
     with RunStore(args.db, hold=False) as store:
+        _record_run(args, settings)
         summary = evaluate(systems, examples, store, args.run, args.workers, args.seed)
     return _finish(summary, args.db)
 
@@ -194,10 +205,11 @@ def run_log_arms(args) -> int:
     from eval.systems import make_strategy_system, strategy_names
 
     arms = strategy_names([args.arms])
-    config, examples = _setup(args, arms)
+    config, examples, settings = _setup(args, arms)
     searcher, generator = _open(args, config)
     systems = {arm: make_strategy_system(arm, searcher, generator, config) for arm in arms}
     with RunStore(args.db, hold=False) as store:
+        _record_run(args, settings)
         summary = log_arms(systems, examples, store, args.run, args.workers, args.seed)
     return _finish(summary, args.db)
 
