@@ -9,6 +9,8 @@ point), and ``purge`` drops deleted rows' text when the index is compacted.
 
 from __future__ import annotations
 
+import time
+
 import duckdb
 
 from retrievers.docstore import DocStore
@@ -35,7 +37,7 @@ class LiveDocStore(DocStore):
         if not self.tagged:
             self._con.execute("ALTER TABLE passages ADD COLUMN gen_added INTEGER DEFAULT 0")
             self._con.execute("ALTER TABLE passages ADD COLUMN gen_deleted INTEGER")
-            self._con.execute("CHECKPOINT")
+            self.checkpoint()
 
     def counts(self) -> dict[str, int]:
         """``rows`` ever written (the next row number), ``live`` and ``deleted`` passages."""
@@ -90,14 +92,23 @@ class LiveDocStore(DocStore):
         undeleted = con.execute("UPDATE passages SET gen_deleted = NULL WHERE gen_deleted > ?",
                                 [committed]).fetchone()[0]
         con.execute("COMMIT")
-        con.execute("CHECKPOINT")
+        self.checkpoint()
         return int(added) + int(undeleted)
 
     def purge(self) -> int:
         """Drop the text of deleted rows (compaction); return how many went."""
         count = self._con.execute(f"DELETE FROM passages WHERE NOT {LIVE}").fetchone()[0]
-        self._con.execute("CHECKPOINT")
+        self.checkpoint()
         return int(count)
 
-    def checkpoint(self) -> None:
-        self._con.execute("CHECKPOINT")
+    def checkpoint(self, tries: int = 40, wait_s: float = 0.05) -> bool:
+        """Fold the write-ahead log into the file. DuckDB refuses while a search's read
+        transaction is open, so retry for a while, then leave it to the next one: the
+        log is durable either way. Returns whether it ran."""
+        for _ in range(tries):
+            try:
+                self._con.execute("CHECKPOINT")
+                return True
+            except duckdb.TransactionException:
+                time.sleep(wait_s)
+        return False

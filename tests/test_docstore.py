@@ -23,3 +23,24 @@ def test_round_trip_and_threads(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda r: store.fetch([r])[r].id, range(0, 1000, 7)))
     assert results == [f"id{r}" for r in range(0, 1000, 7)]
+
+
+def test_the_first_update_waits_for_a_searchs_open_transaction(tmp_path):
+    """The first document update over REST raced searches: CHECKPOINT refuses while a read
+    transaction is open, and that was a 500 (DuckDB's TransactionException)."""
+    import threading
+
+    from index.corpus import load_corpus
+    from retrievers.docstore_live import LiveDocStore
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "title": "T", "text": "one"}\n')
+    load_corpus(corpus, tmp_path / "docs.duckdb")
+    store = LiveDocStore(tmp_path / "docs.duckdb")
+    reader = store._con.cursor()
+    reader.execute("BEGIN TRANSACTION")
+    reader.execute("SELECT count(*) FROM passages").fetchall()
+    threading.Timer(0.3, lambda: reader.execute("COMMIT")).start()
+    store.add_generation_tags()
+    assert store.tagged and store.counts() == {"rows": 1, "live": 1, "deleted": 0}
+    store.close()

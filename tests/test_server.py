@@ -191,6 +191,66 @@ def test_deadline_gives_504_with_partial_trace(searcher, generator):
         server.close()
 
 
+def test_a_policy_traced_arm_forced_by_the_client_stays_json(searcher, generator, tmp_path):
+    """With a policy loaded, a forced arm's policy step has no scores (NaN inside): the
+    504 body could not be written (a 500) and the stream sent bare NaN, not JSON."""
+    from policies.linucb import LinUCB
+    from policies.persistence import save_policy
+    from tests.test_agent import bundle_for
+
+    save_policy(bundle_for(searcher, LinUCB), tmp_path / "policy")
+    config = server_config(request_timeout_s=1.0).updated(
+        {"agent": {"policy_dir": str(tmp_path / "policy")}}, "test")
+    server = LiveServer(create_app(searcher, config, generator=generator, warm_up=False))
+    body = {"question": "Which city did the band behind the album Tinted Windows first "
+            "perform in?", "strategy": "multi", "max_hops": 4, "k": 4}
+    try:
+        reply = server.client.post("/v1/answer", json=body)
+        assert reply.status_code == 504, reply.text
+        policy = next(e for e in reply.json()["trace"] if e["kind"] == "policy")
+        assert policy["forced"] and policy["scores"] == [None, None, None]
+        deadline = time.monotonic() + 60               # the cut answer's last call ends
+        while "searchagent_admitted_requests 0" not in server.client.get("/metrics").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with server.client.stream("POST", "/v1/answer/stream", json=body) as stream:
+            lines = list(stream.iter_lines())
+            assert stream.status_code == 200, lines
+            data = [json.loads(line[6:]) for line in lines
+                    if line.startswith("data: ")]        # json.loads accepts NaN: check text
+        assert data[-1]["status"] == 504 and "NaN" not in json.dumps(data)
+    finally:
+        server.close()
+
+
+def test_a_failed_warm_up_stops_counting_once_a_generation_succeeds(searcher, generator):
+    """One slow or failed warm-up (a busy machine) kept /readyz at 503 for good."""
+    class FirstCallFails:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def generate(self, requests):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("too slow")
+            return self.inner.generate(requests)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    server = LiveServer(create_app(searcher, server_config(), generator=FirstCallFails(
+        generator), warm_up=True))
+    try:
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 503 and "warm-up failed" in ready.json()["reason"]
+        answer = server.client.post("/v1/answer", json={"question": "Name a planet.",
+                                                         "strategy": "parametric"})
+        assert answer.status_code == 200, answer.text
+        assert server.client.get("/readyz").status_code == 200
+    finally:
+        server.close()
+
+
 def test_generator_backend_down_is_503_and_api_key_is_enforced(searcher):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

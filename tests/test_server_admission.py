@@ -170,20 +170,22 @@ def test_admission_by_p90_of_demand_keeps_long_questions_within_the_deadline():
 
 
 def test_one_heavy_request_prices_its_own_kind_not_the_light_ones():
-    """Ten closed-book questions (1 s each), then one multi-hop request with k 50 and 8
-    hops (19 s). One p90 for every kind made it 19 s: two light requests would no longer
-    fit a 20 s deadline. By kind, light ones still fit 20 at once; the heavy kind is priced
-    by all kinds' demands until it has three of its own, and a mix sums expected demands."""
-    light, heavy = ("parametric", None, None), ("multi", 50, 8)
+    """Ten closed-book questions (1 s each), then a multi-hop request with k 50 and 8 hops
+    (19 s). One p90 for every kind priced that first heavy request like the light ones
+    (four admitted at once, all cut at the deadline), then, once two more had run, the
+    light ones like it. By kind: a kind never measured runs alone (as on a cold server),
+    light ones keep their own price, and a mix sums the expected demands."""
+    light, heavy = ("parametric",), ("multi", 64, 8)
     admission, run_alone = fake_admission()
     for _ in range(10):
         run_alone(1.0, light)
-    run_alone(19.0, heavy)
-    assert admission.expected_demand(light) == 1.0
-    assert admission.expected_demand(heavy) == admission.service_s == 1.0   # p90 of 11
-    for _ in range(2):
+    assert admission.expected_demand(heavy) == 20.0             # unmeasured: the deadline
+    assert [admission.try_acquire(heavy)[0] for _ in range(2)] == [True, False]
+    admission.release(None, heavy)
+    for _ in range(3):
         run_alone(19.0, heavy)
     assert admission.expected_demand(heavy) == 19.0 and admission.service_s == 19.0
+    assert admission.expected_demand(light) == 1.0
     assert admitted_at_once(admission, light) == 20
     admission, run_alone = fake_admission()
     for _ in range(3):
@@ -193,8 +195,23 @@ def test_one_heavy_request_prices_its_own_kind_not_the_light_ones():
     assert admitted_at_once(admission, light) == 8                               # + 8 s
     ok, retry_after = admission.try_acquire(heavy)
     assert not ok and retry_after == 6       # six light ones (1 s each) must finish first
-    ok, _ = admission.try_acquire(("single", None, None))      # unmeasured: p90 of all, 6 s
-    assert not ok
+
+
+def test_a_kind_is_what_a_requests_demand_depends_on():
+    """k is rounded up to a power of two (k 48 and 50 are one kind, not a fresh unmeasured
+    one each); closed book ignores k and hops, one retrieval ignores hops."""
+    from searchagent.server.answer_routes import request_kind
+    from searchagent.server.models import AnswerRequest
+
+    def kind(**fields):
+        return request_kind(AnswerRequest(question="q", **fields))
+
+    assert kind(strategy="multi", k=48, max_hops=8) == kind(strategy="multi", k=50,
+                                                             max_hops=8) == ("multi", 64, 8)
+    assert kind(strategy="multi", k=50, max_hops=2) != kind(strategy="multi", k=50, max_hops=8)
+    assert kind(strategy="parametric", k=50, max_hops=8) == kind(strategy="parametric")
+    assert kind(strategy="single", k=3, max_hops=8) == ("single", 4)
+    assert kind(strategy="auto") == ("auto", None, None)
 
 
 def test_the_quantile_and_window_are_configurable_and_the_window_forgets():
@@ -234,3 +251,37 @@ def test_admission_is_thread_safe():
     assert admission.admitted == 0
     assert admission.measured == len(admitted)
     assert len(admitted) + admission.rejected_total == 8 * 500
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(f"searchagent_{name}"))
+
+
+def test_a_client_that_leaves_stops_its_work_and_frees_admission(searcher, generator):
+    """A client that closed the connection (a timed-out caller, a closed browser tab)
+    used to keep its multi-hop answer generating to the end, holding admission."""
+    config = server_config(sessions=1, max_queue=8, request_timeout_s=120,
+                           expected_service_s=1.0)
+    server = LiveServer(create_app(searcher, config, generator=generator, warm_up=False))
+    body = {"question": "Which film did the director of Insomnia make next?",
+            "strategy": "multi", "max_hops": 4}
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            server.client.post("/v1/answer", json=body, timeout=0.5)
+        with server.client.stream("POST", "/v1/answer/stream", json=body) as reply:
+            assert next(reply.iter_lines()) == "event: start"
+        deadline = time.monotonic() + 4 * DELAY_S
+        while metric(text := server.client.get("/metrics").text, "admitted_requests") > 0:
+            assert time.monotonic() < deadline, "admission still held by abandoned requests"
+            time.sleep(0.2)
+        for route in ("/v1/answer", "/v1/answer/stream"):
+            assert f'http_responses_total{{route="{route}",status="499"}} 1' in text, text
+        generated = metric(text, "generations_total")
+        assert generated <= 2                  # at most the call each was in when it left
+        time.sleep(DELAY_S + 0.5)
+        assert metric(server.client.get("/metrics").text, "generations_total") == generated
+        reply = server.client.post("/v1/answer", json=QUESTION)
+        assert reply.status_code == 200, reply.text
+    finally:
+        server.close()

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from searchagent.config import Config
 from searchagent.errors import BackendError, InputError, SearchAgentError
@@ -27,12 +27,31 @@ from searchagent.server.responses import error, invalid_input, plain
 from searchagent.server.service import AnswerService
 
 
+CLIENT_CLOSED = 499                # nginx's status for a request its client abandoned
+
+
 def settled(future) -> asyncio.Future:
     """The session's future on this loop, its exception marked as retrieved even when
     nobody awaits it any more (after a 504), so asyncio logs no stray traceback."""
     wrapped = asyncio.wrap_future(future)
     wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())
     return wrapped
+
+
+async def client_gone(request: Request, period_s: float = 0.2) -> None:
+    """Returns once the client has closed the connection."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(period_s)
+
+
+def request_kind(body: AnswerRequest) -> tuple:
+    """What a request's demand depends on: its strategy, and the k (rounded up to a power
+    of two) and hops that strategy uses."""
+    k = None if body.k is None else 1 << (body.k - 1).bit_length()
+    if body.strategy == "parametric":
+        return (body.strategy,)
+    return (body.strategy, k) if body.strategy == "single" else (body.strategy, k,
+                                                                  body.max_hops)
 
 
 def sse(event: str, data: Any) -> str:
@@ -50,11 +69,12 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             return error(503, "server is shutting down", headers={"Retry-After": "5"})
         if service.backend_error:          # the generator could not even be built
             return error(503, service.backend_error)
-        kind = (body.strategy, body.k, body.max_hops)      # what a request's demand depends on
+        kind = request_kind(body)
         admitted, wait = admission.try_acquire(kind)
         if not admitted:
             return error(429, "too many requests in flight",
-                         f"{admission.admitted} admitted ({admission.sessions} at once), and "
+                         f"{admission.admitted} admitted (up to {admission.sessions} run at "
+                         f"once), and "
                          f"this one needs ~{admission.expected_demand(kind):.1f} s of shared "
                          f"generator time: it would not finish within "
                          f"server.request_timeout_s={config.server.request_timeout_s}",
@@ -122,15 +142,24 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             app.state.metrics.observe("/v1/answer", admitted.status_code)
             return admitted
         _, session, future = admitted
+        done, gone = settled(future), asyncio.ensure_future(client_gone(request))
         try:
-            result = await asyncio.wait_for(asyncio.shield(settled(future)),
-                                            timeout=session.remaining())
-            response = outcome(session, None, result)
-        except BaseException as exc:  # noqa: BLE001 -- every failure maps to a status
-            if isinstance(exc, asyncio.CancelledError):
-                session.cancel.set()
-                raise
-            response = outcome(session, exc)
+            finished, _ = await asyncio.wait({done, gone}, timeout=session.remaining(),
+                                             return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            session.cancel.set()
+            raise
+        finally:
+            gone.cancel()
+        if done in finished:
+            exc = done.exception()
+            response = outcome(session, exc, None if exc else done.result())
+        elif gone in finished:         # nobody will read the answer: stop working on it
+            session.cancel.set()
+            app.state.metrics.observe("/v1/answer", CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED)
+        else:
+            response = outcome(session, asyncio.TimeoutError())
         status = response.status_code if isinstance(response, JSONResponse) else 200
         app.state.metrics.observe("/v1/answer", status, time.monotonic() - started,
                                   None if status != 200 else response["arm"])
@@ -154,6 +183,16 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         done = settled(future)
 
         async def stream():
+            try:
+                async for event in events_until_done():
+                    yield event
+            except (asyncio.CancelledError, GeneratorExit):   # the client went away
+                if not done.done():
+                    session.cancel.set()
+                    app.state.metrics.observe("/v1/answer/stream", CLIENT_CLOSED)
+                raise
+
+        async def events_until_done():
             yield sse("start", {"request_id": session.id})
             while True:
                 getter = asyncio.ensure_future(events.get())

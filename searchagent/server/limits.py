@@ -104,22 +104,22 @@ class Admission:
     So each finished request yields its *demand*: run time / the average number of
     requests running while it ran (a time-weighted count). A request's expected demand is
     the ``quantile`` (nearest rank, default p90) of the last ``window`` demands of its
-    *kind* (the route passes strategy, k and hops), or of all kinds while its own has
-    fewer than ``MIN_KIND`` (before any finishes: ``expected_service_s``, else the whole
-    deadline). A mean let the long (multi-hop, ~3x a closed-book) questions run past the
+    *kind* (the route passes strategy, k and hops); a kind not measured yet is expected to
+    take ``expected_service_s``, else the whole deadline (so it runs alone, as on a cold
+    server). A mean let the long (multi-hop, ~3x a closed-book) questions run past the
     deadline; one quantile for every kind let a single very heavy request (k 50, 8 hops)
-    refuse light ones for the next minute. A new request finishes after about the summed
-    demand of those admitted plus its own: it is admitted when that fits in
-    ``deadline_s`` (and fewer than ``capacity`` are admitted), or when nothing is admitted
-    (so there is always something to measure). Otherwise it is refused with
+    refuse light ones for the next minute, and priced a first heavy one like the light
+    ones (four admitted at once, all cut at the deadline). A new request finishes after
+    about the summed demand of those admitted plus its own: it is admitted when that fits
+    in ``deadline_s`` (and fewer than ``capacity`` are admitted), or when nothing is
+    admitted (so there is always something to measure). Otherwise it is refused with
     ``Retry-After`` = the time for enough admitted requests to finish, the shortest first.
     The refusal path only reads numbers under a lock; quantiles are computed when a
     request ends. ``service_s`` is the quantile over all kinds (for metrics)."""
 
     QUANTILE = 0.9                                 # of the recent demands
     WINDOW = 32                                    # recent finished requests kept
-    MIN_KIND = 3                                   # a kind's own demands before they count
-    KINDS = 64                                     # kinds remembered (least recent dropped)
+    KINDS = 256                                    # kinds remembered (least recent dropped)
 
     def __init__(self, sessions: int, max_queue: int, deadline_s: float,
                  expected_service_s: float = 0.0, clock=time.monotonic,
@@ -131,7 +131,8 @@ class Admission:
         self.deadline_s = deadline_s
         self.quantile = quantile
         self.window = window
-        self.service_s = expected_service_s if expected_service_s > 0 else deadline_s
+        self.prior_s = expected_service_s if expected_service_s > 0 else deadline_s
+        self.service_s = self.prior_s
         self.measured = 0                          # finished requests measured so far
         self._demands: deque[float] = deque(maxlen=window)
         self._kinds: OrderedDict[Hashable, tuple[deque, float]] = OrderedDict()
@@ -151,8 +152,7 @@ class Admission:
 
     def expected_demand(self, kind: Hashable = None) -> float:
         """The demand a new request of ``kind`` is expected to make of the generator."""
-        demands, quantile = self._kinds.get(kind, ((), 0.0))
-        return quantile if len(demands) >= self.MIN_KIND else self.service_s
+        return self._kinds[kind][1] if kind in self._kinds else self.prior_s
 
     def _fits(self, work: list[float], need: float) -> bool:
         return not work or (len(work) < self.capacity

@@ -94,5 +94,6 @@ def render(requests: RequestMetrics, scheduler_stats: dict, queue_wait: Histogra
             lines += [f"# HELP {PREFIX}_{name} {help_text}", f"# TYPE {PREFIX}_{name} gauge",
                       _line(name, scheduler_stats[name])]
     for name, value in sorted(extra_gauges.items()):
-        lines += [f"# TYPE {PREFIX}_{name} gauge", _line(name, value)]
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# TYPE {PREFIX}_{name} {kind}", _line(name, value)]
     return "\n".join(lines) + "\n"

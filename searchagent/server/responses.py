@@ -13,8 +13,8 @@ from searchagent.errors import InputError
 
 def error(status: int, message: str, detail: Any = None, headers: dict | None = None,
           **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "detail": detail, **extra}, status_code=status,
-                        headers=headers)
+    return JSONResponse(plain({"error": message, "detail": detail, **extra}),
+                        status_code=status, headers=headers)
 
 
 def invalid_input(exc: InputError, **extra: Any) -> JSONResponse:
@@ -24,6 +24,7 @@ def invalid_input(exc: InputError, **extra: Any) -> JSONResponse:
 
 
 def plain(value: Any) -> Any:
-    """JSON-safe copy (numpy numbers, tuples, odd objects become plain values)."""
+    """JSON-safe copy (numpy numbers, tuples, odd objects become plain values; NaN and
+    infinities, which JSON has not, become null)."""
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
-                                 else str(o)))
+                                 else str(o)), parse_constant=lambda name: None)

@@ -96,8 +96,10 @@ class AnswerService:
         (the scheduler clears that on the next success)."""
         if self.draining:
             return False, "shutting down"
-        if self.backend_error or self.warm_up_error:
-            return False, self.backend_error or self.warm_up_error
+        if self.backend_error:
+            return False, self.backend_error
+        if self.warm_up_error and not self.scheduler.stats.counters["generations_total"]:
+            return False, self.warm_up_error       # until a generation has succeeded
         if self.scheduler.last_backend_error:
             return False, f"generator backend unavailable: {self.scheduler.last_backend_error}"
         return True, "ready"
