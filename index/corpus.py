@@ -67,6 +67,13 @@ def parse_record(record: object, path: str, line: int) -> Passage:
     title, text = title.strip(), text.strip()
     if not text and not title:
         raise InputError("empty passage", path=path, line=line, field="text")
+    for name, value in (("title", title), ("text", text)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(f"not valid UTF-8 text (character {exc.start + 1} is a lone "
+                             "surrogate, such as a JSON \\ud800 escape)", path=path, line=line,
+                             field=name) from None
     return Passage(id=str(pid), title=title, text=text)
 
 

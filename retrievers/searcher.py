@@ -13,7 +13,7 @@ from retrievers.docstore import DocStore
 from retrievers.encoder import Encoder, open_encoder
 from retrievers.hybrid import HybridRetriever
 from searchagent.config import Config, RetrievalConfig
-from searchagent.errors import InputError, SearchAgentError
+from searchagent.errors import InputError, SearchAgentError, require_text
 from searchagent.types import Hit, Retriever
 
 MODES = ("bm25", "dense", "hybrid")
@@ -100,8 +100,7 @@ class Searcher:
                          field="mode")
 
     def search(self, query: str, k: int = 10, mode: str | None = None) -> list[Hit]:
-        if not query or not query.strip():
-            raise InputError("empty query", field="query")
+        require_text(query, "query")
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
         return self.retriever(mode).search(query, k)

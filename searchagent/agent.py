@@ -45,7 +45,7 @@ from policies.online import OnlineLearner
 from policies.persistence import POLICY_FILE, PolicyBundle
 from policies.rewards import RewardSpec
 from searchagent.config import Config
-from searchagent.errors import ConflictError, InputError, SearchAgentError
+from searchagent.errors import ConflictError, InputError, SearchAgentError, require_text
 from searchagent.strategies.base import Answer, Step
 
 FALLBACK_ARM = "single"
@@ -82,8 +82,7 @@ class Agent:
                ctx: dict | None = None) -> Answer:
         """Answer ``question`` with ``strategy`` (an arm, or auto). ``ctx`` goes to the
         strategies; its ``request_id`` (the server's) names the decision for feedback."""
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("empty question", field="question")
+        require_text(question, "question")
         strategy = strategy or self.config.agent.strategy
         if strategy != "auto":
             strategy = ARMS[arm_index(strategy)]

@@ -23,6 +23,20 @@ class InputError(SearchAgentError):
         self.path, self.line, self.field = path, line, field
 
 
+def require_text(value: object, field: str) -> str:
+    """``value`` if it is non-blank text that encodes as UTF-8, else an ``InputError`` naming
+    ``field`` (bytes that are not UTF-8 reach Python as lone surrogates, which no tokenizer
+    can encode)."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"empty {field}", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"not valid UTF-8 text (character {exc.start + 1} is an undecodable "
+                         "byte or a lone surrogate)", field=field) from None
+    return value
+
+
 class IndexFormatError(SearchAgentError):
     """A missing, incomplete or corrupted index folder."""
 

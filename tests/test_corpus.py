@@ -88,3 +88,19 @@ def test_the_bundled_sample_reads_as_text_and_its_gold_titles_exist():
     titles = {p["title"] for p in passages}
     gold = {t for q in sample_questions() for t in q["supporting_titles"]}
     assert "Ant & Dec" in gold and sorted(gold - titles) == []
+
+
+def test_text_that_is_not_utf8_is_refused_with_its_line(tmp_path):
+    """A JSON escape of a lone surrogate decodes, then broke the build inside DuckDB with
+    a temporary file's name and the wrong line."""
+    from searchagent.errors import require_text
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "title": "x\\ud800", '
+                    '"text": "t"}\n')
+    with pytest.raises(InputError, match=r"c.jsonl, line 2, field 'title': not valid UTF-8"):
+        list(read_corpus(path))
+    with pytest.raises(InputError, match=r"field 'query': not valid UTF-8 text \(character 10"):
+        require_text("insomnia \udcff", "query")         # argv bytes that are not UTF-8
+    with pytest.raises(InputError, match="empty question"):
+        require_text("  ", "question")

@@ -30,12 +30,11 @@ def register(sub) -> None:
 def run_ask(args) -> int:
     from retrievers.searcher import Searcher
     from searchagent.agent import make_agent
-    from searchagent.errors import InputError
+    from searchagent.errors import require_text
     from searchagent.generators.factory import make_generator
     from searchagent.strategies.factory import make_strategy
 
-    if not args.question.strip():
-        raise InputError("empty question", field="question")
+    require_text(args.question, "question")
     config = load_config(args.config, cli={"retrieval": {"k": args.k},
                                            "agent": {"max_hops": args.max_hops}})
     name = args.strategy or config.agent.strategy

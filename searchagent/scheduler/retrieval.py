@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Any, Collection
 
 from retrievers.hybrid import rrf_fuse
-from searchagent.errors import InputError
+from searchagent.errors import InputError, require_text
 from searchagent.scheduler.session import SessionCancelled
 from searchagent.types import Hit
 
@@ -152,8 +152,7 @@ class ScheduledSearcher:
 
     def search(self, query: str, k: int = 10, mode: str | None = None, *,
                budget: dict | None = None) -> list[Hit]:
-        if not query or not query.strip():
-            raise InputError("empty query", field="query")
+        require_text(query, "query")
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
         return self.retriever(mode).search(query, k, budget=budget)
