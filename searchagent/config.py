@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ def bounded(default: Any, low: float | None = None, high: float | None = None,
     return field(default=default, metadata={"low": low, "high": high, "above": above})
 
 
+def choice(default: str, *options: str) -> Any:
+    """A text field that must be one of ``options`` (``default`` is the first)."""
+    return field(default=default, metadata={"choices": (default, *options)})
+
+
 def secret(default: str = "") -> Any:
     """A config field that is never written to disk (``Config.public_dict``) nor shown in
     a repr."""
@@ -39,20 +45,21 @@ class IndexConfig:
     bm25: bool = True
     dense: bool = True
     dense_model: str = "default"          # "default" = the bundled all-MiniLM-L6-v2
-    embed_backend: str = "torch"          # torch | onnx | onnx-int8 | openvino | openvino-int8 | auto
+    embed_backend: str = choice("torch", "onnx", "onnx-int8", "openvino", "openvino-int8",
+                                "auto")
     faiss: str = "Flat"                   # a faiss index_factory string, or "spann"
-    dtype: str = "float16"                # stored embeddings: float16 | float32
+    dtype: str = choice("float16", "float32")    # stored embeddings
     chunk_words: int = bounded(0, 0)      # 0 = keep passages whole
     chunk_overlap: int = bounded(0, 0)
     batch_size: int = bounded(64, 1)
     bm25_k1: float = bounded(1.5, 0.0)
     bm25_b: float = bounded(0.75, 0.0, 1.0)
-    verify: str = "full"                  # checksum check on open: full | size
+    verify: str = choice("full", "size")  # checksum check on open
 
 
 @dataclass
 class RetrievalConfig:
-    mode: str = "hybrid"                  # bm25 | dense | hybrid
+    mode: str = choice("hybrid", "bm25", "dense")
     k: int = bounded(5, 1)
     rrf_k: int = bounded(60, 0)
     hnsw_ef_search: int = bounded(64, 1)
@@ -64,7 +71,7 @@ class RetrievalConfig:
 
 @dataclass
 class GeneratorConfig:
-    backend: str = "llama_cpp"            # llama_cpp | transformers | openai
+    backend: str = choice("llama_cpp", "transformers", "openai")
     model: str = "default"                # "default" = the bundled SmolLM2-135M-Instruct GGUF
     threads: int = bounded(0, 0)          # 0 = all cores
     max_new_tokens: int = bounded(48, 1)
@@ -78,10 +85,10 @@ class GeneratorConfig:
 
 @dataclass
 class AgentConfig:
-    strategy: str = "auto"                # auto | parametric | single | multi
+    strategy: str = choice("auto", "parametric", "single", "multi")
     max_hops: int = bounded(4, 1)
     context_budget_tokens: int = bounded(1200, 1)
-    hop_query: str = "bridge"             # multi-hop query: question | step | bridge
+    hop_query: str = choice("bridge", "question", "step", "question+step")  # multi-hop query
     fewshot: int = bounded(1, 0)          # demos in the multi-hop reasoning prompt (train data)
     lam: float = bounded(0.1, 0.0)
     policy_dir: str = ""
@@ -97,7 +104,7 @@ class ServerConfig:
     expected_service_s: float = bounded(0.0, 0.0)
     max_body_bytes: int = bounded(65536, 1)
     api_key: str = secret()
-    scheduler: str = "priority"           # fcfs | priority
+    scheduler: str = choice("priority", "fcfs")
     non_stall: bool = True                # cut retrievals past the budget when generation idles
     sessions: int = bounded(8, 1)         # agent sessions running at once
     max_batch: int = bounded(8, 1)        # generation calls per backend call (batching backends)
@@ -135,10 +142,14 @@ class Config:
         limits = {section.name: {f.name: f.metadata for f in
                                  dataclasses.fields(section.default_factory)}
                   for section in dataclasses.fields(Config)}
+        if not isinstance(overrides, Mapping):
+            raise InputError("expected a table of [sections]", path=source)
         for section, values in overrides.items():
             if section not in data:
                 raise InputError(f"unknown config section (known: {', '.join(data)})",
                                  path=source, field=section)
+            if not isinstance(values, Mapping):
+                raise InputError("expected a table of settings", path=source, field=section)
             for key, value in values.items():
                 if key not in data[section]:
                     raise InputError(f"unknown config key in [{section}]",
@@ -176,10 +187,15 @@ def _coerce(value: Any, kind: type, source: str, name: str) -> Any:
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InputError(f"expected {kind.__name__}, got {value!r}", path=source, field=name)
+    if kind is float and not math.isfinite(value):
+        raise InputError(f"must be a finite number, got {value!r}", path=source, field=name)
     return value
 
 
 def _check_limits(value: Any, limits: Mapping[str, Any], source: str, name: str) -> None:
+    if limits.get("choices") and value not in limits["choices"]:
+        raise InputError(f"must be one of {', '.join(limits['choices'])}, got {value!r}",
+                         path=source, field=name)
     low, high, above = limits.get("low"), limits.get("high"), limits.get("above")
     rule = (f">= {low:g}" if low is not None and value < low else
             f"<= {high:g}" if high is not None and value > high else

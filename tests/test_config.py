@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -55,3 +56,40 @@ def test_numbers_out_of_range_are_refused_with_their_field(layer, section, key, 
     edge = {"batch_size": 1, "chunk_words": 0, "port": 0, "sessions": 1, "k": 1,
             "max_hops": 1, "bm25_b": 1.0, "request_timeout_s": 0.01}[key]
     assert getattr(getattr(load_config(env={}, cli={section: {key: edge}}), section), key) == edge
+
+
+def test_choices_shapes_and_nan_are_refused_where_they_are_read(tmp_path):
+    """A misspelt choice surfaced as a traceback deep in a command; a file whose top level
+    or section was not a table crashed in ``updated``; NaN passed every range check."""
+    bad = {"c1.json": ("[1, 2]", "c1.json: expected a table of"),
+           "c2.toml": ("index = 5\n", "c2.toml, field 'index': expected a table of settings"),
+           "c3.toml": ('[index]\nverify = "none"\n',
+                       "field 'index.verify': must be one of full, size, got 'none'"),
+           "c4.toml": ("[agent]\nlam = nan\n", "field 'agent.lam': must be a finite number")}
+    for name, (text, message) in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_config(tmp_path / name, env={})
+    with pytest.raises(InputError, match=r"environment.*agent.hop_query.*must be one of"):
+        load_config(env={"SEARCHAGENT__AGENT__HOP_QUERY": "bogus"})
+
+
+def test_config_choices_match_what_the_code_accepts():
+    import dataclasses
+
+    from retrievers.encoder_backends import BACKENDS as EMBED_BACKENDS
+    from retrievers.searcher import MODES
+    from searchagent.generators.factory import BACKENDS
+    from searchagent.scheduler.queues import QUEUE_KINDS
+    from searchagent.strategies.hop_query import MODES as HOP_QUERIES
+
+    def choices(section, key):
+        kinds = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+        return set(next(f for f in dataclasses.fields(kinds[section])
+                        if f.name == key).metadata["choices"])
+
+    assert choices("index", "embed_backend") == {*EMBED_BACKENDS, "auto"}
+    assert choices("retrieval", "mode") == set(MODES)
+    assert choices("generator", "backend") == set(BACKENDS)
+    assert choices("server", "scheduler") == set(QUEUE_KINDS)
+    assert choices("agent", "hop_query") == set(HOP_QUERIES)
