@@ -325,11 +325,15 @@ def test_cli_serve_refuses_a_busy_port_and_bad_limits_in_one_line(small_index):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        for flags, expected in (([], f"cannot listen on 127.0.0.1:{port}"),
-                                (["--sessions", "0"], "'server.sessions': must be >= 1")):
+        nothing = {"SEARCHAGENT__AGENT__POLICY_DIR": str(small_index.parent / "no-policy")}
+        for flags, expected, env in (
+                ([], f"cannot listen on 127.0.0.1:{port}", {}),
+                (["--sessions", "0"], "'server.sessions': must be >= 1", {}),
+                (["--host", ""], "empty host", {}), (["--api-key", " "], "empty API key", {}),
+                ([], "no trained policy here", nothing)):
             run = subprocess.run([sys.executable, "-m", "searchagent", "serve",
                                   str(small_index), "--port", str(port), *flags],
                                  cwd=ROOT, capture_output=True, text=True, timeout=120,
-                                 env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                 env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
             assert run.returncode == 2 and expected in run.stderr, run.stderr
             assert "Traceback" not in run.stderr and "serving" not in run.stdout

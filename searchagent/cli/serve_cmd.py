@@ -64,6 +64,10 @@ def run_serve(args) -> int:
         raise InputError("--allow-updates beyond loopback needs an API key (--api-key or "
                          "--api-key-file): anyone could change the index",
                          field="allow_updates")
+    if config.agent.policy_dir and not args.no_agent:
+        from policies.persistence import load_policy
+
+        load_policy(config.agent.policy_dir)     # a clear error now, not at app start-up
     listener = bound_socket(server_cfg.host, server_cfg.port)   # a busy port fails first
     searcher = None
     try:
@@ -110,6 +114,10 @@ def bound_socket(host: str, port: int) -> socket.socket:
 def serve_config(args) -> Config:
     """The resolved config of ``serve``, the API key read from ``--api-key-file`` if given."""
     api_key = args.api_key
+    if api_key is not None and not api_key.strip():
+        raise InputError("empty API key: the server would run without one", field="api_key")
+    if args.host is not None and not args.host.strip():
+        raise InputError("empty host: give an address (default 127.0.0.1)", field="host")
     if args.api_key_file:
         if api_key:
             raise InputError("give --api-key or --api-key-file, not both", field="api_key")
