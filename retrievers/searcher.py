@@ -103,7 +103,9 @@ class Searcher:
         require_text(query, "query")
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
-        return self.retriever(mode).search(query, k)
+        counts = self.manifest.get("counts", {})      # no retriever is asked for more rows
+        rows = int(counts.get("rows", counts.get("passages", k)))   # than the index has
+        return self.retriever(mode).search(query, min(k, max(1, rows)))
 
     def _require(self, component: str) -> None:
         if component not in self.components:

@@ -50,6 +50,8 @@ def test_search_input_errors(searcher, tmp_path):
         searcher.search("x", 3, "fuzzy")
     with pytest.raises(IndexFormatError, match="not found"):
         Searcher(tmp_path / "nowhere")
+    for mode in ("dense", "hybrid"):       # a huge k asked faiss for 10^20 rows (a crash)
+        assert len(searcher.search("Tinted Windows", 10 ** 20, mode)) == 400
 
 
 def test_bad_corpus_leaves_nothing_behind(tmp_path):
