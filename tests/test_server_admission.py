@@ -173,15 +173,17 @@ def test_one_heavy_request_prices_its_own_kind_not_the_light_ones():
     """Ten closed-book questions (1 s each), then a multi-hop request with k 50 and 8 hops
     (19 s). One p90 for every kind priced that first heavy request like the light ones
     (four admitted at once, all cut at the deadline), then, once two more had run, the
-    light ones like it. By kind: a kind never measured runs alone (as on a cold server),
-    light ones keep their own price, and a mix sums the expected demands."""
+    light ones like it. By kind: a kind never measured runs one request at a time until
+    it is, light ones keep their own price, and a mix sums the expected demands."""
     light, heavy = ("parametric",), ("multi", 64, 8)
     admission, run_alone = fake_admission()
     for _ in range(10):
         run_alone(1.0, light)
-    assert admission.expected_demand(heavy) == 20.0             # unmeasured: the deadline
-    assert [admission.try_acquire(heavy)[0] for _ in range(2)] == [True, False]
-    admission.release(None, heavy)
+    assert admission.expected_demand(heavy) == 1.0          # unmeasured: all kinds' p90
+    assert [admission.try_acquire(heavy) for _ in range(2)] == [(True, 0), (False, 1)]
+    assert admission.try_acquire(light)[0]                  # other kinds are not held up
+    admission.release(None, light)
+    admission.release(None, heavy)                          # a failure: still unmeasured
     for _ in range(3):
         run_alone(19.0, heavy)
     assert admission.expected_demand(heavy) == 19.0 and admission.service_s == 19.0

@@ -104,9 +104,11 @@ class Admission:
     So each finished request yields its *demand*: run time / the average number of
     requests running while it ran (a time-weighted count). A request's expected demand is
     the ``quantile`` (nearest rank, default p90) of the last ``window`` demands of its
-    *kind* (the route passes strategy, k and hops); a kind not measured yet is expected to
-    take ``expected_service_s``, else the whole deadline (so it runs alone, as on a cold
-    server). A mean let the long (multi-hop, ~3x a closed-book) questions run past the
+    *kind* (the route passes strategy, k and hops). A kind not measured yet is expected to
+    take the quantile of all kinds (before any finishes: ``expected_service_s``, else the
+    whole deadline), and once other kinds have been measured, runs one request at a time
+    until one of its own has been. A mean
+    let the long (multi-hop, ~3x a closed-book) questions run past the
     deadline; one quantile for every kind let a single very heavy request (k 50, 8 hops)
     refuse light ones for the next minute, and priced a first heavy one like the light
     ones (four admitted at once, all cut at the deadline). A new request finishes after
@@ -131,8 +133,7 @@ class Admission:
         self.deadline_s = deadline_s
         self.quantile = quantile
         self.window = window
-        self.prior_s = expected_service_s if expected_service_s > 0 else deadline_s
-        self.service_s = self.prior_s
+        self.service_s = expected_service_s if expected_service_s > 0 else deadline_s
         self.measured = 0                          # finished requests measured so far
         self._demands: deque[float] = deque(maxlen=window)
         self._kinds: OrderedDict[Hashable, tuple[deque, float]] = OrderedDict()
@@ -152,7 +153,7 @@ class Admission:
 
     def expected_demand(self, kind: Hashable = None) -> float:
         """The demand a new request of ``kind`` is expected to make of the generator."""
-        return self._kinds[kind][1] if kind in self._kinds else self.prior_s
+        return self._kinds[kind][1] if kind in self._kinds else self.service_s
 
     def _fits(self, work: list[float], need: float) -> bool:
         return not work or (len(work) < self.capacity
@@ -178,11 +179,14 @@ class Admission:
             need = self.expected_demand(kind)
             work = sorted(self.expected_demand(k) for k, count in self._running.items()
                           for _ in range(count))
-            if self._fits(work, need):
+            probing = self.measured > 0 and kind not in self._kinds and self._running[kind] > 0
+            if not probing and self._fits(work, need):
                 self._running[kind] += 1
                 self._set_admitted(self.admitted + 1)
                 return True, 0
             self.rejected_total += 1
+            if probing:                            # until the first of its kind is measured
+                return False, max(1, math.ceil(need))
             wait = 0.0
             while not self._fits(work, need):
                 wait += work.pop(0)                # the shortest finishes first
