@@ -76,7 +76,9 @@ def load_rows(dbs: str | Path | list, runs: list[str]) -> list[dict]:
     """Result rows plus arm-log rows (as arm systems and the oracle) of the given runs,
     gathered from one or several runs databases."""
     results, arm_rows, known = [], [], set()
-    for db in [dbs] if isinstance(dbs, (str, Path)) else dbs:
+    dbs = [dbs] if isinstance(dbs, (str, Path)) else dbs
+    dbs = list(dict.fromkeys(Path(db).resolve() for db in dbs))   # one named twice: once
+    for db in dbs:
         if not Path(db).is_file():
             raise InputError("runs database not found", path=str(db))
         with RunStore(db, read_only=True, hold=False) as store:
@@ -86,7 +88,8 @@ def load_rows(dbs: str | Path | list, runs: list[str]) -> list[dict]:
     missing = [r for r in runs if r not in known]
     if missing:
         raise InputError(f"no rows for run(s) {', '.join(missing)} (known: "
-                         f"{', '.join(sorted(known)) or 'none'})", path=str(dbs))
+                         f"{', '.join(sorted(known)) or 'none'})",
+                         path=", ".join(str(db) for db in dbs))
     rows = list(results)
     rows += [{**r, "system": f"arm:{r['arm']}"} for r in arm_rows]
     rows += oracle_rows(arm_rows)

@@ -59,7 +59,7 @@ def make_policy(algo: str, dim: int, seed: int = 0, **params: Any) -> Policy:
                          f"{', '.join(ALGOS)})", field="algo")
     try:
         return classes[algo](dim, len(ARMS), seed, **params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:        # an unknown name, or "alpha=abc"
         known = [name for name in inspect.signature(classes[algo]).parameters
                  if name not in ("dim", "n_arms", "seed")]
         raise InputError(f"bad parameters for {algo}: {exc} (its parameters: "

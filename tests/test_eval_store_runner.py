@@ -4,6 +4,7 @@ reports, driven by a real retrieval system over the shared small index."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import duckdb
@@ -162,6 +163,8 @@ def test_arm_log_and_report(tmp_path, searcher, examples):
     oracle, arm_em = table[("sample", "oracle")], [table[("sample", f"arm:{a}")].em.mean
                                                    for a in arms]
     assert oracle.em.mean >= max(arm_em) and oracle.n == len(examples)
+    twice = summaries(load_rows([db, tmp_path / ".." / tmp_path.name / db.name], ["arms"]))
+    assert {(s.dataset, s.system): s.n for s in twice} == {k: s.n for k, s in table.items()}
 
     out = tmp_path / "report"
     path = write_report([db, tmp_path / "eval.duckdb"], ["arms", "eval1"], out)
@@ -170,8 +173,8 @@ def test_arm_log_and_report(tmp_path, searcher, examples):
     assert "all datasets" not in text                          # a single dataset here
     for png in ("quality_sample.png", "arms.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(Exception, match="no rows for run"):
-        write_report(db, ["nope"], out)
+    with pytest.raises(Exception, match=rf"^{re.escape(str(db))}: no rows for run"):
+        write_report(db, ["nope"], out)                   # the path, not a list's repr
     with pytest.raises(Exception, match="no rows for run"):
         write_report(db, ["nope"], tmp_path / "never")
     assert not (tmp_path / "never").exists()          # nothing made for a failed report

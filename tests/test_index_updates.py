@@ -89,8 +89,10 @@ def test_add_replace_delete_compact_equal_a_fresh_build(index_dir, pool, tmp_pat
     assert main(["index", "delete", str(index_dir), "--ids", *gone]) == 0
     deleted = json.loads(capsys.readouterr().out)
     assert deleted["generation"] == 2 and deleted["missing_ids"] == ["no-such-id"]
-    assert main(["index", "delete", str(index_dir), "--ids", "no-such-id", pool[5]["id"]]) == 0
-    nothing = json.loads(capsys.readouterr().out)        # already gone: no new generation
+    assert main(["index", "delete", str(index_dir), "--ids", "no-such-id", pool[5]["id"]]) == 1
+    printed = capsys.readouterr()               # already gone: no new generation, exit 1
+    nothing = json.loads(printed.out)
+    assert "none of the 2 id(s) is in the index" in printed.err
     assert (nothing["generation"], nothing["deleted_ids"]) == (2, 0)
     assert nothing["missing_ids"] == ["no-such-id", pool[5]["id"]]
 

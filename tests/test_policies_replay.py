@@ -130,6 +130,11 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     assert main(["policy", "train", *args, "--algo", "outcome", "--out", str(out),
                  "--param", "reg=1"]) == 2
     assert "its parameters: lam, embed_dims, l2" in capsys.readouterr().err
+    for flags, message in ((["--algo", "linucb", "--param", "alpha=abc"], "alpha"),
+                           (["--epochs", "0"], "field 'epochs': must be >= 1"),
+                           (["--lam", "nan"], "field 'lam': must be a finite number")):
+        assert main(["policy", "train", *args, "--out", str(out), *flags]) == 2  # tracebacks,
+        assert message in capsys.readouterr().err                   # or NaN in policy.json
     assert main(["policy", "train", *args, "--out", str(out), "--test-frac", "0.999"]) == 2
     assert "field 'test_frac': 0 training question(s): the log has 298" in \
         capsys.readouterr().err

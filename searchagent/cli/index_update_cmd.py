@@ -7,6 +7,7 @@ generation, or leaves the previous one whole when it fails or is killed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from searchagent.errors import InputError
@@ -69,8 +70,16 @@ def read_ids(values: list[str]) -> list[str]:
 def run_delete(args) -> int:
     from index.living import LivingIndex
 
+    ids = read_ids(args.ids)
     with LivingIndex(args.index_dir) as index:
-        return _report(index.delete(read_ids(args.ids)))
+        summary = index.delete(ids)
+    _report(summary)
+    if not summary["deleted_ids"]:       # a mistyped id file name is read as an id
+        print(f"searchagent: none of the {len(ids)} id(s) is in the index, nothing deleted "
+              "(an --ids value is read as a file of ids only when that file exists)",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_compact(args) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -101,6 +102,10 @@ def run_train(args) -> int:
     from policies.replay import evaluate, load_replay_data, train_policy
     from policies.rewards import RewardSpec
 
+    if args.epochs < 1:
+        raise InputError(f"must be >= 1, got {args.epochs}", field="epochs")
+    if not math.isfinite(args.lam) or args.lam < 0:
+        raise InputError(f"must be a finite number >= 0, got {args.lam}", field="lam")
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
                                                    args.cache, args.embedder,
                                                    results_from=args.results)
