@@ -53,9 +53,12 @@ def read_json_in(folder: Path, name: str, what: str, article: str = "a") -> dict
     if not path.is_file():
         raise IndexFormatError(f"not {article} {what} (no {name}): {folder}")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"corrupt {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise IndexFormatError(f"corrupt {path}: expected a JSON object")
+    return data
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -66,6 +69,13 @@ def read_manifest(folder: str | Path) -> dict:
     if version != FORMAT_VERSION:
         raise IndexFormatError(f"{path}: format version {version!r}, this searchagent reads "
                                f"{FORMAT_VERSION}; rebuild the index")
+    files, components = manifest.get("files"), manifest.get("components")
+    if not (isinstance(files, dict) and all(isinstance(entry, dict) and ("size" in entry
+            or "min_size" in entry or entry.get("mutable")) for entry in files.values())
+            and isinstance(components, dict) and components
+            and all(isinstance(c, dict) for c in components.values())):
+        raise IndexFormatError(f"corrupt {path}: 'files' must map each file to its size and "
+                               "'components' each built component to its record")
     return manifest
 
 

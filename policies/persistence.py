@@ -124,6 +124,8 @@ def load_policy(folder: str | Path, expect_fingerprint: str | None = None) -> Po
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"unreadable policy file: {exc}", path=str(path)) from exc
+    if not isinstance(doc, dict):
+        raise InputError("not a searchagent policy (not a JSON object)", path=str(path))
     if doc.get("format") != FORMAT:
         raise InputError(f"not a searchagent policy (format {doc.get('format')!r})",
                          path=str(path), field="format")

@@ -179,3 +179,21 @@ def test_flipped_byte_with_size_check_is_a_clear_error(tmp_path, small_corpus, n
             assert name in str(exc) and "corrupt" in str(exc).lower(), exc
             failures += 1
     assert failures                                     # the damage was found, clearly
+
+
+def test_a_manifest_of_the_wrong_shape_is_a_clear_error(tmp_path, small_index):
+    """Valid JSON of the wrong shape gave AttributeError / KeyError tracebacks, or an
+    index that silently skipped its checks and found nothing."""
+    import json
+    import shutil
+
+    good = json.loads((small_index / "manifest.json").read_text())
+    for name, manifest in (("list", []), ("files", {**good, "files": []}),
+                           ("no-size", {**good, "files": {"docs.duckdb": {}}}),
+                           ("no-components", {k: v for k, v in good.items()
+                                              if k != "components"})):
+        folder = tmp_path / name
+        shutil.copytree(small_index, folder)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(IndexFormatError, match="corrupt .*manifest.json"):
+            Searcher(folder)

@@ -130,7 +130,11 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     assert main(["policy", "train", *args, "--algo", "outcome", "--out", str(out),
                  "--param", "reg=1"]) == 2
     assert "its parameters: lam, embed_dims, l2" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
     for flags, message in ((["--algo", "linucb", "--param", "alpha=abc"], "alpha"),
+                           (["--out", str(tmp_path / "mine")], "it holds other files"),
+                           (["--out", ""], "field 'out'"),
                            (["--epochs", "0"], "field 'epochs': must be >= 1"),
                            (["--lam", "nan"], "field 'lam': must be a finite number")):
         assert main(["policy", "train", *args, "--out", str(out), *flags]) == 2  # tracebacks,

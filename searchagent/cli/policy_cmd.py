@@ -104,6 +104,11 @@ def run_train(args) -> int:
 
     if args.epochs < 1:
         raise InputError(f"must be >= 1, got {args.epochs}", field="epochs")
+    out = Path(args.out) if args.out.strip() else None
+    if out is None or (out.exists() and not (out / "policy.json").is_file()
+                       and (not out.is_dir() or any(out.iterdir()))):
+        raise InputError("give a new or empty folder, or one holding a policy to replace "
+                         "(it holds other files)", path=args.out or "''", field="out")
     if not math.isfinite(args.lam) or args.lam < 0:
         raise InputError(f"must be a finite number >= 0, got {args.lam}", field="lam")
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
