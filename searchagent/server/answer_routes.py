@@ -74,9 +74,8 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         if not admitted:
             return error(429, "too many requests in flight",
                          f"{admission.admitted} admitted (up to {admission.sessions} run at "
-                         f"once), and "
-                         f"this one needs ~{admission.expected_demand(kind):.1f} s of shared "
-                         f"generator time: it would not finish within "
+                         f"once), and this one needs ~{admission.expected_demand(kind):.1f} s "
+                         "of shared generator time: it would not finish within "
                          f"server.request_timeout_s={config.server.request_timeout_s}",
                          headers={"Retry-After": str(wait)})
         ctx = {key: value for key, value in (("k", body.k), ("max_hops", body.max_hops),
