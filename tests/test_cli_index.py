@@ -41,7 +41,9 @@ def test_errors_exit_nonzero_with_a_located_message(tmp_path):
     assert result.returncode == 2 and "index folder not found" in result.stderr
     for target, flags, expected in ((tmp_path / "none.jsonl", [], "cannot open"),
                                     (bad, ["--dense", str(tmp_path / "no-model")],
-                                     "embedding model folder not found")):
+                                     "embedding model folder not found"),
+                                    (bad, ["--dense", str(tmp_path)],     # no model in it
+                                     "not a model folder (no config.json)")):
         result = cli("index", "build", target, "--out", tmp_path / "idx", *flags, check=False)
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert "reading corpus" not in result.stderr          # refused before any work

@@ -51,7 +51,7 @@ def test_index_build_never_writes_the_keys(tmp_path, small_corpus, monkeypatch):
 
 
 def test_eval_run_folder_config_never_holds_the_keys(tmp_path, monkeypatch):
-    from searchagent.cli.eval_cmd import _setup
+    from searchagent.cli.eval_cmd import _record_run, _setup
     from tests.conftest import SAMPLE
 
     for name, value in ENV.items():
@@ -61,12 +61,13 @@ def test_eval_run_folder_config_never_holds_the_keys(tmp_path, monkeypatch):
         workers=1, limit=2, seed=0, dataset=[f"sample:{SAMPLE / 'questions.jsonl'}"],
         index=str(tmp_path / "index"), db=str(tmp_path / "runs.duckdb"),
         runs_dir=str(tmp_path / "runs"), run="r", force=False)
-    config, _ = _setup(args, ["parametric"])
+    config, _, settings = _setup(args, ["parametric"])
     assert config.generator.api_key == GEN_KEY
+    _record_run(args, settings)
     text = (tmp_path / "runs" / "r" / "config.json").read_text()
     assert_no_secret(text)
     assert json.loads(text)["config"]["server"]["api_key"] == SECRET_MARK
-    _setup(args, ["parametric"])                         # the same run reopens fine
+    _record_run(args, _setup(args, ["parametric"])[2])   # the same run reopens fine
 
 
 def serve_args(*argv: str) -> argparse.Namespace:
