@@ -48,7 +48,8 @@ def read_json_in(folder: Path, name: str, what: str, article: str = "a") -> dict
     """``folder/name`` parsed, or ``IndexFormatError`` saying the ``what`` folder is missing,
     lacks the file, or holds a corrupt one."""
     if not folder.is_dir():
-        raise IndexFormatError(f"{what} folder not found: {folder}")
+        raise IndexFormatError(f"{what} folder not found: {folder}" + (
+            " (that is a file; give the folder)" if folder.exists() else ""))
     path = folder / name
     if not path.is_file():
         raise IndexFormatError(f"not {article} {what} (no {name}): {folder}")

@@ -136,8 +136,10 @@ class Config:
     def write(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.public_dict(), indent=2, sort_keys=True) + "\n")
 
-    def updated(self, overrides: Mapping[str, Mapping[str, Any]], source: str) -> "Config":
-        """Return a copy with ``{section: {key: value}}`` applied, type-checked per field."""
+    def updated(self, overrides: Mapping[str, Mapping[str, Any]], source: str,
+                text: bool = False) -> "Config":
+        """Return a copy with ``{section: {key: value}}`` applied, type-checked per field;
+        with ``text`` (environment variables) values are strings read as JSON first."""
         data = self.to_dict()
         limits = {section.name: {f.name: f.metadata for f in
                                  dataclasses.fields(section.default_factory)}
@@ -159,7 +161,7 @@ class Config:
                                      "is not the key; give the key through the environment "
                                      "or a key file", path=source, field=f"{section}.{key}")
                 name = f"{section}.{key}"
-                value = _coerce(value, type(data[section][key]), source, name)
+                value = _coerce(value, type(data[section][key]), source, name, text)
                 _check_limits(value, limits[section][key], source, name)
                 data[section][key] = value
         return Config.from_dict(data)
@@ -177,8 +179,8 @@ def secret_fields() -> list[tuple[str, str]]:
             if f.metadata.get("secret")]
 
 
-def _coerce(value: Any, kind: type, source: str, name: str) -> Any:
-    if isinstance(value, str) and kind is not str:
+def _coerce(value: Any, kind: type, source: str, name: str, text: bool = False) -> Any:
+    if text and isinstance(value, str) and kind is not str:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
@@ -219,7 +221,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
                 raise InputError("expected SEARCHAGENT__SECTION__KEY", path="environment",
                                  field=key)
             from_env.setdefault(parts[0], {})[parts[1]] = value
-    config = config.updated(from_env, "environment")
+    config = config.updated(from_env, "environment", text=True)
     if cli:
         config = config.updated({s: {k: v for k, v in kv.items() if v is not None}
                                  for s, kv in cli.items()}, "command line")

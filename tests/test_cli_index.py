@@ -28,6 +28,10 @@ def test_build_info_search(tmp_path, small_corpus):
     assert "Tinted Windows" in hits[0]["title"]
     default = cli("search", out, "Tinted Windows band first performance", "-k", "3", "--json")
     assert [json.loads(line) for line in default.stdout.splitlines()] == hits   # hybrid of one
+    config = tmp_path / "c.toml"
+    config.write_text('[retrieval]\nmode = "dense"\n')       # refused: a BM25-only index
+    late = cli("search", out, "Tinted Windows", "--config", config, check=False)  # after the
+    assert late.returncode == 2 and "without dense" in late.stderr   # subcommand, too
 
 
 def test_errors_exit_nonzero_with_a_located_message(tmp_path):

@@ -65,7 +65,8 @@ def test_choices_shapes_and_nan_are_refused_where_they_are_read(tmp_path):
            "c2.toml": ("index = 5\n", "c2.toml, field 'index': expected a table of settings"),
            "c3.toml": ('[index]\nverify = "none"\n',
                        "field 'index.verify': must be one of full, size, got 'none'"),
-           "c4.toml": ("[agent]\nlam = nan\n", "field 'agent.lam': must be a finite number")}
+           "c4.toml": ("[agent]\nlam = nan\n", "field 'agent.lam': must be a finite number"),
+           "c5.toml": ('[retrieval]\nk = "5"\n', "field 'retrieval.k': expected int, got '5'")}
     for name, (text, message) in bad.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(InputError, match=re.escape(message)):

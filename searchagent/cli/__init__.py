@@ -31,7 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
         module_name = f"searchagent.cli.{name}_cmd"
         if importlib.util.find_spec(module_name) is not None:
             importlib.import_module(module_name).register(sub)
+    _accept_config_anywhere(parser)
     return parser
+
+
+def _accept_config_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let every subcommand take ``--config`` too (``searchagent serve IDX --config c.toml``);
+    given there, it overrides one given before the subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--config" in a.option_strings for a in child._actions):
+                    child.add_argument("--config", default=argparse.SUPPRESS,
+                                       help="config file (TOML or JSON), as before the "
+                                       "subcommand")
+                _accept_config_anywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:
