@@ -29,7 +29,7 @@ import numpy as np
 
 from policies.arms import ARMS, arm_index
 from policies.persistence import POLICY_FILE, PolicyBundle, load_policy, save_policy
-from searchagent.errors import InputError
+from searchagent.errors import ConflictError, InputError
 
 JOURNAL = "online.duckdb"
 APPLIED_KEY = "online_applied_seq"
@@ -183,9 +183,9 @@ class OnlineLearner:
             quality = cost = None
             spec = self.bundle.reward
             if gold is not None:
-                if prediction is None:
-                    raise InputError(f"request {request_id} has no served answer yet",
-                                     field="request_id")
+                if prediction is None:   # still answering: valid, but too early (409)
+                    raise ConflictError(f"request {request_id} has no served answer yet",
+                                        field="request_id")
                 quality = spec.quality(prediction, gold)
                 cost = spec.cost_of(calls or 0.0, seconds or 0.0)
                 reward = spec.reward(quality, calls or 0.0, seconds or 0.0)

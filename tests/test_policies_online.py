@@ -15,7 +15,7 @@ from policies.online import JOURNAL, OnlineLearner
 from policies.ope import journal_bandit_log
 from policies.persistence import PolicyBundle, load_policy, save_policy
 from policies.rewards import RewardSpec
-from searchagent.errors import InputError
+from searchagent.errors import ConflictError, InputError
 
 
 def make_bundle(lam: float = 0.1) -> PolicyBundle:
@@ -62,9 +62,12 @@ def test_feedback_updates_and_a_restart_loses_nothing(tmp_path):
         reopened.feedback("nope", reward=1.0)
     with pytest.raises(InputError, match="exactly one"):
         reopened.feedback(served[4].request_id)
+    answering = reopened.decide(probe, "q")                 # a gold answer before the
+    with pytest.raises(ConflictError, match="no served answer yet"):   # answer: 409,
+        reopened.feedback(answering.request_id, gold="Paris")        # not a 422
     assert reopened.decide(probe, "q", lam=0.5).lam is None    # still incomplete after restart
     stats = reopened.stats()
-    assert stats["served"] == 9 and stats["feedback"] == 4
+    assert stats["served"] == 10 and stats["feedback"] == 4
     reopened.close()
     assert OnlineLearner(tmp_path).bundle.policy.updates == 4
 
