@@ -16,8 +16,8 @@ import signal
 from pathlib import Path
 
 from index.files import durable_write
-from searchagent.files import fsync_dir
 from searchagent.errors import IndexFormatError
+from searchagent.files import fsync_dir
 
 JOURNAL = "journal.json"
 LOCK = ".update.lock"

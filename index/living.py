@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from index.corpus import chunk_passage
 from index.dense_live import DenseSegments
 from index.files import durable_write
-from searchagent.files import fsync_dir
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
                            write_journal)
 from index.manifest import MANIFEST, check_files, read_manifest
@@ -31,6 +30,7 @@ from retrievers.encoder import passage_text
 from retrievers.tokenize import tokenize
 from searchagent.config import IndexConfig
 from searchagent.errors import InputError
+from searchagent.files import fsync_dir
 from searchagent.types import Passage
 
 SPANN = "dense/spann"

@@ -33,10 +33,10 @@ import numpy as np
 
 from index.corpus import file_sha256
 from index.files import durable_save, durable_write
-from searchagent.files import fsync_dir
 from retrievers.bm25 import BM25Index
 from retrievers.bm25_parts import Part, rows_dtype
 from searchagent.errors import IndexFormatError
+from searchagent.files import fsync_dir
 
 FORMAT = 1
 BASE_FILES = ("postings.npz", "vocab.json", "params.json")

@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from index.files import durable_save, durable_write, file_entry
-from searchagent.files import fsync_dir
 from index.manifest import check_files as check_file_table
 from index.spann.builder import FORMAT, FORMAT_VERSION, META
 from index.spann.postings import CAPACITY, COUNT, DEAD, NBYTES, OFFSET, PAGE, posting_crc
 from searchagent.errors import IndexFormatError
+from searchagent.files import fsync_dir
 
 _GEN_FILE = re.compile(r"(gen|table|heads|versions|postings)-(\d+)\.(json|npy|faiss|bin)")
 

@@ -82,4 +82,3 @@ def is_database_error(exc: BaseException) -> bool:
     """A DuckDB error (a database file that is not one, locked, or unwritable)."""
     duckdb = sys.modules.get("duckdb")
     return duckdb is not None and isinstance(exc, duckdb.Error)
-
