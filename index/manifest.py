@@ -19,6 +19,7 @@ from typing import Iterator
 
 from index.corpus import file_sha256
 from searchagent.errors import IndexFormatError, InputError
+from searchagent.files import replaceable
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -165,8 +166,7 @@ def atomic_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if out.exists() and not overwrite:
         raise InputError("output folder already exists (pass --overwrite to replace it)",
                          path=str(out))
-    if out.exists() and not (out.is_dir() and ((out / MANIFEST).is_file()
-                                               or not any(out.iterdir()))):
+    if not replaceable(out, MANIFEST):
         raise InputError("refusing to replace it: not an index folder (no manifest.json) "
                          "and not empty", path=str(out))
     out.parent.mkdir(parents=True, exist_ok=True)

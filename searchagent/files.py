@@ -21,6 +21,14 @@ def sibling_temp(path: str | Path) -> Path:
                           f"{path.suffix}")
 
 
+def replaceable(folder: str | Path, marker: str) -> bool:
+    """Whether writing ``folder`` loses nothing: it is missing, empty, or holds ``marker``
+    (the file that says it is what the writer makes: an index's manifest, a policy)."""
+    folder = Path(folder)
+    return not folder.exists() or folder.is_dir() and (
+        (folder / marker).is_file() or not any(folder.iterdir()))
+
+
 def fsync_dir(folder: str | Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:

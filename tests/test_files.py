@@ -33,3 +33,17 @@ def test_the_file_gets_the_umasks_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "policy.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_folder_is_replaceable_when_missing_empty_or_marked(tmp_path):
+    from searchagent.files import replaceable
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "manifest.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    assert [replaceable(tmp_path / name, "manifest.json")
+            for name in ("missing", "empty", "index", "mine", "file")] == [
+        True, True, True, False, False]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from searchagent.errors import InputError
+from searchagent.files import replaceable
 
 
 def register(sub) -> None:
@@ -98,15 +99,13 @@ def run_train(args) -> int:
 
     from policies.armlog import split_by_id
     from policies.features import FeatureSpec
-    from policies.persistence import save_policy
+    from policies.persistence import POLICY_FILE, save_policy
     from policies.replay import evaluate, load_replay_data, train_policy
     from policies.rewards import RewardSpec
 
     if args.epochs < 1:
         raise InputError(f"must be >= 1, got {args.epochs}", field="epochs")
-    out = Path(args.out) if args.out.strip() else None
-    if out is None or (out.exists() and not (out / "policy.json").is_file()
-                       and (not out.is_dir() or any(out.iterdir()))):
+    if not args.out.strip() or not replaceable(args.out, POLICY_FILE):
         raise InputError("give a new or empty folder, or one holding a policy to replace "
                          "(it holds other files)", path=args.out or "''", field="out")
     if not math.isfinite(args.lam) or args.lam < 0:
