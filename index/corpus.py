@@ -17,7 +17,7 @@ from typing import Iterator
 from tqdm.auto import tqdm
 
 from retrievers.docstore import pop_duplicate_source, write_docstore
-from searchagent.errors import InputError
+from searchagent.errors import InputError, require_utf8
 from searchagent.types import Passage
 
 
@@ -68,12 +68,7 @@ def parse_record(record: object, path: str, line: int) -> Passage:
     if not text and not title:
         raise InputError("empty passage", path=path, line=line, field="text")
     for name, value in (("title", title), ("text", text)):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InputError(f"not valid UTF-8 text (character {exc.start + 1} is a lone "
-                             "surrogate, such as a JSON \\ud800 escape)", path=path, line=line,
-                             field=name) from None
+        require_utf8(value, name, path, line)
     return Passage(id=str(pid), title=title, text=text)
 
 

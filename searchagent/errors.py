@@ -23,18 +23,25 @@ class InputError(SearchAgentError):
         self.path, self.line, self.field = path, line, field
 
 
-def require_text(value: object, field: str) -> str:
-    """``value`` if it is non-blank text that encodes as UTF-8, else an ``InputError`` naming
-    ``field`` (bytes that are not UTF-8 reach Python as lone surrogates, which no tokenizer
-    can encode)."""
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"empty {field}", field=field)
+def require_utf8(value: str, field: str, path: str | None = None,
+                 line: int | None = None) -> str:
+    """``value`` if it encodes as UTF-8, else an ``InputError`` naming where it came from
+    (bytes that are not UTF-8 reach Python as lone surrogates, as does a JSON ``\\ud800``
+    escape, and no tokenizer or database can encode them)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InputError(f"not valid UTF-8 text (character {exc.start + 1} is an undecodable "
-                         "byte or a lone surrogate)", field=field) from None
+                         "byte or a lone surrogate)", path=path, line=line, field=field) from None
     return value
+
+
+def require_text(value: object, field: str) -> str:
+    """``value`` if it is non-blank text that encodes as UTF-8, else an ``InputError`` naming
+    ``field``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"empty {field}", field=field)
+    return require_utf8(value, field)
 
 
 class IndexFormatError(SearchAgentError):
