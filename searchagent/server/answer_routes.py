@@ -50,8 +50,9 @@ def request_kind(body: AnswerRequest) -> tuple:
     k = None if body.k is None else 1 << (body.k - 1).bit_length()
     if body.strategy == "parametric":
         return (body.strategy,)
-    return (body.strategy, k) if body.strategy == "single" else (body.strategy, k,
-                                                                  body.max_hops)
+    if body.strategy == "single":
+        return (body.strategy, k)
+    return (body.strategy, k, body.max_hops)
 
 
 def sse(event: str, data: Any) -> str:
