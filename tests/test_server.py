@@ -136,6 +136,23 @@ def test_stream_sends_each_step_then_the_answer(live):
     assert given.status_code == 200, given.text
 
 
+def test_feedback_waits_for_the_answer_to_arrive(live):
+    """Feedback (a bare reward too) on a request still being answered is a 409: the
+    policy would learn from an answer the client may never get."""
+    question = {"question": "Where did the band Tinted Windows first perform?",
+                "strategy": "multi", "max_hops": 2, "k": 2}
+    with live.client.stream("POST", "/v1/answer/stream", json=question) as reply:
+        lines = reply.iter_lines()
+        request_id = next(json.loads(line[6:]) for line in lines
+                          if line.startswith("data: "))["request_id"]
+        early = httpx.post(f"{live.url}/v1/feedback", timeout=30,
+                           json={"request_id": request_id, "reward": 1.0})
+        assert early.status_code == 409 and "still being answered" in early.text, early.text
+        assert "event: answer" in list(lines)
+    given = live.client.post("/v1/feedback", json={"request_id": request_id, "reward": 1.0})
+    assert given.status_code == 200, given.text
+
+
 @pytest.mark.parametrize("payload, field", [
     ({}, "body.question"),
     ({"question": "   "}, "body.question"),
@@ -186,6 +203,9 @@ def test_deadline_gives_504_with_partial_trace(searcher, generator):
         assert body["request_id"] and isinstance(body["trace"], list)
         assert body["timings"]["total_s"] >= 1.0
         assert {e["kind"] for e in body["trace"]} <= {"retrieve", "generate"}
+        late = server.client.post("/v1/feedback", json={"request_id": body["request_id"],
+                                                        "gold": "Chicago"})
+        assert late.status_code == 409 and "status 504" in late.text, late.text
         assert server.client.get("/healthz").status_code == 200
     finally:
         server.close()

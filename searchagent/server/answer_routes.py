@@ -141,7 +141,7 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         if isinstance(admitted, JSONResponse):
             app.state.metrics.observe("/v1/answer", admitted.status_code)
             return admitted
-        _, session, future = admitted
+        service, session, future = admitted
         done, gone = settled(future), asyncio.ensure_future(client_gone(request))
         try:
             finished, _ = await asyncio.wait({done, gone}, timeout=session.remaining(),
@@ -156,11 +156,13 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             response = outcome(session, exc, None if exc else done.result())
         elif gone in finished:         # nobody will read the answer: stop working on it
             session.cancel.set()
+            service.delivered(session.id, CLIENT_CLOSED)
             app.state.metrics.observe("/v1/answer", CLIENT_CLOSED)
             return Response(status_code=CLIENT_CLOSED)
         else:
             response = outcome(session, asyncio.TimeoutError())
         status = response.status_code if isinstance(response, JSONResponse) else 200
+        service.delivered(session.id, status)
         app.state.metrics.observe("/v1/answer", status, time.monotonic() - started,
                                   None if status != 200 else response["arm"])
         return response
@@ -174,7 +176,7 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         if isinstance(admitted, JSONResponse):
             app.state.metrics.observe("/v1/answer/stream", admitted.status_code)
             return admitted
-        _, session, future = admitted
+        service, session, future = admitted
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         session.listener = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
@@ -189,6 +191,7 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             except (asyncio.CancelledError, GeneratorExit):   # the client went away
                 if not done.done():
                     session.cancel.set()
+                    service.delivered(session.id, CLIENT_CLOSED)
                     app.state.metrics.observe("/v1/answer/stream", CLIENT_CLOSED)
                 raise
 
@@ -211,6 +214,8 @@ def mount_answers(app: FastAPI, config: Config) -> None:
                 status = 200
                 if isinstance(response, JSONResponse):
                     status = response.status_code
+                service.delivered(session.id, status)
+                if status != 200:
                     yield sse("error", {"status": status, **json.loads(response.body)})
                 else:
                     yield sse("answer", response)

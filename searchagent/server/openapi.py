@@ -12,7 +12,7 @@ WHY = {
     401: "missing or wrong API key (only when the server has one)",
     403: "index updates are off (start the server with --allow-updates)",
     404: "no answer with this request id (unknown or forgotten)",
-    409: "this request id already has feedback",
+    409: "this request id already has feedback, is still being answered, or got no answer",
     413: "body larger than server.max_body_bytes (declared or chunked)",
     422: "invalid fields, each named (e.g. body.question)",
     500: "the update failed (named); the index stays at its previous generation",

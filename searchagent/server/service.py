@@ -10,17 +10,20 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
 from searchagent.config import Config
-from searchagent.errors import BackendError, SearchAgentError
+from searchagent.errors import BackendError, ConflictError, SearchAgentError
 from searchagent.generators.base import GenRequest
 from searchagent.strategies.base import ARMS
 from searchagent.scheduler import (ScheduledSearcher, Scheduler, SchedulerOptions, Session,
                                    schedule_strategy)
 
 FALLBACK_ARM = "single"
+DELIVERIES_KEPT = 10_000       # request ids whose delivery is remembered for feedback
+ANSWERING = "answering"
 
 
 class UnavailableGenerator:
@@ -53,6 +56,7 @@ class AnswerService:
         self._lock = threading.Lock()
         self.agent = self._build_agent() if use_agent else None
         self.draining = False
+        self._deliveries: OrderedDict[str, int | str] = OrderedDict()  # id -> status
 
     def _build_generator(self) -> Any:
         from searchagent.generators.factory import make_generator
@@ -131,14 +135,35 @@ class AnswerService:
                 return self.strategy(FALLBACK_ARM if arm == "auto" else arm).run(question, ctx)
             finally:
                 session.run_s = time.monotonic() - started
-        return session, self.scheduler.submit(session, work)
+        future = self.scheduler.submit(session, work)
+        self.delivered(session_id, ANSWERING)
+        return session, future
+
+    def delivered(self, request_id: str, status: int | str) -> None:
+        """Note what the client got for a request: its HTTP status (``ANSWERING`` until
+        then); feedback is taken only for a delivered answer (200)."""
+        with self._lock:
+            self._deliveries[request_id] = status
+            self._deliveries.move_to_end(request_id)
+            while len(self._deliveries) > DELIVERIES_KEPT:
+                self._deliveries.popitem(last=False)
 
     def feedback(self, request_id: str, gold: str | None, reward: float | None) -> dict:
         """Hand feedback to the agent (its online policy learns from it). An unknown id
-        raises InputError naming ``request_id``."""
+        raises InputError naming ``request_id``; a request still being answered, or one
+        whose client got no answer (504, 499, an error), raises ConflictError."""
         if self.agent is None:
             raise SearchAgentError("no agent is loaded (searchagent.agent is not available), "
                                    "so there is no policy to give feedback to")
+        with self._lock:
+            status = self._deliveries.get(request_id)
+        if status == ANSWERING:
+            raise ConflictError(f"request {request_id} is still being answered: give "
+                                "feedback once its answer has arrived", field="request_id")
+        if status not in (None, 200):
+            raise ConflictError(f"request {request_id} ended with status {status}, so no "
+                                "answer reached the client to give feedback on",
+                                field="request_id")
         return self.agent.feedback(request_id, gold=gold, reward=reward)
 
     def close(self, drain: bool = True) -> None:
