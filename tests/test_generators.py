@@ -73,6 +73,31 @@ def test_stop_strings_cut_the_text(llama):
     assert cut_at_stop("a. b. c", [". ", "c"]) == ("a", True)
 
 
+class CancelledAfter(threading.Event):
+    """A cancel switch that reads as set from its ``checks``-th look on."""
+
+    def __init__(self, checks: int):
+        super().__init__()
+        self.checks = checks
+
+    def is_set(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0 or super().is_set()
+
+
+def test_a_cancelled_request_stops_decoding(llama):
+    question = "Write a long story about a cat and a dog."
+    [free] = llama.generate([ask(question, max_new_tokens=24)])
+    assert free.completion_tokens > 6
+    [cut] = llama.generate([ask(question, max_new_tokens=24, cancel=CancelledAfter(4))])
+    assert cut.finish_reason == "cancelled" and 0 < cut.completion_tokens < 6
+    assert free.text.startswith(cut.text)
+    already = threading.Event()
+    already.set()
+    [none] = llama.generate([ask(question, max_new_tokens=24, cancel=already)])
+    assert none.finish_reason == "cancelled" and none.completion_tokens == 0
+
+
 def test_session_state_reuse_survives_interleaving(llama):
     first = ask("Tell me about llamas.", max_new_tokens=2, session="s1")
     follow = ask("Tell me about llamas.", max_new_tokens=3, session="s1")
@@ -178,3 +203,10 @@ def test_transformers_gguf_batched_padding_matches_single():
         assert len(result.token_logprobs) == result.completion_tokens
         assert all(lp <= 1e-6 for lp in result.token_logprobs)
     assert hf.count_tokens("hello world") > 0
+    stopped = threading.Event()
+    stopped.set()                           # one row of a batch cancelled: only it stops
+    long_free = ask(long.messages[-1]["content"], max_new_tokens=8)
+    cut, kept = hf.generate([ask("Hi.", max_new_tokens=8, cancel=stopped), long_free])
+    assert cut.finish_reason == "cancelled" and cut.completion_tokens <= 1
+    assert kept.finish_reason != "cancelled"
+    assert kept.text == hf.generate([long_free])[0].text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from searchagent.errors import InputError
 
@@ -21,6 +21,12 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     logprobs: bool = False
     session: str = ""          # lets a backend reuse a session's KV prefix between hops
+    cancel: Any = field(default=None, repr=False, compare=False)
+    """A ``threading.Event``: once set, the backend stops decoding and returns the text
+    so far with ``finish_reason`` "cancelled" (the request was cut or abandoned)."""
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
 
 @dataclass
@@ -31,7 +37,7 @@ class GenResult:
     seconds: float
     token_logprobs: list[float] | None = None
     cached_tokens: int = 0     # prompt tokens whose KV state was reused, not recomputed
-    finish_reason: str = ""    # "stop" (end of turn or stop string) | "length"
+    finish_reason: str = ""    # "stop" (end of turn or stop string) | "length" | "cancelled"
 
     @property
     def mean_logprob(self) -> float | None:

@@ -87,7 +87,7 @@ class TransformersGenerator:
                 **encoded, max_new_tokens=max_new, do_sample=sample,
                 temperature=temperature if sample else None, top_p=None, top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
-                output_scores=True)
+                output_scores=True, stopping_criteria=[_RowsCancelled(requests)])
             seconds = time.perf_counter() - start
             scores = self.model.compute_transition_scores(output.sequences, output.scores,
                                                           normalize_logits=True)
@@ -104,11 +104,25 @@ class TransformersGenerator:
                 n = min(n, len(self.tokenizer.encode(text, add_special_tokens=False)) + 1)
             logprobs = [float(x) for x in scores[row, :n].tolist()]
             finish = "stop" if stopped or n < len(generated) else "length"
+            if request.cancelled():
+                finish = "cancelled"
             results.append(GenResult(text=text.strip(), prompt_tokens=int(prompt_lengths[row]),
                                      completion_tokens=n, seconds=seconds,
                                      token_logprobs=logprobs if request.logprobs else None,
                                      finish_reason=finish))
         return results
+
+
+class _RowsCancelled:
+    """A stopping criterion: a row whose request was cancelled stops decoding."""
+
+    def __init__(self, requests: list[GenRequest]):
+        self.requests = requests
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.tensor([r.cancelled() for r in self.requests], device=input_ids.device)
 
 
 def _resolve(model: str) -> tuple[str, str | None]:

@@ -94,8 +94,13 @@ class LlamaCppGenerator:
         out: list[int] = []
         logprobs: list[float] = []
         text, finish = "", "length"
+        if request.cancelled():
+            return text, 0, logprobs, "cancelled"
         for token in llm.generate(tokens, temp=request.temperature, top_k=40, top_p=0.95,
                                   repeat_penalty=1.0, reset=True):
+            if request.cancelled():
+                finish = "cancelled"
+                break
             if llm.token_eos() == token or _is_end_of_generation(llm, token):
                 finish = "stop"
                 break

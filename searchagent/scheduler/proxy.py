@@ -47,6 +47,8 @@ class SchedulingGenerator:
         session.check()
         for request in requests:
             request.session = request.session or session.id
+            if request.cancel is None:     # a cut session stops decoding mid-call
+                request.cancel = session.cancel
         session.context_tokens = max(session.context_tokens,
                                      max(estimate_tokens(r) for r in requests))
         enqueued = time.monotonic()

@@ -55,6 +55,7 @@ class SchedulerStats:
         self.counters = {"sessions_total": 0, "generations_total": 0, "batches_total": 0,
                          "retrievals_total": 0, "nonstall_cuts_total": 0,
                          "partial_retrievals_total": 0, "generation_errors_total": 0,
+                         "cancelled_generations_total": 0,
                          "prompt_tokens_total": 0, "completion_tokens_total": 0,
                          "cached_prompt_tokens_total": 0}
         self.queue_wait = Histogram()
@@ -98,6 +99,8 @@ class SchedulerStats:
             self.counters["batches_total"] += 1
             self.counters["generations_total"] += len(results)
             for result in results:
+                self.counters["cancelled_generations_total"] += \
+                    getattr(result, "finish_reason", "") == "cancelled"
                 self.counters["prompt_tokens_total"] += result.prompt_tokens
                 self.counters["completion_tokens_total"] += result.completion_tokens
                 self.counters["cached_prompt_tokens_total"] += getattr(result, "cached_tokens", 0)

@@ -62,6 +62,8 @@ COUNTERS = {
     "nonstall_cuts_total": "retrievals cut by the non-stall rule",
     "partial_retrievals_total": "retrievals that returned best-so-far",
     "generation_errors_total": "generation calls that failed",
+    "cancelled_generations_total": "generation calls stopped mid-decoding (request cut "
+                                   "or abandoned)",
     "prompt_tokens_total": "prompt tokens generated over",
     "completion_tokens_total": "tokens generated",
     "cached_prompt_tokens_total": "prompt tokens whose KV state was reused",
