@@ -156,6 +156,25 @@ def test_bad_inputs_name_file_line_and_field(tmp_path):
         load_dataset("d", tmp_path / "missing.jsonl")
 
 
+
+def test_wrongly_typed_ids_are_refused_not_renumbered(tmp_path):
+    rows = tmp_path / "ids.jsonl"
+    rows.write_text('{"_id": 7, "question": "q?", "answer": "a", "context": []}\n'
+                    '{"_id": ["x"], "question": "q2?", "answer": "b", "context": []}\n')
+    with pytest.raises(InputError, match=r"ids.jsonl, line 2, field '_id': .*got JSON array"):
+        load_dataset("h", rows)
+    rows.write_text('{"_id": 7, "question": "q?", "answer": "a", "context": []}\n')
+    assert [e.id for e in load_dataset("h", rows)] == ["7"]         # an integer id is kept
+    for bad, got in [("null", "null"), ("true", "boolean"), ('""', "empty")]:
+        rows.write_text(f'{{"id": {bad}, "question": "q?", "answer": ["a"]}}\n')
+        with pytest.raises(InputError, match=f"line 1, field 'id': .*{got}"):
+            load_dataset("nq", rows)
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "c", "qas": [
+        {"id": {"k": 1}, "question": "q?", "answers": [{"text": "c"}]}]}]}]}))
+    with pytest.raises(InputError, match=r"field '\[0\]\.paragraphs\[0\]\.qas\[0\]\.id'"):
+        load_dataset("s", squad)
+
 def test_subset_first_n_or_seeded_sample():
     examples = load_dataset("nq", FIX / "nq_open.jsonl") * 1
     assert subset(examples, 1) == examples[:1]

@@ -94,10 +94,25 @@ def answer_strings(value: Any, loc: Location, field: str) -> list[str]:
     return out
 
 
-def record_id(record: dict, loc: Location, *keys: str) -> str:
-    """The first present id field, else the record's position in the file."""
+def record_id(record: dict, loc: Location, *keys: str, where: str = "") -> str:
+    """The first present id field (a string, or an integer kept as its digits), else the
+    record's position in the file; an id of any other type, or an empty one, is refused
+    (``where`` prefixes the field name in that error)."""
     for key in keys:
-        value = record.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) != "":
+        if key not in record:
+            continue
+        value = record[key]
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
+        got = "an empty string" if isinstance(value, str) else f"JSON {_json_type(value)}"
+        raise loc.error(f"expected a non-empty string or integer id, got {got}", where + key)
     return str(loc.position)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", float: "number", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__)

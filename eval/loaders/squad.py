@@ -42,7 +42,7 @@ def _example(qa, context: str, title: str, loc: Location, dataset: str, where: s
         texts = [a.get("text") for a in answers if isinstance(a, dict)]
     else:
         raise loc.error("missing field", where + "answers")
-    qid = record_id(qa, loc, "id")
+    qid = record_id(qa, loc, "id", where=where)
     if "id" not in qa and where:
         qid = f"{loc.position}-{where.rstrip('.')}"
     return Example(id=qid, question=question.strip(),
