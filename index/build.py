@@ -41,6 +41,9 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
         raise InputError("nothing to build: enable bm25 and/or dense", field="index")
     if cfg.dtype not in ("float16", "float32"):
         raise InputError("must be float16 or float32", field="index.dtype")
+    if cfg.chunk_overlap and not cfg.chunk_words:
+        raise InputError("has no effect without index.chunk_words (passages are kept whole)",
+                         field="index.chunk_overlap")
     open_text(corpus).close()           # an unreadable corpus or a missing model: say so
     if str(out).strip() and Path(out).resolve() in Path(corpus).resolve().parents:
         raise InputError("the corpus is inside the output folder, which a build replaces",

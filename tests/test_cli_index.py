@@ -79,3 +79,24 @@ def test_a_build_replaces_only_an_index_and_never_its_own_corpus(tmp_path):
     cli("index", "build", corpus, "--out", tmp_path / "idx", "--bm25")
     cli("index", "build", corpus, "--out", tmp_path / "idx", "--bm25", "--overwrite")
     assert (tmp_path / "idx" / "manifest.json").is_file()
+
+
+def test_flags_a_build_or_demo_would_ignore_are_refused_up_front(tmp_path, small_corpus):
+    """``--chunk-overlap`` without ``--chunk-words``, dense flags on a BM25-only build and
+    ``demo -n 0`` all used to run (or build the sample index) and exit 0."""
+    out = tmp_path / "idx"
+    config = tmp_path / "c.toml"
+    config.write_text("[index]\nchunk_overlap = 5\n")
+    for flags, expected in ((["--bm25", "--chunk-overlap", "3"],
+                             "--chunk-overlap 3 needs --chunk-words N"),
+                            (["--bm25", "--faiss", "HNSW32"], "--faiss applies to the dense"),
+                            (["--bm25", "--index", "spann"], "--index applies to the dense"),
+                            (["--bm25", "--config", config],
+                             "field 'index.chunk_overlap': has no effect without")):
+        result = cli("index", "build", small_corpus, "--out", out, *flags, check=False)
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1 and not out.exists()   # before any work
+    for n in ("0", "-1"):
+        result = cli("demo", "-n", n, "--index-dir", out, "--strategies", "", check=False)
+        assert result.returncode == 2 and f"-n/--questions must be >= 1, got {n}" in result.stderr
+        assert not out.exists()

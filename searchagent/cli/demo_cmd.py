@@ -52,6 +52,10 @@ def sample_questions(n: int) -> list[dict]:
 def run_demo(args) -> int:
     from retrievers.searcher import Searcher
 
+    from searchagent.errors import InputError
+
+    if args.questions < 1:       # before the sample index is built
+        raise InputError(f"-n/--questions must be >= 1, got {args.questions}")
     config = load_config(args.config)
     folder = ensure_sample_index(args.index_dir, config)
     searcher = Searcher(folder, config)

@@ -70,12 +70,31 @@ def run_build(args) -> int:
         "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size,
         "embed_backend": args.embed_backend}}
     config = load_config(args.config, cli=cli)
+    refuse_ignored_flags(args, config.index)
     manifest = build_index(args.corpus, args.out, config, overwrite=args.overwrite,
                            engine=args.engine, ray_address=args.ray_address,
                            num_gpus=args.num_gpus, num_cpus=args.num_cpus)
     print(f"built {args.out}: {manifest['counts']['passages']} passages, components: "
           f"{', '.join(manifest['components'])}; seconds per stage: {manifest['build_seconds']}")
     return 0
+
+
+def refuse_ignored_flags(args, cfg) -> None:
+    """A flag this build would not use is an error, not a silent no-op."""
+    from searchagent.errors import InputError
+
+    if not cfg.dense:
+        given = [flag for flag, value in (("--faiss", args.faiss), ("--index", args.index),
+                                          ("--dtype", args.dtype),
+                                          ("--batch-size", args.batch_size),
+                                          ("--embed-backend", args.embed_backend))
+                 if value is not None]
+        if given:
+            raise InputError(f"{given[0]} applies to the dense index, which this build skips "
+                             "(--bm25 alone builds BM25 only; add --dense to build both)")
+    if args.chunk_overlap and not cfg.chunk_words:
+        raise InputError(f"--chunk-overlap {args.chunk_overlap} needs --chunk-words N "
+                         "(without it passages are kept whole)")
 
 
 def run_info(args) -> int:
