@@ -100,3 +100,25 @@ def test_flags_a_build_or_demo_would_ignore_are_refused_up_front(tmp_path, small
         result = cli("demo", "-n", n, "--index-dir", out, "--strategies", "", check=False)
         assert result.returncode == 2 and f"-n/--questions must be >= 1, got {n}" in result.stderr
         assert not out.exists()
+
+
+def test_recover_says_what_it_found_and_fails_on_a_damaged_committed_index(tmp_path,
+                                                                          small_corpus):
+    """``index recover`` printed ``recovered: null`` and exited 0 on a committed index with a
+    corrupted file, which it cannot repair."""
+    out = tmp_path / "idx"
+    cli("index", "build", small_corpus, "--out", out, "--bm25")
+    result = cli("index", "recover", out)
+    assert json.loads(result.stdout)["intact"] is True
+    assert "nothing to recover (no unfinished update); committed generation 0 is intact " \
+        "(full check)" in result.stderr
+    (out / "journal.json").write_text('{"generation": 1')             # an update that died
+    result = cli("index", "recover", out)
+    assert "rolled back an unfinished update to committed generation 0" in result.stderr
+    params = out / "bm25" / "params.json"
+    params.write_text(params.read_text().replace("1", "2", 1))     # same size, other bytes
+    result = cli("index", "recover", out, check=False)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "nothing to recover (no unfinished update), but committed generation 0 is " \
+        f"damaged: index file {params} fails its sha256 check" in result.stderr
+    assert result.stdout == ""

@@ -32,6 +32,9 @@ def register_updates(actions) -> None:
     recover = actions.add_parser("recover", help="roll back an update that died, even when "
                                  "its journal is damaged")
     recover.add_argument("index_dir", help="an index folder")
+    recover.add_argument("--verify", choices=["size", "full"], default="full",
+                         help="then check the committed files' sizes only, or sizes and "
+                         "sha256 (default)")
     recover.set_defaults(func=run_recover)
 
 
@@ -90,8 +93,23 @@ def run_compact(args) -> int:
 
 
 def run_recover(args) -> int:
+    """Roll back an unfinished update, then check the committed generation: recover cannot
+    repair a committed file, so a damaged one is an error naming it."""
     from index.living import LivingIndex
+    from index.manifest import verify_index
+    from searchagent.errors import IndexFormatError
 
     with LivingIndex(args.index_dir, discard_damaged_journal=True) as index:
-        print(json.dumps({"generation": index.generation, "recovered": index.recovered}))
+        generation, recovered = index.generation, index.recovered
+    done = (f"rolled back an unfinished update to committed generation {generation}"
+            if recovered else "nothing to recover (no unfinished update)")
+    try:
+        verify_index(args.index_dir, args.verify)
+    except IndexFormatError as exc:
+        raise IndexFormatError(f"{done}, but committed generation {generation} is damaged: "
+                               f"{exc}; recover cannot repair it, rebuild the index") from None
+    print(json.dumps({"generation": generation, "recovered": recovered, "intact": True,
+                      "verified": args.verify}))
+    print(f"searchagent: {done}; committed generation {generation} is intact "
+          f"({args.verify} check)", file=sys.stderr)
     return 0
