@@ -18,8 +18,11 @@ def register(sub) -> None:
     demo.add_argument("-n", "--questions", type=int, default=3,
                       help="sample questions to answer (default 3)")
     demo.add_argument("-k", type=int, default=3, help="passages per retrieval (default 3)")
-    demo.add_argument("--strategies", default="parametric,single,multi",
-                      help="comma-separated arms to answer with (empty: retrieval only)")
+    demo.add_argument("--strategies", default="auto,parametric,single,multi",
+                      help="comma-separated: auto (the policy picks) and arms to answer "
+                      "with (empty: retrieval only)")
+    demo.add_argument("--policy-dir", default="demo-policy", help="where auto's policy is "
+                      "trained on the bundled arm-log sample (reused if it holds a policy)")
     demo.set_defaults(func=run_demo)
 
 
@@ -51,40 +54,52 @@ def sample_questions(n: int) -> list[dict]:
 
 def run_demo(args) -> int:
     from retrievers.searcher import Searcher
-
+    from searchagent.cli.demo_policy import describe_route, ensure_demo_policy
     from searchagent.errors import InputError
 
     if args.questions < 1:       # before the sample index is built
         raise InputError(f"-n/--questions must be >= 1, got {args.questions}")
     config = load_config(args.config)
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    if "auto" in names:
+        policy = ensure_demo_policy(args.policy_dir, config.agent.lam, args.config)
+        config = config.updated({"agent": {"policy_dir": str(policy)}}, "demo")
     folder = ensure_sample_index(args.index_dir, config)
     searcher = Searcher(folder, config)
-    strategies = _strategies(args.strategies, searcher, config)
+    answerers, agent = _answerers(names, searcher, config)
     try:
         for question in sample_questions(args.questions):
             print(f"\nQ: {question['question']}\n   gold: {question['answers'][0]}; "
                   f"supporting: {'; '.join(question['supporting_titles'])}")
-            if not strategies:
+            if not answerers:
                 for rank, hit in enumerate(searcher.search(question["question"], args.k), 1):
                     print(f"   {rank}. {hit.title}: {hit.text[:90]}")
-            for strategy in strategies:
-                answer = strategy.run(question["question"])
+            for name, answer_with in answerers:
+                answer = answer_with(question["question"])
                 titles = "; ".join(p["title"] for p in answer.passages[:6])
-                print(f"   {answer.strategy:>10}: {answer.answer or '(none)'!r}  "
+                print(f"   {name:>10}: {answer.answer or '(none)'!r}  "
                       f"[{answer.seconds:.1f} s, {answer.retrieval_calls} retrievals, "
                       f"{answer.prompt_tokens + answer.completion_tokens} tokens]"
+                      + (f"\n{'':>15}policy: {describe_route(answer)}" if name == "auto"
+                         else "")
                       + (f"\n{'':>15}passages: {titles}" if titles else ""))
     finally:
+        if agent is not None:
+            agent.close()
         searcher.close()
     return 0
 
 
-def _strategies(names: str, searcher, config) -> list:
+def _answerers(names: list[str], searcher, config) -> tuple[list, object]:
+    """(name, question -> Answer) per name, and the agent behind ``auto`` (or None)."""
+    from searchagent.agent import make_agent
     from searchagent.generators.factory import make_generator
     from searchagent.strategies.factory import make_strategy
 
-    names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
-        return []
+        return [], None
     generator = make_generator(config.generator)
-    return [make_strategy(name, searcher, generator, config) for name in names]
+    agent = make_agent(searcher, generator, config) if "auto" in names else None
+    return [(name, (lambda q: agent.answer(q, "auto")) if name == "auto"
+             else make_strategy(name, searcher, generator, config).run)
+            for name in names], agent
