@@ -59,4 +59,5 @@ def test_demo_answers_with_the_policy(trained, small_index):
     auto = next(line for line in out.splitlines() if line.strip().startswith("auto:"))
     route = next(line for line in out.splitlines() if line.strip().startswith("policy:"))
     assert route.split("policy:")[1].strip().startswith("closed book -> ")
+    assert "after the closed-book answer, lambda 0.1: stop " in route
     assert "parametric:" in out and "retrievals" in auto

@@ -60,10 +60,14 @@ def ensure_demo_policy(folder: str | Path, lam: float, config_path: str | None) 
 
 
 def describe_route(answer) -> str:
-    """The policy's route for an ``auto`` answer, e.g. closed book -> retrieve once ->
-    serve closed book."""
+    """The policy's route for an ``auto`` answer and its first decision's values, e.g.
+    closed book -> retrieve once -> serve closed book (after the closed-book answer, lambda
+    0.1: stop 0.450, retrieve once 0.412, multi-hop 0.330)."""
     decision = next((s.detail for s in answer.trace if s.kind == "policy"), {})
-    steps = [LABELS.get(s["action"], s["action"]) for s in decision.get("cascade", [])]
+    steps = decision.get("cascade") or []
     if not steps:
         return f"{decision.get('policy', 'policy')} chose {decision.get('arm', '?')}"
-    return " -> ".join(["closed book", *steps])
+    first = ", ".join(f"{LABELS.get(a, a)} {v:.3f}"
+                      for a, v in zip(steps[0]["actions"], steps[0]["values"]))
+    route = " -> ".join(["closed book", *(LABELS.get(s["action"], s["action"]) for s in steps)])
+    return f"{route} (after the closed-book answer, lambda {decision.get('lam')}: {first})"
