@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from index.corpus import file_sha256, load_corpus, open_text
 from index.dense_live import EMBEDDINGS
-from index.faiss_index import FaissIndex, build_faiss
+from index.faiss_index import FaissIndex, build_faiss, check_trainable
 from index.manifest import atomic_folder, write_manifest
 from retrievers.bm25_build import build_bm25_files
 from retrievers.docstore import BUILD_READ_MEMORY_LIMIT, DocStore
@@ -63,6 +63,8 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
     with atomic_folder(out, overwrite=overwrite) as tmp:
         start = time.perf_counter()
         count = load_corpus(corpus, tmp / "docs.duckdb", cfg.chunk_words, cfg.chunk_overlap)
+        if cfg.dense and cfg.faiss != "spann":     # before anything is embedded
+            check_trainable(cfg.faiss, count)
         timings["docstore"] = time.perf_counter() - start
         docstore = DocStore(tmp / "docs.duckdb", memory_limit=BUILD_READ_MEMORY_LIMIT)
         try:

@@ -31,6 +31,7 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 
 from index.build import EMBEDDINGS, _build_vector_index, finish_build
+from index.faiss_index import check_trainable
 from index.manifest import atomic_folder
 from retrievers.bm25_build import BM25Writer
 from retrievers.docstore import pop_duplicate_source, write_docstore
@@ -83,6 +84,8 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
                     raise InputError(f"duplicate id {duplicate[0]!r} (first on line "
                                      f"{duplicate[1]})", path=str(corpus), line=duplicate[2],
                                      field="id")
+                if cfg.dense and cfg.faiss != "spann":     # before anything is embedded
+                    check_trainable(cfg.faiss, count)
             if bm25 is not None:
                 with timed(timings, "bm25"):            # the merge pass: writes the files
                     components["bm25"] = bm25.finish(cfg.bm25_k1, cfg.bm25_b)

@@ -7,13 +7,14 @@ GPU when faiss reports one (faiss-gpu builds only); search parameters (``nprobe`
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from searchagent.errors import IndexFormatError, SearchAgentError
+from searchagent.errors import IndexFormatError, InputError, SearchAgentError
 from searchagent.types import SearchStats
 
 
@@ -31,8 +32,38 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+TRAIN_SIZE = 200_000     # vectors build_faiss trains on at most (a seeded sample)
+
+
+def training_needs(factory: str) -> list[tuple[str, int]]:
+    """``(part, minimum training vectors)`` for the parts of ``factory`` faiss refuses to
+    train on fewer vectors: IVF's nlist centroids, a PQ's (or OPQ's) 2**nbits centroids per
+    codebook, PCA's output dimensions."""
+    needs = []
+    for part in factory.split(","):
+        if ivf := re.match(r"IVF(\d+)", part):
+            needs.append((f"IVF nlist {ivf[1]}", int(ivf[1])))
+        elif pq := re.match(r"O?PQ(\d+)(?:x(\d+))?", part):
+            bits = int(pq[2] or 8)
+            needs.append((f"{pq[0]} ({2 ** bits} centroids per codebook)", 2 ** bits))
+        elif pca := re.match(r"PCAW?R?(\d+)", part):
+            needs.append((f"{pca[0]} ({pca[1]} output dimensions)", int(pca[1])))
+    return needs
+
+
+def check_trainable(factory: str, passages: int, train_size: int = TRAIN_SIZE) -> None:
+    """Refuse, before anything is embedded, a factory faiss cannot train on ``passages``."""
+    available = min(passages, train_size)
+    for part, needed in training_needs(factory):
+        if available < needed:
+            have = (f"the corpus has {passages} passages" if passages <= train_size else
+                    f"training uses a sample of {train_size}")
+            raise InputError(f"--faiss {factory}: {part} needs at least {needed} passages to "
+                             f"train on, {have} (lower it, or use Flat or HNSW32)")
+
+
 def build_faiss(vectors: np.ndarray, factory: str, chunk: int = 100_000,
-                train_size: int = 200_000, seed: int = 0) -> "object":
+                train_size: int = TRAIN_SIZE, seed: int = 0) -> "object":
     """Train (on a sample when needed) and fill an index from a (memmapped) array."""
     faiss = import_faiss()
     n, dim = vectors.shape
@@ -43,7 +74,12 @@ def build_faiss(vectors: np.ndarray, factory: str, chunk: int = 100_000,
     if not index.is_trained:
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(n, train_size), replace=False))
-        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        try:
+            index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        except RuntimeError as exc:     # a need training_needs does not know
+            reason = str(exc).strip().splitlines()[-1]
+            raise SearchAgentError(f"faiss could not train {factory!r} on {len(sample)} "
+                                   f"vectors: {reason}") from exc
     for start in tqdm(range(0, n, chunk), desc=f"faiss {factory}: adding", unit="chunk"):
         index.add(np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32))
     return index

@@ -122,3 +122,29 @@ def test_recover_says_what_it_found_and_fails_on_a_damaged_committed_index(tmp_p
     assert "nothing to recover (no unfinished update), but committed generation 0 is " \
         f"damaged: index file {params} fails its sha256 check" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_faiss_factory_too_big_for_the_corpus_is_refused_before_embedding(tmp_path):
+    """``--faiss IVF256,Flat`` on 5 passages embedded them all, then died in faiss with a
+    traceback (faiss needs at least nlist training vectors, 2**nbits for a PQ)."""
+    corpus = tmp_path / "tiny.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"p{i}", "title": f"T{i}", "text": f"text {i}"})
+                              + "\n" for i in range(5)))
+    for factory, part in (("IVF256,Flat", "IVF nlist 256 needs at least 256"),
+                          ("IVF4,PQ16", "PQ16 (256 centroids per codebook) needs at least 256")):
+        result = cli("index", "build", corpus, "--out", tmp_path / "idx", "--faiss", factory,
+                     check=False)
+        assert result.returncode == 2 and "embedding" not in result.stderr, result.stderr
+        assert f"--faiss {factory}: {part} passages to train on, the corpus has 5 passages" \
+            in result.stderr.splitlines()[-1] and not (tmp_path / "idx").exists()
+    import numpy as np
+    import pytest
+
+    from index.faiss_index import build_faiss, check_trainable
+    from searchagent.errors import InputError, SearchAgentError
+
+    check_trainable("IVF4,PQ2x2", 5)                       # 4 centroids each: trainable
+    with pytest.raises(InputError, match="IVF nlist 300000 .* a sample of 200000"):
+        check_trainable("IVF300000,Flat", 10**6)             # build_faiss trains on a sample
+    with pytest.raises(SearchAgentError, match="faiss could not train 'IVF4,RQ2x4' on 5"):
+        build_faiss(np.random.default_rng(0).random((5, 8), dtype=np.float32), "IVF4,RQ2x4")
