@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from index.corpus import file_sha256, load_corpus, open_text
 from index.dense_live import EMBEDDINGS
-from index.faiss_index import FaissIndex, build_faiss, check_trainable
+from index.faiss_index import FaissIndex, build_faiss, check_factory, check_trainable
 from index.manifest import atomic_folder, write_manifest
 from retrievers.bm25_build import build_bm25_files
 from retrievers.docstore import BUILD_READ_MEMORY_LIMIT, DocStore
@@ -63,8 +63,13 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
     with atomic_folder(out, overwrite=overwrite) as tmp:
         start = time.perf_counter()
         count = load_corpus(corpus, tmp / "docs.duckdb", cfg.chunk_words, cfg.chunk_overlap)
-        if cfg.dense and cfg.faiss != "spann":     # before anything is embedded
-            check_trainable(cfg.faiss, count)
+        encoder = None
+        if cfg.dense:                              # checked before anything is embedded
+            encoder = Encoder(cfg.dense_model, backend=cfg.embed_backend,
+                              cache_dir=cache_folder(tmp))
+            if cfg.faiss != "spann":
+                check_factory(cfg.faiss, encoder.dim)
+                check_trainable(cfg.faiss, count)
         timings["docstore"] = time.perf_counter() - start
         docstore = DocStore(tmp / "docs.duckdb", memory_limit=BUILD_READ_MEMORY_LIMIT)
         try:
@@ -74,7 +79,7 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
                 timings["bm25"] = time.perf_counter() - start
             if cfg.dense:
                 start = time.perf_counter()
-                components["dense"] = _embed(docstore, tmp / EMBEDDINGS, cfg)
+                components["dense"] = _embed(docstore, tmp / EMBEDDINGS, cfg, encoder)
                 timings["embed"] = time.perf_counter() - start
                 start = time.perf_counter()
                 components["dense"]["index"] = _build_vector_index(tmp, cfg)
@@ -107,11 +112,13 @@ def _build_bm25(docstore: DocStore, folder: Path, cfg: IndexConfig) -> dict:
     return build_bm25_files(tokens, folder, k1=cfg.bm25_k1, b=cfg.bm25_b, total=docstore.size)
 
 
-def _embed(docstore: DocStore, path: Path, cfg: IndexConfig) -> dict:
-    """Stream passages through the encoder into a memmapped .npy file."""
+def _embed(docstore: DocStore, path: Path, cfg: IndexConfig, encoder=None) -> dict:
+    """Stream passages through the encoder (``cfg``'s unless given) into a memmapped .npy
+    file."""
     index_dir = path.parent.parent
-    encoder = Encoder(cfg.dense_model, backend=cfg.embed_backend,
-                      cache_dir=cache_folder(index_dir))
+    if encoder is None:
+        encoder = Encoder(cfg.dense_model, backend=cfg.embed_backend,
+                          cache_dir=cache_folder(index_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=cfg.dtype,
                                     shape=(docstore.size, encoder.dim))

@@ -62,6 +62,17 @@ def check_trainable(factory: str, passages: int, train_size: int = TRAIN_SIZE) -
                              f"train on, {have} (lower it, or use Flat or HNSW32)")
 
 
+def check_factory(factory: str, dim: int) -> None:
+    """Refuse, before anything is embedded, a factory string faiss cannot make for ``dim``-d
+    vectors (a typo, a PQ whose sub-quantizers do not divide ``dim``)."""
+    try:
+        import_faiss().index_factory(dim, factory)
+    except RuntimeError as exc:      # "Error in <function> at <file>: Error: <reason>"
+        reason = str(exc).strip().splitlines()[-1].rsplit("Error: ", 1)[-1]
+        raise InputError(f"--faiss {factory}: faiss cannot make this index for {dim}-d "
+                         f"vectors ({reason})") from exc
+
+
 def build_faiss(vectors: np.ndarray, factory: str, chunk: int = 100_000,
                 train_size: int = TRAIN_SIZE, seed: int = 0) -> "object":
     """Train (on a sample when needed) and fill an index from a (memmapped) array."""

@@ -100,6 +100,13 @@ def test_flags_a_build_or_demo_would_ignore_are_refused_up_front(tmp_path, small
         result = cli("demo", "-n", n, "--index-dir", out, "--strategies", "", check=False)
         assert result.returncode == 2 and f"-n/--questions must be >= 1, got {n}" in result.stderr
         assert not out.exists()
+    result = cli("demo", "-k", "0", "--index-dir", out, "--strategies", "", check=False)
+    assert result.returncode == 2 and "'retrieval.k': must be >= 1" in result.stderr
+    for flags in (["--num-gpus", "1"], ["--num-cpus", "2"], ["--ray-address", "auto"]):
+        result = cli("index", "build", small_corpus, "--out", out, "--bm25", *flags,
+                     check=False)
+        assert result.returncode == 2 and f"{flags[0]} applies to a Ray build only" \
+            in result.stderr and not out.exists(), result.stderr
 
 
 def test_recover_says_what_it_found_and_fails_on_a_damaged_committed_index(tmp_path,
@@ -136,6 +143,12 @@ def test_a_faiss_factory_too_big_for_the_corpus_is_refused_before_embedding(tmp_
                      check=False)
         assert result.returncode == 2 and "embedding" not in result.stderr, result.stderr
         assert f"--faiss {factory}: {part} passages to train on, the corpus has 5 passages" \
+            in result.stderr.splitlines()[-1] and not (tmp_path / "idx").exists()
+    for factory in ("IVF4,Flatx", "PQ7"):          # a typo; 7 does not divide 384
+        result = cli("index", "build", corpus, "--out", tmp_path / "idx", "--faiss", factory,
+                     check=False)
+        assert result.returncode == 2 and "embedding" not in result.stderr, result.stderr
+        assert f"--faiss {factory}: faiss cannot make this index for 384-d vectors (" \
             in result.stderr.splitlines()[-1] and not (tmp_path / "idx").exists()
     import numpy as np
     import pytest

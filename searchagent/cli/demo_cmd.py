@@ -17,7 +17,7 @@ def register(sub) -> None:
                       "it already holds a valid index)")
     demo.add_argument("-n", "--questions", type=int, default=3,
                       help="sample questions to answer (default 3)")
-    demo.add_argument("-k", type=int, default=3, help="passages per retrieval (default 3)")
+    demo.add_argument("-k", type=int, help="passages per retrieval (default: retrieval.k)")
     demo.add_argument("--strategies", default="auto,parametric,single,multi",
                       help="comma-separated: auto (the policy picks) and arms to answer "
                       "with (empty: retrieval only)")
@@ -59,7 +59,7 @@ def run_demo(args) -> int:
 
     if args.questions < 1:       # before the sample index is built
         raise InputError(f"-n/--questions must be >= 1, got {args.questions}")
-    config = load_config(args.config)
+    config = load_config(args.config, cli={"retrieval": {"k": args.k}})
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     if "auto" in names:
         policy = ensure_demo_policy(args.policy_dir, config.agent.lam, args.config)
@@ -72,7 +72,8 @@ def run_demo(args) -> int:
             print(f"\nQ: {question['question']}\n   gold: {question['answers'][0]}; "
                   f"supporting: {'; '.join(question['supporting_titles'])}")
             if not answerers:
-                for rank, hit in enumerate(searcher.search(question["question"], args.k), 1):
+                for rank, hit in enumerate(searcher.search(question["question"],
+                                                           config.retrieval.k), 1):
                     print(f"   {rank}. {hit.title}: {hit.text[:90]}")
             for name, answer_with in answerers:
                 answer = answer_with(question["question"])

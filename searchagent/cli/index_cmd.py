@@ -39,8 +39,8 @@ def register(sub) -> None:
                        "'searchagent[ray]'); the same index folder")
     build.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster ('auto' or "
                        "HOST:PORT; default: start Ray on this machine)")
-    build.add_argument("--num-gpus", type=int, default=0,
-                       help="ray: embedding actors, one per GPU (0: CPU actors)")
+    build.add_argument("--num-gpus", type=int,
+                       help="ray: embedding actors, one per GPU (default 0: CPU actors)")
     build.add_argument("--num-cpus", type=int, help="ray: cores of the Ray started here "
                        "(default: all)")
     build.set_defaults(func=run_build)
@@ -73,7 +73,7 @@ def run_build(args) -> int:
     refuse_ignored_flags(args, config.index)
     manifest = build_index(args.corpus, args.out, config, overwrite=args.overwrite,
                            engine=args.engine, ray_address=args.ray_address,
-                           num_gpus=args.num_gpus, num_cpus=args.num_cpus)
+                           num_gpus=args.num_gpus or 0, num_cpus=args.num_cpus)
     print(f"built {args.out}: {manifest['counts']['passages']} passages, components: "
           f"{', '.join(manifest['components'])}; seconds per stage: {manifest['build_seconds']}")
     return 0
@@ -92,6 +92,12 @@ def refuse_ignored_flags(args, cfg) -> None:
         if given:
             raise InputError(f"{given[0]} applies to the dense index, which this build skips "
                              "(--bm25 alone builds BM25 only; add --dense to build both)")
+    if args.engine != "ray":
+        given = [flag for flag, value in (("--ray-address", args.ray_address),
+                                          ("--num-gpus", args.num_gpus),
+                                          ("--num-cpus", args.num_cpus)) if value is not None]
+        if given:
+            raise InputError(f"{given[0]} applies to a Ray build only (add --engine ray)")
     if args.chunk_overlap and not cfg.chunk_words:
         raise InputError(f"--chunk-overlap {args.chunk_overlap} needs --chunk-words N "
                          "(without it passages are kept whole)")
