@@ -156,7 +156,6 @@ def test_bad_inputs_name_file_line_and_field(tmp_path):
         load_dataset("d", tmp_path / "missing.jsonl")
 
 
-
 def test_wrongly_typed_ids_are_refused_not_renumbered(tmp_path):
     rows = tmp_path / "ids.jsonl"
     rows.write_text('{"_id": 7, "question": "q?", "answer": "a", "context": []}\n'
