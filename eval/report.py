@@ -78,13 +78,20 @@ def load_rows(dbs: str | Path | list, runs: list[str]) -> list[dict]:
     results, arm_rows, known = [], [], set()
     dbs = [dbs] if isinstance(dbs, (str, Path)) else dbs
     dbs = list(dict.fromkeys(Path(db).resolve() for db in dbs))   # one named twice: once
+    found_in: dict[str, Path] = {}
     for db in dbs:
         if not Path(db).is_file():
             raise InputError("runs database not found", path=str(db))
         with RunStore(db, read_only=True, hold=False) as store:
+            here = set(store.runs("results")) | set(store.runs("arm_outcomes"))
+            for run in sorted(here & set(runs)):   # its rows would be counted twice
+                if run in found_in:
+                    raise InputError(f"run {run!r} is in two databases ({found_in[run]} "
+                                     "and this one); give only one of them", path=str(db))
+                found_in[run] = db
             results += store.rows("results", runs)
             arm_rows += store.rows("arm_outcomes", runs)
-            known |= set(store.runs("results")) | set(store.runs("arm_outcomes"))
+            known |= here
     missing = [r for r in runs if r not in known]
     if missing:
         raise InputError(f"no rows for run(s) {', '.join(missing)} (known: "

@@ -1,0 +1,39 @@
+"""``eval report`` numbers, from real DuckDB files (and a real import); no model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.arm_import import import_arms
+from eval.report import load_rows, write_report
+from eval.store import RunStore
+from searchagent.errors import InputError
+from tests.test_arm_import import make_tree
+
+
+def arm_row(run: str, qid: str, arm: str, em: float, calls: int) -> dict:
+    return {"run": run, "dataset": "d", "qid": qid, "question": f"q {qid}", "arm": arm,
+            "prediction": "x", "golds": json.dumps(["x"]), "em": em, "f1": em, "acc": em,
+            "retrieval_calls": calls, "hops": calls, "prompt_tokens": 10,
+            "completion_tokens": 2, "seconds": 1.5}
+
+
+def table_line(report: Path, system: str) -> list[str]:
+    line = next(l for l in report.read_text().splitlines() if l.startswith(f"| {system} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_a_run_in_two_databases_is_refused_not_counted_twice(tmp_path):
+    """The same run found in two --db files was concatenated: n doubled, CIs narrowed."""
+    first = tmp_path / "a.duckdb"
+    with RunStore(first) as store:
+        for qid in ("1", "2"):
+            store.insert("arm_outcomes", arm_row("r", qid, "parametric", 1.0, 0))
+    second = tmp_path / "b.duckdb"
+    second.write_bytes(first.read_bytes())
+    with pytest.raises(InputError, match=r"run 'r' is in two databases"):
+        load_rows([first, second], ["r"])
+    assert len(load_rows([first, first], ["r"])) == 2 + 2     # one file named twice: once
