@@ -58,13 +58,19 @@ def summarize(rows: list[dict], seed: int = 0) -> SystemSummary:
 
 
 def oracle_rows(arm_rows: Iterable[dict]) -> list[dict]:
-    """Per question: the cheapest arm with EM 1, else the highest-F1 (then cheapest) arm."""
+    """Per question: the cheapest arm with EM 1, else the highest-F1 (then cheapest) arm.
+    A question some arm of its run and dataset has not answered yet (a partial log) gets
+    no oracle row: its best arm is not known."""
     by_question: dict[tuple, list[dict]] = defaultdict(list)
+    arms: dict[tuple, set] = defaultdict(set)
     for row in arm_rows:
         by_question[(row["run"], row["dataset"], row["qid"])].append(row)
+        arms[(row["run"], row["dataset"])].add(row["arm"])
     cost = {arm: n for n, arm in enumerate(ARMS)}
     out = []
-    for rows in by_question.values():
+    for (run, dataset, _), rows in by_question.items():
+        if {r["arm"] for r in rows} != arms[(run, dataset)]:
+            continue
         rows = sorted(rows, key=lambda r: (cost.get(r["arm"], len(cost)), r["retrieval_calls"]))
         correct = [r for r in rows if r["em"] >= 1]
         best = correct[0] if correct else max(rows, key=lambda r: r["f1"])

@@ -37,3 +37,19 @@ def test_a_run_in_two_databases_is_refused_not_counted_twice(tmp_path):
     with pytest.raises(InputError, match=r"run 'r' is in two databases"):
         load_rows([first, second], ["r"])
     assert len(load_rows([first, first], ["r"])) == 2 + 2     # one file named twice: once
+
+
+def test_the_oracle_only_covers_questions_every_arm_answered(tmp_path):
+    """A log killed between a question's arms got an oracle row from the arms it had."""
+    db = tmp_path / "arms.duckdb"
+    with RunStore(db) as store:
+        for qid in ("1", "2"):
+            store.insert("arm_outcomes", arm_row("r", qid, "parametric", 0.0, 0))
+            store.insert("arm_outcomes", arm_row("r", qid, "single", 1.0, 1))
+        store.insert("arm_outcomes", arm_row("r", "3", "parametric", 0.0, 0))   # cut here
+    oracle = [r for r in load_rows(db, ["r"]) if r["system"] == "oracle"]
+    assert sorted(r["qid"] for r in oracle) == ["1", "2"]
+    assert all(r["arm"] == "single" for r in oracle)
+    report = write_report(db, ["r"], tmp_path / "report")
+    assert table_line(report, "oracle")[:2] == ["oracle", "2"]
+    assert table_line(report, "arm:parametric")[:2] == ["arm:parametric", "3"]
