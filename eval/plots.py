@@ -38,15 +38,16 @@ def quality_plots(table: list["SystemSummary"], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for ax, (cost, label) in zip(axes, (("steps", "retrieval steps per question"),
                                             ("seconds", "seconds per question"))):
+            shown = [s for s in rows if getattr(s, cost) is not None]   # cost not recorded
             for metric, marker in (("em", "o"), ("f1", "s")):
-                xs = [getattr(s, cost) for s in rows]
-                ys = [100 * getattr(s, metric).mean for s in rows]
+                xs = [getattr(s, cost) for s in shown]
+                ys = [100 * getattr(s, metric).mean for s in shown]
                 ax.scatter(xs, ys, marker=marker, label=metric.upper())
                 front = pareto_front(list(zip(xs, ys)))
                 ax.plot([p[0] for p in front], [p[1] for p in front], linestyle="--",
                         linewidth=1)
                 if metric == "em":
-                    for s, x, y in zip(rows, xs, ys):
+                    for s, x, y in zip(shown, xs, ys):
                         ax.annotate(s.system, (x, y), fontsize=7, xytext=(3, 3),
                                     textcoords="offset points")
             ax.set_xlabel(label)

@@ -29,18 +29,19 @@ class SystemSummary:
     em: Interval
     f1: Interval
     acc: Interval
-    steps: float
-    hops: float
-    seconds: float
-    tokens: float
+    steps: float | None     # None: not recorded (imported arm logs lack hops, tokens,
+    hops: float | None      # seconds)
+    seconds: float | None
+    tokens: float | None
     sup_recall: float | None
     arms: Counter = field(default_factory=Counter)
     em_by_arm: dict[str, float] = field(default_factory=dict)
 
 
 def summarize(rows: list[dict], seed: int = 0) -> SystemSummary:
-    def mean(name):
-        return fmean(float(r[name] or 0) for r in rows)
+    def mean(values):
+        known = [float(v) for v in values if v is not None]
+        return fmean(known) if known else None
 
     recalls = [r["sup_recall"] for r in rows if r.get("sup_recall") is not None]
     arms = Counter(r.get("arm") or "?" for r in rows)
@@ -51,9 +52,11 @@ def summarize(rows: list[dict], seed: int = 0) -> SystemSummary:
         em=bootstrap_ci([r["em"] for r in rows], seed=seed),
         f1=bootstrap_ci([r["f1"] for r in rows], seed=seed),
         acc=bootstrap_ci([r["acc"] for r in rows], seed=seed),
-        steps=mean("retrieval_calls"), hops=mean("hops"), seconds=mean("seconds"),
-        tokens=fmean(float((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0))
-                     for r in rows),
+        steps=mean(r["retrieval_calls"] for r in rows), hops=mean(r["hops"] for r in rows),
+        seconds=mean(r["seconds"] for r in rows),
+        tokens=mean(None if r["prompt_tokens"] is None and r["completion_tokens"] is None
+                    else (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
+                    for r in rows),
         sup_recall=fmean(recalls) if recalls else None, arms=arms, em_by_arm=em_by_arm)
 
 
@@ -96,7 +99,9 @@ def load_rows(dbs: str | Path | list, runs: list[str]) -> list[dict]:
                                      "and this one); give only one of them", path=str(db))
                 found_in[run] = db
             results += store.rows("results", runs)
-            arm_rows += store.rows("arm_outcomes", runs)
+            imported = store.imported_runs()     # their seconds are stored as 0.0
+            arm_rows += [{**r, "seconds": None} if r["run"] in imported else r
+                         for r in store.rows("arm_outcomes", runs)]
             known |= here
     missing = [r for r in runs if r not in known]
     if missing:
@@ -136,6 +141,10 @@ def summaries(rows: list[dict]) -> list[SystemSummary]:
     return [summarize(groups[key]) for key in sorted(groups, key=lambda k: (k[0] == ALL, k))]
 
 
+def _cell(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str]) -> str:
     lines = [f"# Evaluation report: {', '.join(runs)}", "",
              "EM / F1 / Acc in %, mean over questions with a bootstrap 95% CI; steps = "
@@ -147,10 +156,10 @@ def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str])
                   "| system | n | EM | F1 | Acc | steps | hops | seconds | tokens | sup. recall |",
                   "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
         for s in (s for s in summaries_ if s.dataset == dataset):
-            recall = "-" if s.sup_recall is None else f"{100 * s.sup_recall:.1f}"
+            recall = _cell(None if s.sup_recall is None else 100 * s.sup_recall, ".1f")
             lines.append(f"| {s.system} | {s.n} | {s.em.fmt()} | {s.f1.fmt()} | {s.acc.fmt()} "
-                         f"| {s.steps:.2f} | {s.hops:.2f} | {s.seconds:.2f} | {s.tokens:.0f} "
-                         f"| {recall} |")
+                         f"| {_cell(s.steps)} | {_cell(s.hops)} | {_cell(s.seconds)} "
+                         f"| {_cell(s.tokens, '.0f')} | {recall} |")
         lines.append("")
     mixed = [s for s in summaries_ if len(s.arms) > 1]
     if mixed:

@@ -154,6 +154,14 @@ class RunStore:
             return [r[0] for r in con.execute(f"SELECT DISTINCT run FROM {table} ORDER BY 1")
                     .fetchall()]
 
+    def imported_runs(self) -> set[str]:
+        """Runs written by ``eval import-arms`` (table ``arm_imports``)."""
+        if not self.has_table("arm_imports"):
+            return set()
+        with self._connection() as con:
+            return {r[0] for r in con.execute("SELECT DISTINCT run FROM arm_imports")
+                    .fetchall()}
+
     def close(self) -> None:
         if self._held is not None:
             self._held.close()

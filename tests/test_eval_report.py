@@ -39,6 +39,17 @@ def test_a_run_in_two_databases_is_refused_not_counted_twice(tmp_path):
     assert len(load_rows([first, first], ["r"])) == 2 + 2     # one file named twice: once
 
 
+def test_costs_an_imported_log_does_not_record_are_dashes(tmp_path):
+    """Imported rows have no hops, tokens or seconds; the report showed 0.00 / 0 for them."""
+    tree, questions = make_tree(tmp_path)
+    db = tmp_path / "arms.duckdb"
+    import_arms(tree, questions, db, "imp")
+    report = write_report(db, ["imp"], tmp_path / "report")
+    cells = table_line(report, "arm:multi")          # n EM F1 Acc steps hops s tokens recall
+    assert cells[5] == "3.50" and cells[6:] == ["-", "-", "-", "-"]
+    assert table_line(report, "oracle")[6:9] == ["-", "-", "-"]
+
+
 def test_the_oracle_only_covers_questions_every_arm_answered(tmp_path):
     """A log killed between a question's arms got an oracle row from the arms it had."""
     db = tmp_path / "arms.duckdb"
