@@ -47,9 +47,14 @@ def pool_corpus(paths_by_dataset: Mapping[str, str | Path | Iterable[str | Path]
     ``paths_by_dataset`` maps a dataset name to one path or a list of paths, or is a list
     of ``NAME[:FORMAT]:PATH`` specs.
     """
+    specs = _specs(paths_by_dataset)
+    for spec in specs:   # writing the pool over a benchmark file would destroy it
+        if Path(spec.path).resolve() == Path(out_path).resolve():
+            raise InputError(f"--out is the dataset file of {spec.name!r}; write the pooled "
+                             "corpus elsewhere", path=str(out_path), field="out")
     passages: dict[tuple[str, str], dict] = {}
     stats: dict = {"datasets": {}, "paragraphs": 0}
-    for spec in _specs(paths_by_dataset):
+    for spec in specs:
         examples = load_dataset(spec.name, spec.path, spec.fmt)
         seen = 0
         for example in tqdm(examples, desc=f"pool {spec.name}", unit="q", mininterval=1.0):
