@@ -111,8 +111,17 @@ def _setup(args, systems: list[str]):
         raise InputError(f"must be >= 1, got {args.workers}", field="workers")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"must be >= 1, got {args.limit}", field="limit")
-    examples = interleave([subset(load_spec(spec), args.limit, args.seed)
-                           for spec in args.dataset])
+    groups, first_in = [], {}
+    for n, spec in enumerate(args.dataset):
+        groups.append(subset(load_spec(spec), args.limit, args.seed))
+        for ex in groups[-1]:    # a second row with this key would be dropped as done
+            other = first_in.setdefault((ex.dataset, ex.id), n)
+            if other != n:
+                raise InputError(f"question id {ex.id!r} of dataset {ex.dataset!r} is also "
+                                 f"in --dataset {args.dataset[other]}; give the files "
+                                 "different NAMEs", path=spec.rpartition(":")[2],
+                                 field="dataset")
+    examples = interleave(groups)
     settings = {"config": config.public_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,
                 "seed": args.seed, "db": str(Path(args.db).resolve())}
