@@ -271,6 +271,18 @@ def migrate_calls(con) -> bool:
     return True
 
 
+def check_run_is_free(con, run: str, source: str, db: str | Path) -> None:
+    """Only a re-import of the same tree may write into a run that has rows (REPLACE would
+    overwrite what ``eval log-arms`` or another tree wrote, or mix into it)."""
+    sources = {r[0] for r in con.execute("SELECT source FROM arm_imports WHERE run = ?",
+                                         [run]).fetchall()}
+    rows = con.execute("SELECT count(*) FROM arm_outcomes WHERE run = ?", [run]).fetchone()[0]
+    if sources - {source} or (rows and not sources):
+        came = f"imported from {min(sources)}" if sources else "written by eval log-arms"
+        raise InputError(f"run {run!r} already has rows {came}; use a new --run name",
+                         path=str(db), field="run")
+
+
 def write_import(db: str | Path, result: ImportResult, run: str) -> None:
     """All rows plus the ``arm_imports`` record in one transaction (all or nothing)."""
     with RunStore(db) as store:
@@ -279,6 +291,7 @@ def write_import(db: str | Path, result: ImportResult, run: str) -> None:
         try:
             result.config["migrated_retrieval_calls"] = migrate_calls(con)
             con.execute(IMPORTS_SQL)
+            check_run_is_free(con, run, result.config["source"], db)
             width = len(ROW_COLUMNS) + 1
             for start in range(0, len(result.rows), 250):
                 chunk = result.rows[start:start + 250]

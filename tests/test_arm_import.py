@@ -271,3 +271,28 @@ def test_cli_imports_and_reports_errors(tree, tmp_path, capsys):
     assert line.split()[2:] == ["2", "0.0", "33.3", "0.0", "3.45"]
     assert main(base + ["--multi-steps", "hotpotqa=x"]) == 2
     assert "field 'multi-steps'" in capsys.readouterr().err
+
+
+def test_import_refuses_a_run_with_rows_from_elsewhere(tree, tmp_path):
+    """INSERT OR REPLACE overwrote rows eval log-arms had computed under the same run (and
+    mixed another tree's rows into it); now only a re-import of the same tree may write."""
+    from eval.store import RunStore
+
+    root, questions = tree
+    db = tmp_path / "arms.duckdb"
+    mine = {"run": "pub", "dataset": "hotpotqa", "qid": "5a1", "arm": "parametric",
+            "question": "ours", "prediction": "computed here", "golds": '["Oscar Wilde"]',
+            "em": 0.0, "f1": 0.0, "acc": 0.0, "retrieval_calls": 0, "seconds": 9.0}
+    with RunStore(db) as store:
+        store.insert("arm_outcomes", mine)
+    with pytest.raises(InputError, match=r"run 'pub' already has rows written by eval "
+                                         r"log-arms; use a new --run"):
+        import_arms(root, questions, db, "pub")
+    assert fetch(db, "SELECT prediction FROM arm_outcomes") == [("computed here",)]
+    import_arms(root, questions, db, "pub2")
+    import_arms(root, questions, db, "pub2")                      # the same tree again: fine
+    other = tmp_path / "copy"
+    shutil.copytree(root, other)
+    with pytest.raises(InputError, match=r"run 'pub2' already has rows imported from .*test"):
+        import_arms(other, questions, db, "pub2")
+    assert fetch(db, "SELECT count(*) FROM arm_outcomes WHERE run = 'pub2'")[0][0] == 12
