@@ -43,3 +43,15 @@ def test_two_dataset_files_sharing_a_question_key_are_refused(tmp_path, capsys):
     assert main(run_args(tmp_path, *apart)) == 2
     assert "index folder not found" in capsys.readouterr().err    # got past the check
     assert not (tmp_path / "runs").exists() and not (tmp_path / "runs.duckdb").exists()
+
+
+def test_flags_a_run_would_ignore_are_refused(tmp_path, capsys):
+    """``--seed`` without ``--limit`` sampled nothing (every question ran, in file order),
+    and two --policy folders with one name made one system: the second replaced the first."""
+    data = ["--dataset", f"q:{FIX / 'qa_list.jsonl'}"]
+    assert main(run_args(tmp_path, *data, "--strategy", "parametric", "--seed", "3")) == 2
+    assert "field 'seed': --seed picks a sample of --limit" in capsys.readouterr().err
+    policies = ["--policy", str(tmp_path / "a" / "p"), "--policy", str(tmp_path / "b" / "p")]
+    assert main(run_args(tmp_path, *data, *policies)) == 2
+    assert "two systems named 'policy:p'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -111,6 +111,9 @@ def _setup(args, systems: list[str]):
         raise InputError(f"must be >= 1, got {args.workers}", field="workers")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"must be >= 1, got {args.limit}", field="limit")
+    if args.seed is not None and args.limit is None:
+        raise InputError("--seed picks a sample of --limit questions; give --limit too",
+                         field="seed")
     groups, first_in = [], {}
     for n, spec in enumerate(args.dataset):
         groups.append(subset(load_spec(spec), args.limit, args.seed))
@@ -197,6 +200,11 @@ def run_eval(args) -> int:
     if not names and not policies:
         raise InputError("give --strategy NAME and/or --policy DIR", field="strategy")
     labels = names + [policy_label(p) for p in policies]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:   # one label per system: a second policy of that name would replace the first
+        raise InputError(f"two systems named {twice[0]!r} (policies are named by their "
+                         "folder's name); give each policy folder its own name",
+                         field="policy")
     config, examples, settings = _setup(args, labels)
     searcher, generator = _open(args, config)
     systems = {n: make_strategy_system(n, searcher, generator, config) for n in names}
