@@ -91,6 +91,9 @@ def test_flags_a_build_or_demo_would_ignore_are_refused_up_front(tmp_path, small
                              "--chunk-overlap 3 needs --chunk-words N"),
                             (["--bm25", "--faiss", "HNSW32"], "--faiss applies to the dense"),
                             (["--bm25", "--index", "spann"], "--index applies to the dense"),
+                            (["--index", "spann", "--faiss", "HNSW32"],
+                             "--faiss HNSW32 applies to a FAISS vector index, which --index "
+                             "spann replaces"),
                             (["--bm25", "--config", config],
                              "field 'index.chunk_overlap': has no effect without")):
         result = cli("index", "build", small_corpus, "--out", out, *flags, check=False)
@@ -107,6 +110,20 @@ def test_flags_a_build_or_demo_would_ignore_are_refused_up_front(tmp_path, small
                      check=False)
         assert result.returncode == 2 and f"{flags[0]} applies to a Ray build only" \
             in result.stderr and not out.exists(), result.stderr
+
+
+def test_index_faiss_on_the_command_line_beats_spann_in_the_config_file(tmp_path):
+    """``--index faiss`` with ``index.faiss = "spann"`` in the config file built SPANN: the
+    flag was dropped, though flags override the file."""
+    corpus = tmp_path / "tiny.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"p{i}", "title": f"T{i}", "text": f"text {i}"})
+                              + "\n" for i in range(5)))
+    config = tmp_path / "c.toml"
+    config.write_text('[index]\nfaiss = "spann"\n')
+    out = tmp_path / "idx"
+    cli("index", "build", corpus, "--out", out, "--index", "faiss", "--config", config)
+    index = json.loads((out / "manifest.json").read_text())["components"]["dense"]["index"]
+    assert (index["kind"], index.get("factory")) == ("faiss", "Flat"), index
 
 
 def test_recover_says_what_it_found_and_fails_on_a_damaged_committed_index(tmp_path,

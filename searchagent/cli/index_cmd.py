@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from searchagent.config import load_config
+from searchagent.config import IndexConfig, load_config
 
 
 def register(sub) -> None:
@@ -70,6 +70,8 @@ def run_build(args) -> int:
         "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size,
         "embed_backend": args.embed_backend}}
     config = load_config(args.config, cli=cli)
+    if args.index == "faiss" and config.index.faiss == "spann":   # the flag beats the file
+        config = config.updated({"index": {"faiss": IndexConfig().faiss}}, "command line")
     refuse_ignored_flags(args, config.index)
     manifest = build_index(args.corpus, args.out, config, overwrite=args.overwrite,
                            engine=args.engine, ray_address=args.ray_address,
@@ -92,6 +94,9 @@ def refuse_ignored_flags(args, cfg) -> None:
         if given:
             raise InputError(f"{given[0]} applies to the dense index, which this build skips "
                              "(--bm25 alone builds BM25 only; add --dense to build both)")
+    if args.index == "spann" and args.faiss is not None:
+        raise InputError(f"--faiss {args.faiss} applies to a FAISS vector index, which "
+                         "--index spann replaces (drop one of them)")
     if args.engine != "ray":
         given = [flag for flag, value in (("--ray-address", args.ray_address),
                                           ("--num-gpus", args.num_gpus),
