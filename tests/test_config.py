@@ -94,3 +94,15 @@ def test_config_choices_match_what_the_code_accepts():
     assert choices("generator", "backend") == set(BACKENDS)
     assert choices("server", "scheduler") == set(QUEUE_KINDS)
     assert choices("agent", "hop_query") == set(HOP_QUERIES)
+
+
+def test_the_declared_python_floor_has_the_toml_reader_the_config_uses():
+    """pyproject said ``requires-python >=3.10``, but config files are read with ``tomllib``
+    (3.11+): on 3.10 pip installed the package and every command died on import."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                            .read_text())["project"]
+    floor = re.fullmatch(r">=\s*3\.(\d+)", project["requires-python"])
+    assert floor and int(floor.group(1)) >= 11, project["requires-python"]
