@@ -19,8 +19,9 @@ from searchagent.errors import InputError
 
 
 def register(sub) -> None:
-    serve = sub.add_parser("serve", help="serve /v1/answer, /v1/search, /v1/feedback, "
-                           "/healthz, /readyz, /metrics and /docs")
+    serve = sub.add_parser("serve", help="serve /v1/answer (+ /stream), /v1/search, "
+                           "/v1/feedback, /v1/documents, the web page at /, /healthz, "
+                           "/readyz, /metrics and /docs")
     serve.add_argument("index_dir", help="an index folder")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
