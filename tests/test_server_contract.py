@@ -48,6 +48,8 @@ def test_openapi_documents_the_bodies_and_statuses_the_server_sends(live):
         assert set(invalid["required"]) >= {"error", "detail"}
         item = resolve(spec, invalid["properties"]["detail"]["items"])
         assert set(item["properties"]) == {"field", "message", "type"}
+    for path in ("/v1/answer", "/v1/answer/stream", "/v1/search"):   # a damaged index file
+        assert "500" in spec["paths"][path]["post"]["responses"], path
     feedback = spec["paths"]["/v1/feedback"]["post"]["responses"]
     assert {"404", "409"} <= set(feedback)
     stream = spec["paths"]["/v1/answer/stream"]["post"]["responses"]["200"]["content"]

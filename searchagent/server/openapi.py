@@ -15,7 +15,8 @@ WHY = {
     409: "this request id already has feedback, is still being answered, or got no answer",
     413: "body larger than server.max_body_bytes (declared or chunked)",
     422: "invalid fields, each named (e.g. body.question)",
-    500: "the update failed (named); the index stays at its previous generation",
+    500: "a named failure: an index file found damaged, or an update that failed (the "
+         "index stays at its previous generation)",
     429: "would not finish within the deadline (or admission is full); retry after Retry-After seconds",
     503: "the generator backend is unavailable, or the server is shutting down",
     504: "the request deadline passed; the body holds the partial trace",
@@ -67,13 +68,13 @@ EVENT = {   # one server-sent event; its data is JSON
                          "properties": {"status": {"type": "integer"},
                                         "error": {"type": "string"}}})]}
 
-ANSWER = errors(400, 401, 413, 422, 429, 503, 504)
+ANSWER = errors(400, 401, 413, 422, 429, 500, 503, 504)
 STREAM = {200: {"description": "server-sent events: start, step (one per policy decision, "
                                "retrieval, generation, context fit), then answer or error "
                                "(with the status it would have had)",
                 "content": {"text/event-stream": {"schema": EVENT}}},
-          **errors(400, 401, 413, 422, 429, 503, 504, by_ref=True)}
-SEARCH = errors(400, 401, 413, 422)
+          **errors(400, 401, 413, 422, 429, 500, 503, 504, by_ref=True)}
+SEARCH = errors(400, 401, 413, 422, 500)
 DOCUMENTS = errors(400, 401, 403, 413, 422, 500)
 FEEDBACK = errors(400, 401, 404, 409, 413, 422, 503)
 READY = {200: {"model": Readiness, "description": "ready"},
