@@ -44,6 +44,7 @@ ARM_COLUMNS = {
 ARM_KEY = ("run", "dataset", "qid", "arm")
 
 TABLES = {"results": (RESULT_COLUMNS, RESULT_KEY), "arm_outcomes": (ARM_COLUMNS, ARM_KEY)}
+SETTINGS_SQL = "CREATE TABLE IF NOT EXISTS run_settings (run VARCHAR PRIMARY KEY, settings JSON)"
 
 
 def create_sql(table: str) -> str:
@@ -65,6 +66,7 @@ class RunStore:
             if not read_only:
                 for table in TABLES:
                     con.execute(create_sql(table))
+                con.execute(SETTINGS_SQL)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.wait_s
@@ -153,6 +155,20 @@ class RunStore:
         with self._connection() as con:
             return [r[0] for r in con.execute(f"SELECT DISTINCT run FROM {table} ORDER BY 1")
                     .fetchall()]
+
+    def settings_of(self, run: str) -> dict | None:
+        """The settings ``eval run`` / ``log-arms`` recorded for ``run`` here, if any."""
+        if not self.has_table("run_settings"):
+            return None
+        with self._connection() as con:
+            found = con.execute("SELECT settings FROM run_settings WHERE run = ?",
+                                [run]).fetchone()
+        return None if found is None else json.loads(found[0])
+
+    def record_settings(self, run: str, settings: dict) -> None:
+        with self._connection() as con:
+            con.execute("INSERT OR REPLACE INTO run_settings VALUES (?, ?)",
+                        [run, _json_cell(settings)])
 
     def imported_runs(self) -> set[str]:
         """Runs written by ``eval import-arms`` (table ``arm_imports``)."""

@@ -129,6 +129,23 @@ def test_a_failed_start_leaves_no_run_to_block_its_retry(bm25_index, tmp_path):
     assert main(args) == 2                                        # no arm: nothing to run
 
 
+def test_a_run_resumed_from_another_runs_dir_is_checked_against_its_database(bm25_index,
+                                                                            tmp_path):
+    """The settings check read only runs/<run>/config.json: from another working directory
+    or --runs-dir a run resumed with other settings mixed rows of two configurations."""
+    args = ["eval", "log-arms", "--dataset", f"hotpotqa:{FIX / 'hotpot_official.json'}",
+            "--index", str(bm25_index), "--arms", "parametric", "--max-new-tokens", "4",
+            "--threads", "1", "--run", "a4", "--db", str(tmp_path / "arms.duckdb"),
+            "--runs-dir", str(tmp_path / "here"), "--limit", "1"]
+    assert main(args) == 0
+    args[args.index("--runs-dir") + 1] = str(tmp_path / "elsewhere")
+    args[args.index("--max-new-tokens") + 1] = "8"
+    assert main(args) == 2
+    assert not (tmp_path / "elsewhere").exists()
+    args[args.index("--max-new-tokens") + 1] = "4"                 # the same settings resume
+    assert main(args) == 0 and (tmp_path / "elsewhere" / "a4" / "config.json").is_file()
+
+
 def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_path, capsys):
     from searchagent.cli.eval_cmd import _write_run_config
 
@@ -146,7 +163,8 @@ def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_p
     _write_run_config(folder, settings(2, 4, ["parametric"]), force=False)   # harmless
     recorded = json.loads((folder / "config.json").read_text())
     assert recorded["systems"] == ["parametric", "single"] and "superseded" not in recorded
-    with pytest.raises(InputError, match=r"different config\.retrieval\.k; pick a new"):
+    with pytest.raises(InputError, match=r"different config\.retrieval\.k \(as recorded in "
+                       r".*config\.json\); pick a new"):
         _write_run_config(folder, settings(3, 1, ["multi"]), force=False)
     _write_run_config(folder, settings(3, 1, ["multi"]), force=True)
     assert "config.retrieval.k changed" in capsys.readouterr().err

@@ -131,8 +131,13 @@ def _setup(args, systems: list[str]):
     return config, examples, settings
 
 
-def _record_run(args, settings: dict) -> None:
-    _write_run_config(Path(args.runs_dir) / args.run, settings, args.force)
+def _record_run(args, settings: dict, store) -> None:
+    """Check and record the run's settings in ``runs/<run>/config.json`` and in the
+    database; the database's record decides, so a run resumed from another working
+    directory or ``--runs-dir`` is checked against the settings its rows were made with."""
+    record = _write_run_config(Path(args.runs_dir) / args.run, settings, args.force,
+                               store.settings_of(args.run))
+    store.record_settings(args.run, record)
 
 
 # settings that do not change a row's outcome: a resumed run may differ in them
@@ -148,20 +153,25 @@ def _differences(old, new, prefix: str = "") -> list[str]:
                                     f"{prefix}.{name}" if prefix else name)]
 
 
-def _write_run_config(folder: Path, settings: dict, force: bool) -> None:
-    """Record the run's settings. A run resumed with other settings is refused, naming
-    them, unless ``force``: then the old settings stay in ``superseded`` (rows already
-    written keep the outcomes they were computed with). The systems are the union."""
+def _write_run_config(folder: Path, settings: dict, force: bool,
+                      recorded: dict | None = None) -> dict:
+    """Record the run's settings and return the record. A run resumed with settings other
+    than ``recorded`` (else its config.json's) is refused, naming them, unless ``force``:
+    then the old settings stay in ``superseded`` (rows already written keep the outcomes
+    they were computed with). The systems are the union."""
     path = folder / "config.json"
     superseded: list[dict] = []
-    if path.exists():
-        old = json.loads(path.read_text())
+    old = recorded if recorded is not None else (
+        json.loads(path.read_text()) if path.exists() else None)
+    if old is not None:
         changed = [key for key in _differences(
                        {k: v for k, v in old.items() if k in settings}, settings)
                    if not key.startswith(UNRECORDED)]
         if changed and not force:
-            raise InputError(f"run already exists with different {', '.join(changed)}; pick "
-                             "a new --run name or pass --force", path=str(path))
+            where = "its database" if recorded is not None else str(path)
+            raise InputError(f"run already exists with different {', '.join(changed)} (as "
+                             f"recorded in {where}); pick a new --run name or pass --force",
+                             path=str(path))
         superseded = old.get("superseded", [])
         if changed:
             print(f"searchagent: --force: {', '.join(changed)} changed; the rows already "
@@ -174,6 +184,7 @@ def _write_run_config(folder: Path, settings: dict, force: bool) -> None:
               "cwd": os.getcwd(), **({"superseded": superseded} if superseded else {})}
     write_atomically(path, lambda tmp: Path(tmp).write_text(
         json.dumps(record, indent=2, sort_keys=True)))
+    return record
 
 
 def _open(args, config):
@@ -211,7 +222,7 @@ def run_eval(args) -> int:
     for path, label in zip(policies, labels[len(names):]):
         systems[label] = make_policy_system(path, searcher, generator, config)
     with RunStore(args.db, hold=False) as store:
-        _record_run(args, settings)
+        _record_run(args, settings, store)
         summary = evaluate(systems, examples, store, args.run, args.workers, args.seed)
     return _finish(summary, args.db)
 
@@ -226,7 +237,7 @@ def run_log_arms(args) -> int:
     searcher, generator = _open(args, config)
     systems = {arm: make_strategy_system(arm, searcher, generator, config) for arm in arms}
     with RunStore(args.db, hold=False) as store:
-        _record_run(args, settings)
+        _record_run(args, settings, store)
         summary = log_arms(systems, examples, store, args.run, args.workers, args.seed)
     return _finish(summary, args.db)
 
