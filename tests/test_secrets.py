@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import duckdb
 import pytest
 
 from searchagent.cli import build_parser
@@ -63,11 +64,17 @@ def test_eval_run_folder_config_never_holds_the_keys(tmp_path, monkeypatch):
         runs_dir=str(tmp_path / "runs"), run="r", force=False)
     config, _, settings = _setup(args, ["parametric"])
     assert config.generator.api_key == GEN_KEY
-    _record_run(args, settings)
-    text = (tmp_path / "runs" / "r" / "config.json").read_text()
-    assert_no_secret(text)
-    assert json.loads(text)["config"]["server"]["api_key"] == SECRET_MARK
-    _record_run(args, _setup(args, ["parametric"])[2])   # the same run reopens fine
+    from eval.store import RunStore
+
+    with RunStore(args.db, hold=False) as store:
+        _record_run(args, settings, store)
+        text = (tmp_path / "runs" / "r" / "config.json").read_text()
+        assert_no_secret(text)
+        assert json.loads(text)["config"]["server"]["api_key"] == SECRET_MARK
+        _record_run(args, _setup(args, ["parametric"])[2], store)   # the same run reopens
+    with duckdb.connect(args.db, read_only=True) as con:           # the database's record
+        recorded = con.execute("SELECT settings FROM run_settings").fetchone()[0]
+    assert_no_secret(recorded)
 
 
 def serve_args(*argv: str) -> argparse.Namespace:
