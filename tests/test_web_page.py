@@ -69,6 +69,10 @@ def chromium() -> str:
 
 @pytest.fixture()
 def policy_dir(searcher, tmp_path) -> Path:
+    return linucb_policy(searcher, tmp_path / "policy")
+
+
+def linucb_policy(searcher, folder: Path) -> Path:
     """A LinUCB policy whose prior makes 'single' the greedy arm (scores for every arm)."""
     from policies.features import FeatureMap, FeatureSpec, embedder_identity
     from policies.linucb import LinUCB
@@ -81,8 +85,8 @@ def policy_dir(searcher, tmp_path) -> Path:
     bundle = PolicyBundle(LinUCB(fmap.dim, alpha=0.0), fmap, RewardSpec(lam=0.1))
     bundle.policy.b[1] = bundle.policy.b_quality[1] = 1.0      # for any requested lambda
     bundle.policy.theta[1] = bundle.policy.A_inv[1] @ bundle.policy.b[1]
-    save_policy(bundle, tmp_path / "policy")
-    return tmp_path / "policy"
+    save_policy(bundle, folder)
+    return folder
 
 
 @pytest.fixture()

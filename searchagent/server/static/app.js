@@ -73,6 +73,7 @@ function describeError(status, body) {
 
 async function ask(event) {
   event.preventDefault();
+  if (running) return;      // one answer at a time: Ctrl+Enter reaches here past the disabled button
   $("form-error").textContent = "";
   let body;
   try { body = requestBody(); } catch (err) { $("form-error").textContent = err.message; return; }
