@@ -81,3 +81,21 @@ def test_a_second_submit_while_an_answer_streams_is_ignored(page):
     expect(page.locator("#answer-meta")).to_contain_text("arm multi")
     expect(page.locator("#trace .step-policy")).to_have_count(1)
     expect(page.locator("#trace .step-policy")).to_contain_text("multi (named in the request)")
+
+
+def test_enter_asks_and_shift_enter_starts_a_new_line(page):
+    """Enter only added a new line to the one-line question (Ctrl+Enter asked)."""
+    from playwright.sync_api import expect
+
+    question = page.get_by_label("Question", exact=True)
+    page.locator("input[name=strategy][value=parametric]").check()
+    question.fill("Where did Tinted Windows")
+    question.press("Shift+Enter")
+    question.press_sequentially("first perform?")
+    expect(question).to_have_value("Where did Tinted Windows\nfirst perform?")
+    assert page.streams == []
+    question.press("Enter")
+    expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    assert len(page.streams) == 1
+    assert page.streams[0].post_data_json["question"] == "Where did Tinted Windows\nfirst perform?"
+    expect(page.locator("#question-hint")).to_contain_text("Enter asks")

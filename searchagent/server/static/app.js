@@ -201,7 +201,9 @@ document.addEventListener("DOMContentLoaded", () => {
   key.addEventListener("input", () => sessionStorage.setItem(KEY_STORE, key.value));
   $("ask-form").addEventListener("submit", ask);
   $("question").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("ask-form").requestSubmit();
+    if (e.key !== "Enter" || e.shiftKey || e.isComposing) return;   // Shift+Enter: a new line
+    e.preventDefault();
+    $("ask-form").requestSubmit();
   });
   $("stop-button").addEventListener("click", () => running && running.abort());
   for (const button of document.querySelectorAll("[data-reward]")) {
