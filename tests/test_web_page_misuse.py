@@ -99,3 +99,40 @@ def test_enter_asks_and_shift_enter_starts_a_new_line(page):
     assert len(page.streams) == 1
     assert page.streams[0].post_data_json["question"] == "Where did Tinted Windows\nfirst perform?"
     expect(page.locator("#question-hint")).to_contain_text("Enter asks")
+
+
+def test_a_server_that_stops_mid_answer_is_named_and_the_page_recovers(
+        browser, small_index, searcher, tmp_path):
+    """A server killed while it streamed left only the browser's words by the Ask button
+    ("network error", then "Failed to fetch" for the next question, or for feedback)."""
+    from playwright.sync_api import expect
+
+    process, url = start_server(small_index, linucb_policy(searcher, tmp_path / "policy"))
+    try:
+        page = open_page(browser, url)
+        ask(page, "parametric")
+        expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+        page.route("**/v1/feedback", lambda route: route.abort("connectionrefused"))
+        page.get_by_role("button", name="✓ Right").click()
+        feedback = page.locator("#feedback-status")
+        expect(feedback).to_contain_text(f"Could not reach the server at {url}: the feedback was not")
+        expect(page.get_by_role("button", name="✓ Right")).to_be_enabled()     # can try again
+        page.unroute("**/v1/feedback")
+        page.locator("#max-hops").fill("8")
+        ask(page, "multi")
+        expect(page.locator("#trace .step-retrieve").first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+        process.kill()
+        process.wait()
+        error = page.locator("#form-error")
+        expect(error).to_contain_text("Lost the connection to the server before the answer")
+        expect(page.locator("#ask-button")).to_be_enabled()
+        expect(page.locator("#ask-button")).to_have_text("Ask")
+        expect(page.locator("#stop-button")).to_be_hidden()
+        expect(page.locator("#trace-status")).to_contain_text("Failed")
+        expect(page.locator("#trace .step-retrieve").first).to_be_visible()   # kept: what ran
+        page.get_by_role("button", name="Ask").click()
+        expect(error).to_contain_text(f"Could not reach the server at {url}")
+        expect(page.locator("#ask-button")).to_be_enabled()
+        expect(page.locator("#readiness")).to_have_text("server unreachable")
+    finally:
+        stop_server(process)

@@ -16,12 +16,29 @@ function headers() {
   return out;
 }
 
-// ---- server-sent events over fetch ------------------------------------------------
+// ---- requests, and server-sent events over fetch --------------------------------------
+const LOST = "Lost the connection to the server before the answer arrived (did the server stop?). " +
+  "Ask again once it is back.";
+
+async function post(path, body, what, signal) {
+  try {        // the browser's own words for a refused connection are "Failed to fetch"
+    return await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new Error(`Could not reach the server at ${location.origin}: ${what}. Is searchagent serve running?`);
+  }
+}
+
 async function* sseEvents(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    let chunk;
+    try { chunk = await reader.read(); } catch (err) {   // "network error" when cut mid-stream
+      if (err.name === "AbortError") throw err;
+      throw new Error(LOST);
+    }
+    const { value, done } = chunk;
     if (done) break;
     buffer += value;
     const blocks = buffer.replace(/\r\n?/g, "\n").split("\n\n");
@@ -83,8 +100,7 @@ async function ask(event) {
   $("answer-card").hidden = true;
   setBusy(true, "Waiting for the server…");
   try {
-    const response = await fetch("/v1/answer/stream", { method: "POST", headers: headers(),
-      body: JSON.stringify(body), signal: running.signal });
+    const response = await post("/v1/answer/stream", body, "the question was not sent", running.signal);
     if (!response.ok) {
       const payload = await response.json().catch(() => ({}));
       const retry = response.headers.get("retry-after");
@@ -96,7 +112,8 @@ async function ask(event) {
       else if (name === "answer") showAnswer(data);
       else if (name === "error") throw new Error(describeError(data.status, data));
     }
-    setBusy(false, answered ? `Answered in ${seconds(answered.timings.total_s)}.` : "The stream ended without an answer.");
+    if (!answered) throw new Error(LOST);              // the stream ended with neither answer nor error
+    setBusy(false, `Answered in ${seconds((answered.timings || {}).total_s)}.`);
   } catch (err) {
     const stopped = err.name === "AbortError";
     setBusy(false, stopped ? "Stopped." : "Failed (see the message by the Ask button).");
@@ -141,8 +158,8 @@ async function sendFeedback(signal) {
   status.className = "";
   status.textContent = "Sending…";
   try {
-    const response = await fetch("/v1/feedback", { method: "POST", headers: headers(),
-      body: JSON.stringify({ request_id: answered.request_id, ...signal }) });
+    const response = await post("/v1/feedback", { request_id: answered.request_id, ...signal },
+      "the feedback was not sent");
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(describeError(response.status, body));
     const d = body.detail || {};
