@@ -21,7 +21,13 @@ __all__ = ["chromium"]                  # the fixture, imported so pytest finds 
 
 @pytest.fixture(scope="module")
 def server_url(small_index, searcher, tmp_path_factory) -> str:
-    policy = linucb_policy(searcher, tmp_path_factory.mktemp("page-policy") / "policy")
+    """A server with a cascade policy (retrieve once after the closed-book answer), which
+    scores nothing for an arm named in the request."""
+    from policies.persistence import save_policy
+    from tests.policy_data import retrieve_once_cascade
+
+    policy = tmp_path_factory.mktemp("page-policy") / "cascade"
+    save_policy(retrieve_once_cascade(searcher.encoder), policy)
     process, url = start_server(small_index, policy)
     yield url
     stop_server(process)
@@ -136,3 +142,15 @@ def test_a_server_that_stops_mid_answer_is_named_and_the_page_recovers(
         expect(page.locator("#readiness")).to_have_text("server unreachable")
     finally:
         stop_server(process)
+
+
+def test_a_named_arm_shows_no_table_of_missing_scores(page):
+    """With the arm named in the request the policy scores nothing, yet the trace drew a
+    table of "–" scores with three equal full-width bars, as if all arms tied."""
+    from playwright.sync_api import expect
+
+    ask(page, "parametric")
+    expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    policy = page.locator("#trace .step-policy")
+    expect(policy).to_contain_text("parametric (named in the request)")
+    expect(policy.locator(".scores")).to_have_count(0)

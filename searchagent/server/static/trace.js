@@ -58,16 +58,17 @@ function showPolicy(step) {
   const meta = [step.explored ? "explored" : null, step.lam != null ? `λ = ${step.lam}` : null,
     typeof step.seconds === "number" ? seconds(step.seconds) : null].filter(Boolean).join(" · ");
   let table = null;
-  if (Array.isArray(values) && values.length) {
-    const best = Math.max(...values), worst = Math.min(...values);
+  const numbers = (Array.isArray(values) ? values : []).filter((v) => typeof v === "number");
+  if (numbers.length) {       // a named arm's scores are all null (NaN): no table of dashes
+    const best = Math.max(...numbers), worst = Math.min(...numbers);
     table = el("table", { class: "scores" },
       el("caption", { class: "sr-only", text: "Score of each choice" }),
       el("thead", {}, el("tr", {}, el("th", { scope: "col", text: cascade ? "choice" : "arm" }),
         el("th", { scope: "col", text: "score" }), el("th", { scope: "col", text: "" }))),
       el("tbody", {}, values.map((value, i) => {
-        const share = best > worst ? (value - worst) / (best - worst) : 1;
-        const bar = el("span", { class: "bar", "aria-hidden": "true" });
-        bar.style.width = `${Math.round(10 + 90 * share)}%`;
+        const share = typeof value !== "number" ? null : best > worst ? (value - worst) / (best - worst) : 1;
+        const bar = share == null ? null : el("span", { class: "bar", "aria-hidden": "true" });
+        if (bar) bar.style.width = `${Math.round(10 + 90 * share)}%`;
         return el("tr", { class: labels[i] === arm ? "chosen" : "" },
           el("th", { scope: "row", text: words(labels[i] || `choice ${i}`) }),
           el("td", { class: "num", text: score(value) }), el("td", { class: "bar-cell" }, bar));
