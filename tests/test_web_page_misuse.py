@@ -154,3 +154,27 @@ def test_a_named_arm_shows_no_table_of_missing_scores(page):
     policy = page.locator("#trace .step-policy")
     expect(policy).to_contain_text("parametric (named in the request)")
     expect(policy.locator(".scores")).to_have_count(0)
+
+
+def test_feedback_that_returns_after_the_next_answer_leaves_that_answer_alone(page):
+    """Feedback still in flight when the next answer arrived wrote its outcome under the
+    new answer ("Feedback accepted", or an error with the buttons re-enabled)."""
+    from playwright.sync_api import expect
+
+    held = []
+    ask(page, "parametric")
+    expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    first = page.locator("#answer-card").evaluate("() => answered.request_id")
+    page.route("**/v1/feedback", lambda route: held.append(route))     # answered later
+    page.get_by_role("button", name="✗ Wrong").click()
+    expect(page.locator("#feedback-status")).to_have_text("Sending…")
+    ask(page, "parametric", "Who founded Tinted Windows?")
+    expect(page.locator("#ask-button")).to_have_text("Ask", timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#answer-card")).to_be_visible()
+    assert page.evaluate("() => answered.request_id") != first
+    page.wait_for_timeout(200)
+    held[0].continue_()                       # the first answer's feedback reaches the server
+    page.unroute("**/v1/feedback")
+    page.wait_for_load_state("networkidle")
+    expect(page.locator("#feedback-status")).to_have_text("")
+    expect(page.get_by_role("button", name="✗ Wrong")).to_be_enabled()

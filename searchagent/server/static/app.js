@@ -151,16 +151,18 @@ function showAnswer(answer) {
 
 // ---- feedback ---------------------------------------------------------------------
 async function sendFeedback(signal) {
-  if (!answered) return;
+  const rated = answered;
+  if (!rated) return;
   const status = $("feedback-status");
   const controls = $("feedback-form").querySelectorAll("button, input");
   controls.forEach((c) => { c.disabled = true; });
   status.className = "";
   status.textContent = "Sending…";
   try {
-    const response = await post("/v1/feedback", { request_id: answered.request_id, ...signal },
+    const response = await post("/v1/feedback", { request_id: rated.request_id, ...signal },
       "the feedback was not sent");
     const body = await response.json().catch(() => ({}));
+    if (answered !== rated) return;      // another question was asked meanwhile: not its card
     if (!response.ok) throw new Error(describeError(response.status, body));
     const d = body.detail || {};
     status.className = "ok";
@@ -168,6 +170,7 @@ async function sendFeedback(signal) {
       (d.quality != null ? `, quality ${score(d.quality)}` : "") +
       (d.applied ? "; the policy learned from it." : "; recorded (no trained policy learns from it).");
   } catch (err) {
+    if (answered !== rated) return;
     status.className = "error";
     status.textContent = err.message;
     controls.forEach((c) => { c.disabled = false; });
