@@ -178,3 +178,17 @@ def test_feedback_that_returns_after_the_next_answer_leaves_that_answer_alone(pa
     page.wait_for_load_state("networkidle")
     expect(page.locator("#feedback-status")).to_have_text("")
     expect(page.get_by_role("button", name="✗ Wrong")).to_be_enabled()
+
+
+def test_a_wrong_api_key_is_called_wrong_not_missing(page):
+    """A mistyped key got the same words as none: "The server needs an API key: type it"."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("API key", exact=True).fill(API_KEY + "x")
+    ask(page, "parametric")
+    error = page.locator("#form-error")
+    expect(error).to_contain_text("The server refused this API key")
+    expect(page.locator("#ask-button")).to_be_enabled()
+    page.get_by_label("API key", exact=True).fill("")
+    page.get_by_role("button", name="Ask").click()
+    expect(error).to_contain_text("The server needs an API key")

@@ -81,7 +81,8 @@ function requestBody() {
 function describeError(status, body) {
   if (status === 401) {
     $("key-box").open = true;
-    return "The server needs an API key: type it under “API key”.";
+    return $("api-key").value.trim() ? "The server refused this API key: check it under “API key”."
+      : "The server needs an API key: type it under “API key”.";
   }
   const detail = Array.isArray(body.detail)
     ? body.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : body.detail;
