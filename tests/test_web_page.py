@@ -105,14 +105,14 @@ def cascade_dir(searcher, tmp_path) -> Path:
     return tmp_path / "cascade"
 
 
-def start_server(index_dir: Path, policy: Path) -> tuple[subprocess.Popen, str]:
+def start_server(index_dir: Path, policy: Path, *args: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "SEARCHAGENT__GENERATOR__THREADS": "1",
            "SEARCHAGENT__GENERATOR__MAX_NEW_TOKENS": "12",
            "SEARCHAGENT__AGENT__POLICY_DIR": str(policy),
            "SEARCHAGENT__AGENT__FEWSHOT": "0"}
     process = subprocess.Popen([sys.executable, "-m", "searchagent", "serve", str(index_dir),
-                                "--port", "0", "--sessions", "1", "--api-key", API_KEY],
+                                "--port", "0", "--sessions", "1", "--api-key", API_KEY, *args],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     output: list[str] = []

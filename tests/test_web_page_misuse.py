@@ -192,3 +192,28 @@ def test_a_wrong_api_key_is_called_wrong_not_missing(page):
     page.get_by_label("API key", exact=True).fill("")
     page.get_by_role("button", name="Ask").click()
     expect(error).to_contain_text("The server needs an API key")
+
+
+def test_a_question_past_the_deadline_shows_how_far_it_got(browser, small_index, searcher,
+                                                            tmp_path):
+    """A 504 (server.request_timeout_s = 1 s, a multi-hop question): the page keeps the
+    trace so far, says what happened and what to do, offers no feedback, and can ask again."""
+    from playwright.sync_api import expect
+
+    process, url = start_server(small_index, linucb_policy(searcher, tmp_path / "policy"),
+                                "--timeout", "1")
+    try:
+        page = open_page(browser, url)
+        page.locator("#max-hops").fill("8")
+        ask(page, "multi")
+        error = page.locator("#form-error")
+        expect(error).to_contain_text("504", timeout=STEP_TIMEOUT_MS)
+        expect(error).to_contain_text("the trace shows how far it got")
+        expect(page.locator("#trace-status")).to_contain_text("Failed")
+        expect(page.locator("#trace .step-retrieve").first).to_be_visible()
+        expect(page.locator("#answer-card")).to_be_hidden()
+        expect(page.locator("#ask-button")).to_be_enabled()
+        expect(page.locator("#stop-button")).to_be_hidden()
+        assert "NaN" not in page.inner_text("body") and "undefined" not in page.inner_text("body")
+    finally:
+        stop_server(process)

@@ -64,7 +64,6 @@ function parseEvent(block) {
   return data.length ? { name, data: JSON.parse(data.join("\n")) } : null;
 }
 
-// ---- the trace --------------------------------------------------------------------
 // ---- asking -----------------------------------------------------------------------
 function requestBody() {
   const body = { question: $("question").value.trim(),
@@ -86,8 +85,14 @@ function describeError(status, body) {
   }
   const detail = Array.isArray(body.detail)
     ? body.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : body.detail;
-  return `${status}: ${body.error || "request failed"}${detail ? ` (${detail})` : ""}`;
+  return `${status}: ${body.error || "request failed"}${detail ? ` (${detail})` : ""}` +
+    (HINTS[status] ? `. ${HINTS[status]}` : "");
 }
+
+const HINTS = {
+  504: "The server stopped working on it at its deadline: the trace shows how far it got. " +
+    "Ask again when the server is less busy, or pick a cheaper strategy (parametric, single).",
+};
 
 async function ask(event) {
   event.preventDefault();
