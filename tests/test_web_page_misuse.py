@@ -156,6 +156,21 @@ def test_a_named_arm_shows_no_table_of_missing_scores(page):
     expect(policy.locator(".scores")).to_have_count(0)
 
 
+def test_an_answer_without_passages_says_so(page):
+    """A closed-book answer showed the heading "Passages" over an empty list; after it, a
+    retrieved answer shows the heading again."""
+    from playwright.sync_api import expect
+
+    title = page.locator("#passages-title")
+    ask(page, "parametric")
+    expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(title).to_have_text("No passages: answered without retrieval")
+    ask(page, "single")
+    expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(title).to_have_text("Passages")
+    assert page.locator("#answer-passages li").count() > 0
+
+
 def test_feedback_that_returns_after_the_next_answer_leaves_that_answer_alone(page):
     """Feedback still in flight when the next answer arrived wrote its outcome under the
     new answer ("Feedback accepted", or an error with the buttons re-enabled)."""

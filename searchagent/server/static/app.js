@@ -147,7 +147,9 @@ function showAnswer(answer) {
     answer.hops ? plural(answer.hops, "hop") : null, `${seconds(t.total_s)} total`,
     t.completion_tokens != null ? `${t.completion_tokens} tokens generated` : null]
     .filter(Boolean).join(" · ");
-  $("answer-passages").replaceWith(Object.assign(passageList(answer.passages || []), { id: "answer-passages" }));
+  const passages = answer.passages || [];
+  $("passages-title").textContent = passages.length ? "Passages" : "No passages: answered without retrieval";
+  $("answer-passages").replaceWith(Object.assign(passageList(passages), { id: "answer-passages" }));
   $("feedback-status").textContent = "";
   $("feedback-status").className = "";
   $("gold").value = "";
