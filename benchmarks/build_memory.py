@@ -60,7 +60,7 @@ def proc_status(key: str) -> int:
 
 def child(mode: str, corpus: Path, work: Path) -> dict:
     """Run one stage in this (fresh) process; the numbers go to stdout as JSON."""
-    from index.build import _embed
+    from index.build import _embed, build_encoder
     from index.corpus import load_corpus, read_corpus
     from retrievers.bm25 import BM25Index
     from retrievers.bm25_build import build_bm25_files
@@ -89,7 +89,8 @@ def child(mode: str, corpus: Path, work: Path) -> dict:
             extra = {"postings": build_bm25_files(tokens, work / "bm25-new",
                                                   total=store.size)["postings"]}
         else:
-            _embed(store, work / "dense" / "embeddings.npy", IndexConfig())
+            _embed(store, work / "dense" / "embeddings.npy", IndexConfig(),
+                   build_encoder(IndexConfig(), work))
             extra = {}
         store.close()
     return {"mode": mode, "seconds": time.perf_counter() - start, "rss_before_mb":

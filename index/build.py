@@ -65,8 +65,7 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
         count = load_corpus(corpus, tmp / "docs.duckdb", cfg.chunk_words, cfg.chunk_overlap)
         encoder = None
         if cfg.dense:                              # checked before anything is embedded
-            encoder = Encoder(cfg.dense_model, backend=cfg.embed_backend,
-                              cache_dir=cache_folder(tmp))
+            encoder = build_encoder(cfg, tmp)
             if cfg.faiss != "spann":
                 check_factory(cfg.faiss, encoder.dim)
                 check_trainable(cfg.faiss, count)
@@ -112,13 +111,15 @@ def _build_bm25(docstore: DocStore, folder: Path, cfg: IndexConfig) -> dict:
     return build_bm25_files(tokens, folder, k1=cfg.bm25_k1, b=cfg.bm25_b, total=docstore.size)
 
 
-def _embed(docstore: DocStore, path: Path, cfg: IndexConfig, encoder=None) -> dict:
-    """Stream passages through the encoder (``cfg``'s unless given) into a memmapped .npy
-    file."""
+def build_encoder(cfg: IndexConfig, index_dir: Path) -> Encoder:
+    """The build's encoder (its exported backends cached in ``index_dir``)."""
+    return Encoder(cfg.dense_model, backend=cfg.embed_backend,
+                   cache_dir=cache_folder(index_dir))
+
+
+def _embed(docstore: DocStore, path: Path, cfg: IndexConfig, encoder: Encoder) -> dict:
+    """Stream passages through ``encoder`` into a memmapped .npy file."""
     index_dir = path.parent.parent
-    if encoder is None:
-        encoder = Encoder(cfg.dense_model, backend=cfg.embed_backend,
-                          cache_dir=cache_folder(index_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=cfg.dtype,
                                     shape=(docstore.size, encoder.dim))

@@ -67,10 +67,14 @@ def check_factory(factory: str, dim: int) -> None:
     vectors (a typo, a PQ whose sub-quantizers do not divide ``dim``)."""
     try:
         import_faiss().index_factory(dim, factory)
-    except RuntimeError as exc:      # "Error in <function> at <file>: Error: <reason>"
-        reason = str(exc).strip().splitlines()[-1].rsplit("Error: ", 1)[-1]
+    except RuntimeError as exc:
         raise InputError(f"--faiss {factory}: faiss cannot make this index for {dim}-d "
-                         f"vectors ({reason})") from exc
+                         f"vectors ({_faiss_reason(exc)})") from exc
+
+
+def _faiss_reason(exc: RuntimeError) -> str:
+    """The reason in a faiss error ("Error in <function> at <file>: Error: <reason>")."""
+    return str(exc).strip().splitlines()[-1].rsplit("Error: ", 1)[-1]
 
 
 def build_faiss(vectors: np.ndarray, factory: str, chunk: int = 100_000,
@@ -88,9 +92,8 @@ def build_faiss(vectors: np.ndarray, factory: str, chunk: int = 100_000,
         try:
             index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
         except RuntimeError as exc:     # a need training_needs does not know
-            reason = str(exc).strip().splitlines()[-1]
             raise SearchAgentError(f"faiss could not train {factory!r} on {len(sample)} "
-                                   f"vectors: {reason}") from exc
+                                   f"vectors: {_faiss_reason(exc)}") from exc
     for start in tqdm(range(0, n, chunk), desc=f"faiss {factory}: adding", unit="chunk"):
         index.add(np.ascontiguousarray(vectors[start:start + chunk], dtype=np.float32))
     return index
