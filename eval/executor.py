@@ -4,6 +4,8 @@ Workers compute; only the writer touches the database, and it writes each row as
 it arrives, so a killed run keeps everything that finished. The progress bar (rate, ETA)
 counts stored rows. A failing job is reported and
 skipped (a rerun retries it); Ctrl-C cancels pending jobs and still flushes finished rows.
+``write`` returning False means the row's key was already stored (another process running
+the same run): it is counted in ``existing``, not in ``done``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ _STOP = object()
 
 @dataclass
 class Summary:
-    done: int = 0
+    done: int = 0       # rows this process stored
     failed: int = 0
+    existing: int = 0   # answered, but another process had stored the row first
     errors: list[str] = field(default_factory=list)
 
 
@@ -41,7 +44,10 @@ def execute(jobs: Sequence[Any], work: Callable[[Any], dict], write: Callable[[d
             if writer_error:
                 continue
             try:
-                write(row)
+                if write(row) is False:
+                    summary.existing += 1
+                else:
+                    summary.done += 1
                 bar.update(1)             # the bar counts stored rows
             except BaseException as exc:  # surfaced in the main thread below
                 writer_error.append(exc)
@@ -58,7 +64,6 @@ def execute(jobs: Sequence[Any], work: Callable[[Any], dict], write: Callable[[d
                 break
             try:
                 rows.put(future.result())
-                summary.done += 1
             except Exception as exc:  # one bad question must not sink the run
                 summary.failed += 1
                 message = f"{label(futures[future])}: {type(exc).__name__}: {exc}"

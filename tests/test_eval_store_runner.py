@@ -204,3 +204,28 @@ def test_oracle_picks_the_cheapest_correct_arm():
     assert {r["qid"] for r in kept} == {"1", "3"}          # question 2 lacks 'multi'
     text = markdown([oracle], ["r"], [])
     assert "## Arms chosen" in text and "| d | oracle | 33% (100.0) | 67% (50.0) | 0% |" in text
+
+
+def test_rows_another_process_stored_first_are_not_counted_as_written(tmp_path, searcher,
+                                                                     examples):
+    """Two commands on one run name: a row the other one stored while this one answered is
+    counted as ``existing``, and the stored row is left as it was."""
+    db = tmp_path / "runs.duckdb"
+    raced = examples[1]
+
+    class Racing(TopTitle):
+        def run(self, question, ctx=None):
+            answer = super().run(question, ctx)
+            if ctx["qid"] == raced.id:
+                with RunStore(db, hold=False) as other:
+                    other.insert("results", {"run": "r", "system": "bm25", "qid": raced.id,
+                                             "dataset": raced.dataset, "prediction": "theirs"})
+            return answer
+
+    with RunStore(db, hold=False) as store:
+        summary = evaluate({"bm25": Racing(searcher, "bm25")}, examples[:3], store, "r")
+    assert (summary.done, summary.existing, summary.failed) == (2, 1, 0)
+    con = duckdb.connect(str(db), read_only=True)
+    kept = con.execute("SELECT prediction FROM results WHERE qid = ?", [raced.id]).fetchone()
+    con.close()
+    assert kept == ("theirs",)

@@ -196,6 +196,8 @@ def _open(args, config):
 
 def _finish(summary, db: str) -> int:
     print(f"{summary.done} rows written to {db}, {summary.failed} failed"
+          + (f", {summary.existing} already written by another process" if summary.existing
+             else "")
           + ("; rerun the same command to retry them" if summary.failed else ""))
     return 1 if summary.failed else 0
 
