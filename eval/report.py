@@ -163,12 +163,13 @@ def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str])
         lines.append("")
     mixed = [s for s in summaries_ if len(s.arms) > 1]
     if mixed:
+        arms = [*ARMS, *sorted({a for s in mixed for a in s.arms} - set(ARMS))]
         lines += ["## Arms chosen", "", "| dataset | system | " +
-                  " | ".join(f"{a} share (EM)" for a in ARMS) + " |",
-                  "|---|---|" + "---|" * len(ARMS)]
+                  " | ".join(f"{a} share (EM)" for a in arms) + " |",
+                  "|---|---|" + "---|" * len(arms)]
         for s in mixed:
             cells = [f"{100 * s.arms[a] / s.n:.0f}% ({100 * s.em_by_arm[a]:.1f})"
-                     if a in s.arms else "0%" for a in ARMS]
+                     if a in s.arms else "0%" for a in arms]
             lines.append(f"| {s.dataset} | {s.system} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]

@@ -64,3 +64,16 @@ def test_the_oracle_only_covers_questions_every_arm_answered(tmp_path):
     report = write_report(db, ["r"], tmp_path / "report")
     assert table_line(report, "oracle")[:2] == ["oracle", "2"]
     assert table_line(report, "arm:parametric")[:2] == ["arm:parametric", "3"]
+
+
+def test_arms_chosen_lists_arms_outside_the_three(tmp_path):
+    """A system that served an arm besides parametric / single / multi: its share was left
+    out of the arms-chosen table, so the row's shares did not add up to 100%."""
+    db = tmp_path / "runs.duckdb"
+    with RunStore(db) as store:
+        for qid, arm in (("1", "single"), ("2", "single"), ("3", "rerank"), ("4", "rerank")):
+            store.insert("results", {**arm_row("r", qid, arm, 1.0, 1), "system": "auto"})
+    report = write_report(db, ["r"], tmp_path / "report")
+    header = next(l for l in report.read_text().splitlines() if l.startswith("| dataset |"))
+    assert header.endswith("| rerank share (EM) |")
+    assert table_line(report, "d")[1:] == ["auto", "0%", "50% (100.0)", "0%", "50% (100.0)"]
