@@ -172,3 +172,25 @@ def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_p
     assert recorded["config"]["retrieval"]["k"] == 3
     assert recorded["systems"] == ["parametric", "single", "multi"]
     assert recorded["superseded"][0]["config"]["retrieval"]["k"] == 2
+
+
+def test_one_dataset_file_named_relatively_or_absolutely_is_the_same_setting(tmp_path,
+                                                                             monkeypatch):
+    """`--dataset d:x.jsonl` resumed as `d:/abs/x.jsonl` (or from another directory) was
+    refused as a change of datasets; another file under the same name still is."""
+    from searchagent.cli.eval_cmd import _write_run_config
+
+    def settings(spec: str) -> dict:
+        return {"config": {}, "datasets": [spec], "systems": ["single"], "limit": 4}
+
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "run"
+    _write_run_config(folder, settings("d:x.jsonl"), force=False)
+    assert json.loads((folder / "config.json").read_text())["datasets"] == [
+        f"d:{tmp_path / 'x.jsonl'}"]
+    _write_run_config(folder, settings(f"d:{tmp_path / 'x.jsonl'}"), force=False)
+    monkeypatch.chdir(tmp_path / "sub")
+    _write_run_config(folder, settings("d:../x.jsonl"), force=False)
+    with pytest.raises(InputError, match="different datasets"):
+        _write_run_config(folder, settings("d:x.jsonl"), force=False)   # sub/x.jsonl

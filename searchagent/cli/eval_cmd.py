@@ -140,6 +140,19 @@ def _record_run(args, settings: dict, store) -> None:
     store.record_settings(args.run, record)
 
 
+def _absolute_specs(specs: list[str], cwd: str) -> list[str]:
+    """``--dataset`` specs with their paths made absolute (from ``cwd``), so one file named
+    relatively and absolutely, or from another directory, is the same setting."""
+    from eval.loaders import parse_spec
+
+    out = []
+    for spec in specs:
+        parsed = parse_spec(spec)
+        fmt = f"{parsed.fmt}:" if parsed.fmt else ""
+        out.append(f"{parsed.name}:{fmt}{(Path(cwd) / parsed.path).resolve()}")
+    return out
+
+
 # settings that do not change a row's outcome: a resumed run may differ in them
 UNRECORDED = ("config.generator.threads", "config.server", "systems")
 
@@ -163,6 +176,9 @@ def _write_run_config(folder: Path, settings: dict, force: bool,
     superseded: list[dict] = []
     old = recorded if recorded is not None else (
         json.loads(path.read_text()) if path.exists() else None)
+    settings = {**settings, "datasets": _absolute_specs(settings["datasets"], os.getcwd())}
+    if old is not None and "datasets" in old:
+        old = {**old, "datasets": _absolute_specs(old["datasets"], old.get("cwd") or ".")}
     if old is not None:
         changed = [key for key in _differences(
                        {k: v for k, v in old.items() if k in settings}, settings)
