@@ -232,3 +232,20 @@ def test_a_question_past_the_deadline_shows_how_far_it_got(browser, small_index,
         assert "NaN" not in page.inner_text("body") and "undefined" not in page.inner_text("body")
     finally:
         stop_server(process)
+
+
+def test_messages_read_as_a_person_writes_them(page):
+    """'Type a question first.' stayed on screen while the user typed the question; a 429
+    printed the admission arithmetic; one generated token read '1 tokens generated'."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Ask").click()                 # nothing typed yet
+    expect(page.locator("#form-error")).to_have_text("Type a question first.")
+    page.get_by_label("Question", exact=True).press_sequentially("Who")
+    expect(page.locator("#form-error")).to_have_text("")
+    busy = page.evaluate("describeError(429, {error: 'too many requests in flight', detail: "
+                         "'3 admitted (up to 1 run at once), and this one needs ~4.0 s'})")
+    assert busy.startswith("The server is busy") and "admitted" not in busy
+    page.evaluate("showAnswer({request_id: 'r', answer: 'x', arm: 'parametric', steps: 0, "
+                  "hops: 0, timings: {total_s: 0.5, completion_tokens: 1}, passages: []})")
+    expect(page.locator("#answer-meta")).to_contain_text("1 token generated")

@@ -83,6 +83,7 @@ function describeError(status, body) {
     return $("api-key").value.trim() ? "The server refused this API key: check it under “API key”."
       : "The server needs an API key: type it under “API key”.";
   }
+  if (status === 429) return "The server is busy: it would not answer this before its deadline (429).";
   const detail = Array.isArray(body.detail)
     ? body.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : body.detail;
   return `${status}: ${body.error || "request failed"}${detail ? ` (${detail})` : ""}` +
@@ -99,7 +100,7 @@ async function ask(event) {
   if (running) return;      // one answer at a time: Ctrl+Enter reaches here past the disabled button
   $("form-error").textContent = "";
   let body;
-  try { body = requestBody(); } catch (err) { $("form-error").textContent = err.message; return; }
+  try { body = requestBody(); } catch (err) { showInputError(err.message); return; }
   running = new AbortController();
   answered = null;
   resetTrace();
@@ -130,6 +131,11 @@ async function ask(event) {
   }
 }
 
+function showInputError(message) {      // cleared as soon as the user edits the form
+  $("form-error").textContent = message;
+  $("ask-form").addEventListener("input", () => { $("form-error").textContent = ""; }, { once: true });
+}
+
 function setBusy(busy, message) {
   $("ask-button").disabled = busy;
   $("ask-button").textContent = busy ? "Asking…" : "Ask";
@@ -145,7 +151,7 @@ function showAnswer(answer) {
   const t = answer.timings || {};
   $("answer-meta").textContent = [`arm ${answer.arm}`, plural(answer.steps, "retrieval step"),
     answer.hops ? plural(answer.hops, "hop") : null, `${seconds(t.total_s)} total`,
-    t.completion_tokens != null ? `${t.completion_tokens} tokens generated` : null]
+    t.completion_tokens != null ? `${plural(t.completion_tokens, "token")} generated` : null]
     .filter(Boolean).join(" · ");
   const passages = answer.passages || [];
   $("passages-title").textContent = passages.length ? "Passages" : "No passages: answered without retrieval";
