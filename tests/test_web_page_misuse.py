@@ -249,3 +249,14 @@ def test_messages_read_as_a_person_writes_them(page):
     page.evaluate("showAnswer({request_id: 'r', answer: 'x', arm: 'parametric', steps: 0, "
                   "hops: 0, timings: {total_s: 0.5, completion_tokens: 1}, passages: []})")
     expect(page.locator("#answer-meta")).to_contain_text("1 token generated")
+
+
+def test_the_api_docs_render_without_the_internet(page, server_url):
+    """FastAPI's /docs loaded Swagger UI from a CDN, so offline it was a blank page."""
+    from playwright.sync_api import expect
+
+    outside: list[str] = []
+    page.on("request", lambda r: r.url.startswith(server_url) or outside.append(r.url))
+    page.goto(f"{server_url}/docs")
+    expect(page.locator(".opblock-summary-path", has_text="/v1/answer/stream")).to_be_visible()
+    assert outside == []

@@ -23,7 +23,7 @@ from searchagent.server.documents import mount_documents
 from searchagent.server.limits import Admission, ApiKeyMiddleware, BodyLimitMiddleware
 from searchagent.server.models import (FeedbackRequest, FeedbackResponse, SearchRequest,
                                        SearchResponse)
-from searchagent.server.page import mount_page
+from searchagent.server.page import mount_docs, mount_page
 from searchagent.server.responses import error, invalid_input, plain
 from searchagent.server.service import AnswerService
 
@@ -46,7 +46,8 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
             await run_in_threadpool(service.close, True)
 
     app = FastAPI(title="searchagent", version=__version__, lifespan=lifespan,
-                  description="Adaptive retrieval-augmented question answering.")
+                  description="Adaptive retrieval-augmented question answering.",
+                  docs_url=None, redoc_url=None)    # /docs: mount_docs, offline
     app.state.config = config
     app.state.admission = Admission(config.server.sessions, config.server.max_queue,
                                     config.server.request_timeout_s,
@@ -77,6 +78,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
                      headers=getattr(exc, "headers", None))
 
     mount_page(app)                    # the web page at / (static files in the package)
+    mount_docs(app)
     mount_documents(app, searcher, config.server.allow_updates, error, invalid_input)
 
     @app.get("/healthz")

@@ -10,8 +10,8 @@ import time
 from collections import Counter, OrderedDict, deque
 from typing import Hashable
 
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/")
-OPEN_PREFIXES = ("/static/",)          # the web page's script and style sheet
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/")
+OPEN_PREFIXES = ("/static/", "/docs-assets/")   # the page's and the docs' files
 DRAIN_BYTES = 16 << 20                 # of a refused body read and dropped, at most
 
 
