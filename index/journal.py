@@ -12,6 +12,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -22,6 +24,9 @@ from searchagent.files import fsync_dir
 JOURNAL = "journal.json"
 LOCK = ".update.lock"
 FAULT_ENV = "SEARCHAGENT_FAULT"   # test hook: kill -9 this process at the named stage
+# what a writer killed mid-write leaves: ``searchagent.files.sibling_temp`` files
+# (``.df-3.tmp-<pid>-<hex>.npy``) and BM25's segment folders (``.seg-3.tmp-<pid>``)
+_TEMPORARY = re.compile(r"\..+\.tmp-\d+(-[0-9a-f]+)?(\.[A-Za-z0-9]+)?")
 
 
 def fault_point(stage: str) -> None:
@@ -91,3 +96,21 @@ def clear_journal(folder: Path) -> None:
     if path.exists():
         path.unlink()
         fsync_dir(folder)
+
+
+def remove_temporaries(*folders: Path) -> list[str]:
+    """Delete the temporary files and folders a killed writer left in ``folders`` (only
+    while holding the ``WriterLock``: no live writer has any then); return their paths."""
+    removed = []
+    for folder in folders:
+        doomed = [path for path in (folder.iterdir() if folder.is_dir() else ())
+                  if _TEMPORARY.fullmatch(path.name)]
+        for path in doomed:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if doomed:
+            fsync_dir(folder)
+        removed += sorted(str(path) for path in doomed)
+    return removed

@@ -23,7 +23,7 @@ from index.corpus import chunk_passage
 from index.dense_live import DenseSegments
 from index.files import durable_write
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
-                           write_journal)
+                           remove_temporaries, write_journal)
 from index.manifest import MANIFEST, check_files, read_manifest
 from retrievers.docstore_live import LiveDocStore
 from retrievers.encoder import passage_text
@@ -251,7 +251,9 @@ class LivingIndex:
     # -- recovery -----------------------------------------------------------------------
 
     def _recover(self, discard_damaged_journal: bool) -> dict | None:
-        """Roll back an update that died (its journal is still here)."""
+        """Roll back an update that died (its journal is still here); drop the temporary
+        files of any writer killed mid-write (SPANN's own go with its rollback)."""
+        remove_temporaries(self.folder, self.folder / "bm25", self.folder / "dense")
         try:
             journal = read_journal(self.folder)
         except Exception:

@@ -49,12 +49,14 @@ class LiveDocStore(DocStore):
         return {"rows": int(rows), "live": int(live), "deleted": int(deleted)}
 
     def live_rows(self, ids: list[str], chunks: bool = True) -> dict[str, list[int]]:
-        """Live rows of each corpus id (with ``chunks``, also its ``id#n`` windows)."""
+        """Live rows of each corpus id (with ``chunks``, also its ``id#n`` windows: ``n``
+        digits only, so another passage whose id starts with ``id#`` is not one of them)."""
         found: dict[str, list[int]] = {}
         if not ids:
             return found
         live = f"p.{LIVE}" if self.tagged else "TRUE"
-        match = "p.id = q.id OR starts_with(p.id, q.id || '#')" if chunks else "p.id = q.id"
+        match = ("p.id = q.id OR starts_with(p.id, q.id || '#') AND "
+                 "regexp_extract(p.id, '^(.*)#[0-9]+$', 1) = q.id") if chunks else "p.id = q.id"
         sql = (f"SELECT q.id, p.row FROM (SELECT UNNEST(?::VARCHAR[]) AS id) q "
                f"JOIN passages p ON {match} WHERE {live} ORDER BY p.row")
         for pid, row in self._con.execute(sql, [list(ids)]).fetchall():
