@@ -34,6 +34,8 @@ from searchagent.files import fsync_dir
 from searchagent.types import Passage
 
 SPANN = "dense/spann"
+# what one BM25 commit or compaction reports about itself (not carried to the next one)
+PER_GENERATION = ("rows_added", "rows_deleted", "parts_merged")
 
 
 class LivingIndex:
@@ -200,8 +202,8 @@ class LivingIndex:
                 if len(dead):
                     bm25.delete(dead)
                 summary = bm25.commit(gen)
-            components["bm25"] = {**components["bm25"], **_without_files(summary),
-                                  "generation": gen}
+            components["bm25"] = {**_without(components["bm25"], PER_GENERATION),
+                                  **_without_files(summary), "generation": gen}
             files = _merge_files(files, "bm25/", summary["files"])
         if "dense" in components:
             dense = components["dense"]
@@ -226,7 +228,9 @@ class LivingIndex:
                         updater.insert(rows, vectors)
                     summary = updater.commit(gen)
                 dense["index"] = {**dense["index"], **_without_files(summary),
-                                  "generation": gen}
+                                  "generation": gen, "bytes_on_disk": sum(
+                                      f.get("size", f.get("min_size", 0))
+                                      for f in summary["files"].values())}
                 files = _merge_files(files, SPANN + "/", summary["files"])
             components["dense"] = dense
         fault_point("after-components")
@@ -311,6 +315,10 @@ def _now() -> str:
 def _replaced_each_generation(name: str) -> bool:
     """Files a new generation replaces in the manifest's table (re-listed by their owner)."""
     return name.startswith(("bm25/", SPANN + "/", "dense/deleted-"))
+
+
+def _without(entry: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in entry.items() if k not in keys}
 
 
 def _without_files(summary: dict) -> dict:

@@ -256,6 +256,8 @@ class LiveBM25:
         written.append(gen_file.name)
         self._view = new
         self._reset()
-        return {**{k: v for k, v in info.items() if k != "files"}, **extra,
+        stats = {"vocab": int(np.count_nonzero(df)), "postings": int(df.sum()),
+                 "avgdl": new.avgdl}           # the build's figures, over the live passages
+        return {**{k: v for k, v in info.items() if k != "files"}, **stats, **extra,
                 "written": written, "files": {**files, gen_file.name: file_entry(gen_file)}}
 

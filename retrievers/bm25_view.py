@@ -45,6 +45,7 @@ class View:
     norm: np.ndarray              # k1 * (1 - b + b * len / avgdl) per row; inf if not live
     files: dict | None            # size + sha256 of the files read (None: the build, unhashed)
     static: BM25Index | None      # precomputed impacts still exact
+    avgdl: float = 0.0            # mean length of the live passages
 
     @property
     def n_live(self) -> int:
@@ -77,7 +78,7 @@ def build_view(generation: int, params: dict, terms: list[str], parts: list[Part
         static = BM25Index(vocab, base_part.indptr, base_part.rows, base_part.data, n_rows,
                            {**params, "avgdl": float(avgdl)})
     return View(generation, params, terms, vocab, parts, base, segments, n_rows, deleted,
-                live, df, idf, norm, files, static)
+                live, df, idf, norm, files, static, float(avgdl))
 
 
 def legacy_view(index: BM25Index) -> View:
@@ -86,7 +87,7 @@ def legacy_view(index: BM25Index) -> View:
     everyone = np.ones(n, dtype=bool)
     return View(0, bm25_params(index.params), terms, index.vocab, None, "", [], n,
                 ~everyone, everyone, np.diff(index.indptr), np.zeros(0), np.zeros(0), None,
-                index)
+                index, float(index.params.get("avgdl", 0.0)))
 
 
 def bm25_params(params: dict) -> dict:

@@ -142,6 +142,12 @@ class DocStore:
             self._con = duckdb.connect(str(path), read_only=not writable, config=config)
             self.size = self._con.execute("SELECT count(*) FROM passages").fetchone()[0]
         except duckdb.IOException as exc:
+            if "lock" in str(exc).lower() and writable:      # any other user blocks a writer
+                raise IndexFormatError(
+                    f"doc store {path} is open in another process (a server, a search, an "
+                    f"evaluation or another update), and DuckDB lets no process update it "
+                    f"meanwhile: stop that process, or update a served index through the "
+                    f"server (--allow-updates): {exc}") from exc
             if "lock" in str(exc).lower():
                 raise IndexFormatError(
                     f"doc store {path} is open for updates by another process (a server "

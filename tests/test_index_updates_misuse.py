@@ -22,6 +22,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def bm25_index(tmp_path: Path, rows: list[dict], **index) -> Path:
     config = Config().updated({"index": {"dense": False, **index}}, "test")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     build_index(write_jsonl(tmp_path / "corpus.jsonl", rows), tmp_path / "index", config)
     return tmp_path / "index"
 
@@ -83,3 +84,60 @@ def test_a_writer_killed_mid_write_leaves_no_temporary_files_behind(tmp_path, ca
     assert not [str(p) for p in folder.rglob("*.tmp-*")]
     assert set(kept) <= {p.name for p in folder.rglob("*")}
     assert ids(folder, "wombats") == ["b"] and ids(folder, "quokkas") == ["a"]
+
+
+def test_index_info_after_updates_describes_the_live_passages(tmp_path, capsys):
+    """``index info`` kept the build's BM25 vocab / postings / avgdl after any update, and
+    one generation's rows_deleted / parts_merged in every later one."""
+    rows = [{"id": f"p{i}", "title": f"T{i}", "text": f"word{i} shared " * (i + 1)}
+            for i in range(8)]
+    folder = bm25_index(tmp_path / "living", rows[:5])
+    write_jsonl(tmp_path / "add.jsonl", rows[5:])
+    for step in (["add", str(folder), str(tmp_path / "add.jsonl")],
+                 ["delete", str(folder), "--ids", "p0", "p3"], ["compact", str(folder)]):
+        assert main(["index", *step]) == 0
+    fresh = bm25_index(tmp_path / "fresh", [r for r in rows if r["id"] not in ("p0", "p3")])
+    capsys.readouterr()
+    info = {}
+    for name, path in (("living", folder), ("fresh", fresh)):
+        assert main(["index", "info", str(path), "--json"]) == 0
+        info[name] = json.loads(capsys.readouterr().out)["components"]["bm25"]
+    for key in ("vocab", "postings"):
+        assert info["living"][key] == info["fresh"][key], key
+    assert info["living"]["avgdl"] == pytest.approx(info["fresh"]["avgdl"])
+    assert "rows_deleted" not in info["living"] and info["living"]["parts_merged"] == 2
+
+    write_jsonl(tmp_path / "more.jsonl", [{"id": "q", "title": "T1", "text": "word0 new"}])
+    assert main(["index", "add", str(folder), str(tmp_path / "more.jsonl")]) == 0
+    assert main(["index", "info", str(folder), "--json"]) == 0
+    bm25 = json.loads(capsys.readouterr().out.split("\n", 1)[1])["components"]["bm25"]
+    assert "parts_merged" not in bm25 and bm25["rows_added"] == 1
+    assert bm25["vocab"] == info["fresh"]["vocab"] + 2 and bm25["postings"] == \
+        info["fresh"]["postings"] + 3              # t1, word0, new: two of them new
+
+
+def test_an_update_while_another_process_reads_names_the_reader(tmp_path):
+    """A search in another process (read-only) keeps DuckDB from letting a writer in; the
+    error said the doc store was "open for updates by another process" instead."""
+    import subprocess
+    import sys
+
+    from index.living import LivingIndex
+    from searchagent.errors import IndexFormatError
+
+    folder = bm25_index(tmp_path, FILLER)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom retrievers.docstore import DocStore\n"
+         f"store = DocStore({str(folder / 'docs.duckdb')!r})\nprint('open', flush=True)\n"
+         "sys.stdin.read()"], cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        with pytest.raises(IndexFormatError) as caught:
+            LivingIndex(folder)
+        assert "open in another process (a server, a search" in str(caught.value)
+        assert "open for updates" not in str(caught.value)
+    finally:
+        reader.communicate("", timeout=30)
+    with LivingIndex(folder) as living:              # the lock went with the reader
+        assert living.delete(["f0"])["deleted_ids"] == 1
