@@ -15,6 +15,7 @@ import numpy as np
 
 from policies.arms import ARMS, arm_index
 from policies.base import Policy
+from searchagent.errors import InputError
 
 
 class FixedArm(Policy):
@@ -55,6 +56,11 @@ class SupervisedClassifier(Policy):
         super().__init__(dim, n_arms, seed)
         self.l2, self.correct_at = float(l2), float(correct_at)
         self.epochs, self.lr = int(epochs), float(lr)
+        if not (np.isfinite([self.l2, self.correct_at, self.lr]).all() and self.l2 >= 0
+                and self.lr > 0 and self.epochs >= 1):
+            raise InputError(f"supervised needs l2 >= 0, lr > 0, epochs >= 1 and a finite "
+                             f"correct_at, got l2={l2}, lr={lr}, epochs={epochs}, "
+                             f"correct_at={correct_at}", field="params")
         self.weights = np.zeros((dim, n_arms))
 
     def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from policies.ridge import RidgePolicy
+from searchagent.errors import InputError
 
 
 class LinUCB(RidgePolicy):
@@ -14,6 +15,9 @@ class LinUCB(RidgePolicy):
                  alpha: float = 0.5, intercept: bool = True):
         super().__init__(dim, n_arms, seed, reg, intercept)
         self.alpha = float(alpha)
+        if not np.isfinite(self.alpha) or self.alpha < 0:
+            raise InputError(f"linucb needs a finite alpha >= 0 (the exploration bonus), "
+                             f"got {alpha}", field="params")
 
     def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
         mean, width = self.mean_and_width(x, lam)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from policies.base import Policy, one_hot
+from searchagent.errors import InputError
 
 
 @contextmanager
@@ -52,6 +53,16 @@ class NeuralEpsGreedy(Policy):
         self.hidden, self.lr, self.weight_decay = int(hidden), float(lr), float(weight_decay)
         self.eps0, self.eps_min, self.eps_decay = float(eps), float(eps_min), float(eps_decay)
         self.batch, self.steps_per_update, self.capacity = int(batch), int(steps_per_update), int(buffer)
+        if not (self.hidden >= 1 and self.lr > 0 and self.weight_decay >= 0
+                and 0 <= self.eps0 <= 1 and 0 <= self.eps_min <= 1 and 0 < self.eps_decay <= 1
+                and self.batch >= 1 and self.steps_per_update >= 1 and self.capacity >= 1) \
+                or not all(np.isfinite([self.lr, self.weight_decay, self.eps0, self.eps_min,
+                                        self.eps_decay])):
+            raise InputError("neural needs hidden >= 1, lr > 0, weight_decay >= 0, 0 <= eps "
+                             "<= 1, 0 <= eps_min <= 1, 0 < eps_decay <= 1, batch >= 1, "
+                             "steps_per_update >= 1 and buffer >= 1, got "
+                             + ", ".join(f"{k}={v}" for k, v in self.params().items()),
+                             field="params")
         generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))

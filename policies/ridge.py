@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy
+from searchagent.errors import InputError
 
 
 INTERCEPT_REG = 1e-4     # prior precision of the intercept: unpenalized in effect
@@ -29,6 +30,9 @@ class RidgePolicy(Policy):
                  intercept: bool = True):
         super().__init__(dim, n_arms, seed)
         self.reg, self.intercept = float(reg), bool(intercept)
+        if not np.isfinite(self.reg) or self.reg <= 0:
+            raise InputError(f"{self.algo} needs a finite reg > 0 (the prior precision), "
+                             f"got {reg}", field="params")
         prior = np.full(dim + self.intercept, self.reg)
         if self.intercept:
             prior[-1] = INTERCEPT_REG

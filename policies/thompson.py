@@ -17,6 +17,7 @@ import numpy as np
 
 from policies.base import one_hot
 from policies.ridge import RidgePolicy
+from searchagent.errors import InputError
 
 Z_LIMIT = 9.0                 # P(|z| > 9) ~ 2e-19: the integral over [-9, 9] is complete
 SEGMENT = 0.5                 # longest quadrature segment, in standard deviations
@@ -31,6 +32,9 @@ class LinearThompson(RidgePolicy):
                  v: float = 0.3, intercept: bool = True):
         super().__init__(dim, n_arms, seed, reg, intercept)
         self.v = float(v)
+        if not np.isfinite(self.v) or self.v < 0:
+            raise InputError(f"thompson needs a finite v >= 0 (the sampling scale), got {v}",
+                             field="params")
 
     def scores(self, x: np.ndarray, explore: bool = True, lam: float | None = None) -> np.ndarray:
         mean, width = self.mean_and_width(x, lam)

@@ -1,0 +1,39 @@
+"""Policies driven the wrong way: bad hyperparameters, damaged policy folders, a folder a
+server is serving, logs with gaps, and which journal rows off-policy evaluation may use."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from policies.features import FeatureMap, FeatureSpec
+from policies.persistence import make_policy
+from searchagent.errors import InputError
+
+
+@pytest.mark.parametrize("algo, params", [
+    ("linucb", {"reg": 0}), ("linucb", {"reg": -5}), ("linucb", {"reg": math.nan}),
+    ("linucb", {"alpha": -1}), ("thompson", {"v": -1}), ("thompson", {"reg": 0}),
+    ("neural", {"eps": 2}), ("neural", {"eps_min": -0.1}), ("neural", {"eps_decay": 0}),
+    ("neural", {"batch": 0}), ("neural", {"buffer": 0}), ("neural", {"lr": 0}),
+    ("supervised", {"lr": -1}), ("supervised", {"l2": -1}), ("supervised", {"epochs": 0}),
+])
+def test_out_of_range_hyperparameters_are_refused(algo, params):
+    # reg=0 divided by zero (a policy of NaNs that always served arm 0), eps=2 journaled
+    # propensities above 1 and below 0, batch=0 crashed at the first update
+    with pytest.raises(InputError, match=f"{algo} needs") as caught:
+        make_policy(algo, 6, **params)
+    assert caught.value.field == "params"
+
+
+def test_neural_exploration_probabilities_stay_a_distribution():
+    policy = make_policy("neural", 6, eps=1.0, eps_min=1.0)
+    probabilities = policy.arm_probabilities(np.zeros(6))
+    assert np.allclose(probabilities, 1 / 3)
+
+
+def small_fmap() -> FeatureMap:
+    return FeatureMap.fit(FeatureSpec(embed_dim=8))
