@@ -19,6 +19,7 @@ import inspect
 import json
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,17 +134,18 @@ def load_policy(folder: str | Path, expect_fingerprint: str | None = None) -> Po
         raise InputError(f"policy format version {doc.get('version')} is not supported "
                          f"(this build reads version {VERSION}); retrain the policy",
                          path=str(path), field="version")
-    try:
+    with _damage_named(path):
+        for key, kind in (("files", dict), ("features", dict), ("reward", dict),
+                          ("params", dict), ("state", dict)):
+            if key in doc and not isinstance(doc[key], kind):
+                raise InputError(f"expected a JSON object, got {type(doc[key]).__name__}",
+                                 field=key)
         check_arms(doc["arms"])
         fingerprint = doc["features"]["fingerprint"]
         arrays = _read_arrays(folder, doc["files"])
         features = FeatureMap.from_stored(doc["features"]["spec"], arrays)
         reward = RewardSpec(**doc["reward"])
         policy = make_policy(doc["algo"], int(doc["dim"]), int(doc["seed"]), **doc["params"])
-    except KeyError as exc:
-        raise InputError(f"policy file lacks {exc}", path=str(path), field=str(exc)) from exc
-    except InputError as exc:
-        raise InputError(str(exc), path=str(path)) from exc
     if features.fingerprint != fingerprint or features.dim != policy.dim:
         raise InputError("stored features do not match the recorded fingerprint "
                          f"{fingerprint} (files mixed from different policies?)",
@@ -153,8 +155,27 @@ def load_policy(folder: str | Path, expect_fingerprint: str | None = None) -> Po
                          f"({_describe_spec(doc['features']['spec'])}), but feature set "
                          f"{expect_fingerprint} was expected; retrain it on these features",
                          path=str(path), field="features.fingerprint")
-    policy.load_state(doc.get("state", {}), arrays)
+    with _damage_named(path, arrays=True):
+        policy.load_state(doc.get("state", {}), arrays)
     return PolicyBundle(policy, features, reward, doc.get("meta", {}))
+
+
+@contextmanager
+def _damage_named(path: Path, arrays: bool = False):
+    """A damaged policy (a field of the wrong type, an array the algorithm needs missing
+    from its files) as an InputError naming the file and what was wrong, not a traceback."""
+    try:
+        yield
+    except KeyError as exc:
+        what = f"array {exc}" if arrays else str(exc)
+        raise InputError(f"policy lacks {what}" + (" in its array files" if arrays else ""),
+                         path=str(path), field=str(exc.args[0]) if exc.args else None) from exc
+    except InputError as exc:
+        raise InputError(str(exc), path=str(path)) from exc
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InputError(f"damaged policy ({'its state' if arrays else 'a field'} does not "
+                         f"fit the {'algorithm' if arrays else 'format'}: {exc}); retrain it",
+                         path=str(path)) from exc
 
 
 def _read_arrays(folder: Path, files: dict) -> dict[str, np.ndarray]:

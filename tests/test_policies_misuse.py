@@ -37,3 +37,42 @@ def test_neural_exploration_probabilities_stay_a_distribution():
 
 def small_fmap() -> FeatureMap:
     return FeatureMap.fit(FeatureSpec(embed_dim=8))
+
+
+def saved_linucb(folder) -> dict:
+    from policies.persistence import PolicyBundle, save_policy
+    from policies.rewards import RewardSpec
+
+    fmap = small_fmap()
+    save_policy(PolicyBundle(make_policy("linucb", fmap.dim), fmap, RewardSpec(0.1)), folder)
+    return json.loads((folder / "policy.json").read_text())
+
+
+def _rewrite_arrays(folder, doc: dict, drop: str) -> None:
+    import hashlib
+
+    name = next(iter(doc["files"]))
+    with np.load(folder / name) as data:
+        arrays = {k: data[k] for k in data.files if k != drop}
+    np.savez(folder / name, **arrays)
+    blob = (folder / name).read_bytes()
+    doc["files"][name] = {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda doc, folder: doc.update(params=[1]), "field 'params': expected a JSON object"),
+    (lambda doc, folder: doc.update(files=None), "field 'files': expected a JSON object"),
+    (lambda doc, folder: doc.update(state=None), "field 'state': expected a JSON object"),
+    (lambda doc, folder: doc.update(dim="abc"), "damaged policy"),
+    (lambda doc, folder: doc["state"].update(rng={"x": 1}), "damaged policy"),
+    (lambda doc, folder: _rewrite_arrays(folder, doc, "b"), "lacks array 'b'"),
+])
+def test_a_damaged_policy_file_is_named_not_a_traceback(tmp_path, damage, message):
+    from policies.persistence import load_policy
+
+    doc = saved_linucb(tmp_path)
+    damage(doc, tmp_path)
+    (tmp_path / "policy.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=message) as caught:
+        load_policy(tmp_path)
+    assert str(tmp_path / "policy.json") in str(caught.value)
