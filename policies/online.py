@@ -261,5 +261,24 @@ class OnlineLearner:
         return True
 
 
+def check_journal_free(folder: str | Path, why: str) -> None:
+    """An InputError (naming the journal and the holder's PID) when another process, a
+    server, holds ``folder``'s decision journal; ``why`` says what that would break."""
+    import re
+
+    import duckdb
+
+    path = Path(folder) / JOURNAL
+    if not path.exists():
+        return
+    try:
+        duckdb.connect(str(path)).close()
+    except duckdb.IOException as exc:
+        held = re.search(r"PID \d+", str(exc))
+        raise InputError("the policy's decision journal is in use by another process"
+                         + (f" ({held[0]})" if held else "") + f": {why}",
+                         path=str(path)) from exc
+
+
 def _finite(values: list[float]) -> list[float | None]:
     return [v if np.isfinite(v) else None for v in values]

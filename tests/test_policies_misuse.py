@@ -76,3 +76,30 @@ def test_a_damaged_policy_file_is_named_not_a_traceback(tmp_path, damage, messag
     with pytest.raises(InputError, match=message) as caught:
         load_policy(tmp_path)
     assert str(tmp_path / "policy.json") in str(caught.value)
+
+
+def test_training_into_a_folder_a_server_serves_is_refused(tmp_path):
+    # the server kept its policy in memory and its next snapshot overwrote the new one
+    import os
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from policies.online import JOURNAL
+    from tests.policy_data import write_arm_log
+
+    write_arm_log(tmp_path / "arms.duckdb", limit=20)
+    folder = tmp_path / "served"
+    folder.mkdir()
+    before = saved_linucb(folder)
+    journal = duckdb.connect(str(folder / JOURNAL))          # as a serving process holds it
+    with journal:
+        run = subprocess.run([sys.executable, "-m", "searchagent", "policy", "train", "--log",
+                              str(tmp_path / "arms.duckdb"), "--algo", "fixed", "--out",
+                              str(folder)], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2, run.stderr
+    assert "decision journal is in use by another process (PID " in run.stderr
+    assert "Traceback" not in run.stderr
+    assert json.loads((folder / "policy.json").read_text())["algo"] == before["algo"]

@@ -110,6 +110,7 @@ def run_train(args) -> int:
                          "(it holds other files)", path=args.out or "''", field="out")
     if not math.isfinite(args.lam) or args.lam < 0:
         raise InputError(f"must be a finite number >= 0, got {args.lam}", field="lam")
+    _check_not_served(args.out)
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
                                                    args.cache, args.embedder,
                                                    results_from=args.results)
@@ -146,6 +147,7 @@ def run_train(args) -> int:
                         "split_seed": args.split_seed, "test_questions": len(test_rows),
                         "dropped_incomplete": table.dropped,
                         "heldout": result["policy"] if result else None})
+    _check_not_served(args.out)          # a server may have started while this trained
     save_policy(bundle, args.out)
     print(f"trained {args.algo} ({bundle.meta['mode']}, lambda={args.lam}) on "
           f"{len(train_rows)} questions; features {bundle.fingerprint} ({bundle.features.dim}-d)"
@@ -155,6 +157,14 @@ def run_train(args) -> int:
     else:
         _print_table(result, f"held-out ({len(test_rows)} questions)")
     return 0
+
+
+def _check_not_served(folder: str) -> None:
+    from policies.online import check_journal_free
+
+    check_journal_free(folder, "a server is serving this policy folder, and its next "
+                       "snapshot would overwrite the policy trained here; stop it first, "
+                       "or train into another folder")
 
 
 def run_eval(args) -> int:
