@@ -72,6 +72,31 @@ def parse_record(record: object, path: str, line: int) -> Passage:
     return Passage(id=str(pid), title=title, text=text)
 
 
+def check_passages(documents: list[Passage]) -> list[str]:
+    """The documents' ids, once each is known to be a passage the doc store and tokenizers
+    take (what ``parse_record`` checks of a file's lines), with an error
+    naming the document and field otherwise."""
+    seen: set[str] = set()
+    for n, doc in enumerate(documents):
+        if not isinstance(doc.id, str) or not doc.id:
+            raise InputError(f"document {n}: must be a non-empty string", field="id")
+        where = f"document {n} (id {doc.id!r})"
+        for name, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
+            if not isinstance(value, str):
+                raise InputError(f"{where}: must be a string", field=name)
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(f"{where}: not valid UTF-8 text (character {exc.start + 1} "
+                                 "is a lone surrogate)", field=name) from None
+        if not (doc.title.strip() or doc.text.strip()):
+            raise InputError(f"{where}: empty passage", field="text")
+        if doc.id in seen:
+            raise InputError(f"duplicate id {doc.id!r} in one update", field="id")
+        seen.add(doc.id)
+    return [doc.id for doc in documents]
+
+
 def chunk_passage(passage: Passage, words: int, overlap: int) -> list[Passage]:
     """Split a passage into windows of ``words`` words that overlap by ``overlap``."""
     tokens = passage.text.split()

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from index.corpus import chunk_passage
+from index.corpus import check_passages, chunk_passage
 from index.dense_live import DenseSegments
 from index.files import durable_write
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
@@ -29,7 +29,6 @@ from retrievers.docstore_live import LiveDocStore
 from retrievers.encoder import passage_text
 from retrievers.tokenize import tokenize
 from searchagent.config import IndexConfig
-from searchagent.errors import InputError
 from searchagent.files import fsync_dir
 from searchagent.types import Passage
 
@@ -75,10 +74,7 @@ class LivingIndex:
     def add(self, passages: Iterable[Passage]) -> dict:
         """Insert new ids, replace existing ones (all their chunks); one generation."""
         documents = list(passages)
-        ids = [p.id for p in documents]
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise InputError(f"duplicate id {dup!r} in one update", field="id")
+        ids = check_passages(documents)
         chunks = [c for p in documents
                   for c in chunk_passage(p, self.config.chunk_words, self.config.chunk_overlap)]
         replaced = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)

@@ -141,3 +141,37 @@ def test_an_update_while_another_process_reads_names_the_reader(tmp_path):
         reader.communicate("", timeout=30)
     with LivingIndex(folder) as living:              # the lock went with the reader
         assert living.delete(["f0"])["deleted_ids"] == 1
+
+
+@pytest.mark.parametrize("passage, field", [
+    (("bad-text", "T", "half \ud800 a character"), "text"),
+    (("bad-title", 7, "fine text"), "title"),
+    (("", "T", "no id"), "id"),
+    (("blank", " ", "  "), "text")])
+def test_a_bad_passage_through_the_python_api_is_an_input_error(tmp_path, passage, field):
+    """``LivingIndex.add`` (``LiveSearcher.add``) got no checks of its own: a lone surrogate
+    failed inside DuckDB as "doc store update failed" (IndexFormatError: a 500 that blames
+    the index), an empty id or passage was stored."""
+    from index.journal import JOURNAL
+    from index.living import LivingIndex
+    from searchagent.errors import InputError
+    from searchagent.types import Passage
+
+    folder = bm25_index(tmp_path, FILLER)
+    with LivingIndex(folder) as living:
+        with pytest.raises(InputError, match=f"document 1.*field '{field}'|"
+                                             f"field '{field}'.*document 1") as caught:
+            living.add([Passage("ok", "Fine", "fine words"), Passage(*passage)])
+        assert living.generation == 0 and not (folder / JOURNAL).exists()
+        assert living.add([Passage("ok", "Fine", "fine words")])["generation"] == 1
+    assert caught.value.field == field
+
+
+def test_an_id_file_saved_with_a_byte_order_mark_deletes_its_first_id(tmp_path, capsys):
+    """An id file from a Windows editor starts with a UTF-8 BOM; the first id was read as
+    '\\ufefff0' and reported missing."""
+    folder = bm25_index(tmp_path, FILLER)
+    (tmp_path / "ids.txt").write_bytes(b"\xef\xbb\xbff0\r\nf1\r\n")
+    assert main(["index", "delete", str(folder), "--ids", str(tmp_path / "ids.txt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["deleted_ids"], result["missing_ids"]) == (2, [])

@@ -59,7 +59,7 @@ def read_ids(values: list[str]) -> list[str]:
         path = Path(value)
         if path.is_file():
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                lines = path.read_text(encoding="utf-8-sig").splitlines()   # BOM: Notepad
             except (OSError, UnicodeDecodeError) as exc:
                 raise InputError(f"unreadable id file: {exc}", path=value) from exc
             ids.extend(line.strip() for line in lines if line.strip())
