@@ -165,7 +165,8 @@ def split_by_id(keys: Sequence[tuple[str, str]], test_frac: float = 0.3,
     order = sorted(range(len(keys)), key=lambda i: hashlib.sha256(
         f"{seed}|{keys[i][0]}|{keys[i][1]}".encode()).hexdigest())
     n_test = int(round(len(keys) * test_frac))
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
+    return (np.sort(np.asarray(order[n_test:], np.int64)),
+            np.sort(np.asarray(order[:n_test], np.int64)))
 
 
 def kfold_by_id(keys: Sequence[tuple[str, str]], folds: int,

@@ -103,3 +103,38 @@ def test_training_into_a_folder_a_server_serves_is_refused(tmp_path):
     assert "decision journal is in use by another process (PID " in run.stderr
     assert "Traceback" not in run.stderr
     assert json.loads((folder / "policy.json").read_text())["algo"] == before["algo"]
+
+
+@pytest.fixture(scope="module")
+def gappy_log(tmp_path_factory):
+    from tests.policy_data import write_arm_log
+
+    path = tmp_path_factory.mktemp("gappy") / "arms.duckdb"
+    write_arm_log(path, limit=40, skip_arm_for={3, 5, 8})    # 'multi' missing for 3
+    return path
+
+
+def log_args(log) -> list[str]:
+    from tests.policy_data import shared_cache
+
+    return ["--log", str(log), "--cache", str(shared_cache())]
+
+
+def test_an_empty_split_or_another_split_is_refused_by_policy_eval(gappy_log, tmp_path, capsys):
+    from searchagent.cli import main
+
+    out = tmp_path / "policy"
+    assert main(["policy", "train", *log_args(gappy_log), "--algo", "fixed", "--test-frac",
+                 "0.001", "--out", str(out)]) == 0
+    assert "--test-frac 0.001 holds out none of 37 questions" in capsys.readouterr().out
+    assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out)]) == 2  # IndexError
+    assert "field 'split': the test split of this log is empty" in capsys.readouterr().err
+    assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out),
+                 "--split", "all"]) == 0
+    capsys.readouterr()
+    for flags in (["--test-frac", "0.5"], ["--split-seed", "3"]):   # silently ignored before
+        assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out),
+                     "--split", "all", *flags]) == 2
+        assert "its held-out split is fixed by that" in capsys.readouterr().err
+    assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out), "--split", "all",
+                 "--test-frac", "0.001", "--split-seed", "0"]) == 0      # the same: fine

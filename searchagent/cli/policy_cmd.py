@@ -63,7 +63,8 @@ def register(sub) -> None:
     ev.add_argument("--split", default="test", choices=["test", "train", "all"],
                     help="questions to evaluate on (default: the held-out split)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
-    ev.set_defaults(func=run_eval)
+    # the split is the policy's own (policy.json meta): another would test on training rows
+    ev.set_defaults(func=run_eval, test_frac=None, split_seed=None)
 
 
 def _log_args(parser) -> None:
@@ -153,7 +154,8 @@ def run_train(args) -> int:
           f"{len(train_rows)} questions; features {bundle.fingerprint} ({bundle.features.dim}-d)"
           f"; saved to {args.out}")
     if result is None:
-        print("no held-out split (--test-frac 0): evaluate on another arm log")
+        print(f"no held-out split (--test-frac {args.test_frac:g} holds out none of "
+              f"{len(table)} questions): evaluate on another arm log")
     else:
         _print_table(result, f"held-out ({len(test_rows)} questions)")
     return 0
@@ -175,8 +177,7 @@ def run_eval(args) -> int:
     from policies.replay import evaluate, load_replay_data
 
     bundle = load_policy(args.policy)
-    test_frac = bundle.meta.get("test_frac", args.test_frac)
-    split_seed = bundle.meta.get("split_seed", args.split_seed)
+    test_frac, split_seed = _policy_split(bundle.meta, args)
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
                                                    args.cache, args.embedder,
                                                    results_from=args.results)
@@ -192,6 +193,10 @@ def run_eval(args) -> int:
     else:
         train_rows, test_rows = split_by_id(table.keys, test_frac, split_seed)
     rows = {"test": test_rows, "train": train_rows}.get(args.split)
+    if rows is not None and len(rows) == 0:
+        raise InputError(f"the {args.split} split of this log is empty ({len(table)} "
+                         f"question(s), the policy's --test-frac {test_frac:g}); use --split "
+                         "all or a larger log", path=args.log, field="split")
     if rows is not None:
         table, embeddings = table.subset(rows), embeddings[rows]
     result = evaluate(bundle, table, embeddings)
@@ -201,6 +206,20 @@ def run_eval(args) -> int:
         _print_table(result, f"{args.split} split ({len(table)} questions), "
                              f"{bundle.policy.algo}, lambda={bundle.reward.lam}")
     return 0
+
+
+def _policy_split(meta: dict, args) -> tuple[float, int]:
+    """The held-out share and seed the policy was trained with; an explicit other value
+    is refused, as its 'test' split would hold questions the policy trained on."""
+    split = []
+    for key, flag, default in (("test_frac", "--test-frac", 0.3), ("split_seed", "--split-seed", 0)):
+        given, trained = getattr(args, key), meta.get(key)
+        if given is not None and trained is not None and given != trained:
+            raise InputError(f"this policy was trained with {flag} {trained:g}: its held-out "
+                             f"split is fixed by that (given {given:g}); leave {flag} out",
+                             field=key)
+        split.append(trained if trained is not None else given if given is not None else default)
+    return float(split[0]), int(split[1])
 
 
 def _print_table(result: dict, title: str) -> None:
