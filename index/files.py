@@ -21,7 +21,15 @@ def write_durably(path: Path, save) -> None:
         with open(tmp, "wb") as handle:
             save(handle)
 
-    write_atomically(path, write, durable=True)
+    try:
+        write_atomically(path, write, durable=True)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # a write through a handle names no file; numpy's short write has no errno either
+        # ("132551 requested and 110560 written": the disk is full)
+        reason = exc.strerror or f"{exc} (short write: is the disk full?)"
+        raise OSError(exc.errno, reason, str(path)) from exc
 
 
 def durable_write(path: Path, data: bytes) -> None:

@@ -29,6 +29,7 @@ from retrievers.docstore_live import LiveDocStore
 from retrievers.encoder import passage_text
 from retrievers.tokenize import tokenize
 from searchagent.config import IndexConfig
+from searchagent.errors import SearchAgentError
 from searchagent.files import fsync_dir
 from searchagent.types import Passage
 
@@ -160,8 +161,20 @@ class LivingIndex:
                         "components": components, "files": files, "history": history}
             durable_write(self.folder / MANIFEST,
                           (json.dumps(manifest, indent=2) + "\n").encode())     # commit
-        except BaseException:
-            self._rollback(base)
+        except BaseException as exc:
+            # the rename may have happened (an fsync of the folder after it failed): then
+            # generation ``gen`` is committed and must keep its files
+            committed = _committed_generation(self.folder, base)
+            self._rollback(committed)
+            if committed == gen:
+                self.manifest = read_manifest(self.folder)
+            if isinstance(exc, OSError):            # disk full, I/O error: say where, and
+                where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p)
+                raise SearchAgentError(             # that nothing half-applied stays
+                    f"{op} failed: {exc.strerror or exc}{': ' + where if where else ''}; "
+                    f"rolled back, {self.folder} is at generation {committed}"
+                    f"{' (committed before the failure)' if committed == gen else ''}"
+                ) from exc
             raise
         fault_point("after-commit")
         self.manifest = manifest
@@ -302,6 +315,14 @@ def _summary(manifest: dict, op: str, rows_added: int = 0, rows_deleted: int = 0
     return {"generation": int(manifest.get("generation", 0)), "op": op,
             "passages": counts["passages"], "deleted_total": counts.get("deleted", 0),
             "rows_added": rows_added, "rows_deleted": rows_deleted, "seconds": seconds}
+
+
+def _committed_generation(folder: Path, before: int) -> int:
+    """The generation ``manifest.json`` commits now (``before`` if it cannot be read)."""
+    try:
+        return int(read_manifest(folder).get("generation", 0))
+    except Exception:
+        return before
 
 
 def _now() -> str:

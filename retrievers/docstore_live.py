@@ -55,10 +55,12 @@ class LiveDocStore(DocStore):
         if not ids:
             return found
         live = f"p.{LIVE}" if self.tagged else "TRUE"
-        match = ("p.id = q.id OR starts_with(p.id, q.id || '#') AND "
-                 "regexp_extract(p.id, '^(.*)#[0-9]+$', 1) = q.id") if chunks else "p.id = q.id"
-        sql = (f"SELECT q.id, p.row FROM (SELECT UNNEST(?::VARCHAR[]) AS id) q "
-               f"JOIN passages p ON {match} WHERE {live} ORDER BY p.row")
+        # equality joins only (hash joins): an OR or a prefix test in the join condition is
+        # a nested loop, ids x passages (minutes for 10,000 ids on a million windows)
+        keys = ["p.id", "regexp_extract(p.id, '^(.*)#[0-9]+$', 1)"] if chunks else ["p.id"]
+        sql = ("WITH q AS (SELECT UNNEST(?::VARCHAR[]) AS id) SELECT id, row FROM ("
+               + " UNION ".join(f"SELECT q.id, p.row FROM q JOIN passages p ON {key} = q.id "
+                                f"WHERE {live}" for key in keys) + ") ORDER BY row")
         for pid, row in self._con.execute(sql, [list(ids)]).fetchall():
             found.setdefault(pid, []).append(int(row))
         return found
@@ -79,9 +81,14 @@ class LiveDocStore(DocStore):
                     [(first_row + i, p.id, p.title, p.text, generation)
                      for i, p in enumerate(added)])
             con.execute("COMMIT")
-        except duckdb.Error as exc:
-            con.execute("ROLLBACK")
-            raise IndexFormatError(f"doc store update failed: {self.path}: {exc}") from exc
+        except BaseException as exc:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:        # a failed COMMIT (disk full) has ended it already
+                pass
+            if isinstance(exc, duckdb.Error):
+                raise IndexFormatError(f"doc store update failed: {self.path}: {exc}") from exc
+            raise
         self.size = self.counts()["live"]
 
     def rollback(self, committed: int) -> int:

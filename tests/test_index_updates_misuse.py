@@ -175,3 +175,115 @@ def test_an_id_file_saved_with_a_byte_order_mark_deletes_its_first_id(tmp_path, 
     assert main(["index", "delete", str(folder), "--ids", str(tmp_path / "ids.txt")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["deleted_ids"], result["missing_ids"]) == (2, [])
+
+
+def test_a_full_disk_mid_update_says_so_and_rolls_back(tmp_path, capsys, monkeypatch):
+    """numpy's short write on a full disk ("132551 requested and 110560 written") reached
+    the user with no file, no "disk full" and no word on the index's state."""
+    import numpy as np
+
+    folder = bm25_index(tmp_path, FILLER)
+    real_save = np.save
+
+    def short_write(handle, array, **kwargs):
+        handle.write(b"\x93NUMPY")
+        raise OSError("132551 requested and 110560 written")
+
+    monkeypatch.setattr(np, "save", short_write)
+    write_jsonl(tmp_path / "one.jsonl", [{"id": "b", "title": "B", "text": "wombats"}])
+    assert main(["index", "add", str(folder), str(tmp_path / "one.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "short write: is the disk full?" in err and f"{folder}/bm25/" in err
+    assert f"rolled back, {folder} is at generation 0" in err
+    monkeypatch.setattr(np, "save", real_save)
+    assert not list(folder.rglob("*.tmp-*")) and ids(folder, "wombats") == []
+    assert main(["index", "add", str(folder), str(tmp_path / "one.jsonl")]) == 0
+
+
+def test_a_failed_doc_store_commit_keeps_its_reason(tmp_path):
+    """DuckDB ends a transaction whose COMMIT fails (a full disk); the ROLLBACK after it
+    raised "cannot rollback - no transaction is active", which hid the reason."""
+    import duckdb
+
+    from index.living import LivingIndex
+    from searchagent.errors import IndexFormatError
+    from searchagent.types import Passage
+
+    class FailingCommit:
+        def __init__(self, con):
+            self.con, self.failed = con, False
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT" and not self.failed:             # the update's own commit
+                self.failed = True
+                self.con.execute("ROLLBACK")
+                raise duckdb.TransactionException("Failed to commit: Could not write file "
+                                                  "docs.duckdb.wal: No space left on device")
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.con, name)
+
+    folder = bm25_index(tmp_path, FILLER)
+    with LivingIndex(folder) as living:
+        real = living.docstore._con
+        living.docstore._con = FailingCommit(real)
+        with pytest.raises(IndexFormatError, match="No space left on device"):
+            living.add([Passage("b", "B", "wombats")])
+        living.docstore._con = real
+        assert living.add([Passage("b", "B", "wombats")])["generation"] == 1
+
+
+def test_a_failure_after_the_commit_point_keeps_the_committed_generation(tmp_path, capsys,
+                                                                         monkeypatch):
+    """The manifest's rename is the commit; an error after it (the folder's fsync) rolled
+    the components back to the previous generation under a manifest naming the new one:
+    its files were deleted and no search could open the index."""
+    import searchagent.files
+    from index.manifest import verify_index
+
+    folder = bm25_index(tmp_path, FILLER)
+    real_fsync = searchagent.files.fsync_dir
+
+    def failing_fsync(path):
+        if Path(path) == folder and json.loads((folder / "manifest.json").read_text()
+                                               ).get("generation") == 1:
+            raise OSError(5, "Input/output error", str(path))
+        real_fsync(path)
+
+    monkeypatch.setattr(searchagent.files, "fsync_dir", failing_fsync)
+    write_jsonl(tmp_path / "one.jsonl", [{"id": "b", "title": "B", "text": "wombats"}])
+    assert main(["index", "add", str(folder), str(tmp_path / "one.jsonl")]) == 2
+    assert "is at generation 1 (committed before the failure)" in capsys.readouterr().err
+    monkeypatch.setattr(searchagent.files, "fsync_dir", real_fsync)
+    assert verify_index(folder, "full")["generation"] == 1
+    assert ids(folder, "wombats") == ["b"]
+    assert main(["index", "delete", str(folder), "--ids", "b"]) == 0
+    assert json.loads(capsys.readouterr().out)["generation"] == 2
+
+
+def test_finding_the_windows_of_many_ids_is_a_hash_join(tmp_path):
+    """With chunking, the ids' rows were found by a join on a prefix test: a nested loop
+    over ids x windows (17 s for 4,000 ids on 300,000 windows here; minutes for a REST
+    delete of 10,000 ids on a million), under the writer lock."""
+    import time
+
+    import duckdb
+
+    from retrievers.docstore_live import LiveDocStore
+
+    path = tmp_path / "docs.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE passages AS SELECT range AS row, 'doc' || (range // 3) || '#' "
+                "|| (range % 3) AS id, '' AS title, 'text' AS text FROM range(300000)")
+    con.close()
+    store = LiveDocStore(path)
+    try:
+        wanted = [f"doc{i}" for i in range(0, 100_000, 25)] + ["doc7#1", "nope"]
+        started = time.perf_counter()
+        found = store.live_rows(wanted)
+        assert time.perf_counter() - started < 2.0
+        assert len(found) == 4001 and found["doc25"] == [75, 76, 77]
+        assert found["doc7#1"] == [22] and "nope" not in found
+    finally:
+        store.close()
