@@ -55,6 +55,16 @@ def request_kind(body: AnswerRequest) -> tuple:
     return (body.strategy, k, body.max_hops)
 
 
+def kind_text(kind: tuple) -> str:
+    """``request_kind`` in words, e.g. ``strategy=multi, k<=4, max_hops=3``."""
+    parts = [f"strategy={kind[0]}"]
+    if len(kind) > 1 and kind[1] is not None:
+        parts.append(f"k<={kind[1]}")
+    if len(kind) > 2 and kind[2] is not None:
+        parts.append(f"max_hops={kind[2]}")
+    return ", ".join(parts)
+
+
 def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(plain(data))}\n\n"
 
@@ -71,13 +81,9 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         if service.backend_error:          # the generator could not even be built
             return error(503, service.backend_error)
         kind = request_kind(body)
-        admitted, wait = admission.try_acquire(kind)
+        admitted, wait, why = admission.acquire(kind)
         if not admitted:
-            return error(429, "too many requests in flight",
-                         f"{admission.admitted} admitted (up to {admission.sessions} run at "
-                         f"once), and this one needs ~{admission.expected_demand(kind):.1f} s "
-                         "of shared generator time: it would not finish within "
-                         f"server.request_timeout_s={config.server.request_timeout_s}",
+            return error(429, "too many requests in flight", refusal(why, kind, admission),
                          headers={"Retry-After": str(wait)})
         ctx = {key: value for key, value in (("k", body.k), ("max_hops", body.max_hops),
                                               ("lam", body.lam)) if value is not None}
@@ -92,6 +98,20 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         future.add_done_callback(
             lambda f: admission.release(service_time(session, f), kind))
         return service, session, future
+
+    def refusal(why: str, kind: tuple, admission: Admission) -> str:
+        """Why a request was refused (``Admission.acquire``), in the 429's ``detail``."""
+        held = f"{admission.admitted} admitted (up to {admission.sessions} run at once)"
+        if why == "capacity":
+            return (f"{held}: that is the most server.sessions + server.max_queue = "
+                    f"{admission.capacity} allow")
+        if why == "unmeasured":
+            return (f"{held}, one of them like this one ({kind_text(kind)}), and none "
+                    "like it has finished yet: one at a time until its service time is "
+                    "measured")
+        return (f"{held}, and this one needs ~{admission.expected_demand(kind):.1f} s of "
+                "shared generator time: it would not finish within "
+                f"server.request_timeout_s={config.server.request_timeout_s}")
 
     def service_time(session, future) -> float | None:
         """The run time that counts as a service-time measurement: an answer's, or one cut
@@ -183,42 +203,60 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         for event in session.trace():
             events.put_nowait(event)
         done = settled(future)
+        reported = False           # the answer or error event's status is recorded
 
-        async def stream():
-            try:
-                async for event in events_until_done():
-                    yield event
-            except (asyncio.CancelledError, GeneratorExit):   # the client went away
-                if not done.done():
-                    session.cancel.set()
-                    service.delivered(session.id, CLIENT_CLOSED)
-                    app.state.metrics.observe("/v1/answer/stream", CLIENT_CLOSED)
-                raise
+        def closed() -> None:
+            """The response ended (also before its first byte, when the client left so
+            early that ``events_until_done`` never ran): without an answer or error
+            recorded, the client is gone, so stop the work and note a 499."""
+            if not reported:
+                session.cancel.set()
+                service.delivered(session.id, CLIENT_CLOSED)
+                app.state.metrics.observe("/v1/answer/stream", CLIENT_CLOSED)
 
         async def events_until_done():
+            nonlocal reported
             yield sse("start", {"request_id": session.id})
-            while True:
-                getter = asyncio.ensure_future(events.get())
-                finished, _ = await asyncio.wait({getter, done}, timeout=session.remaining(),
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                if getter in finished:
-                    yield sse("step", getter.result())
-                    continue
-                getter.cancel()
-                while not events.empty():
-                    yield sse("step", events.get_nowait())
-                exc = None if done in finished else asyncio.TimeoutError()
-                if exc is None and done.exception() is not None:
-                    exc = done.exception()
-                response = outcome(session, exc, None if exc else done.result())
-                status = 200
-                if isinstance(response, JSONResponse):
-                    status = response.status_code
-                service.delivered(session.id, status)
-                if status != 200:
-                    yield sse("error", {"status": status, **json.loads(response.body)})
-                else:
-                    yield sse("answer", response)
-                app.state.metrics.observe("/v1/answer/stream", status)
-                return
-        return openapi.EventStream(stream())
+            getter = None
+            try:
+                while True:
+                    getter = asyncio.ensure_future(events.get())
+                    finished, _ = await asyncio.wait({getter, done},
+                                                     timeout=session.remaining(),
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                    if getter in finished:
+                        yield sse("step", getter.result())
+                        continue
+                    break
+            finally:
+                getter.cancel()    # a client gone mid-wait leaves no pending task behind
+            while not events.empty():
+                yield sse("step", events.get_nowait())
+            exc = None if done in finished else asyncio.TimeoutError()
+            if exc is None and done.exception() is not None:
+                exc = done.exception()
+            response = outcome(session, exc, None if exc else done.result())
+            status = response.status_code if isinstance(response, JSONResponse) else 200
+            service.delivered(session.id, status)
+            app.state.metrics.observe("/v1/answer/stream", status)
+            reported = True
+            if status != 200:
+                yield sse("error", {"status": status, **json.loads(response.body)})
+            else:
+                yield sse("answer", response)
+        return ClosingEventStream(events_until_done(), closed)
+
+
+class ClosingEventStream(openapi.EventStream):
+    """An event stream that calls ``on_close()`` once the response is over, however it
+    ended: completed, the client gone mid-stream, or gone before the generator started."""
+
+    def __init__(self, content, on_close) -> None:
+        super().__init__(content)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()

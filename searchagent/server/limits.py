@@ -175,6 +175,13 @@ class Admission:
 
     def try_acquire(self, kind: Hashable = None) -> tuple[bool, int]:
         """-> (admitted, Retry-After seconds for a refused request)."""
+        admitted, wait, _ = self.acquire(kind)
+        return admitted, wait
+
+    def acquire(self, kind: Hashable = None) -> tuple[bool, int, str]:
+        """-> (admitted, Retry-After seconds, why refused): ``"capacity"`` (``capacity``
+        admitted already), ``"unmeasured"`` (one of this kind runs and none has finished
+        yet) or ``"deadline"`` (it would not finish in time); ``""`` when admitted."""
         with self._lock:
             need = self.expected_demand(kind)
             work = sorted(self.expected_demand(k) for k, count in self._running.items()
@@ -183,14 +190,15 @@ class Admission:
             if not probing and self._fits(work, need):
                 self._running[kind] += 1
                 self._set_admitted(self.admitted + 1)
-                return True, 0
+                return True, 0, ""
             self.rejected_total += 1
             if probing:                            # until the first of its kind is measured
-                return False, max(1, math.ceil(need))
+                return False, max(1, math.ceil(need)), "unmeasured"
+            why = "capacity" if len(work) >= self.capacity else "deadline"
             wait = 0.0
             while not self._fits(work, need):
                 wait += work.pop(0)                # the shortest finishes first
-            return False, max(1, math.ceil(wait))
+            return False, max(1, math.ceil(wait)), why
 
     def release(self, service_s: float | None = None, kind: Hashable = None) -> None:
         """One admitted request of ``kind`` finished; ``service_s`` is its run time when it

@@ -167,5 +167,10 @@ class AnswerService:
         return self.agent.feedback(request_id, gold=gold, reward=reward)
 
     def close(self, drain: bool = True) -> None:
+        """Stop the scheduler (``drain``: after the running sessions), then the agent: its
+        online learner saves the policy with the feedback taken since the last snapshot
+        and closes its decision journal."""
         self.draining = True
         self.scheduler.stop(drain=drain)
+        if self.agent is not None:
+            self.agent.close()
