@@ -37,6 +37,7 @@ class ArmTable:
     confidence: np.ndarray                    # parametric arm's mean logprob, NaN if none
     dropped: int = 0                          # questions missing an arm
     answers: list[list[str]] | None = None    # each arm's answer, in ARMS order
+    dropped_detail: str = ""                  # which arms those questions lack, an example
 
 
     def __len__(self) -> int:
@@ -64,6 +65,16 @@ def load_arm_log(path: str | Path, runs: Sequence[str] | None = None,
     rows = _read(path, TABLE, runs, datasets)
     if results_from is not None:
         rows += _read(results_from, "results", runs, datasets)
+    for column, wanted in (("run", runs), ("dataset", datasets)):
+        if not wanted:
+            continue
+        known = set(_distinct(path, TABLE, column)) | (
+            set(_distinct(results_from, "results", column)) if results_from else set())
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            raise InputError(f"no arm outcomes for {column} {', '.join(map(repr, unknown))} "
+                             f"(the log has {', '.join(sorted(known)) or 'none'})",
+                             path=str(path), field=f"--{column}")
     newest: dict[tuple, tuple] = {}
     for row in sorted(rows, key=lambda r: (str(r[-1]), str(r[-2]))):
         newest[(row[0], row[1], row[3])] = row
@@ -113,6 +124,16 @@ def _read(path: str | Path, table: str, runs, datasets) -> list[tuple]:
         con.close()
 
 
+def _distinct(path, table: str, column: str) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return [str(r[0]) for r in con.execute(f"SELECT DISTINCT {column} FROM {table}").fetchall()]
+    finally:
+        con.close()
+
+
 def _to_table(rows, source: str) -> ArmTable:
     by_key: dict[tuple[str, str], dict] = {}
     for dataset, qid, question, arm, golds, em, f1, acc, calls, seconds, conf, answer in rows:
@@ -124,6 +145,13 @@ def _to_table(rows, source: str) -> ArmTable:
                              f"qid={qid} arm={arm}", path=source, field=TABLE)
         entry["arms"][arm] = (*map(float, values), conf, answer or "")
     complete = {k: v for k, v in by_key.items() if len(v["arms"]) == len(ARMS)}
+    lacking: dict[str, list[tuple[str, str]]] = {}
+    for key, entry in by_key.items():
+        for arm in ARMS:
+            if arm not in entry["arms"]:
+                lacking.setdefault(arm, []).append(key)
+    detail = "; ".join(f"{arm} for {len(keys)} (e.g. dataset={min(keys)[0]} qid={min(keys)[1]})"
+                       for arm, keys in lacking.items())
     keys = sorted(complete)
     n = len(keys)
     table = np.zeros((5, n, len(ARMS)))
@@ -140,7 +168,8 @@ def _to_table(rows, source: str) -> ArmTable:
     return ArmTable(keys, [complete[k]["question"] for k in keys], golds,
                     {"em": table[0], "f1": table[1], "acc": table[2]}, table[3], table[4],
                     confidence, dropped=len(by_key) - n,
-                    answers=[[complete[k]["arms"][arm][6] for arm in ARMS] for k in keys])
+                    answers=[[complete[k]["arms"][arm][6] for arm in ARMS] for k in keys],
+                    dropped_detail=detail)
 
 
 def _parse_golds(value, source: str, key) -> list[str]:

@@ -138,3 +138,24 @@ def test_an_empty_split_or_another_split_is_refused_by_policy_eval(gappy_log, tm
         assert "its held-out split is fixed by that" in capsys.readouterr().err
     assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out), "--split", "all",
                  "--test-frac", "0.001", "--split-seed", "0"]) == 0      # the same: fine
+
+
+def test_questions_lacking_an_arm_and_unknown_runs_are_named(gappy_log, tmp_path, capsys):
+    from searchagent.cli import main
+
+    out = tmp_path / "policy"
+    assert main(["policy", "train", *log_args(gappy_log), "--algo", "fixed", "--out",
+                 str(out)]) == 0                        # the 3 were dropped without a word
+    err = capsys.readouterr().err
+    assert "left out 3 question(s) that lack an arm's outcome (missing multi for 3 (e.g. " \
+           "dataset=sample qid=" in err and "37 have every arm" in err
+    assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out)]) == 0
+    assert "left out 3 question(s)" in capsys.readouterr().err
+    for flags, message in ((["--run", "synthetic", "--run", "nope"],
+                            "field '--run': no arm outcomes for run 'nope' (the log has "
+                            "synthetic)"),
+                           (["--dataset", "squad"], "no arm outcomes for dataset 'squad' "
+                            "(the log has sample)")):
+        assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out),
+                     *flags]) == 2           # was: 'no question with every arm'
+        assert message in capsys.readouterr().err

@@ -115,6 +115,7 @@ def run_train(args) -> int:
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
                                                    args.cache, args.embedder,
                                                    results_from=args.results)
+    _note_dropped(table, args.log)
     if args.test_frac == 0:
         train_rows, test_rows = np.arange(len(table)), np.arange(0)
     else:
@@ -161,6 +162,13 @@ def run_train(args) -> int:
     return 0
 
 
+def _note_dropped(table, log: str) -> None:
+    if table.dropped:
+        print(f"{log}: left out {table.dropped} question(s) that lack an arm's outcome "
+              f"(missing {table.dropped_detail}); {len(table)} have every arm",
+              file=sys.stderr)
+
+
 def _check_not_served(folder: str) -> None:
     from policies.online import check_journal_free
 
@@ -181,6 +189,7 @@ def run_eval(args) -> int:
     table, embeddings, embedder = load_replay_data(args.log, args.run, args.dataset,
                                                    args.cache, args.embedder,
                                                    results_from=args.results)
+    _note_dropped(table, args.log)
     if embedder != bundle.features.spec.embedder:
         raise InputError(f"policy was trained on {bundle.features.spec.embedder} embeddings, "
                          f"not {embedder}", path=args.policy, field="features.embedder")
