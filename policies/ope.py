@@ -116,19 +116,23 @@ def journal_bandit_log(source, fingerprint: str | None = None) -> BanditLog:
     folder holding ``online.duckdb`` (opened read-only: a learner serving from it in
     another process holds the lock). Kept: rows with features, a reward and a propensity
     whose arm was not forced -- a forced arm was not drawn from the policy, so its
-    propensity (1.0) says nothing about what the policy would have done. Only rows of one
+    propensity (1.0) says nothing about what the policy would have done. Rows the answer
+    cascade served are left out too (a journal of only those is an InputError): their
+    propensity is the route's, not the served arm's, and their reward is charged for every
+    arm the route ran. Only rows of one
     feature fingerprint are kept, as features of different maps do not compare: the
     learner's own by default, else the journal's only one (else name it).
     """
     from policies.arms import arm_index
     from policies.online import JOURNAL
 
-    query = ("SELECT features, arm, reward, propensity, fingerprint FROM decisions "
+    query = ("SELECT features, arm, reward, propensity, fingerprint, {route} FROM decisions "
              "WHERE reward IS NOT NULL AND features IS NOT NULL AND propensity IS NOT NULL "
              "AND NOT coalesce(forced, false) ORDER BY feedback_seq")
+    routed = query.format(route="answers IS NOT NULL")
     if hasattr(source, "con") and hasattr(source, "lock"):
         with source.lock:
-            rows = source.con.execute(query).fetchall()
+            rows = source.con.execute(routed).fetchall()
         fingerprint = fingerprint or source.fingerprint
     else:
         import duckdb
@@ -140,12 +144,21 @@ def journal_bandit_log(source, fingerprint: str | None = None) -> BanditLog:
             con = duckdb.connect(str(path), read_only=True)
             try:
                 columns = {r[0] for r in con.execute("DESCRIBE decisions").fetchall()}
-                rows = con.execute(query).fetchall() if "propensity" in columns else []
+                rows = [] if "propensity" not in columns else con.execute(
+                    routed if "answers" in columns else query.format(route="false")).fetchall()
             finally:
                 con.close()
         except duckdb.Error as exc:
             raise InputError(f"cannot read the decision journal: {exc}",
                              path=str(path)) from exc
+    cascade = sum(bool(row[5]) for row in rows)
+    rows = [row for row in rows if not row[5]]
+    if cascade and not rows:
+        raise InputError(f"the journal's {cascade} rows with feedback were served by the answer "
+                         "cascade: each is a route (closed book, then retrieve, then ...), its "
+                         "propensity that of the route and its reward charged for every arm "
+                         "that ran, not one arm's, so per-arm off-policy evaluation does not "
+                         "apply", field="source")
     if fingerprint is None:
         found = sorted({row[4] for row in rows})
         if len(found) > 1:

@@ -159,3 +159,32 @@ def test_questions_lacking_an_arm_and_unknown_runs_are_named(gappy_log, tmp_path
         assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out),
                      *flags]) == 2           # was: 'no question with every arm'
         assert message in capsys.readouterr().err
+
+
+def test_ope_leaves_out_the_cascades_routes(tmp_path):
+    # a cascade row's propensity is its route's (a product of steps), not P(served arm),
+    # and its reward pays for every arm that ran: as arm-level IPS input it was biased
+    from policies.online import OnlineLearner
+    from policies.ope import journal_bandit_log
+    from policies.persistence import PolicyBundle
+    from policies.rewards import RewardSpec
+
+    fmap = small_fmap()
+    learner = OnlineLearner(tmp_path, PolicyBundle(make_policy("thompson", fmap.dim), fmap,
+                                                   RewardSpec(0.1)))
+    x = fmap.transform(np.ones((1, 8)), ["who?"], [-0.3])[0]
+    routes = [learner.journal(x, "who?", "parametric", [], propensity=0.8 * 0.7, answers=[
+        {"arm": "parametric", "answer": "Rome", "calls": 0},
+        {"arm": "single", "answer": "Oslo", "calls": 1}]) for _ in range(3)]
+    for decision in routes:
+        learner.record_served(decision.request_id, "Rome", 1, 0.1)
+        learner.feedback(decision.request_id, gold="Rome")
+    with pytest.raises(InputError, match="served by the answer cascade"):
+        journal_bandit_log(learner)
+    drawn = learner.decide(x, "who?")
+    learner.record_served(drawn.request_id, "Rome", 1, 0.1)
+    learner.feedback(drawn.request_id, gold="Rome")
+    log = journal_bandit_log(learner)
+    assert log.propensities.tolist() == [pytest.approx(drawn.propensity)]
+    learner.close()
+    assert len(journal_bandit_log(tmp_path).actions) == 1          # the read-only path too
