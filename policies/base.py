@@ -23,6 +23,7 @@ class Policy:
     algo: ClassVar[str] = "base"
     learns_online: ClassVar[bool] = True
     stepwise: ClassVar[bool] = False    # decides after each answer (the agent drives it)
+    learns_from_bare_reward: ClassVar[bool] = True   # False: update needs quality and cost
 
     def __init__(self, dim: int, n_arms: int = len(ARMS), seed: int = 0):
         if dim <= 0 or n_arms <= 0:

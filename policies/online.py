@@ -255,7 +255,7 @@ class OnlineLearner:
                 return False
             policy.learn(np.asarray(features), question, ran, arm)
             return True
-        if not policy.learns_online:
+        if not policy.learns_online or quality is None and not policy.learns_from_bare_reward:
             return False
         policy.update(np.asarray(features), arm_index(arm), reward, quality, cost)
         return True

@@ -31,6 +31,7 @@ from searchagent.errors import InputError
 
 class OutcomeModels(Policy):
     algo = "outcome"
+    learns_from_bare_reward = False
 
     def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, lam: float = 0.0,
                  embed_dims: int = 0, l2: float = 100.0, neighbors: int = 100,

@@ -188,3 +188,22 @@ def test_ope_leaves_out_the_cascades_routes(tmp_path):
     assert log.propensities.tolist() == [pytest.approx(drawn.propensity)]
     learner.close()
     assert len(journal_bandit_log(tmp_path).actions) == 1          # the read-only path too
+
+
+def test_a_bare_reward_the_outcome_models_cannot_learn_from_is_not_applied(tmp_path):
+    # feedback said applied: true, yet the outcome models only learn quality and cost apart
+    from policies.online import OnlineLearner
+    from policies.persistence import PolicyBundle
+    from policies.rewards import RewardSpec
+
+    fmap = small_fmap()
+    policy = make_policy("outcome", fmap.dim, embed_dims=8)
+    learner = OnlineLearner(None, PolicyBundle(policy, fmap, RewardSpec(0.1)), explore=False)
+    x = fmap.transform(np.ones((1, 8)), ["who?"], [-0.3])[0]
+    first, second = (learner.decide(x, "who?") for _ in range(2))
+    for decision in (first, second):
+        learner.record_served(decision.request_id, "Rome", 0, 0.1)
+    assert not learner.feedback(first.request_id, reward=0.7).applied
+    assert len(policy.X) == 0
+    assert learner.feedback(second.request_id, gold="Rome").applied
+    assert len(policy.X) == 1
