@@ -54,16 +54,19 @@ class LiveDocStore(DocStore):
         found: dict[str, list[int]] = {}
         if not ids:
             return found
-        live = f"p.{LIVE}" if self.tagged else "TRUE"
-        # equality joins only (hash joins): an OR or a prefix test in the join condition is
-        # a nested loop, ids x passages (minutes for 10,000 ids on a million windows)
-        keys = ["p.id", "regexp_extract(p.id, '^(.*)#[0-9]+$', 1)"] if chunks else ["p.id"]
-        sql = ("WITH q AS (SELECT UNNEST(?::VARCHAR[]) AS id) SELECT id, row FROM ("
-               + " UNION ".join(f"SELECT q.id, p.row FROM q JOIN passages p ON {key} = q.id "
-                                f"WHERE {live}" for key in keys) + ") ORDER BY row")
-        for pid, row in self._con.execute(sql, [list(ids)]).fetchall():
+        for pid, row in self._con.execute(self.live_rows_sql(chunks), [list(ids)]).fetchall():
             found.setdefault(pid, []).append(int(row))
         return found
+
+    def live_rows_sql(self, chunks: bool = True) -> str:
+        """``live_rows``'s query (one parameter: the ids). Equality joins only, so DuckDB
+        hash-joins: an OR or a prefix test in the join condition is a nested loop, ids x
+        passages (17 s for 4,000 ids on 300,000 windows; minutes on a million)."""
+        live = f"p.{LIVE}" if self.tagged else "TRUE"
+        keys = ["p.id", "regexp_extract(p.id, '^(.*)#[0-9]+$', 1)"] if chunks else ["p.id"]
+        return ("WITH q AS (SELECT UNNEST(?::VARCHAR[]) AS id) SELECT id, row FROM ("
+                + " UNION ".join(f"SELECT q.id, p.row FROM q JOIN passages p ON {key} = q.id "
+                                 f"WHERE {live}" for key in keys) + ") ORDER BY row")
 
     def apply(self, generation: int, first_row: int, added: list[Passage],
               deleted_rows: list[int]) -> None:
