@@ -38,6 +38,7 @@ class ArmTable:
     dropped: int = 0                          # questions missing an arm
     answers: list[list[str]] | None = None    # each arm's answer, in ARMS order
     dropped_detail: str = ""                  # which arms those questions lack, an example
+    arm_confidence: np.ndarray | None = None  # each arm's mean logprob (n, arms), NaN if none
 
 
     def __len__(self) -> int:
@@ -50,7 +51,9 @@ class ArmTable:
                         {m: q[rows] for m, q in self.quality.items()},
                         self.steps[rows], self.seconds[rows], self.confidence[rows],
                         answers=None if self.answers is None else
-                        [self.answers[i] for i in rows])
+                        [self.answers[i] for i in rows],
+                        arm_confidence=None if self.arm_confidence is None else
+                        self.arm_confidence[rows])
 
     def confidences(self) -> list[float | None]:
         return [None if math.isnan(c) else float(c) for c in self.confidence]
@@ -155,21 +158,20 @@ def _to_table(rows, source: str) -> ArmTable:
     keys = sorted(complete)
     n = len(keys)
     table = np.zeros((5, n, len(ARMS)))
-    confidence = np.full(n, np.nan)
+    arm_confidence = np.full((n, len(ARMS)), np.nan)
     golds = []
     for i, key in enumerate(keys):
         entry = complete[key]
         for a, arm in enumerate(ARMS):
             table[:, i, a] = entry["arms"][arm][:5]
-        conf = entry["arms"]["parametric"][5]
-        if conf is not None:
-            confidence[i] = float(conf)
+            if entry["arms"][arm][5] is not None:
+                arm_confidence[i, a] = float(entry["arms"][arm][5])
         golds.append(_parse_golds(entry["golds"], source, key))
     return ArmTable(keys, [complete[k]["question"] for k in keys], golds,
                     {"em": table[0], "f1": table[1], "acc": table[2]}, table[3], table[4],
-                    confidence, dropped=len(by_key) - n,
+                    arm_confidence[:, ARMS.index("parametric")].copy(), dropped=len(by_key) - n,
                     answers=[[complete[k]["arms"][arm][6] for arm in ARMS] for k in keys],
-                    dropped_detail=detail)
+                    dropped_detail=detail, arm_confidence=arm_confidence)
 
 
 def _parse_golds(value, source: str, key) -> list[str]:

@@ -20,6 +20,10 @@ once depends on the lambda step 2 decides with, so step 1's model has an outcome
 for retrieving once at each lambda of ``lam_grid`` (beside stop and multi-hop), and a
 request's lambda (``lam=`` on every entry point) uses the nearest.
 
+With ``confidence`` (set by ``policy train`` when the arm log has the generator's token
+log-probabilities), each answer's features include how confident the generator was in it:
+an answer is then a ``(text, mean_logprob)`` pair, as strategies report it.
+
 Online (``learn``): feedback with a gold answer scores every answer the cascade generated
 for a question; each step's model then gains a row for every action whose outcome that
 reveals (closed book's always; retrieving once, escalating, multi-hop when they ran) and
@@ -34,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from policies.answer_features import answer_features, feature_count
+from policies.answer_features import Generated, answer_features, feature_count
 from policies.arms import ARMS
 from policies.base import Policy
 from policies.outcome import OutcomeModels
@@ -54,7 +58,8 @@ class AnswerCascade(Policy):
     def __init__(self, dim: int, n_arms: int = 3, seed: int = 0, lam: float = 0.0,
                  embed_dims: int = 0, inner_folds: int = 3, l2: float = 100.0,
                  neighbors: int = 100, blend: float = 0.5, cue_weight: float = 0.15,
-                 lam_grid: Sequence[float] = LAM_GRID, eps: float = 0.0):
+                 lam_grid: Sequence[float] = LAM_GRID, eps: float = 0.0,
+                 confidence: bool = False):
         super().__init__(dim, n_arms, seed)
         if n_arms != 3 or inner_folds < 2 or min(lam_grid, default=-1.0) < 0 \
                 or not 0.0 <= eps <= 1.0:
@@ -62,7 +67,7 @@ class AnswerCascade(Policy):
                              "inner_folds >= 2, a lam_grid of lambdas >= 0 and "
                              "0 <= eps <= 1", field="params")
         self.lam, self.embed_dims, self.inner_folds = float(lam), int(embed_dims), int(inner_folds)
-        self.eps = float(eps)
+        self.eps, self.confidence = float(eps), bool(confidence)
         self.lam_grid = sorted({float(v) for v in lam_grid} | {self.lam})
         self.model_params = {"l2": float(l2), "neighbors": int(neighbors),
                              "blend": float(blend), "cue_weight": float(cue_weight)}
@@ -73,7 +78,8 @@ class AnswerCascade(Policy):
     def supports_lam(self) -> bool:
         return True
 
-    def step_values(self, step: int, x: np.ndarray, question: str, answers: Sequence[str],
+    def step_values(self, step: int, x: np.ndarray, question: str,
+                    answers: Sequence[Generated],
                     lam: float | None = None) -> np.ndarray:
         """E[quality] - lambda E[cost] of each action at ``step`` (0, 1, 2) for one question
         whose first ``step + 1`` answers (cascade order) are ``answers``; ``lam``: the
@@ -83,16 +89,16 @@ class AnswerCascade(Policy):
                              field="answers")
         return self._values(step, self._check(x)[None], [question], [list(answers)], lam)[0]
 
-    def decide(self, step: int, x: np.ndarray, question: str, answers: Sequence[str],
+    def decide(self, step: int, x: np.ndarray, question: str, answers: Sequence[Generated],
                lam: float | None = None) -> tuple[str, np.ndarray]:
         values = self.step_values(step, x, question, answers, lam)
         return ACTIONS[step][int(np.argmax(values))], values
 
-    def walk(self, x: np.ndarray, question: str, answer_of: Callable[[str], str],
+    def walk(self, x: np.ndarray, question: str, answer_of: Callable[[str], Generated],
              on_step: Callable[[dict], None] | None = None, lam: float | None = None,
              explore: bool = False) -> tuple[str, list[str], list[dict]]:
-        """Run the cascade for one question. ``answer_of(arm)`` produces an arm's answer (runs
-        the strategy, or looks it up in a log); it is called in running order, only for the
+        """Run the cascade for one question. ``answer_of(arm)`` produces an arm's answer, or
+        (answer, mean token log-probability) (runs the strategy, or looks it up in a log); it is called in running order, only for the
         arms the route needs. Returns the arm whose answer is served, the arms that ran and
         each step taken (``{"step", "action", "actions", "values", "explored",
         "probability"}``, also passed to ``on_step`` as it is taken). With ``explore``, each
@@ -132,7 +138,7 @@ class AnswerCascade(Policy):
                 served = "parametric" if action == "serve_closed_book" else "single"
         return served, list(ran), steps
 
-    def routes(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],
+    def routes(self, X: np.ndarray, questions: list[str], answers: list[Sequence[Generated]],
                cost: np.ndarray, lam: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``walk`` for many questions whose three answers are all known (an arm log), in
         batch: the arm whose answer the cascade serves and the cost of every arm it ran
@@ -154,7 +160,8 @@ class AnswerCascade(Policy):
 
     def learn(self, x: np.ndarray, question: str, ran: Sequence[dict], served: str) -> None:
         """Learn from one answered question: ``ran`` lists the strategies that ran in order,
-        each ``{"arm", "answer", "calls", "quality"}``; ``served`` is the arm whose answer
+        each ``{"arm", "answer", "calls", "quality"}`` (and ``"confidence"``, the mean
+        token log-probability, when known); ``served`` is the arm whose answer
         was served."""
         x = self._check(x)
         if any(model is None for model in self.models):
@@ -164,7 +171,7 @@ class AnswerCascade(Policy):
                              ["parametric", "single", "multi"]) or served not in got:
             raise InputError(f"not a cascade route: ran {list(got)}, served {served!r}",
                              field="answers")
-        order = [r["answer"] for r in ran]
+        order = [(r["answer"], r.get("confidence")) for r in ran]
         total = float(sum(r["calls"] for r in ran))
         closed = got["parametric"]
         first = {0: (closed["quality"], closed["calls"])}
@@ -186,11 +193,12 @@ class AnswerCascade(Policy):
         self.updates += 1
 
     def _observe(self, step, x, question, answers, outcomes) -> None:
-        inputs = self._stack(step, x[None], _answer_matrix(step, [question], [answers]))[0]
+        inputs = self._stack(step, x[None], self._answer_matrix(step, [question], [answers]))[0]
         self.models[step].observe(inputs, outcomes)
 
     # -- training ---------------------------------------------------------------------------
-    def fit_log(self, X: np.ndarray, questions: list[str], answers: list[Sequence[str]],
+    def fit_log(self, X: np.ndarray, questions: list[str],
+                answers: list[Sequence[Generated]],
                 quality: np.ndarray, cost: np.ndarray) -> None:
         """Train all three steps on an arm log: per question the three arms' answers,
         quality (n, 3) and cost (n, 3: retrieval calls or seconds of running each arm)."""
@@ -201,7 +209,7 @@ class AnswerCascade(Policy):
             raise InputError(f"the cascade needs aligned questions, answers, quality and "
                              f"cost for at least {2 * self.inner_folds} questions", field="log")
         paths = _path_costs(np.asarray(cost, np.float64))
-        shapes = [_answer_matrix(k, questions, answers) for k in range(len(STEPS))]
+        shapes = [self._answer_matrix(k, questions, answers) for k in range(len(STEPS))]
         self.scales = [(A.mean(axis=0), A.std(axis=0) + 1e-6) for A in shapes]
         inputs = [self._stack(k, X, A) for k, A in enumerate(shapes)]
         folds = np.random.default_rng(self.seed).permutation(n) % self.inner_folds
@@ -242,12 +250,18 @@ class AnswerCascade(Policy):
         mean, scale = self.scales[step]
         return np.hstack([np.asarray(X, np.float64).reshape(-1, self.dim), (A - mean) / scale])
 
+    def _answer_matrix(self, step: int, questions, answers) -> np.ndarray:
+        """Features of the first ``step + 1`` answers of each question, (n, features)."""
+        return np.array([answer_features(q, list(a)[:step + 1], self.confidence)
+                         for q, a in zip(questions, answers)], np.float64
+                        ).reshape(len(questions), feature_count(step + 1, self.confidence))
+
     def _values(self, step, X, questions, answers, lam=None) -> np.ndarray:
         if self.models[step] is None:
             raise InputError("the cascade is not trained", field="policy")
         lam = self.lam if lam is None else float(lam)
         quality, cost = self.models[step].predict(
-            self._stack(step, X, _answer_matrix(step, questions, answers)))
+            self._stack(step, X, self._answer_matrix(step, questions, answers)))
         if step == 0:       # stop, retrieving once at the grid lambda nearest lam, multi-hop
             nearest = int(np.argmin(np.abs(np.asarray(self.lam_grid) - lam)))
             quality, cost = quality[:, [0, 2 + nearest, 1]], cost[:, [0, 2 + nearest, 1]]
@@ -256,7 +270,7 @@ class AnswerCascade(Policy):
     # -- persistence ----------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         return {"lam": self.lam, "embed_dims": self.embed_dims, "lam_grid": self.lam_grid,
-                "eps": self.eps,
+                "eps": self.eps, "confidence": self.confidence,
                 "inner_folds": self.inner_folds, **self.model_params}
 
     def state(self):
@@ -286,9 +300,3 @@ def _path_costs(cost: np.ndarray) -> dict[str, np.ndarray]:
     """What each route through the cascade spends: closed book always runs first."""
     return {"stop": cost[:, 0], "single": cost[:, 0] + cost[:, 1],
             "multi": cost[:, 0] + cost[:, 2], "escalate": cost.sum(axis=1)}
-
-
-def _answer_matrix(step: int, questions, answers) -> np.ndarray:
-    """Features of the first ``step + 1`` answers of each question, (n, features)."""
-    return np.array([answer_features(q, list(a)[:step + 1]) for q, a in zip(questions, answers)],
-                    np.float64).reshape(len(questions), feature_count(step + 1))

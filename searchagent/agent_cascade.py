@@ -28,13 +28,13 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
     ran = {"parametric": agent._strategy("parametric").run(question, ctx)}
     running = time.perf_counter() - started      # seconds inside strategies
 
-    def answer_of(arm: str) -> str:
+    def answer_of(arm: str) -> tuple[str, float | None]:
         nonlocal running
         if arm not in ran:
             began = time.perf_counter()
             ran[arm] = agent._strategy(arm).run(question, ctx)
             running += time.perf_counter() - began
-        return ran[arm].answer
+        return ran[arm].answer, ran[arm].confidence
 
     def on_step(step: dict) -> None:
         if (ctx or {}).get("on_step"):
@@ -49,8 +49,8 @@ def answer_by_cascade(agent, question: str, ctx: dict | None) -> Answer:
     decision = agent.learner.journal(
         features, question, served, [], explored=any(step["explored"] for step in steps),
         propensity=float(np.prod([step["probability"] for step in steps])),
-        answers=[{"arm": name, "answer": a.answer, "calls": a.retrieval_calls}
-                 for name, a in ran.items()], request_id=(ctx or {}).get("request_id"))
+        answers=[{"arm": name, "answer": a.answer, "calls": a.retrieval_calls,
+                  "confidence": a.confidence} for name, a in ran.items()], request_id=(ctx or {}).get("request_id"))
     agent.learner.record_served(decision.request_id, answer.answer, answer.retrieval_calls,
                                 answer.seconds)
     detail = {**decision.to_dict(), "policy": cascade.algo,

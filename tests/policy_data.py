@@ -80,9 +80,10 @@ def replay_data(log: Path):
     return load_replay_data(log, cache=shared_cache(), encoder=shared_encoder())
 
 
-def retrieve_once_cascade(encoder):
+def retrieve_once_cascade(encoder, confidence: bool = False):
     """A cascade trained (on synthetic rows) so that, whatever the question, it retrieves
-    once after the closed-book answer and serves the retrieved answer."""
+    once after the closed-book answer and serves the retrieved answer; with ``confidence``
+    it also reads the answers' token log-probabilities."""
     import numpy as np
 
     from policies.cascade import AnswerCascade
@@ -95,7 +96,9 @@ def retrieve_once_cascade(encoder):
     n = 40
     questions = [f"who built bridge number {i}" for i in range(n)]
     emb = np.random.default_rng(0).standard_normal((n, encoder.dim))
-    cascade = AnswerCascade(fmap.dim, lam=0.01)
-    cascade.fit_log(fmap.transform(emb, questions), questions, [["Rome", "Oslo", "Lima"]] * n,
+    cascade = AnswerCascade(fmap.dim, lam=0.01, confidence=confidence)
+    said = [[("Rome", -0.2 - i / n), ("Oslo", -0.4), ("Lima", None)] if confidence else
+            ["Rome", "Oslo", "Lima"] for i in range(n)]
+    cascade.fit_log(fmap.transform(emb, questions), questions, said,
                     np.tile([0.0, 1.0, 0.0], (n, 1)), np.tile([0.0, 1.0, 2.0], (n, 1)))
     return PolicyBundle(cascade, fmap, RewardSpec(lam=0.01))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -122,6 +123,23 @@ def test_cascade_policy_runs_its_steps_and_charges_every_answer(searcher, genera
     assert [step["action"] for step in dear["cascade"]] == ["stop"]      # a call costs 5
     assert dear["request_id"] == "r5" and agent.feedback("r5", gold=QUESTION["answers"])["applied"]
     assert dear["ran"] == ["parametric"] and dear["lam"] == dear["lam_requested"] == 5.0
+
+
+def test_the_agent_passes_and_journals_each_answers_confidence(searcher, generator, config):
+    """A cascade that reads confidence gets each answer's from the strategies, and the
+    journal keeps it for learning from feedback."""
+    agent = Agent(searcher, generator, config,
+                  policy=retrieve_once_cascade(searcher.encoder, confidence=True))
+    request_id = decision_of(agent.answer(QUESTION["question"]))["request_id"]
+    stored = agent.learner.con.execute("SELECT answers FROM decisions WHERE request_id = ?",
+                                       [request_id]).fetchone()[0]
+    ran = json.loads(stored)
+    assert [r["arm"] for r in ran] == ["parametric", "single"]
+    assert all(isinstance(r["confidence"], float) and r["confidence"] <= 0 for r in ran)
+    rows = [len(model.Q) for model in agent.learner.bundle.policy.models]
+    assert agent.feedback(request_id, gold=QUESTION["answers"])["applied"]
+    assert [len(m.Q) - n for m, n in zip(agent.learner.bundle.policy.models, rows)] == [1, 1, 0]
+    agent.close()
 
 
 def test_agent_refuses_policies_for_other_encoders_or_missing_folders(searcher, generator,

@@ -42,7 +42,8 @@ def register(sub) -> None:
     train.add_argument("--proj-dim", type=int, default=64,
                        help="dimensions after --projection (default 64)")
     train.add_argument("--no-confidence", action="store_true",
-                       help="leave out the closed-book confidence feature")
+                       help="leave out the generator's confidence (token log-probabilities): "
+                       "the closed-book feature, and for the cascade each answer's")
     train.add_argument("--no-lexical", action="store_true", help="leave out lexical features")
     train.add_argument("--no-cues", action="store_true",
                        help="leave out the question-style cues (case, punctuation, templates)")
@@ -137,10 +138,12 @@ def run_train(args) -> int:
     reward = RewardSpec(lam=args.lam, metric=args.metric, cost=args.cost)
     mode = args.mode or ("full" if args.algo in ("cascade", "outcome", "supervised")
                          else "bandit")
+    params = _params(args.param)
+    if args.algo == "cascade" and not confidence:    # nor each answer's confidence
+        params = {"confidence": False, **(params or {})}
     bundle, log = train_policy(args.algo, table.subset(train_rows), embeddings[train_rows],
-                               features, reward, mode, args.epochs, args.seed,
-                               _params(args.param), progress=True,
-                               tune_rule=args.tune_rule)
+                               features, reward, mode, args.epochs, args.seed, params,
+                               progress=True, tune_rule=args.tune_rule)
     result = (evaluate(bundle, table.subset(test_rows), embeddings[test_rows])
               if len(test_rows) else None)
     bundle.meta.update({"log": str(Path(args.log).resolve()), "runs": args.run,
@@ -154,6 +157,10 @@ def run_train(args) -> int:
     print(f"trained {args.algo} ({bundle.meta['mode']}, lambda={args.lam}) on "
           f"{len(train_rows)} questions; features {bundle.fingerprint} ({bundle.features.dim}-d)"
           f"; saved to {args.out}")
+    if args.algo == "cascade":
+        print("the cascade reads " + ("each answer's confidence (token log-probabilities)"
+                                      if bundle.policy.confidence else
+                                      "the answers' texts only (no token log-probabilities)"))
     if result is None:
         print(f"no held-out split (--test-frac {args.test_frac:g} holds out none of "
               f"{len(table)} questions): evaluate on another arm log")
