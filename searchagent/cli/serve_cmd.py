@@ -9,7 +9,6 @@ The API key comes from ``--api-key-file``, ``SEARCHAGENT__SERVER__API_KEY`` or (
 from __future__ import annotations
 
 import ipaddress
-import re
 import signal
 import socket
 import sys
@@ -67,10 +66,12 @@ def run_serve(args) -> int:
                          "--api-key-file): anyone could change the index",
                          field="allow_updates")
     if config.agent.policy_dir and not args.no_agent:
+        from policies.online import check_journal_free
         from policies.persistence import load_policy
 
         load_policy(config.agent.policy_dir)     # a clear error now, not at app start-up
-        _check_journal_free(Path(config.agent.policy_dir))
+        check_journal_free(config.agent.policy_dir, "serve one policy folder from one "
+                           "server, or give this one a copy of the folder")
     listener = bound_socket(server_cfg.host, server_cfg.port)   # a busy port fails first
     searcher = None
     try:
@@ -99,25 +100,6 @@ def run_serve(args) -> int:
             searcher.close()
     print("searchagent: stopped", file=sys.stderr, flush=True)
     return 0
-
-
-def _check_journal_free(policy_dir: Path) -> None:
-    """A policy's decision journal takes one server: a second one would fail at app start
-    with a traceback, so say it now, in one line."""
-    import duckdb
-
-    from policies.online import JOURNAL
-
-    if not (policy_dir / JOURNAL).exists():
-        return
-    try:
-        duckdb.connect(str(policy_dir / JOURNAL)).close()
-    except duckdb.IOException as exc:
-        held = re.search(r"PID \d+", str(exc))
-        raise InputError("the policy's decision journal is in use by another process"
-                         + (f" ({held[0]})" if held else "") + ": serve one policy folder "
-                         "from one server, or give this one a copy of the folder",
-                         path=str(policy_dir / JOURNAL)) from exc
 
 
 def bound_socket(host: str, port: int) -> socket.socket:
