@@ -280,5 +280,23 @@ def check_journal_free(folder: str | Path, why: str) -> None:
                          path=str(path)) from exc
 
 
+def journal_feedback_seq(folder: str | Path) -> int:
+    """The last feedback's sequence number in ``folder``'s decision journal (0: none).
+    A policy saved with it as ``meta[APPLIED_KEY]`` does not replay older feedback."""
+    import duckdb
+
+    path = Path(folder) / JOURNAL
+    if not path.exists():
+        return 0
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return int(con.execute("SELECT coalesce(max(feedback_seq), 0) FROM decisions"
+                               ).fetchone()[0])
+    except duckdb.CatalogException:     # created, never written
+        return 0
+    finally:
+        con.close()
+
+
 def _finite(values: list[float]) -> list[float | None]:
     return [v if np.isfinite(v) else None for v in values]

@@ -207,3 +207,30 @@ def test_a_bare_reward_the_outcome_models_cannot_learn_from_is_not_applied(tmp_p
     assert len(policy.X) == 0
     assert learner.feedback(second.request_id, gold="Rome").applied
     assert len(policy.X) == 1
+
+
+def test_a_policy_trained_into_a_folder_does_not_replay_the_old_policys_feedback(tmp_path):
+    """The folder's journal kept feedback on the policy being replaced (rewards on its
+    lambda and metric); the new policy replayed all of it when it was next opened."""
+    from policies.online import OnlineLearner
+    from policies.persistence import load_policy
+    from searchagent.cli import main
+    from tests.policy_data import write_arm_log
+
+    write_arm_log(tmp_path / "arms.duckdb", limit=20)
+    out = tmp_path / "policy"
+    train = ["policy", "train", *log_args(tmp_path / "arms.duckdb"), "--algo", "linucb",
+             "--test-frac", "0", "--out", str(out)]
+    assert main(train) == 0
+    served = OnlineLearner(out)
+    x = np.zeros(served.bundle.features.dim)
+    for _ in range(3):
+        decision = served.journal(x, "who?", "single", [0.0, 0.0, 0.0])
+        assert served.feedback(decision.request_id, reward=1.0).applied
+    served.close()
+    assert main(train + ["--lam", "0.3"]) == 0
+    trained = load_policy(out).policy.updates
+    reopened = OnlineLearner(out)
+    assert reopened.bundle.policy.updates == trained           # nothing replayed
+    assert reopened.stats()["feedback"] == 3                   # the journal keeps them
+    reopened.close()

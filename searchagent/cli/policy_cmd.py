@@ -101,6 +101,7 @@ def run_train(args) -> int:
 
     from policies.armlog import split_by_id
     from policies.features import FeatureSpec
+    from policies.online import APPLIED_KEY, journal_feedback_seq
     from policies.persistence import POLICY_FILE, save_policy
     from policies.replay import evaluate, load_replay_data, train_policy
     from policies.rewards import RewardSpec
@@ -153,10 +154,17 @@ def run_train(args) -> int:
                         "dropped_incomplete": table.dropped,
                         "heldout": result["policy"] if result else None})
     _check_not_served(args.out)          # a server may have started while this trained
+    # the folder's journal holds feedback on the policy it replaces (rewards on that
+    # policy's lambda and metric): this one starts after it instead of replaying it
+    bundle.meta[APPLIED_KEY] = old_feedback = journal_feedback_seq(args.out)
     save_policy(bundle, args.out)
     print(f"trained {args.algo} ({bundle.meta['mode']}, lambda={args.lam}) on "
           f"{len(train_rows)} questions; features {bundle.fingerprint} ({bundle.features.dim}-d)"
           f"; saved to {args.out}")
+    if old_feedback:
+        print(f"{args.out}: its decision journal keeps {old_feedback} feedback(s) given to "
+              "the policy this one replaces; this one does not learn from them (their "
+              "rewards follow that policy's settings)", file=sys.stderr)
     if args.algo == "cascade":
         print("the cascade reads " + ("each answer's confidence (token log-probabilities)"
                                       if bundle.policy.confidence else
