@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -24,6 +23,9 @@ from index.dense_live import DenseSegments
 from index.files import durable_write
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
                            remove_temporaries, write_journal)
+from index.living_manifest import (SPANN, committed_generation, merge_files, now_iso,
+                                   replaced_each_generation, update_summary, without,
+                                   without_files)
 from index.manifest import MANIFEST, check_files, read_manifest
 from retrievers.docstore_live import LiveDocStore
 from retrievers.encoder import passage_text
@@ -33,7 +35,6 @@ from searchagent.errors import SearchAgentError
 from searchagent.files import fsync_dir
 from searchagent.types import Passage
 
-SPANN = "dense/spann"
 # what one BM25 commit or compaction reports about itself (not carried to the next one)
 PER_GENERATION = ("rows_added", "rows_deleted", "parts_merged")
 
@@ -95,7 +96,7 @@ class LivingIndex:
         rows = sorted(r for group in found.values() for r in group)
         missing = [i for i in ids if i not in found]
         if not rows:                    # nothing to delete: no new generation
-            return {**_summary(self.manifest, "delete"), "deleted_ids": 0,
+            return {**update_summary(self.manifest, "delete"), "deleted_ids": 0,
                     "missing_ids": missing}
         summary = self._update("delete", [], rows, None)
         return {**summary, "deleted_ids": len(found), "missing_ids": missing}
@@ -142,7 +143,7 @@ class LivingIndex:
         write_journal(self.folder, {"generation": gen, "base_generation": base, "op": op,
                                     "added": len(added), "deleted": len(dead),
                                     "first_row": first_row,
-                                    "started_at": _now()})
+                                    "started_at": now_iso()})
         fault_point("after-journal")
         try:
             self.docstore.apply(gen, first_row, added, dead.tolist())
@@ -153,9 +154,9 @@ class LivingIndex:
             fault_point("before-commit")
             live = self.docstore.counts()["live"]
             history = self.manifest.get("history", [])[-99:] + [{
-                "generation": gen, "op": op, "at": _now(), "added": len(added),
+                "generation": gen, "op": op, "at": now_iso(), "added": len(added),
                 "deleted": len(dead), "seconds": round(time.perf_counter() - started, 3)}]
-            manifest = {**self.manifest, "generation": gen, "updated_at": _now(),
+            manifest = {**self.manifest, "generation": gen, "updated_at": now_iso(),
                         "counts": {"passages": live, "rows": n_rows,     # deleted: dead
                                    "deleted": n_rows - live},        # rows, purged or not
                         "components": components, "files": files, "history": history}
@@ -164,7 +165,7 @@ class LivingIndex:
         except BaseException as exc:
             # the rename may have happened (an fsync of the folder after it failed): then
             # generation ``gen`` is committed and must keep its files
-            committed = _committed_generation(self.folder, base)
+            committed = committed_generation(self.folder, base)
             self._rollback(committed)
             if committed == gen:
                 self.manifest = read_manifest(self.folder)
@@ -181,7 +182,7 @@ class LivingIndex:
         clear_journal(self.folder)
         if op == "compact":
             self.docstore.purge()          # deleted at a committed generation: safe to drop
-        return _summary(manifest, op, len(added), len(dead), history[-1]["seconds"])
+        return update_summary(manifest, op, len(added), len(dead), history[-1]["seconds"])
 
     def _mark_docstore_mutable(self) -> None:
         """Before the first update touches the doc store, the manifest (same generation)
@@ -196,7 +197,7 @@ class LivingIndex:
     def _apply_components(self, op, gen, rows, added, dead, vectors, n_rows):
         components = dict(self.manifest["components"])
         files = {name: entry for name, entry in self.manifest["files"].items()
-                 if not _replaced_each_generation(name)}
+                 if not replaced_each_generation(name)}
         if "bm25" in components:
             from retrievers.bm25_live import LiveBM25
 
@@ -211,9 +212,9 @@ class LivingIndex:
                 if len(dead):
                     bm25.delete(dead)
                 summary = bm25.commit(gen)
-            components["bm25"] = {**_without(components["bm25"], PER_GENERATION),
-                                  **_without_files(summary), "generation": gen}
-            files = _merge_files(files, "bm25/", summary["files"])
+            components["bm25"] = {**without(components["bm25"], PER_GENERATION),
+                                  **without_files(summary), "generation": gen}
+            files = merge_files(files, "bm25/", summary["files"])
         if "dense" in components:
             dense = components["dense"]
             segments = DenseSegments(self.folder, dense, n_rows)
@@ -236,11 +237,11 @@ class LivingIndex:
                     if len(added):
                         updater.insert(rows, vectors)
                     summary = updater.commit(gen)
-                dense["index"] = {**dense["index"], **_without_files(summary),
+                dense["index"] = {**dense["index"], **without_files(summary),
                                   "generation": gen, "bytes_on_disk": sum(
                                       f.get("size", f.get("min_size", 0))
                                       for f in summary["files"].values())}
-                files = _merge_files(files, SPANN + "/", summary["files"])
+                files = merge_files(files, SPANN + "/", summary["files"])
             components["dense"] = dense
         fault_point("after-components")
         return components, files
@@ -307,42 +308,3 @@ class LivingIndex:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _summary(manifest: dict, op: str, rows_added: int = 0, rows_deleted: int = 0,
-             seconds: float = 0.0) -> dict:
-    """What an update reports: the generation ``manifest`` commits, its counts, the change."""
-    counts = manifest["counts"]
-    return {"generation": int(manifest.get("generation", 0)), "op": op,
-            "passages": counts["passages"], "deleted_total": counts.get("deleted", 0),
-            "rows_added": rows_added, "rows_deleted": rows_deleted, "seconds": seconds}
-
-
-def _committed_generation(folder: Path, before: int) -> int:
-    """The generation ``manifest.json`` commits now (``before`` if it cannot be read)."""
-    try:
-        return int(read_manifest(folder).get("generation", 0))
-    except Exception:
-        return before
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _replaced_each_generation(name: str) -> bool:
-    """Files a new generation replaces in the manifest's table (re-listed by their owner)."""
-    return name.startswith(("bm25/", SPANN + "/", "dense/deleted-"))
-
-
-def _without(entry: dict, keys: tuple[str, ...]) -> dict:
-    return {k: v for k, v in entry.items() if k not in keys}
-
-
-def _without_files(summary: dict) -> dict:
-    """A component's summary as the manifest keeps it (file lists live in ``files``)."""
-    return {k: v for k, v in summary.items() if k not in ("files", "written")}
-
-
-def _merge_files(files: dict, prefix: str, new: dict) -> dict:
-    """``files`` plus ``new`` (paths relative to ``prefix``)."""
-    return {**files, **{prefix + rel: entry for rel, entry in new.items()}}
