@@ -79,8 +79,7 @@ class AnswerCascade(Policy):
         return True
 
     def step_values(self, step: int, x: np.ndarray, question: str,
-                    answers: Sequence[Generated],
-                    lam: float | None = None) -> np.ndarray:
+                    answers: Sequence[Generated], lam: float | None = None) -> np.ndarray:
         """E[quality] - lambda E[cost] of each action at ``step`` (0, 1, 2) for one question
         whose first ``step + 1`` answers (cascade order) are ``answers``; ``lam``: the
         request's lambda (the trained one when None)."""
@@ -97,11 +96,12 @@ class AnswerCascade(Policy):
     def walk(self, x: np.ndarray, question: str, answer_of: Callable[[str], Generated],
              on_step: Callable[[dict], None] | None = None, lam: float | None = None,
              explore: bool = False) -> tuple[str, list[str], list[dict]]:
-        """Run the cascade for one question. ``answer_of(arm)`` produces an arm's answer, or
-        (answer, mean token log-probability) (runs the strategy, or looks it up in a log); it is called in running order, only for the
-        arms the route needs. Returns the arm whose answer is served, the arms that ran and
-        each step taken (``{"step", "action", "actions", "values", "explored",
-        "probability"}``, also passed to ``on_step`` as it is taken). With ``explore``, each
+        """Run the cascade for one question. ``answer_of(arm)`` produces an arm's answer or
+        (answer, mean token log-probability) by running the strategy, or looking it up in a
+        log; it is called in running order, only for the arms the route needs. Returns the
+        arm whose answer is served, the arms that ran and each step taken (``{"step",
+        "action", "actions", "values", "explored", "probability"}``, also passed to
+        ``on_step`` as it is taken). With ``explore``, each
         step takes a uniformly random action with probability ``eps``; ``probability`` is
         the chance the step took its action, so a route's propensity is their product."""
         ran = {"parametric": answer_of("parametric")}
