@@ -13,13 +13,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 from pathlib import Path
 
 from index.files import durable_write
 from searchagent.errors import IndexFormatError
-from searchagent.files import fsync_dir
+from searchagent.files import fsync_dir, remove_durably
 
 JOURNAL = "journal.json"
 LOCK = ".update.lock"
@@ -105,12 +104,6 @@ def remove_temporaries(*folders: Path) -> list[str]:
     for folder in folders:
         doomed = [path for path in (folder.iterdir() if folder.is_dir() else ())
                   if _TEMPORARY.fullmatch(path.name)]
-        for path in doomed:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        if doomed:
-            fsync_dir(folder)
+        remove_durably(folder, doomed)
         removed += sorted(str(path) for path in doomed)
     return removed

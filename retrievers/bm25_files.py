@@ -36,7 +36,7 @@ from index.files import durable_save, durable_write
 from retrievers.bm25 import BM25Index
 from retrievers.bm25_parts import Part, rows_dtype
 from searchagent.errors import IndexFormatError
-from searchagent.files import fsync_dir
+from searchagent.files import fsync_dir, remove_durably
 
 FORMAT = 1
 BASE_FILES = ("postings.npz", "vocab.json", "params.json")
@@ -208,11 +208,5 @@ def _remove(folder: Path, doomed: list[Path]) -> list[str]:
     """Delete ``doomed`` (files or segment folders), generation files first, so a removal
     that is itself interrupted leaves nothing that looks committed; return their names."""
     doomed = sorted(doomed, key=lambda path: (not path.name.startswith("gen-"), path.name))
-    for path in doomed:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if doomed:
-        fsync_dir(folder)
+    remove_durably(folder, doomed)
     return [path.name for path in doomed]

@@ -8,6 +8,7 @@ run configs and policies written that way could not be read by a colleague).
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,18 @@ def fsync_dir(folder: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_durably(folder: str | Path, paths: list[Path]) -> None:
+    """Delete ``paths`` (files or folders inside ``folder``) in the order given, then make
+    the removals durable."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if paths:
+        fsync_dir(folder)
 
 
 def write_atomically(path: str | Path, write: Callable[[str], object],

@@ -21,13 +21,13 @@ QUESTION = {"question": "Name a planet.", "strategy": "parametric"}   # one gene
 
 
 class SlowGenerator:
-    """The real generator, each generate() call made ``DELAY_S`` slower."""
+    """The real generator, each generate() call made ``delay_s`` slower."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, inner, delay_s: float = DELAY_S):
+        self.inner, self.delay_s = inner, delay_s
 
     def generate(self, requests):
-        time.sleep(DELAY_S)
+        time.sleep(self.delay_s)
         return self.inner.generate(requests)
 
     def __getattr__(self, name):

@@ -18,22 +18,11 @@ from starlette.requests import ClientDisconnect
 from searchagent.server.app import create_app
 from searchagent.server.limits import Admission
 from tests.test_server import LiveServer, server_config
+from tests.test_server_admission import SlowGenerator
 
 DELAY_S = 3.0                        # added to each generate() call of the slow generator
 STREAM = "/v1/answer/stream"
 QUESTION = {"question": "Name a planet.", "strategy": "parametric"}   # one generation
-
-
-class SlowGenerator:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def generate(self, requests):
-        time.sleep(DELAY_S)
-        return self.inner.generate(requests)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +35,7 @@ def generator():
 @pytest.fixture(scope="module")
 def slow(searcher, generator):
     server = LiveServer(create_app(searcher, server_config(sessions=2, max_queue=2),
-                                   generator=SlowGenerator(generator), warm_up=False))
+                                   generator=SlowGenerator(generator, DELAY_S), warm_up=False))
     yield server
     server.close()
 
