@@ -73,6 +73,15 @@ def test_stop_strings_cut_the_text(llama):
     assert cut_at_stop("a. b. c", [". ", "c"]) == ("a", True)
 
 
+def test_a_stop_string_in_the_leading_whitespace_does_not_empty_the_reply():
+    # SmolLM2 answers "\n\nRachelle Adama ..." after the prefilled answer marker (seen with
+    # `ask -k 100 "who?"`); stop=["\n"] used to cut that to "" (an empty answer)
+    assert cut_at_stop("\n\nParis\nQuestion: x", ["\n"]) == ("\n\nParis", True)
+    assert cut_at_stop("\n \n", ["\n"]) == ("\n \n", False)       # nothing said yet
+    assert cut_at_stop("\nQuestion: x", ["\nQuestion:"]) == ("", True)   # reaches past it
+    assert cut_at_stop(" Paris. Rome", [". "]) == (" Paris", True)
+
+
 class CancelledAfter(threading.Event):
     """A cancel switch that reads as set from its ``checks``-th look on."""
 

@@ -78,9 +78,23 @@ def check_request(request: GenRequest, index: int = 0) -> None:
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """Text up to the earliest stop string, and whether one was found."""
-    cut = min((pos for pos in (text.find(s) for s in stops if s) if pos >= 0), default=-1)
+    """Text up to the earliest stop string, and whether one was found.
+
+    A stop string lying wholly inside the text's leading whitespace does not count: a model
+    that opens its reply with a blank line (SmolLM2 often does after the prefilled answer
+    marker) would otherwise return an empty answer under the strategies' ``stop=["\\n"]``."""
+    lead = len(text) - len(text.lstrip())
+    cut = min((pos for pos in (_find_after(text, s, lead) for s in stops if s) if pos >= 0),
+              default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _find_after(text: str, stop: str, lead: int) -> int:
+    """First position of ``stop`` in ``text`` that does not end within ``text[:lead]``."""
+    pos = text.find(stop)
+    while 0 <= pos and pos + len(stop) <= lead:
+        pos = text.find(stop, pos + 1)
+    return pos
 
 
 def split_prefill(messages: list[dict]) -> tuple[list[dict], str]:
