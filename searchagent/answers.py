@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 
 ANSWER_MARKER = "So the answer is:"
+ANSWER_PLACEHOLDER = "<short answer>"     # what the prompts' instruction shows after the marker
 
 _MARKER = re.compile(r"(?:so\s+)?the\s+(?:final\s+)?answer\s+is\s*[:\-]?\s*", re.IGNORECASE)
 _LEADING = re.compile(r"^(?:answer\s*:|a\s*:|final answer\s*:)\s*", re.IGNORECASE)
 _PERIOD = re.compile(r"(\S*)\.(?=\s|$)")
 _ABBREVIATION = re.compile(r"^(?:[A-Z][a-z]{0,2}|[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z])$")
+_PLACEHOLDER = re.compile(r"^[\s\"'*]*<\s*short\s+answer\s*>", re.IGNORECASE)
+_DOTTED = re.compile(r"(?:^|\s)(?:[A-Za-z]\.){2,}$")     # "U.S.", "D.C.": keep the final period
 
 
 def _sentence_end(text: str) -> int:
@@ -25,14 +28,28 @@ def _sentence_end(text: str) -> int:
     return -1
 
 
-def has_answer(text: str) -> bool:
-    """Whether a generation states its answer with the marker (or 'the answer is')."""
+def _stated(text: str) -> list[re.Match]:
+    """The marker's occurrences that are followed by an answer: not by nothing, nor by the
+    instruction's ``<short answer>`` placeholder (which a small model sometimes copies)."""
+    return [m for m in _MARKER.finditer(text) if clean_answer(text[m.end():])]
+
+
+def has_marker(text: str) -> bool:
+    """Whether a generation uses the marker at all (answer or copied placeholder)."""
     return bool(_MARKER.search(text))
 
 
+def has_answer(text: str) -> bool:
+    """Whether a generation states its answer with the marker (or 'the answer is')."""
+    return bool(_stated(text))
+
+
 def extract_answer(text: str) -> str:
-    """The short answer inside a generation; the whole first line when there is no marker."""
-    matches = list(_MARKER.finditer(text))
+    """The short answer inside a generation; the whole first line when there is no marker;
+    empty when no marker is followed by an answer (only by the copied placeholder)."""
+    matches = _stated(text)
+    if not matches and has_marker(text):
+        return ""
     span = text[matches[-1].end():] if matches else text
     return clean_answer(span)
 
@@ -48,7 +65,9 @@ def clean_answer(span: str) -> str:
     span = span.strip().strip("*").strip()
     if len(span) >= 2 and span[0] == span[-1] and span[0] in "\"'":
         span = span[1:-1]
-    return span.rstrip(".").strip()
+    if _PLACEHOLDER.match(span):
+        return ""
+    return (span if _DOTTED.search(span) else span.rstrip(".")).strip()
 
 
 def first_sentence(text: str) -> str:

@@ -8,11 +8,11 @@ written from those sentences.
 
 from __future__ import annotations
 
-from searchagent.answers import ANSWER_MARKER
+from searchagent.answers import ANSWER_MARKER, ANSWER_PLACEHOLDER
 
 SYSTEM = ("You are a precise question answering assistant. Answer with a short phrase "
           f"(a name, a number, a date, yes or no). Always finish with '{ANSWER_MARKER} "
-          "<short answer>'.")
+          f"{ANSWER_PLACEHOLDER}'.")
 
 FEWSHOT = [
     {"id": "5ab430f655429942dd415eca",
@@ -88,7 +88,7 @@ def reasoning_messages(question: str, passages: list[tuple[str, str]], steps: li
     caching reuses the KV state of everything retrieved in earlier hops."""
     so_far = " ".join(steps)
     instruction = ("Write the next reasoning sentence, one fact from the passages. If you "
-                   f"know the answer, write '{ANSWER_MARKER} <short answer>'.")
+                   f"know the answer, write '{ANSWER_MARKER} {ANSWER_PLACEHOLDER}'.")
     user = reading_user(question, passages) + (f"\nReasoning so far: {so_far}" if so_far
                                                 else "") + f"\n{instruction}"
     return [{"role": "system", "content": SYSTEM}, *_demo_turns("reasoning", shots),

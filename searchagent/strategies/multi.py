@@ -12,7 +12,7 @@ and a prefix-caching backend reuses its KV state (the session id is passed throu
 from __future__ import annotations
 
 from searchagent import prompts
-from searchagent.answers import extract_answer, first_sentence, has_answer
+from searchagent.answers import extract_answer, first_sentence, has_answer, has_marker
 from searchagent.strategies.base import Answer
 from searchagent.strategies.context import pack
 from searchagent.strategies.hop_query import MODES, next_query
@@ -64,7 +64,7 @@ class MultiHopStrategy:
                 answer, final = extract_answer(result.text), result
                 break
             step = first_sentence(result.text)
-            if step and not has_answer(step):
+            if step and not has_marker(step):
                 steps.append(step)
             query = next_query(self.hop_query, question, first_sentence(result.text), new_hits)
         if self.generator is None:

@@ -1,0 +1,78 @@
+"""Answer extraction and the multi-hop loop when the generator misbehaves: it copies the
+instruction's placeholder, states the marker with nothing after it, or repeats itself.
+A scripted generator and retriever: no model, no index."""
+
+from __future__ import annotations
+
+from searchagent.answers import extract_answer, has_answer
+from searchagent.generators.base import GenResult
+from searchagent.strategies.multi import MultiHopStrategy
+from searchagent.types import Hit
+
+
+class Scripted:
+    """Replies from a script (the last one repeats); counts words as tokens."""
+
+    name = "scripted"
+    context_tokens = 4096
+
+    def __init__(self, replies: list[str]):
+        self.replies, self.requests = list(replies), []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def generate(self, requests):
+        self.requests += requests
+        replies = []
+        for _ in requests:
+            text = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+            replies.append(GenResult(text=text, prompt_tokens=1, completion_tokens=1,
+                                     seconds=0.0, token_logprobs=[-0.5]))
+        return replies
+
+
+class Funnel:
+    """Two new passages per hop, never one an earlier hop returned."""
+
+    def __init__(self):
+        self.queries = []
+
+    def search_with_stats(self, query, k, *, budget=None, exclude=()):
+        self.queries.append(query)
+        rows = [r for r in range(100) if r not in exclude][:k]
+        return [Hit(id=f"p{r}", score=1.0, title=f"Passage {r}", text=f"Fact number {r}.",
+                    row=r) for r in rows], {}
+
+
+def test_a_copied_placeholder_is_not_an_answer():
+    assert extract_answer("So the answer is: <short answer>") == ""
+    assert extract_answer("So the answer is: '<short answer>'.") == ""
+    assert not has_answer("So the answer is: <short answer>")
+    assert extract_answer("So the answer is: <short answer> So the answer is: Tulsa") == "Tulsa"
+    assert extract_answer("So the answer is: Tulsa. So the answer is: <short answer>") == "Tulsa"
+    assert extract_answer("<short answer>") == ""
+
+
+def test_the_marker_with_nothing_after_it_states_no_answer():
+    assert not has_answer("So the answer is:") and not has_answer("the answer is: .")
+    assert extract_answer("So the answer is:\n") == ""
+    assert has_answer("So the answer is: no") and extract_answer("So the answer is: no") == "no"
+
+
+def test_a_dotted_abbreviation_keeps_its_final_period():
+    assert extract_answer("So the answer is: Washington, D.C.") == "Washington, D.C."
+    assert extract_answer("So the answer is: \"U.S.\"") == "U.S."
+    assert extract_answer("So the answer is: Tulsa.") == "Tulsa"
+
+
+def test_multi_does_not_stop_on_a_copied_placeholder():
+    generator = Scripted(["Fact 0 is about a band.", "So the answer is: <short answer>",
+                          "Tulsa"])
+    answer = MultiHopStrategy(Funnel(), generator, k=4, max_hops=3).run("Where?")
+    purposes = [s.detail["purpose"] for s in answer.trace if s.kind == "generate"]
+    assert purposes == ["reason hop 1", "reason hop 2", "final answer"]
+    assert answer.answer == "Tulsa" and answer.hops == 3
+    final = generator.requests[-1].messages[-2]["content"]
+    assert "Reasoning so far: Fact 0 is about a band." in final
+    assert "<short answer>'." in final and final.count("<short answer>") == 1   # instruction only
