@@ -141,15 +141,16 @@ class Agent:
         started = time.perf_counter()
         answer = self._strategy(arm).run(question, ctx)
         request_id = (ctx or {}).get("request_id") or uuid.uuid4().hex
+        lam = (ctx or {}).get("lam")                      # what feedback is scored at
+        lam = float(self.config.agent.lam if lam is None else lam)
         decision = {"request_id": request_id, "arm": arm, "forced": strategy != "auto",
                     "policy": "none" if strategy != "auto" else f"fallback:{arm}",
                     "fingerprint": None, "scores": None, "explored": False,
-                    "closed_book_reused": False}
+                    "lam": lam, "propensity": 1.0, "closed_book_reused": False}
         with self.lock:
             self.memory[request_id] = {"prediction": answer.answer,
                                        "retrieval_calls": answer.retrieval_calls,
-                                       "seconds": answer.seconds,
-                                       "lam": (ctx or {}).get("lam", self.config.agent.lam)}
+                                       "seconds": answer.seconds, "lam": lam}
             while len(self.memory) > MEMORY_DECISIONS:
                 self.memory.popitem(last=False)
         return _with_decision(answer, decision, time.perf_counter() - started - answer.seconds)
