@@ -78,6 +78,9 @@ def format_answer(answer) -> str:
         elif step.kind == "policy":
             what = (f"policy {detail.get('policy', '')} chose {detail.get('arm', '')}"
                     + (f" (request {detail['request_id']})" if detail.get("request_id") else ""))
+        elif step.kind == "fit_budget":
+            what = (f"fit agent.context_budget_tokens={detail['budget_tokens']}: passages "
+                    f"{detail['passages_given']} -> {detail['passages']} in the prompt")
         elif step.kind == "fit_context":
             what = (f"fit the context: prompt {detail['prompt_tokens_given']} -> "
                     f"{detail['prompt_tokens']} tok, passages {detail['passages_given']} -> "

@@ -14,7 +14,6 @@ from __future__ import annotations
 from searchagent import prompts
 from searchagent.answers import extract_answer, first_sentence, has_answer, has_marker
 from searchagent.strategies.base import Answer
-from searchagent.strategies.context import pack
 from searchagent.strategies.hop_query import MODES, next_query
 from searchagent.strategies.tracking import Tracker
 
@@ -52,7 +51,7 @@ class MultiHopStrategy:
             if self.generator is None:          # retrieval-only ablation: no reasoning step
                 query = next_query(self.hop_query, question, "", new_hits)
                 continue
-            passages = pack(self.generator, hits_so_far, self.budget_tokens, per_passage)
+            passages = track.pack(hits_so_far, self.budget_tokens, per_passage)
             if hop == max_hops or track.stopped():
                 break
             messages = track.fit(
@@ -70,7 +69,7 @@ class MultiHopStrategy:
         if self.generator is None:
             return track.answer("", hops=hops, confidence=None)
         if answer is None:
-            passages = pack(self.generator, hits_so_far, self.budget_tokens, per_passage)
+            passages = track.pack(hits_so_far, self.budget_tokens, per_passage)
             messages = track.fit(
                 lambda q, p: prompts.final_messages(q, p, steps, self.shots),
                 question, passages, self.max_new_tokens)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from searchagent import prompts
 from searchagent.answers import extract_answer
 from searchagent.strategies.base import Answer
-from searchagent.strategies.context import pack
 from searchagent.strategies.tracking import Tracker
 
 
@@ -25,8 +24,8 @@ class SingleStrategy:
         hits = track.retrieve(self.retriever, question, k)
         if self.generator is None:              # retrieval-only ablation
             return track.answer("", hops=1, confidence=None)
-        passages = pack(self.generator, hits, self.budget_tokens,
-                        per_passage=max(64, self.budget_tokens // max(k, 1)))
+        passages = track.pack(hits, self.budget_tokens,
+                              per_passage=max(64, self.budget_tokens // max(k, 1)))
         messages = track.fit(lambda q, p: prompts.reading_messages(q, p, self.shots),
                              question, passages, self.max_new_tokens)
         result = track.generate(messages, self.max_new_tokens, stop=["\n"])

@@ -7,7 +7,7 @@ import time
 
 from searchagent.generators.base import GenRequest, GenResult, Generator
 from searchagent.strategies.base import Answer, Step
-from searchagent.strategies.context import fit_prompt
+from searchagent.strategies.context import fit_prompt, pack
 from searchagent.types import Hit
 
 
@@ -49,6 +49,23 @@ class Tracker:
             if self.ctx.get("on_step"):
                 self.ctx["on_step"]("fit_context", **note)
         return messages
+
+    def pack(self, hits: list[Hit], budget_tokens: int,
+             per_passage: int | None = None) -> list[tuple[str, str]]:
+        """``context.pack``; when passages had to be left out to stay within
+        ``budget_tokens`` (``agent.context_budget_tokens``), a ``fit_budget`` step says how
+        many (once per change: multi-hop packs again every hop)."""
+        packed = pack(self.generator, hits, budget_tokens, per_passage)
+        if len(packed) < len(hits):
+            note = {"budget_tokens": budget_tokens, "per_passage_tokens": per_passage,
+                    "passages_given": len(hits), "passages": len(packed),
+                    "ids_left_out": [hit.id for hit in hits[len(packed):]]}
+            last = next((s.detail for s in reversed(self.trace) if s.kind == "fit_budget"), None)
+            if last != note:
+                self.trace.append(Step("fit_budget", 0.0, note))
+                if self.ctx.get("on_step"):
+                    self.ctx["on_step"]("fit_budget", **note)
+        return packed
 
     def retrieve(self, retriever, query: str, k: int, *, exclude=()) -> list[Hit]:
         start = time.perf_counter()
