@@ -39,3 +39,13 @@ def test_multi_reports_the_budget_once_per_change():
     notes = [s.detail for s in answer.trace if s.kind == "fit_budget"]
     assert notes and len(notes) == len({n["passages_given"] for n in notes})
 
+
+def test_a_repeated_reasoning_sentence_enters_the_prompt_once():
+    # SmolLM2 wrote "The band had their first performance in New York City." at every hop;
+    # each copy went into "Reasoning so far", and at hop 3 it wrote the sentence twice
+    step = "The band had their first performance in New York City."
+    generator = Scripted([step, step, f"{step} {step}", "New York City"])
+    answer = MultiHopStrategy(Funnel(), generator, k=4, max_hops=4).run("Where?")
+    assert answer.hops == 4 and answer.answer == "New York City"
+    final = generator.requests[-1].messages[-2]["content"]
+    assert final.count(step) == 1

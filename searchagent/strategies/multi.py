@@ -63,7 +63,7 @@ class MultiHopStrategy:
                 answer, final = extract_answer(result.text), result
                 break
             step = first_sentence(result.text)
-            if step and not has_marker(step):
+            if step and not has_marker(step) and step not in steps:   # a repeat adds nothing
                 steps.append(step)
             query = next_query(self.hop_query, question, first_sentence(result.text), new_hits)
         if self.generator is None:
