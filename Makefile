@@ -8,7 +8,7 @@ EXTRA ?= cpu
 # never used here, and skipping it saves about 11% of the build. Set CMAKE_ARGS to override.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
-.PHONY: setup demo test bench browser
+.PHONY: setup demo test browser
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
