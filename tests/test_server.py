@@ -110,7 +110,17 @@ def test_answer_auto_and_multi_hop(live):
     assert body["arm"] == "multi" and 1 <= body["hops"] <= 2 and body["steps"] >= 1
 
 
+def metric(live, line_start: str) -> float:
+    lines = live.client.get("/metrics").text.splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(line_start))
+
+
 def test_stream_sends_each_step_then_the_answer(live):
+    """Each step, then the answer, counted in the answer metrics as /v1/answer's are (the
+    web page asks through the stream: its 'by arm' and 'mean latency' rows stayed empty)."""
+    by_arm = 'searchagent_answers_by_arm_total{arm="parametric"}'
+    latency = "searchagent_answer_latency_seconds_count"
+    before = metric(live, by_arm), metric(live, latency)
     events = []
     with live.client.stream("POST", "/v1/answer/stream",
                             json={"question": "What is 2 plus 2?",
@@ -128,6 +138,7 @@ def test_stream_sends_each_step_then_the_answer(live):
     assert events[-1][1]["arm"] == "parametric" and events[-1][1]["steps"] == 0
     started = events[0][1]["request_id"]
     assert started == events[-1][1]["request_id"]        # one id from the first event on
+    assert (metric(live, by_arm), metric(live, latency)) == (before[0] + 1, before[1] + 1)
     given = live.client.post("/v1/feedback", json={"request_id": started, "reward": 1.0})
     assert given.status_code == 200, given.text
 

@@ -192,6 +192,7 @@ def mount_answers(app: FastAPI, config: Config) -> None:
     async def answer_stream(body: AnswerRequest, request: Request):
         """Server-sent events: one ``step`` event per generation/retrieval as it happens,
         then ``answer`` (or ``error``)."""
+        started = time.monotonic()
         admitted = admit(request, body)
         if isinstance(admitted, JSONResponse):
             app.state.metrics.observe("/v1/answer/stream", admitted.status_code)
@@ -238,7 +239,8 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             response = outcome(session, exc, None if exc else done.result())
             status = response.status_code if isinstance(response, JSONResponse) else 200
             service.delivered(session.id, status)
-            app.state.metrics.observe("/v1/answer/stream", status)
+            app.state.metrics.observe("/v1/answer/stream", status, time.monotonic() - started,
+                                      None if status != 200 else response["arm"])
             reported = True
             if status != 200:
                 yield sse("error", {"status": status, **json.loads(response.body)})

@@ -83,7 +83,7 @@ def render(requests: RequestMetrics, scheduler_stats: dict, queue_wait: Histogra
                   f"# TYPE {PREFIX}_answers_by_arm_total counter"]
         lines += [_line("answers_by_arm_total", n, {"arm": a})
                   for a, n in sorted(requests.arms.items())]
-        lines += _histogram("answer_latency_seconds", "end-to-end /v1/answer latency",
+        lines += _histogram("answer_latency_seconds", "end-to-end answer latency (both answer routes)",
                             requests.answer_latency)
     lines += _histogram("queue_wait_seconds", "time generation calls waited in the queue",
                         queue_wait)

@@ -211,7 +211,7 @@ function parseMetrics(text) {
     ["generations", one("generations_total") ?? 0], ["retrievals", one("retrievals_total") ?? 0],
     ["tokens generated", one("completion_tokens_total") ?? 0],
     ["mean latency", latency == null ? null : seconds(latency)], ["by arm", arms.join(" · ") || null]]
-    .filter(([, value]) => value != null);      // the stream route records neither, /v1/answer both
+    .filter(([, value]) => value != null);
 }
 
 async function refreshMetrics() {
