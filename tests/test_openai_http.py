@@ -103,7 +103,7 @@ class Scripted(BaseHTTPRequestHandler):
         cls = type(self)
         status, body = cls.script[min(cls.calls, len(cls.script) - 1)]
         cls.calls += 1
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        cls.bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -115,7 +115,7 @@ class Scripted(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted():
-    handler = type("Handler", (Scripted,), {"script": [], "calls": 0})
+    handler = type("Handler", (Scripted,), {"script": [], "calls": 0, "bodies": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -152,3 +152,22 @@ def test_garbage_answers_are_clear_errors(scripted, status, body, message):
     handler.script = [(status, body)]
     with pytest.raises(BackendError, match=message):
         OpenAIHTTPGenerator(url, retries=0).generate([ask("hi")])
+
+
+def test_a_reply_stopped_at_a_leading_blank_line_is_asked_again(scripted):
+    """The server applies the strategies' "\\n" stop: a model opening with a blank line got
+    an empty answer. Asked again without whitespace stops, cut here past the blank line."""
+    def reply(content: str, finish: str, tokens: int) -> str:
+        return json.dumps({"choices": [{"message": {"content": content},
+                                        "finish_reason": finish}],
+                           "usage": {"prompt_tokens": 12, "completion_tokens": tokens}})
+
+    handler, url = scripted
+    handler.script = [(200, reply("", "stop", 1)), (200, reply("\n\nParis\nMore", "length", 6))]
+    [result] = OpenAIHTTPGenerator(url, retries=0).generate([ask("capital?", stop=["\n", "."])])
+    assert result.text == "Paris" and handler.calls == 2
+    assert [body["stop"] for body in handler.bodies] == [["\n", "."], ["."]]
+    assert (result.prompt_tokens, result.completion_tokens) == (24, 7)
+    handler.script, handler.calls = [(200, reply("", "stop", 1))], 0
+    [empty] = OpenAIHTTPGenerator(url, retries=0).generate([ask("capital?", stop=["."])])
+    assert empty.text == "" and handler.calls == 1         # no whitespace stop: no retry

@@ -4,6 +4,12 @@ A batch is sent as concurrent ``/chat/completions`` calls so a batching server c
 them together. Connection errors, timeouts, 429 and 5xx are retried with exponential
 backoff (``retries`` times); anything else, or a reply that is not a chat completion,
 raises ``BackendError`` naming the URL and what was wrong.
+
+Stop strings are the server's to apply, but a model that opens its reply with a blank line
+(SmolLM2-size models often do after a prefilled answer marker) is stopped there by a
+``"\n"`` stop: an empty reply. Such a reply is asked again without the whitespace stops,
+which are then applied here past the leading whitespace (``cut_at_stop``); the result
+counts both calls' tokens and time.
 """
 
 from __future__ import annotations
@@ -67,12 +73,13 @@ class OpenAIHTTPGenerator:
         self._client.close()
 
     # -- internals --------------------------------------------------------------------
-    def _complete(self, request: GenRequest) -> GenResult:
+    def _complete(self, request: GenRequest, blank_retry: bool = True) -> GenResult:
+        stops = list(request.stop) if blank_retry else [s for s in request.stop if s.strip()]
         body = {"model": self.model, "messages": request.messages,
                 "max_tokens": request.max_new_tokens, "temperature": request.temperature,
                 "stream": False}
-        if request.stop:
-            body["stop"] = list(request.stop)
+        if stops:
+            body["stop"] = stops
         if request.logprobs:
             body.update(logprobs=True, top_logprobs=1)   # llama_cpp.server needs both
         if request.messages[-1]["role"] == "assistant":     # prefill (vLLM / SGLang names)
@@ -90,11 +97,19 @@ class OpenAIHTTPGenerator:
                                f"not a chat completion (missing {exc}): {str(reply)[:200]}") from exc
         text, _ = cut_at_stop(text, request.stop)
         details = usage.get("prompt_tokens_details") or {}
-        return GenResult(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                         completion_tokens=int(usage.get("completion_tokens", 0)),
-                         seconds=seconds, token_logprobs=logprobs,
-                         cached_tokens=int(details.get("cached_tokens") or 0),
-                         finish_reason=str(choice.get("finish_reason") or ""))
+        result = GenResult(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                           completion_tokens=int(usage.get("completion_tokens", 0)),
+                           seconds=seconds, token_logprobs=logprobs,
+                           cached_tokens=int(details.get("cached_tokens") or 0),
+                           finish_reason=str(choice.get("finish_reason") or ""))
+        if blank_retry and not result.text and result.finish_reason == "stop" \
+                and any(s and not s.strip() for s in request.stop) and not request.cancelled():
+            again = self._complete(request, blank_retry=False)   # stopped at a blank line
+            again.prompt_tokens += result.prompt_tokens
+            again.completion_tokens += result.completion_tokens
+            again.seconds += result.seconds
+            return again
+        return result
 
     def _post(self, url: str, body: dict) -> dict:
         import httpx
