@@ -28,6 +28,10 @@ def test_build_info_search(tmp_path, small_corpus):
     assert "Tinted Windows" in hits[0]["title"]
     default = cli("search", out, "Tinted Windows band first performance", "-k", "3", "--json")
     assert [json.loads(line) for line in default.stdout.splitlines()] == hits   # hybrid of one
+    for query, why in (("the of and ?!", "only stopwords, punctuation"),
+                       ("zyxwvut quux", "no passage contains any of the query's words")):
+        nothing = cli("search", out, query, "--mode", "bm25")      # a bare "(0 hits...)"
+        assert nothing.stdout.startswith("(0 hits") and why in nothing.stdout
     config = tmp_path / "c.toml"
     config.write_text('[retrieval]\nmode = "dense"\n')       # refused: a BM25-only index
     late = cli("search", out, "Tinted Windows", "--config", config, check=False)  # after the

@@ -37,4 +37,16 @@ def run_search(args) -> int:
     if not args.json:
         print(f"({len(hits)} hits, {config.retrieval.mode}, {seconds * 1000:.1f} ms, including "
               "loading what the search needs: `searchagent serve` keeps it loaded)")
+        if not hits and config.retrieval.mode == "bm25":
+            print(_why_no_bm25_hit(args.query))
     return 0
+
+
+def _why_no_bm25_hit(query: str) -> str:
+    from retrievers.tokenize import tokenize
+
+    if not tokenize(query):
+        return ("BM25 found nothing to match: the query has only stopwords, punctuation or "
+                "characters it does not index (try --mode dense or hybrid)")
+    return ("no passage contains any of the query's words (BM25 matches words exactly; "
+            "try --mode dense or hybrid)")
