@@ -219,3 +219,24 @@ def test_transformers_gguf_batched_padding_matches_single():
     assert cut.finish_reason == "cancelled" and cut.completion_tokens <= 1
     assert kept.finish_reason != "cancelled"
     assert kept.text == hf.generate([long_free])[0].text
+
+
+def test_transformers_prompts_are_fitted_to_its_context():
+    """The transformers backend stated no context size, so the strategies never fitted a
+    prompt to it: one past the model's window went to the model uncut."""
+    from searchagent.generators.hf_transformers import TransformersGenerator
+    from searchagent.prompts import reading_messages
+    from searchagent.strategies.context import fit_prompt
+
+    hf = TransformersGenerator(threads=1, context_tokens=256)
+    assert hf.context_tokens == 256
+    passages = [(f"Page {i}", "The river runs past the old mill and the bridge. " * 30)
+                for i in range(6)]
+    build = lambda q, p: reading_messages(q, p, shots=0)      # noqa: E731
+    messages, cut = fit_prompt(hf, build, "Where is the mill?", passages, 8)
+    assert cut is not None and cut["prompt_tokens"] + 8 <= 256 < cut["prompt_tokens_given"]
+    assert len(hf.prompt_tokens(messages)) == cut["prompt_tokens"]
+    [result] = hf.generate([GenRequest(messages=messages, max_new_tokens=8)])
+    assert result.prompt_tokens == cut["prompt_tokens"]
+    with pytest.raises(InputError, match="exceeds the context of 256"):
+        hf.generate([GenRequest(messages=build("Where?", passages), max_new_tokens=8)])

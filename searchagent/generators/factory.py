@@ -24,7 +24,8 @@ def make_generator(config: GeneratorConfig | None = None, sessions: int = 4) -> 
     if config.backend == "transformers":
         from searchagent.generators.hf_transformers import TransformersGenerator
 
-        return TransformersGenerator(config.model, threads=config.threads)
+        return TransformersGenerator(config.model, threads=config.threads,
+                                     context_tokens=config.context_tokens)
     if config.backend == "openai":
         from searchagent.generators.openai_http import OpenAIHTTPGenerator
 

@@ -2,7 +2,9 @@
 
 Requests in one ``generate`` call are decoded together: prompts are left-padded into a
 batch (grouped by max_new_tokens and temperature), stop strings are applied afterwards,
-and token log-probabilities come from ``compute_transition_scores``.
+and token log-probabilities come from ``compute_transition_scores``. ``context_tokens``
+(``generator.context_tokens``, capped at the model's own ``max_position_embeddings``) is
+the window the strategies fit their prompts to; a longer prompt is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from searchagent.errors import BackendError
+from searchagent.errors import BackendError, InputError
 from searchagent.generators.base import (GenRequest, GenResult, check_request, cut_at_stop,
                                          split_prefill)
 from searchagent.models import gguf_path
@@ -25,7 +27,7 @@ class TransformersGenerator:
     name = "transformers"
 
     def __init__(self, model: str = "default", threads: int = 0, device: str | None = None,
-                 batch_size: int = 8, dtype: str = "auto"):
+                 batch_size: int = 8, dtype: str = "auto", context_tokens: int = 2048):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,12 +50,23 @@ class TransformersGenerator:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        own = getattr(self.model.config, "max_position_embeddings", None)
+        self.context_tokens = min(context_tokens, own) if isinstance(own, int) else context_tokens
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._torch = torch
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """The prompt's tokens as ``generate`` feeds them (chat template, then any prefill)."""
+        return self.tokenizer.encode(self._render(messages), add_special_tokens=False)
+
+    def _render(self, messages: list[dict]) -> str:
+        conversation, prefill = split_prefill(messages)
+        return self.tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True) + prefill
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
         for i, request in enumerate(requests):
@@ -73,13 +86,14 @@ class TransformersGenerator:
     def _batch(self, requests: list[GenRequest], max_new: int,
                temperature: float) -> list[GenResult]:
         torch = self._torch
-        prompts = []
-        for request in requests:
-            conversation, prefill = split_prefill(request.messages)
-            prompts.append(self.tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=True) + prefill)
+        prompts = [self._render(request.messages) for request in requests]
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True,
                                  add_special_tokens=False).to(self.device)
+        for size in encoded["attention_mask"].sum(dim=1).tolist():
+            if size + max_new > self.context_tokens:
+                raise InputError(f"prompt has {size} tokens; with max_new_tokens={max_new} it "
+                                 f"exceeds the context of {self.context_tokens} "
+                                 "(generator.context_tokens)", field="messages")
         sample = temperature > 0
         with self._lock, torch.inference_mode():
             start = time.perf_counter()
