@@ -133,6 +133,7 @@ def test_add_replace_delete_compact_equal_a_fresh_build(index_dir, pool, tmp_pat
     assert f"({on_disk / 1e6:.1f} MB)" in info            # SPANN's growing postings counted
     vector_index = manifest["components"]["dense"]["index"]
     if vector_index["kind"] == "spann":                  # not the build's figure any more
+        assert "dense/spann/spann.json" in manifest["files"]   # still checked on open
         assert vector_index["bytes_on_disk"] == sum(
             (index_dir / rel).stat().st_size for rel in manifest["files"]
             if rel.startswith("dense/spann/"))

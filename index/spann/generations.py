@@ -96,7 +96,8 @@ def write_generation(folder: Path, n: int, meta: dict, table: np.ndarray, heads:
     meta = {**meta, "generation": n, "files": files}
     durable_write(folder / meta_name(n), (json.dumps(meta, indent=2) + "\n").encode())
     listed = {**files, meta_name(n): file_entry(folder / meta_name(n)),
-              meta["postings"]["file"]: {"min_size": meta["postings"]["end"]}}
+              META: file_entry(folder / META),          # the folder's identity: every
+              meta["postings"]["file"]: {"min_size": meta["postings"]["end"]}}   # open reads it
     return {**meta, "files": listed}
 
 
