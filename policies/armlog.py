@@ -58,6 +58,23 @@ class ArmTable:
     def confidences(self) -> list[float | None]:
         return [None if math.isnan(c) else float(c) for c in self.confidence]
 
+    def generated(self) -> list[list[tuple[str, float | None]]]:
+        """Each arm's (answer, mean token log-probability or None), in ARMS order: what
+        the answer cascade is trained and replayed on."""
+        if self.answers is None:
+            raise InputError("the cascade is trained on each arm's answer: this arm log has "
+                             "none", field="prediction")
+        confidence = (np.full((len(self), len(ARMS)), np.nan) if self.arm_confidence is None
+                      else self.arm_confidence)
+        return [[(text, None if np.isnan(c) else float(c)) for text, c in zip(answers, row)]
+                for answers, row in zip(self.answers, confidence)]
+
+    def has_confidence(self) -> bool:
+        """Whether most answers carry the generator's token log-probabilities (the cascade
+        then reads them; an imported published log has none)."""
+        return self.arm_confidence is not None and \
+            float(np.isfinite(self.arm_confidence).mean()) >= 0.5
+
 
 def load_arm_log(path: str | Path, runs: Sequence[str] | None = None,
                  datasets: Sequence[str] | None = None,

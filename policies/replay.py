@@ -126,12 +126,12 @@ def train_policy(algo: str, table: ArmTable, embeddings: np.ndarray, features: F
     R = reward_table(table, reward)
     if algo in ("outcome", "cascade"):   # quality and cost apart: tell it lambda and layout
         params = {"lam": reward.lam, "embed_dims": sum(n.startswith("emb") for n in fmap.names),
-                  **({"confidence": has_confidence(table)} if algo == "cascade" else {}),
+                  **({"confidence": table.has_confidence()} if algo == "cascade" else {}),
                   **(params or {})}
     policy = make_policy(algo, fmap.dim, seed, **(params or {}))
     Q, C = table.quality[reward.metric], cost_table(table, reward)
     if isinstance(policy, AnswerCascade):
-        answers = _answers(table)
+        answers = table.generated()
         policy.fit_log(X, table.questions, answers, Q, C)
         served, spent = policy.routes(X, table.questions, answers, C)
         log = TrainLog(served, R.max(axis=1) - route_rewards(served, spent, table, R, reward))
@@ -276,26 +276,8 @@ def greedy_routes(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
     a cascade the retrieval calls its route spent (None: the served arm's own calls)."""
     if isinstance(bundle.policy, AnswerCascade):
         return bundle.policy.routes(features_for(table, bundle.features, embeddings),
-                                    table.questions, _answers(table), table.steps, lam)
+                                    table.questions, table.generated(), table.steps, lam)
     return greedy_arms(bundle, table, embeddings, lam), None
-
-
-def _answers(table: ArmTable) -> list[list[tuple[str, float | None]]]:
-    """Each arm's (answer, mean token log-probability or None), in ARMS order."""
-    if table.answers is None:
-        raise InputError("the cascade is trained on each arm's answer: this arm log has none",
-                         field="prediction")
-    confidence = (np.full((len(table), len(ARMS)), np.nan) if table.arm_confidence is None
-                  else table.arm_confidence)
-    return [[(text, None if np.isnan(c) else float(c)) for text, c in zip(answers, row)]
-            for answers, row in zip(table.answers, confidence)]
-
-
-def has_confidence(table: ArmTable) -> bool:
-    """Whether most of the log's answers carry the generator's token log-probabilities
-    (the cascade then reads them; an imported published log has none)."""
-    return table.arm_confidence is not None and \
-        float(np.isfinite(table.arm_confidence).mean()) >= 0.5
 
 
 def gap_closed(value: float, best_fixed: float, oracle: float) -> float:
