@@ -54,7 +54,7 @@ def test_no_policy_falls_back_and_still_scores_feedback(searcher, generator, con
     decision = decision_of(answer)
     assert answer.strategy == FALLBACK_ARM == decision["arm"]
     assert decision["policy"] == f"fallback:{FALLBACK_ARM}" and answer.retrieval_calls == 1
-    # the decision fields README promises on every answer, lam = what feedback is scored at
+    # fields docs/policy-reference.md promises on every answer (lam: what feedback uses)
     assert decision["lam"] == config.agent.lam and decision["propensity"] == 1.0
     result = agent.feedback(decision["request_id"], gold=QUESTION["answers"])
     assert result["applied"] is False and result["reward"] <= 1.0 - 0.1 * 1 + 1e-9
