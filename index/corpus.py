@@ -79,20 +79,16 @@ def check_passages(documents: list[Passage]) -> list[str]:
     seen: set[str] = set()
     for n, doc in enumerate(documents):
         if not isinstance(doc.id, str) or not doc.id:
-            raise InputError(f"document {n}: must be a non-empty string", field="id")
+            raise InputError("must be a non-empty string", path=f"document {n}", field="id")
         where = f"document {n} (id {doc.id!r})"
         for name, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
             if not isinstance(value, str):
-                raise InputError(f"{where}: must be a string", field=name)
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise InputError(f"{where}: not valid UTF-8 text (character {exc.start + 1} "
-                                 "is a lone surrogate)", field=name) from None
+                raise InputError("must be a string", path=where, field=name)
+            require_utf8(value, name, where)
         if not (doc.title.strip() or doc.text.strip()):
-            raise InputError(f"{where}: empty passage", field="text")
+            raise InputError("empty passage", path=where, field="text")
         if doc.id in seen:
-            raise InputError(f"duplicate id {doc.id!r} in one update", field="id")
+            raise InputError(f"duplicate id {doc.id!r} in one update", path=where, field="id")
         seen.add(doc.id)
     return [doc.id for doc in documents]
 
