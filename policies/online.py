@@ -139,8 +139,8 @@ class OnlineLearner:
                 ) -> Decision:
         """Journal a decision made here or by the caller (the agent runs a cascade's steps
         itself and journals the arm whose answer it served, and every answer generated:
-        ``answers``, ``{"arm", "answer", "calls", "confidence"}`` in running order) under ``request_id``
-        (the server's id for the request; a new one when None)."""
+        ``answers``, ``{"arm", "answer", "calls", "confidence"}`` in running order) under
+        ``request_id`` (the server's id for the request; a new one when None)."""
         scores = [float(s) for s in scores]
         decision = Decision(request_id or uuid.uuid4().hex, ARMS[arm_index(arm)], scores,
                             self.fingerprint,

@@ -113,6 +113,21 @@ def mount_answers(app: FastAPI, config: Config) -> None:
                 "shared generator time: it would not finish within "
                 f"server.request_timeout_s={config.server.request_timeout_s}")
 
+    def delivered(route: str, service, session, response, started: float) -> int:
+        """Record how an answer request ended, for feedback and ``/metrics`` (its latency,
+        and its arm when answered); return its status."""
+        status = response.status_code if isinstance(response, JSONResponse) else 200
+        service.delivered(session.id, status)
+        app.state.metrics.observe(route, status, time.monotonic() - started,
+                                  None if status != 200 else response["arm"])
+        return status
+
+    def abandoned(route: str, service, session) -> None:
+        """The client is gone before its answer: stop the work, note a 499."""
+        session.cancel.set()
+        service.delivered(session.id, CLIENT_CLOSED)
+        app.state.metrics.observe(route, CLIENT_CLOSED)
+
     def service_time(session, future) -> float | None:
         """The run time that counts as a service-time measurement: an answer's, or one cut
         by its deadline (a lower bound); not a failure's or a cancelled request's."""
@@ -175,16 +190,11 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             exc = done.exception()
             response = outcome(session, exc, None if exc else done.result())
         elif gone in finished:         # nobody will read the answer: stop working on it
-            session.cancel.set()
-            service.delivered(session.id, CLIENT_CLOSED)
-            app.state.metrics.observe("/v1/answer", CLIENT_CLOSED)
+            abandoned("/v1/answer", service, session)
             return Response(status_code=CLIENT_CLOSED)
         else:
             response = outcome(session, asyncio.TimeoutError())
-        status = response.status_code if isinstance(response, JSONResponse) else 200
-        service.delivered(session.id, status)
-        app.state.metrics.observe("/v1/answer", status, time.monotonic() - started,
-                                  None if status != 200 else response["arm"])
+        delivered("/v1/answer", service, session, response, started)
         return response
 
     @app.post("/v1/answer/stream", response_class=openapi.EventStream,
@@ -211,9 +221,7 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             early that ``events_until_done`` never ran): without an answer or error
             recorded, the client is gone, so stop the work and note a 499."""
             if not reported:
-                session.cancel.set()
-                service.delivered(session.id, CLIENT_CLOSED)
-                app.state.metrics.observe("/v1/answer/stream", CLIENT_CLOSED)
+                abandoned("/v1/answer/stream", service, session)
 
         async def events_until_done():
             nonlocal reported
@@ -237,10 +245,7 @@ def mount_answers(app: FastAPI, config: Config) -> None:
             if exc is None and done.exception() is not None:
                 exc = done.exception()
             response = outcome(session, exc, None if exc else done.result())
-            status = response.status_code if isinstance(response, JSONResponse) else 200
-            service.delivered(session.id, status)
-            app.state.metrics.observe("/v1/answer/stream", status, time.monotonic() - started,
-                                      None if status != 200 else response["arm"])
+            status = delivered("/v1/answer/stream", service, session, response, started)
             reported = True
             if status != 200:
                 yield sse("error", {"status": status, **json.loads(response.body)})
