@@ -107,6 +107,20 @@ def test_triviaqa_shapes_keep_aliases(name, ids):
         assert examples[0].answers == ["December", "Dec", "Dec."]
 
 
+def test_an_alias_field_that_is_not_a_list_is_refused(tmp_path):
+    """A string ``aliases`` was split into letters: every prediction containing an 'a'
+    scored Acc 1; a string ``answer_aliases`` (MuSiQue) was dropped without a word."""
+    rows = tmp_path / "tqa.jsonl"
+    rows.write_text(json.dumps({"question": "q?", "answer": {"value": "Paris",
+                                                            "aliases": "Paris"}}) + "\n")
+    with pytest.raises(InputError, match=r"line 1, field 'answer\.aliases': expected a list"):
+        load_dataset("tqa", rows)
+    rows.write_text(json.dumps({"id": "2hop__1", "question": "q?", "answer": "x",
+                                "answer_aliases": "y", "paragraphs": []}) + "\n")
+    with pytest.raises(InputError, match=r"line 1, field 'answer_aliases': expected a list"):
+        load_dataset("musique", rows, fmt="musique")
+
+
 def test_squad_official_and_hf():
     assert first_format("squad_official.json") == "squad"
     afc, nfc = load_dataset("squad", FIX / "squad_official.json")

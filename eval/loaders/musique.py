@@ -22,8 +22,9 @@ def to_examples(record: dict, loc: Location, dataset: str) -> list[Example]:
     question = require(record, "question", loc)
     answers = answer_strings(require(record, "answer", loc, (str, int, list)), loc, "answer")
     aliases = record.get("answer_aliases") or []
-    if isinstance(aliases, list):
-        answers = unique(answers + [a for a in aliases if isinstance(a, str)])
+    if not isinstance(aliases, list):     # silently dropped, its aliases scored as wrong
+        raise loc.error("expected a list of strings", "answer_aliases")
+    answers = unique(answers + [a for a in aliases if isinstance(a, str)])
     paragraphs = paragraph_list(record.get("paragraphs") or [], loc, "paragraphs")
     support = [p.title for p in paragraphs if p.supporting]
     if not paragraphs:

@@ -19,7 +19,10 @@ def to_examples(record: dict, loc: Location, dataset: str) -> list[Example]:
     answer = require(record, answer_key, loc, (dict, str, list))
     if isinstance(answer, dict):
         value_key, alias_key = ("Value", "Aliases") if official else ("value", "aliases")
-        values = [answer.get(value_key)] + list(answer.get(alias_key) or [])
+        aliases = answer.get(alias_key) or []
+        if not isinstance(aliases, list):   # list("Paris") would make each letter a gold
+            raise loc.error("expected a list of strings", f"{answer_key}.{alias_key}")
+        values = [answer.get(value_key)] + aliases
         answers = answer_strings([v for v in values if v is not None], loc, answer_key)
     else:
         answers = answer_strings(answer, loc, answer_key)
