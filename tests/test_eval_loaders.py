@@ -170,6 +170,24 @@ def test_bad_inputs_name_file_line_and_field(tmp_path):
         load_dataset("d", tmp_path / "missing.jsonl")
 
 
+def test_a_bad_record_s_error_names_its_question_id(tmp_path):
+    """A JSON-list file (the official HotpotQA dev set is one line) named only the item
+    number; the id is what one searches the file for."""
+    listed = tmp_path / "hotpot.json"
+    listed.write_text(json.dumps([{"_id": "5a8b57f2", "question": "q", "answer": "a",
+                                   "context": []},
+                                  {"_id": "5ab3b0bf", "question": "q", "context": []}]))
+    with pytest.raises(InputError, match=r"hotpot.json, field '\[1\]\.answer': missing field "
+                                         r"\(question id '5ab3b0bf'\)"):
+        load_dataset("h", listed)
+    rows = tmp_path / "ircot.jsonl"
+    rows.write_text(json.dumps({"question_id": 17, "question_text": "q?",
+                                "answers_objects": []}) + "\n")
+    with pytest.raises(InputError, match=r"line 1, field 'answers_objects': no gold answer "
+                                         r"\(question id '17'\)"):
+        load_dataset("i", rows)
+
+
 def test_wrongly_typed_ids_are_refused_not_renumbered(tmp_path):
     rows = tmp_path / "ids.jsonl"
     rows.write_text('{"_id": 7, "question": "q?", "answer": "a", "context": []}\n'

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from eval.examples import Example
 from eval.loaders import flashrag, hotpotqa, ircot, musique, nq_open, squad, triviaqa
-from eval.loaders.reading import read_records
+from eval.loaders.reading import read_records, with_record_id
 from searchagent.errors import InputError
 
 # Detection order matters: earlier shapes are more specific.
@@ -82,7 +82,7 @@ def load_dataset(name: str, path: str | Path, fmt: str | None = None) -> list[Ex
             key = detect_format(record, str(path))
         if not isinstance(record, dict):
             raise loc.error("expected a JSON object")
-        for example in FORMATS[key].to_examples(record, loc, name):
+        for example in FORMATS[key].to_examples(record, with_record_id(loc, record), name):
             if example.id in seen:
                 raise loc.error(f"duplicate question id {example.id!r}")
             seen.add(example.id)

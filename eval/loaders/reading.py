@@ -7,7 +7,7 @@ Every record carries a ``Location`` so a bad field is reported with its file and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,10 +21,13 @@ class Location:
     line: int | None = None     # 1-based line in a JSONL file
     item: int | None = None     # 0-based position in a JSON list
     position: int = 0           # 0-based record number, used for ids when a file has none
+    qid: str | None = None      # the record's own id, when it has a usable one
 
     def error(self, message: str, field: str | None = None) -> InputError:
         if self.item is not None:
             field = f"[{self.item}]" + (f".{field}" if field else "")
+        if self.qid is not None:
+            message += f" (question id {self.qid!r})"
         return InputError(message, path=self.path, line=self.line, field=field)
 
 
@@ -109,6 +112,20 @@ def record_id(record: dict, loc: Location, *keys: str, where: str = "") -> str:
         got = "an empty string" if isinstance(value, str) else f"JSON {_json_type(value)}"
         raise loc.error(f"expected a non-empty string or integer id, got {got}", where + key)
     return str(loc.position)
+
+
+ID_KEYS = ("_id", "id", "question_id", "QuestionId")
+
+
+def with_record_id(loc: Location, record: Any) -> Location:
+    """``loc`` naming the record's id in its errors (the first string or integer id field)."""
+    if isinstance(record, dict):
+        for key in ID_KEYS:
+            value = record.get(key)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and \
+                    str(value).strip():
+                return replace(loc, qid=str(value))
+    return loc
 
 
 def _json_type(value: Any) -> str:
