@@ -188,6 +188,23 @@ def test_a_bad_record_s_error_names_its_question_id(tmp_path):
         load_dataset("i", rows)
 
 
+def test_odd_files_fail_with_an_input_error_not_a_crash(tmp_path):
+    """A JSON file holding a bare string or number raised AttributeError, and a row read as
+    SQuAD without 'context' a KeyError: tracebacks naming no file, line or field."""
+    for text in ('"just text"', "5"):
+        odd = tmp_path / "odd.json"
+        odd.write_text(text)
+        with pytest.raises(InputError, match=r"odd.json, line 1: expected a JSON object"):
+            load_dataset("x", odd, fmt="nq_open")
+        with pytest.raises(InputError, match="odd.json: cannot tell the dataset format"):
+            load_dataset("x", odd)
+    rows = tmp_path / "squad.jsonl"
+    rows.write_text(json.dumps({"id": "q1", "question": "q?", "answers": {"text": ["a"]}})
+                    + "\n")
+    with pytest.raises(InputError, match=r"line 1, field 'context': missing field"):
+        load_dataset("s", rows, fmt="squad")
+
+
 def test_wrongly_typed_ids_are_refused_not_renumbered(tmp_path):
     rows = tmp_path / "ids.jsonl"
     rows.write_text('{"_id": 7, "question": "q?", "answer": "a", "context": []}\n'

@@ -45,10 +45,11 @@ def read_records(path: str | Path) -> Iterator[tuple[Location, Any]]:
         whole = json.loads(text)
     except json.JSONDecodeError:
         whole = None
-    if whole is None or (isinstance(whole, dict) and not _wrapped_list(whole)):
+    items = whole if isinstance(whole, list) else (
+        _wrapped_list(whole) if isinstance(whole, dict) else None)
+    if items is None:     # JSON lines (one object, or a bare string or number, is one line)
         yield from _jsonl(text, name)
         return
-    items = whole if isinstance(whole, list) else _wrapped_list(whole)
     for n, record in enumerate(items):
         yield Location(name, item=n, position=n), record
 

@@ -18,7 +18,7 @@ def matches(record: dict) -> bool:
 def to_examples(record: dict, loc: Location, dataset: str) -> list[Example]:
     title = str(record.get("title") or "").replace("_", " ").strip()
     if "paragraphs" not in record:
-        return [_example(record, record["context"], title, loc, dataset, "")]
+        return [_example(record, require(record, "context", loc), title, loc, dataset, "")]
     out = []
     for p, para in enumerate(require(record, "paragraphs", loc, list)):
         context = require(para, "context", loc) if isinstance(para, dict) else None
