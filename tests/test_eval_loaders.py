@@ -205,6 +205,24 @@ def test_odd_files_fail_with_an_input_error_not_a_crash(tmp_path):
         load_dataset("s", rows, fmt="squad")
 
 
+def test_a_lone_surrogate_escape_is_refused_where_it_is(tmp_path):
+    """JSON may escape a lone surrogate; the question loaded, and then DuckDB refused to
+    store its row, which stopped every rerun of the run at that question."""
+    rows = tmp_path / "s.jsonl"
+    rows.write_text('{"id": "a", "question": "fine \\ud83d\\ude00?", "answer": ["x"]}\n'
+                    '{"id": "b", "question": "q\\ud800?", "answer": ["x"]}\n')
+    with pytest.raises(InputError, match=r"s.jsonl, line 2, field 'question': not valid UTF-8"
+                                         r".*\(question id 'b'\)"):
+        load_dataset("nq", rows)
+    rows.write_text('{"id": "a", "question": "fine \\ud83d\\ude00?", "answer": ["x"]}\n')
+    assert load_dataset("nq", rows)[0].question == "fine \U0001F600?"   # a proper pair
+    listed = tmp_path / "l.json"
+    listed.write_text(json.dumps([{"_id": "h1", "question": "q", "answer": "a",
+                                   "context": [["T", ["ok", "bad \udfff"]]]}]))
+    with pytest.raises(InputError, match=r"field '\[0\]\.context\[0\]\[1\]\[1\]'"):
+        load_dataset("h", listed)
+
+
 def test_wrongly_typed_ids_are_refused_not_renumbered(tmp_path):
     rows = tmp_path / "ids.jsonl"
     rows.write_text('{"_id": 7, "question": "q?", "answer": "a", "context": []}\n'

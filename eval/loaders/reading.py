@@ -7,12 +7,15 @@ Every record carries a ``Location`` so a bad field is reported with its file and
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from index.corpus import open_text
 from searchagent.errors import InputError
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,32 @@ def read_records(path: str | Path) -> Iterator[tuple[Location, Any]]:
         whole = None
     items = whole if isinstance(whole, list) else (
         _wrapped_list(whole) if isinstance(whole, dict) else None)
-    if items is None:     # JSON lines (one object, or a bare string or number, is one line)
-        yield from _jsonl(text, name)
-        return
-    for n, record in enumerate(items):
-        yield Location(name, item=n, position=n), record
+    records = _jsonl(text, name) if items is None else (   # JSON lines (a bare string or
+        (Location(name, item=n, position=n), record)       # number is one line)
+        for n, record in enumerate(items))
+    suspect = _SURROGATE_ESCAPE.search(text) is not None   # the only way to a lone surrogate
+    for loc, record in records:
+        if suspect:
+            require_utf8_tree(record, with_record_id(loc, record))
+        yield loc, record
+
+
+def require_utf8_tree(value: Any, loc: Location, field: str | None = None) -> None:
+    """Refuse a string anywhere in ``value`` that UTF-8 cannot encode (a JSON escape of a
+    lone surrogate): DuckDB refuses to store it, which stopped a whole run at that question."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise loc.error(f"not valid UTF-8 text (character {exc.start + 1} is a lone "
+                            "surrogate)", field) from None
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            require_utf8_tree(item, loc, f"{field or ''}[{n}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            require_utf8_tree(key, loc, field)
+            require_utf8_tree(item, loc, f"{field}.{key}" if field else str(key))
 
 
 def _wrapped_list(whole: dict) -> list | None:
