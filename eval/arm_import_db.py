@@ -36,7 +36,8 @@ def migrate_calls(con) -> bool:
 
 def check_run_is_free(con, run: str, source: str, db: str | Path) -> None:
     """Only a re-import of the same tree may write into a run that has rows (REPLACE would
-    overwrite what ``eval log-arms`` or another tree wrote, or mix into it)."""
+    overwrite what ``eval log-arms`` or another tree wrote, or mix into it); a run name
+    that ``eval run`` / ``eval log-arms`` used is refused even without rows yet."""
     sources = {r[0] for r in con.execute("SELECT source FROM arm_imports WHERE run = ?",
                                          [run]).fetchall()}
     rows = con.execute("SELECT count(*) FROM arm_outcomes WHERE run = ?", [run]).fetchone()[0]
@@ -44,6 +45,12 @@ def check_run_is_free(con, run: str, source: str, db: str | Path) -> None:
         came = f"imported from {min(sources)}" if sources else "written by eval log-arms"
         raise InputError(f"run {run!r} already has rows {came}; use a new --run name",
                          path=str(db), field="run")
+    local = con.execute("SELECT (SELECT count(*) FROM results WHERE run = ?) + "
+                        "(SELECT count(*) FROM run_settings WHERE run = ?)",
+                        [run, run]).fetchone()[0]
+    if local:   # the report would show the published outcomes as part of that run
+        raise InputError(f"run {run!r} is a run of eval run / eval log-arms here; use a new "
+                         "--run name", path=str(db), field="run")
 
 
 def write_import(db: str | Path, result: "ImportResult", run: str) -> None:

@@ -98,8 +98,13 @@ def load_rows(dbs: str | Path | list, runs: list[str]) -> list[dict]:
                     raise InputError(f"run {run!r} is in two databases ({found_in[run]} "
                                      "and this one); give only one of them", path=str(db))
                 found_in[run] = db
-            results += store.rows("results", runs)
             imported = store.imported_runs()     # their seconds are stored as 0.0
+            for run in sorted(imported & set(runs)):
+                if run in store.runs("results") or store.settings_of(run) is not None:
+                    raise InputError(f"run {run!r} mixes outcomes imported by eval import-"
+                                     "arms with rows of eval run / log-arms; its systems "
+                                     "would read as one run", path=str(db))
+            results += store.rows("results", runs)
             arm_rows += [{**r, "seconds": None} if r["run"] in imported else r
                          for r in store.rows("arm_outcomes", runs)]
             known |= here

@@ -77,3 +77,29 @@ def test_arms_chosen_lists_arms_outside_the_three(tmp_path):
     header = next(l for l in report.read_text().splitlines() if l.startswith("| dataset |"))
     assert header.endswith("| rerank share (EM) |")
     assert table_line(report, "d")[1:] == ["auto", "0%", "50% (100.0)", "0%", "50% (100.0)"]
+
+
+def test_an_imported_arm_log_and_a_local_run_never_share_a_run_name(tmp_path):
+    """import-arms wrote into a run name eval run had used, and eval run / log-arms wrote
+    into an imported run: the report then showed another model's published outcomes as
+    arms and oracle of the local run (and log-arms skipped the imported questions as done)."""
+    from argparse import Namespace
+
+    from searchagent.cli.eval_cmd import _record_run
+
+    tree, questions = make_tree(tmp_path)
+    db = tmp_path / "runs.duckdb"
+    with RunStore(db) as store:
+        store.insert("results", {**arm_row("mine", "1", "single", 1.0, 1), "system": "single"})
+    with pytest.raises(InputError, match=r"run 'mine' is a run of eval run / eval log-arms"):
+        import_arms(tree, questions, db, "mine")
+    import_arms(tree, questions, db, "pub")
+    args = Namespace(run="pub", runs_dir=str(tmp_path / "runs"), force=False, db=str(db))
+    with RunStore(db, hold=False) as store:
+        with pytest.raises(InputError, match=r"run 'pub' holds arm outcomes imported"):
+            _record_run(args, {"datasets": [], "systems": ["single"]}, store)
+    assert not (tmp_path / "runs").exists()
+    with RunStore(db) as store:                  # a database mixed before these checks
+        store.insert("results", {**arm_row("pub", "1", "single", 1.0, 1), "system": "single"})
+    with pytest.raises(InputError, match=r"run 'pub' mixes outcomes imported"):
+        load_rows(db, ["pub"])

@@ -134,7 +134,11 @@ def _setup(args, systems: list[str]):
 def _record_run(args, settings: dict, store) -> None:
     """Check and record the run's settings in ``runs/<run>/config.json`` and in the
     database; the database's record decides, so a run resumed from another working
-    directory or ``--runs-dir`` is checked against the settings its rows were made with."""
+    directory or ``--runs-dir`` is checked against the settings its rows were made with.
+    A run ``eval import-arms`` wrote is refused: its rows come from another system."""
+    if args.run in store.imported_runs():
+        raise InputError(f"run {args.run!r} holds arm outcomes imported by eval import-arms; "
+                         "pick a new --run name", path=str(args.db), field="run")
     record = _write_run_config(Path(args.runs_dir) / args.run, settings, args.force,
                                store.settings_of(args.run))
     store.record_settings(args.run, record)
