@@ -24,7 +24,7 @@ from retrievers.tokenize import tokenize
 from searchagent import __version__
 from searchagent.config import Config, IndexConfig
 from searchagent.errors import InputError
-from searchagent.models import embedder_path
+from searchagent.models import embedder_dim, embedder_path
 
 FAISS_FILE = "dense/faiss.index"
 SPANN_POSTINGS = "dense/spann/postings.bin"   # grows under updates; SPANN checks its bytes
@@ -50,6 +50,9 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
                          path=str(corpus))
     if cfg.dense:                       # before any work
         embedder_path(cfg.dense_model)
+        dim = embedder_dim(cfg.dense_model)     # from the model's files, without loading it
+        if cfg.faiss != "spann" and dim is not None:
+            check_factory(cfg.faiss, dim)
     if engine == "ray":
         from index.build_ray import build_index_ray
 
@@ -65,10 +68,11 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
         count = load_corpus(corpus, tmp / "docs.duckdb", cfg.chunk_words, cfg.chunk_overlap)
         encoder = None
         if cfg.dense:                              # checked before anything is embedded
+            if cfg.faiss != "spann":
+                check_trainable(cfg.faiss, count)
             encoder = build_encoder(cfg, tmp)
             if cfg.faiss != "spann":
-                check_factory(cfg.faiss, encoder.dim)
-                check_trainable(cfg.faiss, count)
+                check_factory(cfg.faiss, encoder.dim)    # a folder that did not say its size
         timings["docstore"] = time.perf_counter() - start
         docstore = DocStore(tmp / "docs.duckdb", memory_limit=BUILD_READ_MEMORY_LIMIT)
         try:

@@ -31,13 +31,12 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 
 from index.build import EMBEDDINGS, _build_vector_index, finish_build
-from index.faiss_index import check_factory, check_trainable
+from index.faiss_index import check_trainable
 from index.manifest import atomic_folder
 from retrievers.bm25_build import BM25Writer
 from retrievers.docstore import pop_duplicate_source, write_docstore
 from searchagent.config import Config
 from searchagent.errors import InputError
-from searchagent.models import embedder_dim
 
 try:        # everything the stages below import from Ray Data, so a missing piece is named
     import pyarrow  # noqa: F401
@@ -66,10 +65,6 @@ def build_index_ray(corpus: str | Path, out: str | Path, config: Config, overwri
                          field="chunk_overlap")
     if num_gpus < 0 or (num_cpus is not None and num_cpus < 1):
         raise InputError("--num-gpus must be >= 0 and --num-cpus >= 1", field="engine")
-    if cfg.dense and cfg.faiss != "spann":     # a factory faiss cannot make: before any work
-        dim = embedder_dim(cfg.dense_model)    # from the model's files; actors load it
-        if dim is not None:
-            check_factory(cfg.faiss, dim)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         # run files inside tmp, closed when the build ends either way
         bm25 = BM25Writer(tmp / "bm25") if cfg.bm25 else None
