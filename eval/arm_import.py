@@ -143,9 +143,11 @@ def _read_arm(prediction: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
                              path=str(prediction), field=qid)
         gold = golds.get(qid)
         gold = [gold] if isinstance(gold, str) else gold
+        if isinstance(gold, list) and all(isinstance(g, str) for g in gold):
+            gold = [g for g in gold if g.strip()]   # a blank gold: EM 1 for an empty answer
         if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
             raise InputError("prediction has no gold answer (need a non-empty list of "
-                             "strings)", path=str(gold_path), field=qid)
+                             "non-blank strings)", path=str(gold_path), field=qid)
         golds[qid] = gold
     extra = sorted(set(golds) - set(preds))
     if extra:

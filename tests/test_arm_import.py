@@ -185,6 +185,11 @@ def _drop_gold(root, q):
     path.write_text(json.dumps(golds))
 
 
+def _blank_gold(root, q):    # scored an empty prediction EM 1 (and F1 0)
+    path = root / folder_name("nor", "nq") / json_name("ground_truth", "nq")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "single_nq_dev_1": [" "]}))
+
+
 def _drop_steps(root, q):
     (root / folder_name("ircot", "nq") / "stepNum.json").unlink()
 
@@ -210,6 +215,7 @@ def _arm_lacks_qid(root, q):
     (_drop_question, "questions.jsonl", "single_nq_dev_2"),
     (_garble, json_name("prediction", "hotpotqa"), None),
     (_drop_gold, json_name("ground_truth", "nq"), "single_nq_dev_1"),
+    (_blank_gold, json_name("ground_truth", "nq"), "single_nq_dev_1"),
     (_drop_steps, folder_name("ircot", "nq"), "multi-steps"),
     (_steps_missing_qid, "stepNum.json", "single_nq_dev_2"),
     (_duplicate_folder, "test", None),
