@@ -194,11 +194,17 @@ def test_prefill_continues_the_assistant_message(llama):
     assert "Paris" in result.text and not result.text.startswith("The capital")
 
 
-def test_transformers_gguf_batched_padding_matches_single():
-    """The same GGUF through transformers: a padded batch equals one-by-one decoding."""
+@pytest.fixture(scope="module")
+def hf():
+    """The bundled GGUF through transformers, loaded once (a 256-token context, which every
+    prompt here but the one built to exceed it fits)."""
     from searchagent.generators.hf_transformers import TransformersGenerator
 
-    hf = TransformersGenerator(threads=1)
+    return TransformersGenerator(threads=1, context_tokens=256)
+
+
+def test_transformers_gguf_batched_padding_matches_single(hf):
+    """The same GGUF through transformers: a padded batch equals one-by-one decoding."""
     short = ask("Hi.", max_new_tokens=4, logprobs=True)
     long = ask("Which planet is known as the red planet in our solar system?",
                max_new_tokens=4, logprobs=True)
@@ -221,14 +227,12 @@ def test_transformers_gguf_batched_padding_matches_single():
     assert kept.text == hf.generate([long_free])[0].text
 
 
-def test_transformers_prompts_are_fitted_to_its_context():
+def test_transformers_prompts_are_fitted_to_its_context(hf):
     """The transformers backend stated no context size, so the strategies never fitted a
     prompt to it: one past the model's window went to the model uncut."""
-    from searchagent.generators.hf_transformers import TransformersGenerator
     from searchagent.prompts import reading_messages
     from searchagent.strategies.context import fit_prompt
 
-    hf = TransformersGenerator(threads=1, context_tokens=256)
     assert hf.context_tokens == 256
     passages = [(f"Page {i}", "The river runs past the old mill and the bridge. " * 30)
                 for i in range(6)]
