@@ -14,9 +14,10 @@ class Interval:
     low: float
     high: float
 
-    def fmt(self, scale: float = 100.0, digits: int = 1) -> str:
-        return (f"{self.mean * scale:.{digits}f} "
-                f"[{self.low * scale:.{digits}f}, {self.high * scale:.{digits}f}]")
+    def fmt(self, scale: float = 100.0, digits: int = 1, signed: bool = False) -> str:
+        spec = f"{'+' if signed else ''}.{digits}f"
+        return (f"{self.mean * scale:{spec}} "
+                f"[{self.low * scale:{spec}}, {self.high * scale:{spec}}]")
 
 
 def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000,

@@ -1,5 +1,6 @@
 """Reports: per dataset x system tables (EM / F1 / Acc with bootstrap 95% CIs, steps, hops,
-seconds, tokens; Adaptive-RAG Table 1 style), per-arm breakdowns, and the plots.
+seconds, tokens; Adaptive-RAG Table 1 style), per-arm breakdowns, paired differences
+against a baseline system, and the plots.
 
 Runs are looked up in both tables: ``results`` rows appear under their system name;
 ``arm_outcomes`` rows appear as one system per arm plus ``oracle`` (per question the
@@ -58,6 +59,51 @@ def summarize(rows: list[dict], seed: int = 0) -> SystemSummary:
                     else (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
                     for r in rows),
         sup_recall=fmean(recalls) if recalls else None, arms=arms, em_by_arm=em_by_arm)
+
+
+@dataclass
+class Difference:
+    """``system`` minus the baseline on the ``n`` questions of ``dataset`` both answered."""
+    dataset: str
+    system: str
+    n: int
+    em: Interval
+    f1: Interval
+    acc: Interval
+    steps: float | None
+
+
+def paired_differences(rows: list[dict], baseline: str, seed: int = 0) -> list[Difference]:
+    """Per dataset (and all datasets pooled), every other system minus ``baseline``: the
+    mean per-question difference with a bootstrap 95% CI of it. Paired over the questions
+    both answered, so it is not widened by how hard the questions are, which both systems
+    share (their own CIs are)."""
+    systems = sorted({r["system"] for r in rows})
+    if baseline not in systems:
+        raise InputError(f"no system {baseline!r} in these runs (systems: "
+                         f"{', '.join(systems)})", field="baseline")
+    base = {(r["dataset"], r["qid"]): r for r in rows if r["system"] == baseline}
+    pairs: dict[tuple, list[tuple[dict, dict]]] = defaultdict(list)
+    for row in rows:
+        other = base.get((row["dataset"], row["qid"]))
+        if row["system"] != baseline and other is not None:
+            pairs[(row["dataset"], row["system"])].append((row, other))
+    if len({dataset for dataset, _ in base}) > 1:
+        for (_, system), group in list(pairs.items()):
+            pairs[(ALL, system)] += group
+
+    def diff(group, metric):
+        return bootstrap_ci([a[metric] - b[metric] for a, b in group], seed=seed)
+
+    out = []
+    for dataset, system in sorted(pairs, key=lambda k: (k[0] == ALL, k)):
+        group = pairs[(dataset, system)]
+        calls = [(a["retrieval_calls"], b["retrieval_calls"]) for a, b in group]
+        steps = None if any(a is None or b is None for a, b in calls) else \
+            fmean(a - b for a, b in calls)
+        out.append(Difference(dataset, system, len(group), diff(group, "em"),
+                              diff(group, "f1"), diff(group, "acc"), steps))
+    return out
 
 
 def oracle_rows(arm_rows: Iterable[dict]) -> list[dict]:
@@ -150,7 +196,8 @@ def _cell(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str]) -> str:
+def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str],
+             differences: list[Difference] = (), baseline: str = "") -> str:
     lines = [f"# Evaluation report: {', '.join(runs)}", "",
              "EM / F1 / Acc in %, mean over questions with a bootstrap 95% CI; steps = "
              "retrieval calls per question; seconds = wall time per question; tokens = "
@@ -177,22 +224,36 @@ def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str])
                      if a in s.arms else "0%" for a in arms]
             lines.append(f"| {s.dataset} | {s.system} | " + " | ".join(cells) + " |")
         lines.append("")
+    if differences:
+        lines += [f"## Paired differences against {baseline}", "",
+                  "Per question, system minus baseline on the questions both answered "
+                  "(points of EM / F1 / Acc, mean with a bootstrap 95% CI; a CI clear of 0 "
+                  "is a difference these questions show); steps: retrieval calls.", "",
+                  "| dataset | system | n | EM | F1 | Acc | steps |",
+                  "|---|---|---:|---|---|---|---:|"]
+        lines += [f"| {d.dataset} | {d.system} | {d.n} | {d.em.fmt(signed=True)} "
+                  f"| {d.f1.fmt(signed=True)} | {d.acc.fmt(signed=True)} "
+                  f"| {_cell(d.steps, '+.2f')} |" for d in differences]
+        lines.append("")
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
 def write_report(db: str | Path | list, runs: list[str], out: str | Path,
-                 common: bool = False) -> Path:
+                 common: bool = False, baseline: str | None = None) -> Path:
     """Write ``report.md`` and the PNG plots into ``out``; return the report path.
-    ``common`` keeps only questions that every system of a dataset answered."""
+    ``common`` keeps only questions that every system of a dataset answered; ``baseline``
+    adds every system's paired difference to that system."""
     from eval.plots import arm_plot, quality_plots
 
-    rows = load_rows(db, runs)          # an unknown run fails before ``out`` is made
+    rows = load_rows(db, runs)          # an unknown run or baseline fails before ``out``
+    rows = common_questions(rows) if common else rows
+    differences = paired_differences(rows, baseline) if baseline else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = summaries(common_questions(rows) if common else rows)
+    table = summaries(rows)
     plots = quality_plots(table, out) + arm_plot(table, out)
     path = out / "report.md"
-    text = markdown(table, runs, [str(p) for p in plots])
+    text = markdown(table, runs, [str(p) for p in plots], differences, baseline or "")
     write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path

@@ -103,3 +103,31 @@ def test_an_imported_arm_log_and_a_local_run_never_share_a_run_name(tmp_path):
         store.insert("results", {**arm_row("pub", "1", "single", 1.0, 1), "system": "single"})
     with pytest.raises(InputError, match=r"run 'pub' mixes outcomes imported"):
         load_rows(db, ["pub"])
+
+
+def test_paired_differences_against_a_baseline(tmp_path):
+    """Two systems' own CIs overlap while the paired CI of their difference is clear of 0:
+    single is right wherever closed book is, and on 10 more of the 40 questions."""
+    db = tmp_path / "arms.duckdb"
+    with RunStore(db) as store:
+        for i in range(40):
+            closed = 1.0 if i % 2 == 0 else 0.0
+            store.insert("arm_outcomes", arm_row("r", str(i), "parametric", closed, 0))
+            store.insert("arm_outcomes", arm_row("r", str(i), "single",
+                                                 1.0 if i % 4 == 1 else closed, 1))
+        store.insert("arm_outcomes", arm_row("r", "40", "parametric", 1.0, 0))  # no pair
+    with pytest.raises(InputError, match=r"no system 'single' .*arm:parametric, arm:single"):
+        write_report(db, ["r"], tmp_path / "bad", baseline="single")
+    assert not (tmp_path / "bad").exists()
+    report = write_report(db, ["r"], tmp_path / "report", baseline="arm:parametric")
+    own = {system: table_line(report, system)[2] for system in ("arm:parametric", "arm:single")}
+    low_single = float(own["arm:single"].split("[")[1].split(",")[0])
+    high_closed = float(own["arm:parametric"].rstrip("]").split(", ")[1])
+    assert low_single < high_closed                    # the systems' own CIs overlap
+    text = report.read_text()
+    assert "## Paired differences against arm:parametric" in text
+    row = next(l for l in text.splitlines() if l.startswith("| d | arm:single | 40 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    mean, low, high = (float(v) for v in cells[3].replace("[", "").replace("]", "")
+                       .replace(",", "").split())
+    assert mean == pytest.approx(25.0) and 0 < low < mean < high and cells[6] == "+1.00"

@@ -78,6 +78,10 @@ def register(sub) -> None:
     report.add_argument("--out", required=True, help="folder for report.md and PNGs")
     report.add_argument("--common", action="store_true", help="only questions every system "
                         "of a dataset answered (compare partial runs fairly)")
+    report.add_argument("--baseline", metavar="SYSTEM", help="also give every system's "
+                        "paired per-question difference to SYSTEM, with a bootstrap 95%% CI "
+                        "(a system as the report names it: single, arm:single, oracle; "
+                        "RUN/single with several runs)")
     report.set_defaults(func=run_report)
 
 
@@ -280,6 +284,7 @@ def run_import_arms(args) -> int:
 def run_report(args) -> int:
     from eval.report import write_report
 
-    path = write_report(args.db or [DEFAULT_DB], args.runs, args.out, common=args.common)
+    path = write_report(args.db or [DEFAULT_DB], args.runs, args.out, common=args.common,
+                        baseline=args.baseline)
     print(f"wrote {path}")
     return 0
