@@ -23,10 +23,12 @@ from index.dense_live import DenseSegments
 from index.files import durable_write
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
                            remove_temporaries, write_journal)
+from index.leases import drop_unread, held_generations
 from index.living_manifest import (SPANN, committed_generation, merge_files, now_iso,
                                    replaced_each_generation, update_summary, without,
                                    without_files)
 from index.manifest import MANIFEST, check_files, read_manifest
+from index.spann.leases import held_below
 from retrievers.docstore_live import LiveDocStore
 from retrievers.encoder import passage_text
 from retrievers.tokenize import tokenize
@@ -103,29 +105,21 @@ class LivingIndex:
 
     def compact(self, drop_old: bool = False) -> dict:
         """Merge BM25 segments, rewrite SPANN postings without stale entries, drop the
-        text of deleted passages. ``drop_old``: then delete the files only older
+        text of deleted passages. ``drop_old``: also delete the files only older
         generations read (BM25's old segments and bitmaps, SPANN's old posting file with
-        its relocated copies, old dense deleted masks); only safe when no reader in any
-        process still uses an older generation (the CLI's case)."""
+        its relocated copies, old dense deleted masks). Both stop at the oldest generation
+        an open reader holds (``index/leases.py``): what readers read stays (the summary's
+        ``kept`` names their generations) for a later compaction (SPANN's files: the next
+        update) to remove once they have closed."""
         summary = self._update("compact", [], [], None)
+        gen = summary["generation"]
+        held = held_generations(self.folder, gen)
+        oldest = held[0] if held else gen
+        self.docstore.purge(oldest)   # text of rows deleted at or before ``oldest`` only
+        if held:
+            summary["kept"] = {"held_generations": held, "reason": "open readers hold them"}
         if drop_old:
-            removed = []
-            if (self.folder / "bm25" / f"gen-{summary['generation']}.json").is_file():
-                from retrievers.bm25_files import prune
-
-                removed += ["bm25/" + name for name in prune(self.folder / "bm25",
-                                                              summary["generation"])]
-            if (self.folder / SPANN).is_dir():
-                from index.spann.lire import cleanup
-
-                removed += [SPANN + "/" + name for name in cleanup(self.folder / SPANN,
-                                                                    summary["generation"])]
-            mask = self.manifest["components"].get("dense", {}).get("deleted", {}).get("file")
-            for path in sorted((self.folder / "dense").glob("deleted-*.npy")):
-                if f"dense/{path.name}" != mask:          # an older generation's mask
-                    path.unlink()
-                    removed.append(f"dense/{path.name}")
-            summary["removed"] = removed
+            summary["removed"] = drop_unread(self.folder, gen, oldest)
         return summary
 
     # -- one generation -----------------------------------------------------------------
@@ -180,8 +174,6 @@ class LivingIndex:
         fault_point("after-commit")
         self.manifest = manifest
         clear_journal(self.folder)
-        if op == "compact":
-            self.docstore.purge()          # deleted at a committed generation: safe to drop
         return update_summary(manifest, op, len(added), len(dead), history[-1]["seconds"])
 
     def _mark_docstore_mutable(self) -> None:
@@ -227,8 +219,11 @@ class LivingIndex:
             if dense["index"]["kind"] == "spann":
                 from index.spann.lire import SpannUpdater
 
+                # no space reuse (it removes older generations' files) while a Searcher
+                # holds an older generation, even one that has not opened SPANN yet
                 updater = SpannUpdater(self.folder / SPANN,
-                                       generation=dense["index"].get("generation", 0))
+                                       generation=dense["index"].get("generation", 0),
+                                       reuse_space=not held_below(self.folder, self.generation))
                 if op == "compact":
                     summary = updater.compact(gen)
                 else:

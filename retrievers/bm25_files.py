@@ -193,14 +193,20 @@ def rollback(folder: str | Path, committed: int) -> list[str]:
     return _remove(folder, doomed)
 
 
-def prune(folder: str | Path, generation: int) -> list[str]:
-    """Delete what only generations below ``generation`` read: every file and segment folder
-    of the bm25 folder that generation ``generation``'s file table does not list (the
-    build's arrays too, once a compaction replaced them). Older generations stop opening;
-    only for when no reader uses them. Returns the names removed."""
-    folder = Path(folder)
-    info = read_generation(folder, generation)
-    needed = {rel.split("/")[0] for rel in info["files"]} | {f"gen-{generation}.json"}
+def prune(folder: str | Path, generation: int, oldest: int | None = None) -> list[str]:
+    """Delete what only generations below ``oldest`` (default: ``generation``) read: every
+    file and segment folder of the bm25 folder that no generation from ``oldest`` to
+    ``generation`` lists (the build's arrays too, once a compaction replaced them). The
+    generations below ``oldest`` stop opening: only for when no reader uses them
+    (``index/leases.py``).
+    Returns the names removed."""
+    folder, oldest = Path(folder), generation if oldest is None else oldest
+    read_generation(folder, generation)                 # a clear error if not committed
+    needed = set(BASE_FILES) if oldest == 0 else set()  # the build (generation 0) reads
+    for n in range(max(oldest, 1), generation + 1):
+        if (folder / f"gen-{n}.json").is_file():
+            info = read_generation(folder, n)
+            needed |= {rel.split("/")[0] for rel in info["files"]} | {f"gen-{n}.json"}
     return _remove(folder, [path for path in folder.iterdir() if path.name not in needed])
 
 

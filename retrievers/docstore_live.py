@@ -107,9 +107,11 @@ class LiveDocStore(DocStore):
         self.checkpoint()
         return int(added) + int(undeleted)
 
-    def purge(self) -> int:
-        """Drop the text of deleted rows (compaction); return how many went."""
-        count = self._con.execute(f"DELETE FROM passages WHERE NOT {LIVE}").fetchone()[0]
+    def purge(self, upto: int) -> int:
+        """Drop the text of rows deleted at generation ``upto`` or before (compaction: no
+        reader still sees them live); return how many went."""
+        count = self._con.execute("DELETE FROM passages WHERE gen_deleted <= ?",
+                                  [int(upto)]).fetchone()[0]
         self.checkpoint()
         return int(count)
 

@@ -3,8 +3,9 @@
 It holds the index's single writer (``LivingIndex``) and the one writable doc store that
 readers and the writer share. Each search runs on the generation current when it starts;
 after an update commits, the next search sees the new one. Replaced searchers are closed
-once no search can still be using them (after ``retire_after_s``); until then their SPANN
-generation stays leased, and updates append to the posting file instead of reusing space.
+once no search can still be using them (after ``retire_after_s``); until then their
+generation stays leased (``index/leases.py``): updates append to the SPANN posting file
+instead of reusing space, and a compaction keeps the text of passages they still see.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class LiveSearcher:
 
     def _update(self, change) -> dict:
         with self._update_lock:
-            self._close_retired()      # first: their SPANN leases would keep the update from
+            self._close_retired()      # first: their leases would keep the update from
             encoder = self.current.__dict__.get("encoder")        # reusing disk space
             if encoder is not None:
                 self.writer.use_encoder(encoder)        # embed with the loaded model

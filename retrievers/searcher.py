@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 
 from index.faiss_index import FaissIndex
-from index.manifest import verify_index
+from index.leases import leased_manifest
 from retrievers.bm25 import BM25Index, BM25Retriever
 from retrievers.dense import DenseRetriever
 from retrievers.docstore import DocStore
@@ -27,7 +27,9 @@ class Searcher:
         self.folder = Path(folder)
         self.config = config or Config()
         self.verify = verify or self.config.index.verify
-        self.manifest = verify_index(self.folder, self.verify)
+        # leased from reading the manifest to ``close``: an update removes nothing this
+        # generation reads while it is held (components open lazily; index/leases.py)
+        self.manifest, self.lease = leased_manifest(self.folder, self.verify)
         self.generation = int(self.manifest.get("generation", 0))
         self.components = self.manifest.get("components", {})
         self._owns_docstore = docstore is None
@@ -118,6 +120,7 @@ class Searcher:
             index.close()
         if self._owns_docstore:
             self.docstore.close()
+        self.lease.release()
 
 
 def _search_params(info: dict, cfg: RetrievalConfig) -> dict:

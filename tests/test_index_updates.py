@@ -158,6 +158,42 @@ def test_a_searcher_keeps_its_generation_while_the_next_commits(index_dir, pool)
         live.close()
 
 
+def test_compact_drop_old_keeps_what_an_open_searcher_reads(index_dir, pool):
+    """A Searcher of generation 1 opens its components lazily and reads the text of
+    passages deleted later: ``compact(drop_old=True)`` from the API used to delete its
+    BM25 / SPANN files and dense mask and purge that text under it (fewer hits, or an
+    IndexFormatError). Its lease keeps them until it closes; the next compact drops them."""
+    from index.living import LivingIndex
+
+    def hits(searcher, mode):
+        return [[(h.id, round(h.score, 4)) for h in searcher.search(q, 5, mode)]
+                for q in (pool[10]["title"], pool[BASE + 2]["title"])]
+
+    with LivingIndex(index_dir) as living:
+        living.add([Passage(**{k: p[k] for k in ("id", "title", "text")})
+                    for p in pool[BASE:BASE + 20]])                       # generation 1
+        searched = Searcher(index_dir, docstore=living.docstore)
+        lazy = Searcher(index_dir, docstore=living.docstore)              # opens nothing yet
+        before = {mode: hits(searched, mode) for mode in ("bm25", "hybrid")}
+        assert before["bm25"][0][0][0] == pool[10]["id"]
+        living.delete([pool[10]["id"]])                                   # generation 2
+        compacted = living.compact(drop_old=True)                         # generation 3
+        assert compacted["kept"]["held_generations"] == [1]
+        assert "bm25/gen-1.json" not in compacted["removed"]
+        for searcher in (searched, lazy):
+            assert {mode: hits(searcher, mode) for mode in before} == before
+        searched.close()
+        lazy.close()
+        again = living.compact(drop_old=True)                             # generation 4
+        assert "kept" not in again and "dense/deleted-1.npy" in again["removed"]
+        assert not living.docstore.rows_for_ids([pool[10]["id"]])        # text purged now
+    gone = ["bm25/gen-1.json", "bm25/seg-1", "dense/deleted-3.npy", "dense/spann/gen-1.json",
+            "dense/spann/table-1.npy", "dense/spann/gen-3.json"]
+    assert [rel for rel in gone if (index_dir / rel).exists()] == []
+    assert pool[10]["id"] not in [i for i, _ in results(index_dir, [pool[10]["title"]],
+                                                         "bm25")[0]]
+
+
 STAGES = ["after-journal", "after-docstore", "after-components", "before-commit",
           "after-commit"]
 
