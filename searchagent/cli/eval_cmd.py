@@ -40,6 +40,9 @@ def register(sub) -> None:
         p.add_argument("--seed", type=int, help="with --limit: a seeded random sample "
                        "(default: the first N)")
         p.add_argument("--workers", type=int, default=1, help="questions in flight")
+        p.add_argument("--shard", metavar="I/N", help="answer only every N-th question, "
+                       "starting at the I-th (1 <= I <= N): run shards 1/N ... N/N of one run "
+                       "side by side, as separate processes on the same --db")
         p.add_argument("--mode", choices=["bm25", "dense", "hybrid"], help="retrieval mode")
         p.add_argument("-k", type=int, help="passages per retrieval")
         p.add_argument("--max-hops", type=int, help="hop limit for multi (agent.max_hops)")
@@ -129,10 +132,24 @@ def _setup(args, systems: list[str]):
                                  "different NAMEs", path=spec.rpartition(":")[2],
                                  field="dataset")
     examples = interleave(groups)
+    if args.shard:                  # not a setting: every shard shares the run's record
+        index, count = _shard(args.shard)
+        print(f"shard {args.shard}: {len(examples[index::count])} of {len(examples)} "
+              "questions", file=sys.stderr)
+        examples = examples[index::count]
     settings = {"config": config.public_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,
                 "seed": args.seed, "db": str(Path(args.db).resolve())}
     return config, examples, settings
+
+
+def _shard(value: str) -> tuple[int, int]:
+    """``I/N`` -> (I - 1, N)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise InputError(f"must be I/N with 1 <= I <= N (e.g. 1/2), got {value!r}",
+                         field="shard")
+    return int(match.group(1)) - 1, int(match.group(2))
 
 
 def _record_run(args, settings: dict, store) -> None:
