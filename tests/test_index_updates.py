@@ -200,6 +200,9 @@ STAGES = ["after-journal", "after-docstore", "after-components", "before-commit"
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_kill_9_at_any_stage_leaves_a_committed_generation(index_dir, pool, tmp_path, stage):
+    faiss = json.loads((index_dir / "config.json").read_text())["index"]["faiss"]
+    if faiss == "spann" and stage in STAGES[:2]:
+        pytest.skip("killed before any vector component is written: as the Flat index's")
     queries = [pool[BASE + 1]["title"], pool[2]["title"]]
     before = {m: results(index_dir, queries, m) for m in ("bm25", "dense")}
     batch = write_jsonl(tmp_path / "add.jsonl", pool[BASE:BASE + 20])
