@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from retrievers.dense import DenseRetriever
 from retrievers.docstore import DocStore
 from retrievers.encoder import Encoder, open_encoder
 from retrievers.hybrid import HybridRetriever
+from retrievers.windows import search_collapsed
 from searchagent.config import Config, RetrievalConfig
 from searchagent.errors import InputError, SearchAgentError, require_text
 from searchagent.types import Hit, Retriever
@@ -45,6 +47,17 @@ class Searcher:
             return BM25Retriever(LiveBM25.open(self.folder / "bm25", generation),
                                  self.docstore)
         return BM25Retriever(BM25Index.load(self.folder / "bm25"), self.docstore)
+
+    @cached_property
+    def windows_per_doc(self) -> int:
+        """``retrieval.windows_per_doc`` where the index was built in windows
+        (``index.chunk_words``; ``retrievers.windows``), else 0: nothing to collapse."""
+        try:
+            built = json.loads((self.folder / "config.json").read_text())["index"]
+            chunked = int(built.get("chunk_words") or 0) > 0
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            chunked = False
+        return self.config.retrieval.windows_per_doc if chunked else 0
 
     @cached_property
     def encoder(self) -> Encoder:
@@ -106,8 +119,10 @@ class Searcher:
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
         counts = self.manifest.get("counts", {})      # no retriever is asked for more rows
-        rows = int(counts.get("rows", counts.get("passages", k)))   # than the index has
-        return self.retriever(mode).search(query, min(k, max(1, rows)))
+        rows = max(1, int(counts.get("rows", counts.get("passages", k))))  # than it has
+        retriever = self.retriever(mode)
+        return search_collapsed(lambda depth: (retriever.search(query, min(depth, rows)), {}),
+                                min(k, rows), self.windows_per_doc)[0]
 
     def _require(self, component: str) -> None:
         if component not in self.components:

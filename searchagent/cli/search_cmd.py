@@ -16,6 +16,9 @@ def register(sub) -> None:
     search.add_argument("--mode", choices=["bm25", "dense", "hybrid"],
                         help="retriever (retrieval.mode, default hybrid: RRF of what the "
                         "index has)")
+    search.add_argument("--windows-per-doc", type=int, metavar="N", help="an index built "
+                        "with --chunk-words: at most N windows of one document "
+                        "(retrieval.windows_per_doc; default 0, all)")
     search.add_argument("--json", action="store_true", help="one JSON object per hit")
     search.set_defaults(func=run_search)
 
@@ -23,7 +26,8 @@ def register(sub) -> None:
 def run_search(args) -> int:
     from retrievers.searcher import Searcher
 
-    config = load_config(args.config, cli={"retrieval": {"mode": args.mode}})
+    config = load_config(args.config, cli={"retrieval": {
+        "mode": args.mode, "windows_per_doc": args.windows_per_doc}})
     searcher = Searcher(args.index_dir, config)
     start = time.perf_counter()
     hits = searcher.search(args.query, args.k, config.retrieval.mode)

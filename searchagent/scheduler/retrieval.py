@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Any, Collection
 
 from retrievers.hybrid import rrf_fuse
+from retrievers.windows import search_collapsed
 from searchagent.errors import InputError, require_text
 from searchagent.scheduler.session import SessionCancelled
 from searchagent.types import Hit
@@ -155,4 +156,6 @@ class ScheduledSearcher:
         require_text(query, "query")
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
-        return self.retriever(mode).search(query, k, budget=budget)
+        retriever = self.retriever(mode)
+        return search_collapsed(lambda depth: (retriever.search(query, depth, budget=budget), {}),
+                                k, self._searcher.windows_per_doc)[0]

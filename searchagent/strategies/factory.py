@@ -22,7 +22,8 @@ def make_strategy(name: str, searcher, generator, config: Config | None = None) 
 
         return SingleStrategy(searcher.retriever(retrieval.mode), generator, k=retrieval.k,
                               context_budget_tokens=agent.context_budget_tokens,
-                              max_new_tokens=gen.max_new_tokens)
+                              max_new_tokens=gen.max_new_tokens,
+                              windows_per_doc=searcher.windows_per_doc)
     if name == "multi":
         from retrievers.funnel import FunnelRetriever
         from searchagent.strategies.multi import MultiHopStrategy
@@ -37,6 +38,6 @@ def make_strategy(name: str, searcher, generator, config: Config | None = None) 
         return MultiHopStrategy(funnel, generator, k=retrieval.k, max_hops=agent.max_hops,
                                 context_budget_tokens=agent.context_budget_tokens,
                                 hop_query=agent.hop_query, max_new_tokens=gen.max_new_tokens,
-                                shots=agent.fewshot)
+                                shots=agent.fewshot, windows_per_doc=searcher.windows_per_doc)
     raise InputError(f"unknown strategy {name!r} (choose from {', '.join(ARMS)})",
                      field="strategy")
