@@ -67,7 +67,7 @@ class RetrievalConfig:
     funnel_coarse_k: int = bounded(100, 1)  # multi-hop funnel: candidates per coarse retriever
     funnel_shortlist: int = bounded(20, 1)  # kept after exact dense re-scoring
     reranker: str = ""                    # optional local cross-encoder folder (none bundled)
-    windows_per_doc: int = bounded(0, 0)  # chunked index: most windows of one document (0: all)
+    windows_per_doc: int = bounded(1, 0)  # chunked index: most windows of one document (0: all)
 
 
 @dataclass

@@ -18,7 +18,7 @@ def register(sub) -> None:
                         "index has)")
     search.add_argument("--windows-per-doc", type=int, metavar="N", help="an index built "
                         "with --chunk-words: at most N windows of one document "
-                        "(retrieval.windows_per_doc; default 0, all)")
+                        "(retrieval.windows_per_doc, default 1; 0 keeps all)")
     search.add_argument("--json", action="store_true", help="one JSON object per hit")
     search.set_defaults(func=run_search)
 
