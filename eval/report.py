@@ -23,16 +23,22 @@ from searchagent.strategies.base import ARMS
 
 
 @dataclass
-class SystemSummary:
+class Scores:
+    """EM / F1 / Acc of ``system`` on ``n`` questions of ``dataset``; steps = retrieval
+    calls (None: not recorded)."""
     dataset: str
     system: str
     n: int
     em: Interval
     f1: Interval
     acc: Interval
-    steps: float | None     # None: not recorded (imported arm logs lack hops, tokens,
-    hops: float | None      # seconds)
-    seconds: float | None
+    steps: float | None
+
+
+@dataclass
+class SystemSummary(Scores):
+    hops: float | None      # None: not recorded (imported arm logs lack hops, tokens,
+    seconds: float | None   # seconds)
     tokens: float | None
     sup_recall: float | None
     arms: Counter = field(default_factory=Counter)
@@ -61,16 +67,8 @@ def summarize(rows: list[dict], seed: int = 0) -> SystemSummary:
         sup_recall=fmean(recalls) if recalls else None, arms=arms, em_by_arm=em_by_arm)
 
 
-@dataclass
-class Difference:
+class Difference(Scores):
     """``system`` minus the baseline on the ``n`` questions of ``dataset`` both answered."""
-    dataset: str
-    system: str
-    n: int
-    em: Interval
-    f1: Interval
-    acc: Interval
-    steps: float | None
 
 
 def paired_differences(rows: list[dict], baseline: str, seed: int = 0) -> list[Difference]:
