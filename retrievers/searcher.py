@@ -13,7 +13,7 @@ from retrievers.dense import DenseRetriever
 from retrievers.docstore import DocStore
 from retrievers.encoder import Encoder, open_encoder
 from retrievers.hybrid import HybridRetriever
-from retrievers.windows import search_collapsed
+from retrievers.windows import CollapsingRetriever
 from searchagent.config import Config, RetrievalConfig
 from searchagent.errors import InputError, SearchAgentError, require_text
 from searchagent.types import Hit, Retriever
@@ -101,6 +101,13 @@ class Searcher:
                                              self.config.retrieval))
 
     def retriever(self, mode: str | None = None) -> Retriever:
+        """The ``mode`` retriever, keeping at most ``windows_per_doc`` windows of one
+        document where the index has windows."""
+        found = self._retriever(mode)
+        return CollapsingRetriever(found, self.windows_per_doc) if self.windows_per_doc \
+            else found
+
+    def _retriever(self, mode: str | None) -> Retriever:
         mode = mode or self.config.retrieval.mode
         if mode == "bm25":
             return self.bm25
@@ -119,10 +126,8 @@ class Searcher:
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
         counts = self.manifest.get("counts", {})      # no retriever is asked for more rows
-        rows = max(1, int(counts.get("rows", counts.get("passages", k))))  # than it has
-        retriever = self.retriever(mode)
-        return search_collapsed(lambda depth: (retriever.search(query, min(depth, rows)), {}),
-                                min(k, rows), self.windows_per_doc)[0]
+        rows = int(counts.get("rows", counts.get("passages", k)))   # than the index has
+        return self.retriever(mode).search(query, min(k, max(1, rows)))
 
     def _require(self, component: str) -> None:
         if component not in self.components:

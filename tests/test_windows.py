@@ -67,19 +67,23 @@ def test_whole_passages_are_never_collapsed(tmp_path):
     assert sorted(ids(out, 1)) == ["long", "x#0", "x#1", "x#2"]
 
 
-def test_later_hops_count_the_windows_shown_before(chunked):
+def test_each_search_collapses_alone_and_counts_what_it_left_out(chunked):
+    """A multi-hop hop excludes the rows earlier hops showed, so it may bring another
+    window of a document they found (a fact later in a long document stays reachable)."""
     searcher = Searcher(chunked, config(1))
     try:
         track = Tracker("multi", None, {})
         retriever = searcher.retriever("bm25")
-        first = track.retrieve(retriever, "zephyrine", 2, windows_per_doc=1)
-        second = track.retrieve(retriever, "zephyrine", 2, windows_per_doc=1,
-                                exclude={hit.row for hit in first})
+        first = track.retrieve(retriever, "zephyrine", 2)
+        dropped = track.trace[-1].detail["windows_dropped"]
+        second = track.retrieve(retriever, "zephyrine", 2, exclude={hit.row for hit in first})
     finally:
         searcher.close()
-    assert first[0].id.startswith("long#") and not first[1].id.startswith("long")
-    assert not any(hit.id.startswith("long") for hit in second)
-    assert track.trace[-1].detail["windows_dropped"] > 0
+    every = ids(chunked, 0, k=9)
+    assert first[0].id == every[0] and not first[1].id.startswith("long")
+    assert dropped == every.index(first[1].id) - 1        # the windows ranked between them
+    assert second[0].id.startswith("long#") and second[0].id != first[0].id
+    assert track.retrieval_calls == 2
 
 
 def test_search_cli_flag(chunked, capsys):
@@ -88,3 +92,31 @@ def test_search_cli_flag(chunked, capsys):
     found = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert sum(pid.startswith("long#") for pid in found) == 1 and len(found) == 3
     assert main(["search", str(chunked), "zephyrine", "--windows-per-doc", "-1"]) == 2
+
+
+def test_served_a_collapsed_search_is_one_retrieval_of_k(chunked):
+    """Served, the deeper searches run under the scheduler as one retrieval: the trace and
+    the counters show the k asked for and the collapsed hits, once per search (per hop)."""
+    from searchagent.server.app import create_app
+    from tests.test_server import LiveServer, server_config
+
+    cfg = server_config().updated({"retrieval": {"mode": "bm25", "windows_per_doc": 1},
+                                   "generator": {"max_new_tokens": 4}}, "test")
+    searcher = Searcher(chunked, cfg)
+    server = LiveServer(create_app(searcher, cfg, warm_up=False))
+    try:
+        found = server.client.post("/v1/search", json={"query": "zephyrine", "k": 3}).json()
+        docs = [hit["id"].split("#")[0] for hit in found["hits"]]
+        assert len(docs) == 3 and len(set(docs)) == 3
+        for strategy, hops in (("single", 1), ("multi", 2)):
+            body = server.client.post("/v1/answer", json={
+                "question": "What is a zephyrine?", "strategy": strategy, "k": 2,
+                "max_hops": 2}).json()          # k 2: the top 6 are all long's, so deeper
+            retrieved = [s for s in body["trace"] if s["kind"] == "retrieve"]
+            assert body["timings"]["retrievals"] == len(retrieved) == body["hops"] <= hops
+            for step in retrieved:
+                windows = [pid.split("#")[0] for pid in step["ids"]]
+                assert len(windows) == len(set(windows)) and step["k"] <= 2
+    finally:
+        server.close()
+        searcher.close()

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Any, Collection
 
 from retrievers.hybrid import rrf_fuse
-from retrievers.windows import search_collapsed
+from retrievers.windows import collapse
 from searchagent.errors import InputError, require_text
 from searchagent.scheduler.session import SessionCancelled
 from searchagent.types import Hit
@@ -53,8 +53,9 @@ class NonStallRetriever:
     """Retriever protocol (plus ``search_with_stats``) over named components."""
 
     def __init__(self, scheduler: "Scheduler", parts: dict[str, Any], rrf_k: int = 60,
-                 depth: int = HYBRID_DEPTH):
+                 depth: int = HYBRID_DEPTH, windows_per_doc: int = 0):
         self.scheduler, self.parts, self.rrf_k, self.depth = scheduler, parts, rrf_k, depth
+        self.windows_per_doc = windows_per_doc   # fused parts: at most this many of a doc
 
     def search(self, query: str, k: int, *, budget: dict | None = None) -> list[Hit]:
         return self.search_with_stats(query, k, budget=budget)[0]
@@ -99,7 +100,13 @@ class NonStallRetriever:
             hits, stats = (finished[0][1], dict(finished[0][2])) if finished else ([], {})
             hits = hits[:k]
         else:
-            hits, stats = rrf_fuse([h for _, h, _ in finished], k, self.rrf_k), {}
+            rankings = [h for _, h, _ in finished]
+            if self.windows_per_doc:       # each part kept its limit; the fusion may not
+                fused = rrf_fuse(rankings, sum(map(len, rankings)), self.rrf_k)
+                hits = collapse(fused, self.windows_per_doc)[:k]
+            else:
+                hits = rrf_fuse(rankings, k, self.rrf_k)
+            stats = {}
         partial = partial or bool(stats.get("partial"))
         stats.update(partial=partial, nonstall_cut=handle.cut,
                      parts=[name for name, _, _ in finished],
@@ -148,7 +155,8 @@ class ScheduledSearcher:
         if mode == "hybrid":
             parts = {name: searcher.retriever(name) for name in ("bm25", "dense")
                      if name in searcher.components}
-            return NonStallRetriever(self._scheduler, parts, searcher.config.retrieval.rrf_k)
+            return NonStallRetriever(self._scheduler, parts, searcher.config.retrieval.rrf_k,
+                                     windows_per_doc=searcher.windows_per_doc)
         return searcher.retriever(mode)  # unknown modes raise the searcher's own error
 
     def search(self, query: str, k: int = 10, mode: str | None = None, *,
@@ -156,6 +164,4 @@ class ScheduledSearcher:
         require_text(query, "query")
         if k <= 0:
             raise InputError(f"k must be positive, got {k}", field="k")
-        retriever = self.retriever(mode)
-        return search_collapsed(lambda depth: (retriever.search(query, depth, budget=budget), {}),
-                                k, self._searcher.windows_per_doc)[0]
+        return self.retriever(mode).search(query, k, budget=budget)

@@ -22,8 +22,7 @@ def make_strategy(name: str, searcher, generator, config: Config | None = None) 
 
         return SingleStrategy(searcher.retriever(retrieval.mode), generator, k=retrieval.k,
                               context_budget_tokens=agent.context_budget_tokens,
-                              max_new_tokens=gen.max_new_tokens,
-                              windows_per_doc=searcher.windows_per_doc)
+                              max_new_tokens=gen.max_new_tokens)
     if name == "multi":
         from retrievers.funnel import FunnelRetriever
         from searchagent.strategies.multi import MultiHopStrategy
@@ -35,9 +34,13 @@ def make_strategy(name: str, searcher, generator, config: Config | None = None) 
             reranker = CrossEncoderReranker(retrieval.reranker)
         funnel = FunnelRetriever(searcher, coarse_k=retrieval.funnel_coarse_k,
                                  shortlist=retrieval.funnel_shortlist, reranker=reranker)
+        if searcher.windows_per_doc:
+            from retrievers.windows import CollapsingRetriever
+
+            funnel = CollapsingRetriever(funnel, searcher.windows_per_doc)
         return MultiHopStrategy(funnel, generator, k=retrieval.k, max_hops=agent.max_hops,
                                 context_budget_tokens=agent.context_budget_tokens,
                                 hop_query=agent.hop_query, max_new_tokens=gen.max_new_tokens,
-                                shots=agent.fewshot, windows_per_doc=searcher.windows_per_doc)
+                                shots=agent.fewshot)
     raise InputError(f"unknown strategy {name!r} (choose from {', '.join(ARMS)})",
                      field="strategy")

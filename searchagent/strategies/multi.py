@@ -24,7 +24,7 @@ class MultiHopStrategy:
     def __init__(self, funnel, generator, k: int = 5, max_hops: int = 4, min_hops: int = 2,
                  hop_k: int | None = None, context_budget_tokens: int = 1200,
                  hop_query: str = "bridge", step_tokens: int = 40, max_new_tokens: int = 48,
-                 shots: int = 1, windows_per_doc: int = 0):
+                 shots: int = 1):
         if hop_query not in MODES:
             raise ValueError(f"unknown hop query mode {hop_query!r} (choose from "
                              f"{', '.join(MODES)})")
@@ -32,7 +32,6 @@ class MultiHopStrategy:
         self.k, self.max_hops, self.min_hops, self.hop_k = k, max_hops, min_hops, hop_k
         self.budget_tokens, self.hop_query = context_budget_tokens, hop_query
         self.step_tokens, self.max_new_tokens, self.shots = step_tokens, max_new_tokens, shots
-        self.windows_per_doc = windows_per_doc
 
     def run(self, question: str, ctx: dict | None = None) -> Answer:
         track = Tracker(self.name, self.generator, ctx)
@@ -45,8 +44,7 @@ class MultiHopStrategy:
         for hop in range(1, max_hops + 1):
             if track.stopped():
                 break
-            new_hits = track.retrieve(self.funnel, query, hop_k, exclude=seen_rows,
-                                      windows_per_doc=self.windows_per_doc)
+            new_hits = track.retrieve(self.funnel, query, hop_k, exclude=seen_rows)
             hops = hop
             hits_so_far += new_hits
             seen_rows |= {hit.row for hit in new_hits}

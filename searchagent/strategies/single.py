@@ -13,17 +13,15 @@ class SingleStrategy:
     name = "single"
 
     def __init__(self, retriever, generator, k: int = 5, context_budget_tokens: int = 1200,
-                 max_new_tokens: int = 48, shots: int = 0, windows_per_doc: int = 0):
+                 max_new_tokens: int = 48, shots: int = 0):
         self.retriever, self.generator = retriever, generator
         self.k, self.budget_tokens = k, context_budget_tokens
         self.max_new_tokens, self.shots = max_new_tokens, shots
-        self.windows_per_doc = windows_per_doc
 
     def run(self, question: str, ctx: dict | None = None) -> Answer:
         track = Tracker(self.name, self.generator, ctx)
         k = int(track.ctx.get("k", self.k))
-        hits = track.retrieve(self.retriever, question, k,
-                              windows_per_doc=self.windows_per_doc)
+        hits = track.retrieve(self.retriever, question, k)
         if self.generator is None:              # retrieval-only ablation
             return track.answer("", hops=1, confidence=None)
         passages = track.pack(hits, self.budget_tokens,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from retrievers.windows import search_collapsed
 from searchagent.generators.base import GenRequest, GenResult, Generator
 from searchagent.strategies.base import Answer, Step
 from searchagent.strategies.context import fit_prompt, pack
@@ -68,19 +67,13 @@ class Tracker:
                     self.ctx["on_step"]("fit_budget", **note)
         return packed
 
-    def retrieve(self, retriever, query: str, k: int, *, exclude=(),
-                 windows_per_doc: int = 0) -> list[Hit]:
-        """``k`` passages, never a row in ``exclude``; with ``windows_per_doc``, at most that
-        many windows of one document, counting this question's earlier passages."""
+    def retrieve(self, retriever, query: str, k: int, *, exclude=()) -> list[Hit]:
         start = time.perf_counter()
-
-        def search(depth: int):
-            if hasattr(retriever, "search_with_stats"):
-                return retriever.search_with_stats(query, depth, budget=self.budget,
-                                                   exclude=exclude)
-            return retriever.search(query, depth, budget=self.budget), {}
-
-        hits, stats = search_collapsed(search, k, windows_per_doc, self.passages)
+        if hasattr(retriever, "search_with_stats"):
+            hits, stats = retriever.search_with_stats(query, k, budget=self.budget,
+                                                      exclude=exclude)
+        else:
+            hits, stats = retriever.search(query, k, budget=self.budget), {}
         self.retrieval_calls += 1
         for hit in hits:
             self.passages.setdefault(hit.id, {"id": hit.id, "title": hit.title,
