@@ -34,10 +34,10 @@ from ray.data.datasource import Datasource, ReadTask
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from index.build_ray_session import RETRIES, remote_args
-from index.corpus import chunk_passage, open_text, parse_record
+from index.corpus import chunk_passage, open_text, parse_record, refuse_window_id
 from retrievers.bm25_build import BM25Writer
 from retrievers.tokenize import tokenize
-from searchagent.errors import InputError
+from searchagent.errors import InputError, malformed_json
 from searchagent.types import Passage
 
 LINES_PER_BLOCK = 1000      # corpus lines per parse task
@@ -137,9 +137,10 @@ def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: in
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})",
-                                 path=name, line=line) from None
+                raise InputError(malformed_json(exc), path=name, line=line) from None
             passage = parse_record(record, name, line)
+            if chunk_words:
+                refuse_window_id(passage.id, name, line)
         except InputError as exc:
             rows.append((line, None, "", "", "", str(exc), exc.field, [], [], 0, []))
             continue

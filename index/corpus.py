@@ -11,13 +11,16 @@ import gzip
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 from typing import Iterator
 
 from tqdm.auto import tqdm
 
 from retrievers.docstore import pop_duplicate_source, write_docstore
-from searchagent.errors import InputError, require_utf8
+from searchagent.errors import InputError, malformed_json, require_utf8
+
+WINDOW_ID = re.compile(r".*#[0-9]+")     # ``chunk_passage``'s window ids: ``ID#n``
 from searchagent.types import Passage
 
 
@@ -72,15 +75,29 @@ def parse_record(record: object, path: str, line: int) -> Passage:
     return Passage(id=str(pid), title=title, text=text)
 
 
-def check_passages(documents: list[Passage]) -> list[str]:
+def refuse_window_id(pid: str, path: str, line: int | None = None) -> None:
+    """In an index built in windows (``index.chunk_words``) an id ``X#n`` reads as window n
+    of document ``X``: updates replace and delete a document with all its windows by that
+    pattern, and searches collapse by it. Such a corpus id is refused."""
+    if WINDOW_ID.fullmatch(pid):
+        raise InputError(f"{pid!r} ends in '#<digits>', which names window "
+                         f"{pid.rpartition('#')[2]} of document {pid.rpartition('#')[0]!r} in "
+                         "an index built with --chunk-words; pick ids without it",
+                         path=path, line=line, field="id")
+
+
+def check_passages(documents: list[Passage], windows: bool = False) -> list[str]:
     """The documents' ids, once each is known to be a passage the doc store and tokenizers
-    take (what ``parse_record`` checks of a file's lines), with an error
-    naming the document and field otherwise."""
+    take (what ``parse_record`` checks of a file's lines; ``windows``: and that no id reads
+    as a window's, ``refuse_window_id``), with an error naming the document and field
+    otherwise."""
     seen: set[str] = set()
     for n, doc in enumerate(documents):
         if not isinstance(doc.id, str) or not doc.id:
             raise InputError("must be a non-empty string", path=f"document {n}", field="id")
         where = f"document {n} (id {doc.id!r})"
+        if windows:
+            refuse_window_id(doc.id, where)
         for name, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
             if not isinstance(value, str):
                 raise InputError("must be a string", path=where, field=name)
@@ -108,15 +125,17 @@ def chunk_passage(passage: Passage, words: int, overlap: int) -> list[Passage]:
     return chunks
 
 
-def read_corpus(path: str | Path, chunk_words: int = 0, chunk_overlap: int = 0
-                ) -> Iterator[Passage]:
-    """Yield validated passages; duplicate ids and an empty corpus are errors.
+def read_corpus(path: str | Path, chunk_words: int = 0, chunk_overlap: int = 0,
+                windows: bool = False) -> Iterator[Passage]:
+    """Yield validated passages; duplicate ids and an empty corpus are errors, and so is an
+    id that reads as a window's where the passages are or will be cut in windows
+    (``chunk_words``, or ``windows``: an update of a chunked index chunks them itself).
 
     Duplicates are found with a set of the ids seen, which grows with the corpus: fine for
     the small files ``index add`` reads; a build uses ``load_corpus`` instead."""
     name = str(path)
     seen: set[str] = set()
-    for line_no, passage in _records(path, chunk_words, chunk_overlap):
+    for line_no, passage in _records(path, chunk_words, chunk_overlap, windows):
         if passage.id in seen:
             raise InputError(f"duplicate id {passage.id!r}", path=name, line=line_no,
                              field="id")
@@ -149,7 +168,7 @@ def load_corpus(path: str | Path, docstore: str | Path, chunk_words: int = 0,
     return count
 
 
-def _records(path: str | Path, chunk_words: int, chunk_overlap: int
+def _records(path: str | Path, chunk_words: int, chunk_overlap: int, windows: bool = False
              ) -> Iterator[tuple[int, Passage]]:
     """(line number, validated passage) for each record; an empty corpus is an error."""
     if chunk_overlap < 0 or (chunk_words and chunk_overlap >= chunk_words):
@@ -165,10 +184,12 @@ def _records(path: str | Path, chunk_words: int, chunk_overlap: int
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})",
-                                     path=name, line=line_no) from exc
+                    raise InputError(malformed_json(exc), path=name, line=line_no) from exc
                 found = True
-                yield line_no, parse_record(record, name, line_no)
+                passage = parse_record(record, name, line_no)
+                if chunk_words or windows:
+                    refuse_window_id(passage.id, name, line_no)
+                yield line_no, passage
         except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as exc:
             raise InputError(f"unreadable file: {exc}", path=name) from exc
     if not found:

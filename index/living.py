@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
-from index.corpus import check_passages, chunk_passage
+from index.corpus import check_passages, chunk_passage, refuse_window_id
 from index.dense_live import DenseSegments
 from index.files import durable_write
 from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
@@ -78,7 +78,7 @@ class LivingIndex:
     def add(self, passages: Iterable[Passage]) -> dict:
         """Insert new ids, replace existing ones (all their chunks); one generation."""
         documents = list(passages)
-        ids = check_passages(documents)
+        ids = check_passages(documents, windows=self.config.chunk_words > 0)
         chunks = [c for p in documents
                   for c in chunk_passage(p, self.config.chunk_words, self.config.chunk_overlap)]
         replaced = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
@@ -94,6 +94,9 @@ class LivingIndex:
         """Delete passages by corpus id; unknown ids are reported, not an error (only
         unknown ids: no new generation)."""
         ids = list(dict.fromkeys(ids))
+        if self.config.chunk_words > 0:         # a window goes with its document only
+            for n, pid in enumerate(ids):
+                refuse_window_id(pid, f"ids[{n}]")
         found = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
         rows = sorted(r for group in found.values() for r in group)
         missing = [i for i in ids if i not in found]

@@ -23,6 +23,12 @@ class InputError(SearchAgentError):
         self.path, self.line, self.field = path, line, field
 
 
+def malformed_json(exc) -> str:
+    """The message for a line that is not JSON (a ``json.JSONDecodeError``; its 'Invalid
+    control character at' ends in 'at' already)."""
+    return f"malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+
+
 def require_utf8(value: str, field: str, path: str | None = None,
                  line: int | None = None) -> str:
     """``value`` if it encodes as UTF-8, else an ``InputError`` naming where it came from

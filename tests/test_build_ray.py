@@ -183,11 +183,14 @@ def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path, monk
     monkeypatch.setattr(ray_read, "RANGE_BYTES", 2000)   # the bad lines in later read tasks
     corpus = tmp_path / "c.jsonl"
     lines = [json.dumps(p) for p in sample_passages(30)]
-    config = load_config(env={}, cli={"index": {"dense": False}})
-    for changes, expected in (({17: '{"id": "x", "text": 3}'}, r"line 18, field 'text': must"),
-                              ({17: lines[3]}, r"line 18, field 'id': duplicate id"),
-                              ({17: '{"id": "x", "te'}, r"line 18: malformed JSON"),
-                              ({9: lines[2], 20: "[1]"}, r"line (10|21)")):  # first of two
+    plain = load_config(env={}, cli={"index": {"dense": False}})
+    chunked = load_config(env={}, cli={"index": {"dense": False, "chunk_words": 50}})
+    for changes, expected, config in (
+            ({17: '{"id": "x", "text": 3}'}, r"line 18, field 'text': must", plain),
+            ({17: lines[3]}, r"line 18, field 'id': duplicate id", plain),
+            ({17: '{"id": "x", "te'}, r"line 18: malformed JSON", plain),
+            ({9: lines[2], 20: "[1]"}, r"line (10|21)", plain),      # the first of two
+            ({17: '{"id": "x#2", "text": "t"}'}, r"line 18, field 'id': 'x#2' ends in", chunked)):
         corpus.write_text("\n".join(changes.get(i, line) for i, line in enumerate(lines)) + "\n")
         with pytest.raises(InputError, match=r"c\.jsonl, " + expected) as local:
             build_index(corpus, tmp_path / "idx", config)

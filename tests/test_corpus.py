@@ -104,3 +104,24 @@ def test_text_that_is_not_utf8_is_refused_with_its_line(tmp_path):
         require_text("insomnia \udcff", "query")         # argv bytes that are not UTF-8
     with pytest.raises(InputError, match="empty question"):
         require_text("  ", "question")
+
+
+def test_a_chunked_corpus_refuses_ids_that_read_as_windows(tmp_path):
+    """With --chunk-words, ``a#1`` would be both document a's second window and a passage
+    of its own: updates of ``a`` replaced it, searches folded it into ``a``."""
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "a", "text": "one two three"}\n{"id": "a#1", "text": "four"}\n')
+    assert [p.id for p in read_corpus(path)] == ["a", "a#1"]          # whole passages: fine
+    with pytest.raises(InputError, match=r"c\.jsonl, line 2, field 'id': 'a#1' ends in "
+                       r"'#<digits>', which names window 1 of document 'a'"):
+        list(read_corpus(path, chunk_words=2))
+    path.write_text('{"id": "a#b", "text": "x"}\n{"id": "#", "text": "y"}\n')
+    assert [p.id for p in read_corpus(path, chunk_words=2)] == ["a#b", "#"]
+
+
+def test_a_control_character_error_says_at_once(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "a", "text": "x\ty"}\n')            # a raw tab inside a string
+    with pytest.raises(InputError, match=r"line 1: malformed JSON \(Invalid control "
+                       r"character at column 23\)"):
+        list(read_corpus(path))

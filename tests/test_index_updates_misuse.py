@@ -64,6 +64,28 @@ def test_chunked_delete_and_replace_touch_only_the_ids_own_windows(tmp_path, cap
     assert Searcher(folder).manifest["counts"]["passages"] == 2 + len(FILLER)
 
 
+def test_a_chunked_index_refuses_ids_that_read_as_windows(tmp_path, capsys):
+    """An added document ``a#1`` replaced window 1 of ``a`` (and updating ``a`` deleted
+    it); deleting ``a#1`` cut one window out of the middle of ``a``. Both are refused."""
+    from index.living import LivingIndex
+    from searchagent.errors import InputError
+    from searchagent.types import Passage
+
+    folder = bm25_index(tmp_path, [{"id": "a", "title": "Alpha", "text": LONG}, *FILLER],
+                        chunk_words=10, chunk_overlap=2)
+    write_jsonl(tmp_path / "add.jsonl", [{"id": "b", "text": "ok"}, {"id": "a#1", "text": "x"}])
+    assert main(["index", "add", str(folder), str(tmp_path / "add.jsonl")]) == 2
+    assert "add.jsonl, line 2, field 'id': 'a#1' ends in '#<digits>'" in capsys.readouterr().err
+    with LivingIndex(folder) as living:
+        with pytest.raises(InputError, match=r"document 0 \(id 'a#1'\), field 'id'"):
+            living.add([Passage("a#1", "Errata", "x")])
+        with pytest.raises(InputError, match=r"ids\[1\], field 'id': 'a#2' .* window 2 of "
+                                             r"document 'a'"):
+            living.delete(["f1", "a#2"])
+        assert living.generation == 0                          # nothing committed
+    assert len([i for i in ids(folder, "alpha3 alpha12") if i.startswith("a#")]) == 1
+
+
 def test_a_writer_killed_mid_write_leaves_no_temporary_files_behind(tmp_path, capsys):
     """A kill -9 inside a durable write leaves its temporary file (``.df-1.tmp-<pid>-<hex>
     .npy``, a ``.seg-1.tmp-<pid>`` folder, ``.manifest.tmp-...``); nothing removed them,

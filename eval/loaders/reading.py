@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from index.corpus import open_text
-from searchagent.errors import InputError
+from searchagent.errors import InputError, malformed_json
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
@@ -93,8 +93,7 @@ def _jsonl(text: str, name: str) -> Iterator[tuple[Location, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=name,
-                             line=line_no) from exc
+            raise InputError(malformed_json(exc), path=name, line=line_no) from exc
         yield Location(name, line=line_no, position=position), record
         position += 1
 

@@ -47,8 +47,8 @@ def run_add(args) -> int:
     from index.corpus import read_corpus
     from index.living import LivingIndex
 
-    passages = list(read_corpus(args.corpus))       # validated before anything changes
-    with LivingIndex(args.index_dir) as index:
+    with LivingIndex(args.index_dir) as index:      # a bad line stops it before any change
+        passages = list(read_corpus(args.corpus, windows=index.config.chunk_words > 0))
         return _report(index.add(passages))
 
 
