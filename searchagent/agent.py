@@ -138,8 +138,9 @@ class Agent:
     # -- internals ----------------------------------------------------------------------
     def _answer_without_policy(self, question, strategy, ctx) -> Answer:
         arm = FALLBACK_ARM if strategy == "auto" else strategy
+        runner = self._strategy(arm)      # built on first use: loading is not the policy's
         started = time.perf_counter()
-        answer = self._strategy(arm).run(question, ctx)
+        answer = runner.run(question, ctx)
         request_id = (ctx or {}).get("request_id") or uuid.uuid4().hex
         lam = (ctx or {}).get("lam")                      # what feedback is scored at
         lam = float(self.config.agent.lam if lam is None else lam)
