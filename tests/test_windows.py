@@ -92,6 +92,9 @@ def test_search_cli_flag(chunked, capsys):
     found = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert sum(pid.startswith("long#") for pid in found) == 1 and len(found) == 3
     assert main(["search", str(chunked), "zephyrine", "--windows-per-doc", "-1"]) == 2
+    capsys.readouterr()
+    assert main(["index", "info", str(chunked)]) == 0
+    assert "windows:    50 words, overlap 0 (ids ID#0" in capsys.readouterr().out
 
 
 def test_served_a_collapsed_search_is_one_retrieval_of_k(chunked):
