@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -147,12 +148,12 @@ class DocStore:
                     f"doc store {path} is open in another process (a server, a search, an "
                     f"evaluation or another update), and DuckDB lets no process update it "
                     f"meanwhile: stop that process, or update a served index through the "
-                    f"server (--allow-updates): {exc}") from exc
+                    f"server (--allow-updates){_lock_holder(exc)}") from exc
             if "lock" in str(exc).lower():
                 raise IndexFormatError(
                     f"doc store {path} is open for updates by another process (a server "
-                    f"started with --allow-updates, or an index add/delete/compact): {exc}"
-                ) from exc
+                    f"started with --allow-updates, or an index add/delete/compact)"
+                    f"{_lock_holder(exc)}") from exc
             raise IndexFormatError(f"doc store corrupt or unreadable: {path}: {exc}") from exc
         except duckdb.Error as exc:
             raise IndexFormatError(f"doc store corrupt or unreadable: {path}: {exc}") from exc
@@ -208,3 +209,10 @@ class DocStore:
 
     def close(self) -> None:
         self._con.close()
+
+
+def _lock_holder(exc: Exception) -> str:
+    """' (held by PROGRAM, pid N)' from DuckDB's lock error, without its advice for the
+    DuckDB shell; the whole error where it does not say."""
+    found = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+    return f" (held by {found.group(1)}, pid {found.group(2)})" if found else f": {exc}"

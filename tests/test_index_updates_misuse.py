@@ -159,6 +159,8 @@ def test_an_update_while_another_process_reads_names_the_reader(tmp_path):
             LivingIndex(folder)
         assert "open in another process (a server, a search" in str(caught.value)
         assert "open for updates" not in str(caught.value)
+        assert f"pid {reader.pid})" in str(caught.value)               # who holds it,
+        assert "duckdb.org" not in str(caught.value)                  # not DuckDB's advice
     finally:
         reader.communicate("", timeout=30)
     with LivingIndex(folder) as living:              # the lock went with the reader
