@@ -61,7 +61,7 @@ def test_eval_run_folder_config_never_holds_the_keys(tmp_path, monkeypatch):
         config=None, mode=None, k=None, max_hops=None, max_new_tokens=None, threads=None,
         workers=1, limit=2, seed=0, dataset=[f"sample:{SAMPLE / 'questions.jsonl'}"],
         index=str(tmp_path / "index"), db=str(tmp_path / "runs.duckdb"),
-        runs_dir=str(tmp_path / "runs"), run="r", force=False)
+        runs_dir=str(tmp_path / "runs"), run="r", force=False, shard=None)
     config, _, settings = _setup(args, ["parametric"])
     assert config.generator.api_key == GEN_KEY
     from eval.store import RunStore
