@@ -5,8 +5,11 @@ A build with ``index.chunk_words`` splits long passages into overlapping windows
 ``ID#1``, ...; a query that matches a document well often matches several of its windows,
 which then fill the top k with one document's overlapping text. ``CollapsingRetriever``
 keeps each document's best ``limit`` windows in rank order and searches deeper until k
-hits remain (at most ``ROUNDS`` searches, each ``GROWTH`` times deeper), like a search
-engine's field collapsing, or Pyserini's MaxP over a segmented corpus. It sits under the
+hits remain (at most ``ROUNDS`` searches, each ``GROWTH`` times deeper; none once the
+search was cut or its time is up), like a search engine's field collapsing, or Pyserini's
+MaxP over a segmented corpus. A search that cannot go deeper (IVF's ``nprobe``, SPANN's
+postings, the funnel's candidates) is topped up, after the documents it found, with the
+best windows it left out: never fewer hits than without collapsing. It sits under the
 scheduler, so one search is one retrieval however deep it went. Each search collapses
 on its own: a later multi-hop hop may bring another window of a document an earlier hop
 found (never the same one: those rows are excluded).
@@ -15,12 +18,13 @@ found (never the same one: those rows are excluded).
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from typing import Collection
 
 from searchagent.types import Hit
 
-WINDOW = re.compile(r"(.*)#[0-9]+")
+WINDOW = re.compile(r"(.*)#[0-9]+", re.DOTALL)     # an id may hold a newline
 FIRST_FETCH, GROWTH, ROUNDS = 3, 4, 3
 
 
@@ -55,20 +59,39 @@ class CollapsingRetriever:
 
     def search_with_stats(self, query: str, k: int, *, budget: dict | None = None,
                           exclude: Collection[int] = ()) -> tuple[list[Hit], dict]:
-        depth = k * FIRST_FETCH
+        depth, partial = k * FIRST_FETCH, False
+        best: tuple[list[Hit], dict, list[Hit]] | None = None
         for _ in range(ROUNDS):
             hits, stats = self._search(query, depth, budget, exclude)
+            partial = partial or bool(stats.get("partial"))
             kept = collapse(hits, self.limit)
-            if len(kept) >= k or len(hits) < depth:     # enough, or nothing deeper to find
-                break
+            if best is None or len(kept) > len(best[2]):    # a cut round never undoes one
+                best = hits, stats, kept
+            if len(kept) >= k or len(hits) < depth or partial or _stopped(budget):
+                break                                       # enough, the end, or no time
             depth *= GROWTH
+        hits, stats, kept = best
+        rank = {id(hit): n for n, hit in enumerate(hits)}
         kept = kept[:k]
-        shown = {id(hit) for hit in kept}
-        last = max((n for n, hit in enumerate(hits) if id(hit) in shown), default=-1)
-        return kept, {**stats, "windows_dropped": last + 1 - len(kept)}
+        if len(kept) < k:       # a bounded search (IVF's nprobe, SPANN's postings, the
+            shown = {id(hit) for hit in kept}       # funnel's candidates, a cut): never
+            kept += [hit for hit in hits if id(hit) not in shown][:k - len(kept)]  # fewer
+        last = max((rank[id(hit)] for hit in kept), default=-1)
+        stats = {**stats, "windows_dropped": last + 1 - len(kept)}
+        if partial:
+            stats["partial"] = True
+        return kept, stats
 
     def _search(self, query, depth, budget, exclude) -> tuple[list[Hit], dict]:
         if hasattr(self.inner, "search_with_stats"):
             return self.inner.search_with_stats(query, depth, budget=budget, exclude=exclude)
         hits = self.inner.search(query, depth + len(exclude), budget=budget)
         return [h for h in hits if h.row not in exclude][:depth], {}
+
+
+def _stopped(budget: dict | None) -> bool:
+    """The search's cancel fired or its deadline passed: no deeper round."""
+    budget = budget or {}
+    cancel, deadline = budget.get("cancel"), budget.get("deadline")
+    return bool((cancel is not None and cancel.is_set())
+                or (deadline is not None and time.monotonic() > deadline))

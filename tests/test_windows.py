@@ -10,6 +10,7 @@ import pytest
 
 from index.build import build_index
 from retrievers.searcher import Searcher
+from retrievers.windows import document_id
 from searchagent.cli import main
 from searchagent.config import Config
 from searchagent.strategies.tracking import Tracker
@@ -57,7 +58,44 @@ def test_at_most_n_windows_of_a_document(chunked):
     assert len(one) == 4 and one[0] == every[0] and sorted(one[1:]) == ["b", "c", "d"]
     two = ids(chunked, 2)
     assert two[:2] == every[:2] and sorted(two[2:]) == ["b", "c"]
-    assert len(ids(chunked, 1, k=9)) == 5                    # five documents in all
+    assert document_id("a\nb#3") == "a\nb"                   # an id may hold a newline
+    nine = ids(chunked, 1, k=9)   # five documents match: then long's next windows
+    assert [pid.split("#")[0] for pid in nine[:5]] == ["long", *sorted(one[1:]), "e"]
+    assert len(nine) == 9 and all(pid.startswith("long#") for pid in nine[5:])
+
+
+class Counting:
+    """The real retriever, counting the searches the collapse runs on it."""
+
+    def __init__(self, inner):
+        self.inner, self.depths = inner, []
+
+    def search(self, query, k, *, budget=None):
+        self.depths.append(k)
+        return self.inner.search(query, k, budget=budget)
+
+
+def test_no_deeper_round_once_the_search_is_cut_and_never_fewer_hits(chunked):
+    """A deeper round that a cancel or deadline cut threw away the round before it (a hop
+    came back empty); a round that could not go deeper returned fewer than k hits."""
+    import threading
+
+    from retrievers.windows import CollapsingRetriever
+
+    searcher = Searcher(chunked, config(0))
+    try:
+        base = searcher.retriever("bm25")
+        counting = Counting(base)
+        cancel = threading.Event()
+        cancel.set()                                       # cut before the second round
+        hits = CollapsingRetriever(counting, 1).search("zephyrine", 2,
+                                                       budget={"cancel": cancel})
+        assert counting.depths == [6] and len(hits) == 2   # topped up from the first round
+        counting.depths.clear()
+        hits = CollapsingRetriever(counting, 1).search("zephyrine", 2)
+        assert counting.depths == [6, 24] and [h.id.split("#")[0] for h in hits] == ["long", "b"]
+    finally:
+        searcher.close()
 
 
 def test_whole_passages_are_never_collapsed(tmp_path):
@@ -123,3 +161,27 @@ def test_served_a_collapsed_search_is_one_retrieval_of_k(chunked):
     finally:
         server.close()
         searcher.close()
+
+
+def test_a_bounded_ann_search_is_topped_up_not_cut_short(tmp_path):
+    """IVF with nprobe 1 returns only its nearest list's vectors: collapsing those to one
+    window per document gave 1 hit where the index had 10 to give."""
+    words = [f"{FILLER} zephyrine" for _ in range(20)]
+    rows = [{"id": "long", "title": "Long", "text": " ".join(words)}]
+    rows += [{"id": f"d{n}", "title": f"Topic {n}", "text": f"note {n} on {topic}"}
+             for n, topic in enumerate(["rivers", "mills", "bridges", "the sea", "stone"] * 12)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build = {"index": {"bm25": False, "faiss": "IVF4,Flat", "chunk_words": 12}}
+    build_index(corpus, tmp_path / "idx", Config().updated(build, "test"))
+    found = {}
+    for windows in (0, 1):
+        cfg = Config().updated({**build, "retrieval": {"mode": "dense", "ivf_nprobe": 1,
+                                                       "windows_per_doc": windows}}, "test")
+        searcher = Searcher(tmp_path / "idx", cfg)
+        found[windows] = [hit.id for hit in searcher.search("the old mill by the river", 10)]
+        searcher.close()
+    assert len(found[1]) == len(found[0]) == 10
+    first = [pid.split("#")[0] for pid in found[1]]
+    distinct = list(dict.fromkeys(first))
+    assert first[:len(distinct)] == distinct        # every document once, then the rest
