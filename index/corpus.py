@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from retrievers.docstore import pop_duplicate_source, write_docstore
 from searchagent.errors import InputError, malformed_json, require_utf8
 
-WINDOW_ID = re.compile(r".*#[0-9]+")     # ``chunk_passage``'s window ids: ``ID#n``
+WINDOW_ID = re.compile(r".*#[0-9]+", re.DOTALL)   # ``chunk_passage``'s window ids: ``ID#n``
 from searchagent.types import Passage
 
 

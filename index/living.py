@@ -93,10 +93,11 @@ class LivingIndex:
     def delete(self, ids: Iterable[str]) -> dict:
         """Delete passages by corpus id; unknown ids are reported, not an error (only
         unknown ids: no new generation)."""
-        ids = list(dict.fromkeys(ids))
+        ids = list(ids)
         if self.config.chunk_words > 0:         # a window goes with its document only
             for n, pid in enumerate(ids):
                 refuse_window_id(pid, f"ids[{n}]")
+        ids = list(dict.fromkeys(ids))
         found = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
         rows = sorted(r for group in found.values() for r in group)
         missing = [i for i in ids if i not in found]

@@ -79,11 +79,16 @@ def test_a_chunked_index_refuses_ids_that_read_as_windows(tmp_path, capsys):
     with LivingIndex(folder) as living:
         with pytest.raises(InputError, match=r"document 0 \(id 'a#1'\), field 'id'"):
             living.add([Passage("a#1", "Errata", "x")])
-        with pytest.raises(InputError, match=r"ids\[1\], field 'id': 'a#2' .* window 2 of "
+        with pytest.raises(InputError, match=r"ids\[2\], field 'id': 'a#2' .* window 2 of "
                                              r"document 'a'"):
-            living.delete(["f1", "a#2"])
+            living.delete(["f1", "f1", "a#2"])             # its place in the request
+        with pytest.raises(InputError, match=r"'x\\ny#1' ends in"):   # . matched no newline
+            living.add([Passage("x\ny#1", "Errata", "x")])
         assert living.generation == 0                          # nothing committed
-    assert len([i for i in ids(folder, "alpha3 alpha12") if i.startswith("a#")]) == 1
+    assert ids(folder, "alpha3 alpha12") == ["a#0", "a#1"]        # a's own windows, intact
+    with LivingIndex(folder) as living:        # a document id with a newline has windows too
+        living.add([Passage("n\nm", "Newline", LONG)])
+        assert living.delete(["n\nm"])["rows_deleted"] == 4
 
 
 def test_a_writer_killed_mid_write_leaves_no_temporary_files_behind(tmp_path, capsys):
