@@ -199,19 +199,21 @@ def test_one_dataset_file_named_relatively_or_absolutely_is_the_same_setting(tmp
 def test_shards_of_one_run_split_its_questions(bm25_index, tmp_path, capsys):
     """``--shard I/N``: the shards answer disjoint questions that together are the run's,
     and share its settings record; a bad shard is refused."""
-    args = ["eval", "run", "--dataset", f"sample:{QUESTIONS}", "--index", str(bm25_index),
+    args = ["eval", "run", "--dataset", f"sample:{QUESTIONS}", "--dataset",
+            f"hotpotqa:{FIX / 'hotpot_official.json'}", "--index", str(bm25_index),
             "--strategy", "parametric", "--max-new-tokens", "2", "--threads", "1",
-            "--limit", "5", "--run", "s1", "--db", str(tmp_path / "runs.duckdb"),
+            "--limit", "4", "--run", "s1", "--db", str(tmp_path / "runs.duckdb"),
             "--runs-dir", str(tmp_path / "runs")]
     for bad in ("0/2", "3/2", "2"):
         assert main([*args, "--shard", bad]) == 2
     assert "must be I/N with 1 <= I <= N" in capsys.readouterr().err
-    qids = []
+    rows = []
     for shard in ("2/2", "1/2"):
         assert main([*args, "--shard", shard]) == 0
         con = duckdb.connect(str(tmp_path / "runs.duckdb"), read_only=True)
-        qids.append({q for (q,) in con.execute("SELECT qid FROM results").fetchall()})
+        rows.append(set(con.execute("SELECT dataset, qid FROM results").fetchall()))
         con.close()
-    assert "shard 1/2: 3 of 5 questions" in capsys.readouterr().err
-    assert len(qids[0]) == 2 and len(qids[1]) == 5 and qids[0] < qids[1]
+    assert "shard 1/2: 3 of 6 questions" in capsys.readouterr().err   # 4 + 2, each split
+    assert len(rows[0]) == 3 and len(rows[1]) == 6 and rows[0] < rows[1]
+    assert {dataset for dataset, _ in rows[0]} == {"sample", "hotpotqa"}   # both datasets
     assert main(args) == 0 and "0 rows written" in capsys.readouterr().out   # nothing left

@@ -131,12 +131,12 @@ def _setup(args, systems: list[str]):
                                  f"in --dataset {args.dataset[other]}; give the files "
                                  "different NAMEs", path=spec.rpartition(":")[2],
                                  field="dataset")
-    examples = interleave(groups)
-    if args.shard:                  # not a setting: every shard shares the run's record
+    if args.shard:     # each dataset's every N-th; not a setting: shards share the record
         index, count = _shard(args.shard)
-        print(f"shard {args.shard}: {len(examples[index::count])} of {len(examples)} "
-              "questions", file=sys.stderr)
-        examples = examples[index::count]
+        print(f"shard {args.shard}: {sum(len(g[index::count]) for g in groups)} of "
+              f"{sum(map(len, groups))} questions", file=sys.stderr)
+        groups = [g[index::count] for g in groups]
+    examples = interleave(groups)
     settings = {"config": config.public_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,
                 "seed": args.seed, "db": str(Path(args.db).resolve())}
