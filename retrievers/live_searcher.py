@@ -109,3 +109,13 @@ class FollowingRetriever:
 
     def search(self, query: str, k: int, *, budget: dict | None = None):
         return self.live.current.retriever(self.mode).search(query, k, budget=budget)
+
+    def search_with_stats(self, query: str, k: int, *, budget: dict | None = None,
+                          exclude=()):
+        """The current retriever's own stats (a collapse's ``windows_dropped``) where it
+        has them; else its hits, ``exclude`` rows left out."""
+        retriever = self.live.current.retriever(self.mode)
+        if hasattr(retriever, "search_with_stats"):
+            return retriever.search_with_stats(query, k, budget=budget, exclude=exclude)
+        hits = retriever.search(query, k + len(exclude), budget=budget)
+        return [h for h in hits if h.row not in exclude][:k], {}

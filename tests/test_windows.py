@@ -135,15 +135,23 @@ def test_search_cli_flag(chunked, capsys):
     assert "windows:    50 words, overlap 0 (ids ID#0" in capsys.readouterr().out
 
 
-def test_served_a_collapsed_search_is_one_retrieval_of_k(chunked):
+@pytest.mark.parametrize("live", [False, True], ids=["searcher", "updatable"])
+def test_served_a_collapsed_search_is_one_retrieval_of_k(chunked, tmp_path, live):
     """Served, the deeper searches run under the scheduler as one retrieval: the trace and
-    the counters show the k asked for and the collapsed hits, once per search (per hop)."""
+    the counters show the k asked for and the collapsed hits, once per search (per hop);
+    a server that takes updates (``LiveSearcher``) traces what the collapse left out too."""
+    import shutil
+
+    from retrievers.live_searcher import LiveSearcher
     from searchagent.server.app import create_app
     from tests.test_server import LiveServer, server_config
 
     cfg = server_config().updated({"retrieval": {"mode": "bm25", "windows_per_doc": 1},
                                    "generator": {"max_new_tokens": 4}}, "test")
-    searcher = Searcher(chunked, cfg)
+    if live:
+        searcher = LiveSearcher(shutil.copytree(chunked, tmp_path / "idx"), cfg)
+    else:
+        searcher = Searcher(chunked, cfg)
     server = LiveServer(create_app(searcher, cfg, warm_up=False))
     try:
         found = server.client.post("/v1/search", json={"query": "zephyrine", "k": 3}).json()
@@ -158,6 +166,7 @@ def test_served_a_collapsed_search_is_one_retrieval_of_k(chunked):
             for step in retrieved:
                 windows = [pid.split("#")[0] for pid in step["ids"]]
                 assert len(windows) == len(set(windows)) and step["k"] <= 2
+                assert step["windows_dropped"] >= 0
     finally:
         server.close()
         searcher.close()
