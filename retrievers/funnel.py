@@ -19,7 +19,7 @@ from typing import Collection
 import numpy as np
 
 from retrievers.tokenize import tokenize
-from searchagent.types import Hit
+from searchagent.types import Hit, budget_spent
 
 RRF_K = 60
 
@@ -73,7 +73,7 @@ class FunnelRetriever:
 
         # 2. fine: exact dense scores on every candidate, fused with the coarse ranks
         stored = self.searcher.stored_vectors if vector is not None else None
-        if stored is not None and not _late(budget):
+        if stored is not None and not budget_spent(budget):
             exact = stored[np.asarray(candidates)] @ vector
             order = np.argsort(-exact, kind="stable")
             dense_rank = {candidates[i]: rank for rank, i in enumerate(order, start=1)}
@@ -81,13 +81,13 @@ class FunnelRetriever:
             scored = _rrf(fine_ranks)
             clock = _stage(stats, "exact_dense", clock, min(len(scored), self.shortlist))
         else:
-            stats["partial"] = stats["partial"] or _late(budget)
+            stats["partial"] = stats["partial"] or budget_spent(budget)
             scored = _rrf(ranks)
         top = sorted(scored, key=lambda row: (-scored[row], row))[:max(k, self.shortlist)]
         hits = self.searcher.docstore.hits(top, [scored[r] for r in top])
 
         # 3. optional cross-encoder on the shortlist
-        if self.reranker is not None and hits and not _late(budget):
+        if self.reranker is not None and hits and not budget_spent(budget):
             hits = self.reranker.rerank(query, hits)
             clock = _stage(stats, "cross_encoder", clock, len(hits))
         elif self.reranker is not None:
@@ -112,11 +112,6 @@ def _stage(stats: dict, name: str, since: float, kept: int) -> float:
     now = time.perf_counter()
     stats["stages"].append({"stage": name, "seconds": round(now - since, 6), "kept": kept})
     return now
-
-
-def _late(budget: dict) -> bool:
-    deadline = budget.get("deadline")
-    return _stopped(budget) or (deadline is not None and time.monotonic() > deadline)
 
 
 def _stopped(budget: dict) -> bool:

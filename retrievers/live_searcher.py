@@ -19,7 +19,7 @@ from index.manifest import verify_index
 from retrievers.docstore_live import LiveDocStore
 from retrievers.searcher import Searcher
 from searchagent.config import Config
-from searchagent.types import Passage
+from searchagent.types import Passage, search_with_stats
 
 SHARED = ("encoder",)     # loaded pieces that do not change between generations
 
@@ -114,8 +114,5 @@ class FollowingRetriever:
                           exclude=()):
         """The current retriever's own stats (a collapse's ``windows_dropped``) where it
         has them; else its hits, ``exclude`` rows left out."""
-        retriever = self.live.current.retriever(self.mode)
-        if hasattr(retriever, "search_with_stats"):
-            return retriever.search_with_stats(query, k, budget=budget, exclude=exclude)
-        hits = retriever.search(query, k + len(exclude), budget=budget)
-        return [h for h in hits if h.row not in exclude][:k], {}
+        return search_with_stats(self.live.current.retriever(self.mode), query, k,
+                                 budget=budget, exclude=exclude)

@@ -18,11 +18,10 @@ found (never the same one: those rows are excluded).
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from typing import Collection
 
-from searchagent.types import Hit
+from searchagent.types import Hit, budget_spent, search_with_stats
 
 WINDOW = re.compile(r"(.*)#[0-9]+", re.DOTALL)     # an id may hold a newline
 FIRST_FETCH, GROWTH, ROUNDS = 3, 4, 3
@@ -62,12 +61,13 @@ class CollapsingRetriever:
         depth, partial = k * FIRST_FETCH, False
         best: tuple[list[Hit], dict, list[Hit]] | None = None
         for _ in range(ROUNDS):
-            hits, stats = self._search(query, depth, budget, exclude)
+            hits, stats = search_with_stats(self.inner, query, depth, budget=budget,
+                                            exclude=exclude)
             partial = partial or bool(stats.get("partial"))
             kept = collapse(hits, self.limit)
             if best is None or len(kept) > len(best[2]):    # a cut round never undoes one
                 best = hits, stats, kept
-            if len(kept) >= k or len(hits) < depth or partial or _stopped(budget):
+            if len(kept) >= k or len(hits) < depth or partial or budget_spent(budget):
                 break                                       # enough, the end, or no time
             depth *= GROWTH
         hits, stats, kept = best
@@ -81,17 +81,3 @@ class CollapsingRetriever:
         if partial:
             stats["partial"] = True
         return kept, stats
-
-    def _search(self, query, depth, budget, exclude) -> tuple[list[Hit], dict]:
-        if hasattr(self.inner, "search_with_stats"):
-            return self.inner.search_with_stats(query, depth, budget=budget, exclude=exclude)
-        hits = self.inner.search(query, depth + len(exclude), budget=budget)
-        return [h for h in hits if h.row not in exclude][:depth], {}
-
-
-def _stopped(budget: dict | None) -> bool:
-    """The search's cancel fired or its deadline passed: no deeper round."""
-    budget = budget or {}
-    cancel, deadline = budget.get("cancel"), budget.get("deadline")
-    return bool((cancel is not None and cancel.is_set())
-                or (deadline is not None and time.monotonic() > deadline))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,3 +55,22 @@ class Retriever(Protocol):
 
     def search(self, query: str, k: int, *, budget: dict | None = None) -> list[Hit]:
         ...
+
+
+def search_with_stats(retriever: Any, query: str, k: int, *, budget: dict | None = None,
+                      exclude: Any = ()) -> tuple[list[Hit], dict]:
+    """``retriever.search_with_stats`` where it has one; else its ``search``, asked for
+    ``len(exclude)`` more, with the ``exclude`` rows left out, and no stats."""
+    if hasattr(retriever, "search_with_stats"):
+        return retriever.search_with_stats(query, k, budget=budget, exclude=exclude)
+    hits = retriever.search(query, k + len(exclude), budget=budget)
+    return [h for h in hits if h.row not in exclude][:k], {}
+
+
+def budget_spent(budget: dict | None) -> bool:
+    """A search budget's ``cancel`` event fired or its ``deadline`` (a
+    ``time.monotonic()`` instant) passed."""
+    budget = budget or {}
+    cancel, deadline = budget.get("cancel"), budget.get("deadline")
+    return bool((cancel is not None and cancel.is_set())
+                or (deadline is not None and time.monotonic() > deadline))

@@ -21,7 +21,7 @@ from retrievers.hybrid import rrf_fuse
 from retrievers.windows import collapse
 from searchagent.errors import InputError, require_text
 from searchagent.scheduler.session import SessionCancelled
-from searchagent.types import Hit
+from searchagent.types import Hit, search_with_stats
 
 if TYPE_CHECKING:
     from searchagent.scheduler.scheduler import Scheduler
@@ -30,14 +30,6 @@ POLL_S = 0.005
 HYBRID_DEPTH = 50
 RETRIEVER_ATTRIBUTES = ("retriever", "funnel")
 SNIPPET_CHARS = 240          # characters of each passage a trace step shows
-
-
-def _call(part: Any, query: str, k: int, budget: dict, exclude: Collection[int]):
-    """One component search -> (hits, stats); ``exclude`` rows are dropped either way."""
-    if hasattr(part, "search_with_stats"):
-        return part.search_with_stats(query, k, budget=budget, exclude=exclude)
-    hits = part.search(query, k + len(exclude), budget=budget)
-    return [h for h in hits if h.row not in exclude][:k], {}
 
 
 def _enough(futures: dict, pending: set, k: int) -> bool:
@@ -72,8 +64,9 @@ class NonStallRetriever:
         sub_budget = {**budget, "cancel": handle.cancel, "deadline": deadline}
         depth = k if len(self.parts) == 1 else max(k, self.depth)
         start = time.monotonic()
-        futures = {self.scheduler.retrieval_pool.submit(_call, part, query, depth, sub_budget,
-                                                        exclude): name
+        futures = {self.scheduler.retrieval_pool.submit(search_with_stats, part, query, depth,
+                                                        budget=sub_budget,
+                                                        exclude=exclude): name
                    for name, part in self.parts.items()}
         cut_outside = False
         try:

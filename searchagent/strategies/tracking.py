@@ -8,7 +8,7 @@ import time
 from searchagent.generators.base import GenRequest, GenResult, Generator
 from searchagent.strategies.base import Answer, Step
 from searchagent.strategies.context import fit_prompt, pack
-from searchagent.types import Hit
+from searchagent.types import Hit, budget_spent, search_with_stats
 
 
 class Tracker:
@@ -69,11 +69,8 @@ class Tracker:
 
     def retrieve(self, retriever, query: str, k: int, *, exclude=()) -> list[Hit]:
         start = time.perf_counter()
-        if hasattr(retriever, "search_with_stats"):
-            hits, stats = retriever.search_with_stats(query, k, budget=self.budget,
-                                                      exclude=exclude)
-        else:
-            hits, stats = retriever.search(query, k, budget=self.budget), {}
+        hits, stats = search_with_stats(retriever, query, k, budget=self.budget,
+                                        exclude=exclude)
         self.retrieval_calls += 1
         for hit in hits:
             self.passages.setdefault(hit.id, {"id": hit.id, "title": hit.title,
@@ -85,10 +82,7 @@ class Tracker:
 
     def stopped(self) -> bool:
         """The caller cancelled, or its deadline passed: finish with what we have."""
-        budget = self.budget or {}
-        cancel, deadline = budget.get("cancel"), budget.get("deadline")
-        return bool((cancel is not None and cancel.is_set())
-                    or (deadline is not None and time.monotonic() > deadline))
+        return budget_spent(self.budget)
 
     def answer(self, text: str, *, hops: int, confidence: float | None) -> Answer:
         return Answer(answer=text, strategy=self.strategy, passages=list(self.passages.values()),
