@@ -11,16 +11,14 @@ import gzip
 import hashlib
 import io
 import json
-import re
 from pathlib import Path
 from typing import Iterator
 
 from tqdm.auto import tqdm
 
 from retrievers.docstore import pop_duplicate_source, write_docstore
+from retrievers.windows import document_id
 from searchagent.errors import InputError, malformed_json, require_utf8
-
-WINDOW_ID = re.compile(r".*#[0-9]+", re.DOTALL)   # ``chunk_passage``'s window ids: ``ID#n``
 from searchagent.types import Passage
 
 
@@ -79,10 +77,11 @@ def refuse_window_id(pid: str, path: str, line: int | None = None) -> None:
     """In an index built in windows (``index.chunk_words``) an id ``X#n`` reads as window n
     of document ``X``: updates replace and delete a document with all its windows by that
     pattern, and searches collapse by it. Such a corpus id is refused."""
-    if WINDOW_ID.fullmatch(pid):
+    document = document_id(pid)
+    if document != pid:
         raise InputError(f"{pid!r} ends in '#<digits>', which names window "
-                         f"{pid.rpartition('#')[2]} of document {pid.rpartition('#')[0]!r} in "
-                         "an index built with --chunk-words; pick ids without it",
+                         f"{pid[len(document) + 1:]} of document {document!r} in an index "
+                         "built with --chunk-words; pick ids without it",
                          path=path, line=line, field="id")
 
 

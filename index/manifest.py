@@ -63,6 +63,16 @@ def read_json_in(folder: Path, name: str, what: str, article: str = "a") -> dict
     return data
 
 
+def built_index_config(folder: str | Path) -> dict:
+    """The build's ``index`` settings (``INDEX_DIR/config.json``); {} where unreadable
+    (what they are for, such as the window size, is then taken as absent)."""
+    try:
+        built = json.loads((Path(folder) / "config.json").read_text()).get("index", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return built if isinstance(built, dict) else {}
+
+
 def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / MANIFEST

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 
 from index.faiss_index import FaissIndex
 from index.leases import leased_manifest
+from index.manifest import built_index_config
 from retrievers.bm25 import BM25Index, BM25Retriever
 from retrievers.dense import DenseRetriever
 from retrievers.docstore import DocStore
@@ -52,11 +52,7 @@ class Searcher:
     def windows_per_doc(self) -> int:
         """``retrieval.windows_per_doc`` where the index was built in windows
         (``index.chunk_words``; ``retrievers.windows``), else 0: nothing to collapse."""
-        try:
-            built = json.loads((self.folder / "config.json").read_text())["index"]
-            chunked = int(built.get("chunk_words") or 0) > 0
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            chunked = False
+        chunked = built_index_config(self.folder).get("chunk_words")
         return self.config.retrieval.windows_per_doc if chunked else 0
 
     @cached_property

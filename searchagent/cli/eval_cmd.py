@@ -133,9 +133,9 @@ def _setup(args, systems: list[str]):
                                  field="dataset")
     if args.shard:     # each dataset's every N-th; not a setting: shards share the record
         index, count = _shard(args.shard)
-        print(f"shard {args.shard}: {sum(len(g[index::count]) for g in groups)} of "
-              f"{sum(map(len, groups))} questions", file=sys.stderr)
-        groups = [g[index::count] for g in groups]
+        total, groups = sum(map(len, groups)), [g[index::count] for g in groups]
+        print(f"shard {args.shard}: {sum(map(len, groups))} of {total} questions",
+              file=sys.stderr)
     examples = interleave(groups)
     settings = {"config": config.public_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,

@@ -110,7 +110,7 @@ def refuse_ignored_flags(args, cfg) -> None:
 
 def run_info(args) -> int:
     from index.journal import JOURNAL
-    from index.manifest import verify_index
+    from index.manifest import built_index_config, verify_index
 
     manifest = verify_index(args.index_dir, args.verify)
     if (Path(args.index_dir) / JOURNAL).exists():
@@ -124,7 +124,7 @@ def run_info(args) -> int:
           f"built {manifest['built_at']}, searchagent {manifest['searchagent_version']})")
     print(f"corpus:     {manifest['corpus']['path']} sha256 {manifest['corpus']['sha256'][:16]}…")
     print(f"passages:   {manifest['counts']['passages']}")
-    built = _built_config(Path(args.index_dir))
+    built = built_index_config(args.index_dir)
     if built.get("chunk_words"):
         print(f"windows:    {built['chunk_words']} words, overlap {built.get('chunk_overlap', 0)}"
               " (ids ID#0, ID#1, ...; searches keep retrieval.windows_per_doc of a document)")
@@ -145,15 +145,6 @@ def run_info(args) -> int:
           f"{args.verify} check ok")
     print(f"build (s):  {manifest['build_seconds']}")
     return 0
-
-
-def _built_config(folder: Path) -> dict:
-    """The build's ``index`` settings (``config.json``; {} where unreadable)."""
-    try:
-        built = json.loads((folder / "config.json").read_text()).get("index", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return built if isinstance(built, dict) else {}
 
 
 def _segments(manifest: dict) -> list[str]:
