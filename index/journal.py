@@ -17,6 +17,8 @@ import signal
 from pathlib import Path
 
 from index.files import durable_write
+from index.living_manifest import SPANN
+from index.manifest import read_manifest
 from searchagent.errors import IndexFormatError
 from searchagent.files import fsync_dir, remove_durably
 
@@ -107,3 +109,41 @@ def remove_temporaries(*folders: Path) -> list[str]:
         remove_durably(folder, doomed)
         removed += sorted(str(path) for path in doomed)
     return removed
+
+
+def recover(folder: Path, docstore, discard_damaged_journal: bool = False) -> dict | None:
+    """Roll back an update that died (its journal is still here) and drop the temporary
+    files of any writer killed mid-write (SPANN's own go with its rollback); return the
+    journal with ``rolled_back_to``, or None when no update was unfinished. Only while
+    holding the ``WriterLock``."""
+    remove_temporaries(folder, folder / "bm25", folder / "dense")
+    try:
+        journal = read_journal(folder)
+    except Exception:
+        if not discard_damaged_journal:
+            raise
+        journal = {"damaged": True}
+    if journal is None:
+        return None
+    committed = int(read_manifest(folder).get("generation", 0))
+    rollback(folder, docstore, committed)
+    return {**journal, "rolled_back_to": committed}
+
+
+def rollback(folder: Path, docstore, committed: int) -> None:
+    """Bring every component of ``folder`` back to generation ``committed``."""
+    docstore.rollback(committed)
+    if (folder / "bm25").is_dir():
+        from retrievers.bm25_live import rollback as bm25_rollback
+
+        bm25_rollback(folder / "bm25", committed)
+    if (folder / SPANN).is_dir():
+        from index.spann.lire import rollback as spann_rollback
+
+        spann_rollback(folder / SPANN, committed)
+    for path in (folder / "dense").glob("*-*.npy"):
+        stem = path.stem.rsplit("-", 1)
+        if stem[0] in ("add", "deleted") and stem[1].isdigit() and int(stem[1]) > committed:
+            path.unlink()
+    fsync_dir(folder)
+    clear_journal(folder)

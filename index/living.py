@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from index.corpus import check_passages, chunk_passage, refuse_window_id
 from index.dense_live import DenseSegments
 from index.files import durable_write
-from index.journal import (WriterLock, clear_journal, fault_point, read_journal,
-                           remove_temporaries, write_journal)
+from index.journal import (WriterLock, clear_journal, fault_point, recover, rollback,
+                           write_journal)
 from index.leases import drop_unread, held_generations
 from index.living_manifest import (SPANN, committed_generation, merge_files, now_iso,
                                    replaced_each_generation, update_summary, without,
@@ -34,7 +34,6 @@ from retrievers.encoder import passage_text
 from retrievers.tokenize import tokenize
 from searchagent.config import IndexConfig
 from searchagent.errors import SearchAgentError
-from searchagent.files import fsync_dir
 from searchagent.types import Passage
 
 # what one BM25 commit or compaction reports about itself (not carried to the next one)
@@ -52,7 +51,7 @@ class LivingIndex:
         try:
             self.docstore = docstore or LiveDocStore(self.folder / "docs.duckdb")
             self._owns_docstore = docstore is None
-            self.recovered = self._recover(discard_damaged_journal)
+            self.recovered = recover(self.folder, self.docstore, discard_damaged_journal)
             self.manifest = read_manifest(self.folder)
             # no update on top of a missing or truncated file
             check_files(self.folder, self.manifest.get("files", {}), "size")
@@ -164,7 +163,7 @@ class LivingIndex:
             # the rename may have happened (an fsync of the folder after it failed): then
             # generation ``gen`` is committed and must keep its files
             committed = committed_generation(self.folder, base)
-            self._rollback(committed)
+            rollback(self.folder, self.docstore, committed)
             if committed == gen:
                 self.manifest = read_manifest(self.folder)
             if isinstance(exc, OSError):            # disk full, I/O error: say where, and
@@ -260,41 +259,6 @@ class LivingIndex:
                                                                 self.config.batch_size)
                 bar.update(min(block, len(texts) - start))
         return out
-
-    # -- recovery -----------------------------------------------------------------------
-
-    def _recover(self, discard_damaged_journal: bool) -> dict | None:
-        """Roll back an update that died (its journal is still here); drop the temporary
-        files of any writer killed mid-write (SPANN's own go with its rollback)."""
-        remove_temporaries(self.folder, self.folder / "bm25", self.folder / "dense")
-        try:
-            journal = read_journal(self.folder)
-        except Exception:
-            if not discard_damaged_journal:
-                raise
-            journal = {"damaged": True}
-        if journal is None:
-            return None
-        committed = int(read_manifest(self.folder).get("generation", 0))
-        self._rollback(committed)
-        return {**journal, "rolled_back_to": committed}
-
-    def _rollback(self, committed: int) -> None:
-        self.docstore.rollback(committed)
-        if (self.folder / "bm25").is_dir():
-            from retrievers.bm25_live import rollback as bm25_rollback
-
-            bm25_rollback(self.folder / "bm25", committed)
-        if (self.folder / SPANN).is_dir():
-            from index.spann.lire import rollback as spann_rollback
-
-            spann_rollback(self.folder / SPANN, committed)
-        for path in (self.folder / "dense").glob("*-*.npy"):
-            stem = path.stem.rsplit("-", 1)
-            if stem[0] in ("add", "deleted") and stem[1].isdigit() and int(stem[1]) > committed:
-                path.unlink()
-        fsync_dir(self.folder)
-        clear_journal(self.folder)
 
     def close(self) -> None:
         if self._owns_docstore:
