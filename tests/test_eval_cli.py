@@ -147,7 +147,7 @@ def test_a_run_resumed_from_another_runs_dir_is_checked_against_its_database(bm2
 
 
 def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_path, capsys):
-    from searchagent.cli.eval_cmd import _write_run_config
+    from eval.run_settings import write_run_config
 
     def settings(k: int, threads: int, systems: list[str]) -> dict:
         return {"config": {"retrieval": {"k": k}, "generator": {"threads": threads}},
@@ -156,17 +156,17 @@ def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_p
     folder = tmp_path / "run"
     umask = os.umask(0o022)
     try:
-        _write_run_config(folder, settings(2, 1, ["parametric", "single"]), force=False)
+        write_run_config(folder, settings(2, 1, ["parametric", "single"]), force=False)
     finally:
         os.umask(umask)
     assert (folder / "config.json").stat().st_mode & 0o777 == 0o644     # not mkstemp's 0600
-    _write_run_config(folder, settings(2, 4, ["parametric"]), force=False)   # harmless
+    write_run_config(folder, settings(2, 4, ["parametric"]), force=False)   # harmless
     recorded = json.loads((folder / "config.json").read_text())
     assert recorded["systems"] == ["parametric", "single"] and "superseded" not in recorded
     with pytest.raises(InputError, match=r"different config\.retrieval\.k \(as recorded in "
                        r".*config\.json\); pick a new"):
-        _write_run_config(folder, settings(3, 1, ["multi"]), force=False)
-    _write_run_config(folder, settings(3, 1, ["multi"]), force=True)
+        write_run_config(folder, settings(3, 1, ["multi"]), force=False)
+    write_run_config(folder, settings(3, 1, ["multi"]), force=True)
     assert "config.retrieval.k changed" in capsys.readouterr().err
     recorded = json.loads((folder / "config.json").read_text())
     assert recorded["config"]["retrieval"]["k"] == 3
@@ -178,7 +178,7 @@ def test_one_dataset_file_named_relatively_or_absolutely_is_the_same_setting(tmp
                                                                              monkeypatch):
     """`--dataset d:x.jsonl` resumed as `d:/abs/x.jsonl` (or from another directory) was
     refused as a change of datasets; another file under the same name still is."""
-    from searchagent.cli.eval_cmd import _write_run_config
+    from eval.run_settings import write_run_config
 
     def settings(spec: str) -> dict:
         return {"config": {}, "datasets": [spec], "systems": ["single"], "limit": 4}
@@ -186,14 +186,14 @@ def test_one_dataset_file_named_relatively_or_absolutely_is_the_same_setting(tmp
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "run"
-    _write_run_config(folder, settings("d:x.jsonl"), force=False)
+    write_run_config(folder, settings("d:x.jsonl"), force=False)
     assert json.loads((folder / "config.json").read_text())["datasets"] == [
         f"d:{tmp_path / 'x.jsonl'}"]
-    _write_run_config(folder, settings(f"d:{tmp_path / 'x.jsonl'}"), force=False)
+    write_run_config(folder, settings(f"d:{tmp_path / 'x.jsonl'}"), force=False)
     monkeypatch.chdir(tmp_path / "sub")
-    _write_run_config(folder, settings("d:../x.jsonl"), force=False)
+    write_run_config(folder, settings("d:../x.jsonl"), force=False)
     with pytest.raises(InputError, match="different datasets"):
-        _write_run_config(folder, settings("d:x.jsonl"), force=False)   # sub/x.jsonl
+        write_run_config(folder, settings("d:x.jsonl"), force=False)   # sub/x.jsonl
 
 
 def test_shards_of_one_run_split_its_questions(bm25_index, tmp_path, capsys):
