@@ -24,7 +24,7 @@ from typing import Iterable
 
 from eval.arm_import_db import write_import
 from eval.metrics import answer_scores
-from searchagent.errors import InputError
+from searchagent.errors import InputError, json_lines
 from searchagent.strategies.base import ARMS
 
 PREFIX_ARMS = {"nor": "parametric", "oner": "single", "ircot": "multi"}
@@ -185,16 +185,10 @@ def load_questions(path: Path) -> dict[tuple[str, str], str]:
     """(dataset, qid) -> question text from a JSONL file of {dataset, qid, question}."""
     out: dict[tuple[str, str], str] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read questions: {exc}", path=str(path)) from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not JSON: {exc}", path=str(path), line=number) from None
+    for number, record in json_lines(text, str(path)):
         for name in ("dataset", "qid", "question"):
             if not isinstance(record, dict) or not isinstance(record.get(name), (str, int)):
                 raise InputError("need dataset, qid and question", path=str(path),

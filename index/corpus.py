@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 
 from retrievers.docstore import pop_duplicate_source, write_docstore
 from retrievers.windows import document_id
-from searchagent.errors import InputError, malformed_json, require_utf8
+from searchagent.errors import InputError, json_lines, require_utf8
 from searchagent.types import Passage
 
 
@@ -177,13 +176,7 @@ def _records(path: str | Path, chunk_words: int, chunk_overlap: int, windows: bo
     found = False
     with open_text(path) as handle:
         try:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(malformed_json(exc), path=name, line=line_no) from exc
+            for line_no, record in json_lines(handle, name):
                 found = True
                 passage = parse_record(record, name, line_no)
                 if chunk_words or windows:

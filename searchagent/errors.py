@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class SearchAgentError(Exception):
     """Base class for errors a user can act on (the CLI prints them without a traceback)."""
@@ -27,6 +29,20 @@ def malformed_json(exc) -> str:
     """The message for a line that is not JSON (a ``json.JSONDecodeError``; its 'Invalid
     control character at' ends in 'at' already)."""
     return f"malformed JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+
+
+def json_lines(lines, path: str):
+    """``(line number, record)`` for each non-blank line of a JSON Lines text (a ``str``,
+    split at ``\\n`` only: ``str.splitlines`` also breaks at U+2028 and other characters a
+    JSON string may hold raw) or of an open file; a bad line is an ``InputError`` naming
+    ``path`` and the line."""
+    for number, line in enumerate(lines.split("\n") if isinstance(lines, str) else lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(malformed_json(exc), path=path, line=number) from exc
 
 
 def require_utf8(value: str, field: str, path: str | None = None,

@@ -223,6 +223,21 @@ def test_a_lone_surrogate_escape_is_refused_where_it_is(tmp_path):
         load_dataset("h", listed)
 
 
+def test_line_separators_inside_json_strings_stay_in_their_line(tmp_path):
+    """JSON strings may hold U+2028 / U+2029 / U+0085 raw (``ensure_ascii=False`` writes
+    them so); ``str.splitlines`` broke such a line in two and refused it as malformed."""
+    from eval.arm_import import load_questions
+
+    rows = tmp_path / "q.jsonl"
+    text = "Who\u2028wrote\u2029it\x85first?"
+    rows.write_text(json.dumps({"id": "a", "question": text, "answer": ["x"]},
+                               ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert [e.question for e in load_dataset("nq", rows)] == [text]
+    rows.write_text(json.dumps({"dataset": "nq", "qid": "a", "question": text},
+                               ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load_questions(rows) == {("nq", "a"): text}
+
+
 def test_wrongly_typed_ids_are_refused_not_renumbered(tmp_path):
     rows = tmp_path / "ids.jsonl"
     rows.write_text('{"_id": 7, "question": "q?", "answer": "a", "context": []}\n'

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from index.corpus import open_text
-from searchagent.errors import InputError, malformed_json
+from searchagent.errors import InputError, json_lines
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
@@ -86,16 +86,8 @@ def _wrapped_list(whole: dict) -> list | None:
 
 
 def _jsonl(text: str, name: str) -> Iterator[tuple[Location, Any]]:
-    position = 0
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(malformed_json(exc), path=name, line=line_no) from exc
+    for position, (line_no, record) in enumerate(json_lines(text, name)):
         yield Location(name, line=line_no, position=position), record
-        position += 1
 
 
 def require(record: Any, key: str, loc: Location, kind: type | tuple = str) -> Any:
