@@ -44,8 +44,14 @@ class FunnelRetriever:
 
     def search_with_stats(self, query: str, k: int, *, budget: dict | None = None,
                           exclude: Collection[int] = ()) -> tuple[list[Hit], dict]:
-        """Best ``k`` passages for ``query``, never one whose row is in ``exclude``."""
-        budget = budget or {}
+        """Best ``k`` passages for ``query``, never one whose row is in ``exclude``; every
+        stage reads the generation current when the search starts (``using``: a server's
+        index may commit an update meanwhile)."""
+        with self.searcher.using() as searcher:
+            return self._search(searcher, query, k, budget or {}, exclude)
+
+    def _search(self, searcher, query: str, k: int, budget: dict,
+                exclude: Collection[int]) -> tuple[list[Hit], dict]:
         stats: dict = {"partial": False, "stages": []}
         clock = time.perf_counter()
         if _stopped(budget):
@@ -56,15 +62,15 @@ class FunnelRetriever:
         ranks: list[dict[int, int]] = []
         vector = None
         if self.use_bm25:
-            rows, _ = self.searcher.bm25.index.top_k(tokenize(query), self.coarse_k + len(exclude))
+            rows, _ = searcher.bm25.index.top_k(tokenize(query), self.coarse_k + len(exclude))
             ranks.append(_rank_map(rows, exclude))
         if self.use_dense:
-            vector = self.searcher.encoder.encode([query])[0]
+            vector = searcher.encoder.encode([query])[0]
         if self.use_ann:
             ann_budget = {"deadline": budget.get("deadline")}
-            ids, _, _ = self.searcher.vector_index.search(
+            ids, _, _ = searcher.vector_index.search(
                 vector[None, :], self.coarse_k + len(exclude),
-                params=self.searcher.dense.params, deadline=ann_budget["deadline"])
+                params=searcher.dense.params, deadline=ann_budget["deadline"])
             ranks.append(_rank_map([r for r in ids[0] if r >= 0], exclude))
         candidates = sorted(set().union(*ranks))
         clock = _stage(stats, "coarse", clock, len(candidates))
@@ -72,7 +78,7 @@ class FunnelRetriever:
             return [], stats
 
         # 2. fine: exact dense scores on every candidate, fused with the coarse ranks
-        stored = self.searcher.stored_vectors if vector is not None else None
+        stored = searcher.stored_vectors if vector is not None else None
         if stored is not None and not budget_spent(budget):
             exact = stored[np.asarray(candidates)] @ vector
             order = np.argsort(-exact, kind="stable")
@@ -84,7 +90,7 @@ class FunnelRetriever:
             stats["partial"] = stats["partial"] or budget_spent(budget)
             scored = _rrf(ranks)
         top = sorted(scored, key=lambda row: (-scored[row], row))[:max(k, self.shortlist)]
-        hits = self.searcher.docstore.hits(top, [scored[r] for r in top])
+        hits = searcher.docstore.hits(top, [scored[r] for r in top])
 
         # 3. optional cross-encoder on the shortlist
         if self.reranker is not None and hits and not budget_spent(budget):

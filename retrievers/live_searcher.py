@@ -1,19 +1,20 @@
 """``LiveSearcher``: a ``Searcher`` that follows its index through updates (the server's).
 
 It holds the index's single writer (``LivingIndex``) and the one writable doc store that
-readers and the writer share. Each search runs on the generation current when it starts;
-after an update commits, the next search sees the new one. Replaced searchers are closed
-once no search can still be using them (after ``retire_after_s``); until then their
-generation stays leased (``index/leases.py``): updates append to the SPANN posting file
-instead of reusing space, and a compaction keeps the text of passages they still see.
+readers and the writer share. Each search runs on the generation current when it starts
+(``using()`` pins it); after an update commits, the next search sees the new one. A
+replaced searcher is closed as soon as no search pins it (at once when none did); until
+then its generation stays leased (``index/leases.py``): updates append to the SPANN
+posting file instead of reusing space, and a compaction keeps the text of passages it
+still sees.
 """
 
 from __future__ import annotations
 
 import threading
-import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from index.manifest import verify_index
 from retrievers.docstore_live import LiveDocStore
@@ -25,8 +26,7 @@ SHARED = ("encoder",)     # loaded pieces that do not change between generations
 
 
 class LiveSearcher:
-    def __init__(self, folder: str | Path, config: Config | None = None,
-                 retire_after_s: float = 300.0):
+    def __init__(self, folder: str | Path, config: Config | None = None):
         from index.living import LivingIndex
 
         self.folder, self.config = Path(folder), config or Config()
@@ -35,17 +35,35 @@ class LiveSearcher:
         self.writer = LivingIndex(self.folder, docstore=self.docstore)
         self.current = Searcher(self.folder, self.config, verify="size",
                                 docstore=self.docstore)
-        self.retire_after_s = retire_after_s
         self._update_lock = threading.Lock()
-        self._retired: list[tuple[float, Searcher]] = []
+        self._pins_lock = threading.Lock()
+        self._pins: dict[int, int] = {}       # id(searcher) -> searches running on it
+        self._retired: list[Searcher] = []    # replaced, still pinned
 
     def __getattr__(self, name: str):
         """Everything else (bm25, dense, stored_vectors, manifest...) of the current
         generation's searcher."""
         return getattr(self.current, name)
 
+    @contextmanager
+    def using(self) -> Iterator[Searcher]:
+        """The current generation's searcher, kept open until the block ends: a search
+        that reads several components (the funnel) reads them all from one generation."""
+        with self._pins_lock:
+            searcher = self.current
+            self._pins[id(searcher)] = self._pins.get(id(searcher), 0) + 1
+        try:
+            yield searcher
+        finally:
+            with self._pins_lock:
+                self._pins[id(searcher)] -= 1
+                if not self._pins[id(searcher)]:
+                    del self._pins[id(searcher)]
+            self._close_retired()
+
     def search(self, query: str, k: int = 10, mode: str | None = None):
-        return self.current.search(query, k, mode)
+        with self.using() as searcher:
+            return searcher.search(query, k, mode)
 
     def retriever(self, mode: str | None = None) -> "FollowingRetriever":
         """A retriever that searches the generation current at each call: strategies keep
@@ -63,14 +81,14 @@ class LiveSearcher:
         return self._update(self.writer.compact)
 
     def counts(self) -> dict:
-        counts = self.current.manifest["counts"]
-        return {"generation": self.current.generation, "live": counts["passages"],
+        current = self.current
+        counts = current.manifest["counts"]
+        return {"generation": current.generation, "live": counts["passages"],
                 "deleted": counts.get("deleted", 0)}
 
     def _update(self, change) -> dict:
         with self._update_lock:
-            self._close_retired()      # first: their leases would keep the update from
-            encoder = self.current.__dict__.get("encoder")        # reusing disk space
+            encoder = self.current.__dict__.get("encoder")
             if encoder is not None:
                 self.writer.use_encoder(encoder)        # embed with the loaded model
             result = change()
@@ -80,21 +98,23 @@ class LiveSearcher:
                     fresh.__dict__[name] = self.current.__dict__[name]
             if "vector_index" in self.current.__dict__:
                 fresh.vector_index             # opened (and leased) now, not mid-search later
-            old, self.current = self.current, fresh
-            self._retired.append((time.monotonic(), old))
-            return result
+            with self._pins_lock:
+                self._retired.append(self.current)
+                self.current = fresh
+        self._close_retired()
+        return result
 
     def _close_retired(self) -> None:
-        now, keep = time.monotonic(), []
-        for retired_at, searcher in self._retired:
-            if now - retired_at > self.retire_after_s:
-                searcher.close()                # its vector index files; not the doc store
-            else:
-                keep.append((retired_at, searcher))
-        self._retired = keep
+        """Close the replaced searchers no search pins any more (their vector index and
+        lease; not the shared doc store), so their memory and leases go at once."""
+        with self._pins_lock:
+            idle = [s for s in self._retired if id(s) not in self._pins]
+            self._retired = [s for s in self._retired if id(s) in self._pins]
+        for searcher in idle:
+            searcher.close()
 
     def close(self) -> None:
-        for _, searcher in self._retired:
+        for searcher in self._retired:
             searcher.close()
         self.current.close()
         self.writer.close()
@@ -108,11 +128,13 @@ class FollowingRetriever:
         self.live, self.mode = live, mode
 
     def search(self, query: str, k: int, *, budget: dict | None = None):
-        return self.live.current.retriever(self.mode).search(query, k, budget=budget)
+        with self.live.using() as searcher:
+            return searcher.retriever(self.mode).search(query, k, budget=budget)
 
     def search_with_stats(self, query: str, k: int, *, budget: dict | None = None,
                           exclude=()):
         """The current retriever's own stats (a collapse's ``windows_dropped``) where it
         has them; else its hits, ``exclude`` rows left out."""
-        return search_with_stats(self.live.current.retriever(self.mode), query, k,
-                                 budget=budget, exclude=exclude)
+        with self.live.using() as searcher:
+            return search_with_stats(searcher.retriever(self.mode), query, k,
+                                     budget=budget, exclude=exclude)

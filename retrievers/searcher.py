@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
 
@@ -103,19 +104,34 @@ class Searcher:
         return CollapsingRetriever(found, self.windows_per_doc) if self.windows_per_doc \
             else found
 
-    def _retriever(self, mode: str | None) -> Retriever:
+    def check_mode(self, mode: str | None) -> str:
+        """``mode`` (default: the config's) once this index can serve it, else an
+        InputError naming ``mode`` (no component is loaded)."""
         mode = mode or self.config.retrieval.mode
+        if mode not in MODES:
+            raise InputError(f"unknown retrieval mode {mode!r} (choose from "
+                             f"{', '.join(MODES)})", field="mode")
+        if mode != "hybrid" and mode not in self.components:
+            raise InputError(f"mode {mode!r}: index {self.folder} was built without {mode}; "
+                             f"it has {', '.join(self.components) or 'nothing'} (mode "
+                             "'hybrid' uses whatever it has)", field="mode")
+        return mode
+
+    def _retriever(self, mode: str | None) -> Retriever:
+        mode = self.check_mode(mode)
         if mode == "bm25":
             return self.bm25
         if mode == "dense":
             return self.dense
-        if mode == "hybrid":
-            parts = [getattr(self, name) for name in ("bm25", "dense") if name in self.components]
-            if len(parts) == 1:         # one retriever to fuse: its own ranks and scores
-                return parts[0]
-            return HybridRetriever(parts, rrf_k=self.config.retrieval.rrf_k)
-        raise InputError(f"unknown retrieval mode {mode!r} (choose from {', '.join(MODES)})",
-                         field="mode")
+        parts = [getattr(self, name) for name in ("bm25", "dense") if name in self.components]
+        if len(parts) == 1:             # hybrid of one retriever: its own ranks and scores
+            return parts[0]
+        return HybridRetriever(parts, rrf_k=self.config.retrieval.rrf_k)
+
+    def using(self) -> AbstractContextManager["Searcher"]:
+        """This searcher, as ``LiveSearcher.using`` gives the current generation's: one
+        search reads every component from one generation."""
+        return nullcontext(self)
 
     def search(self, query: str, k: int = 10, mode: str | None = None) -> list[Hit]:
         require_text(query, "query")

@@ -158,6 +158,44 @@ def test_a_searcher_keeps_its_generation_while_the_next_commits(index_dir, pool)
         live.close()
 
 
+def test_a_funnel_search_reads_one_generation_and_replaced_searchers_close_when_idle(
+        index_dir, pool):
+    """A server's multi-hop funnel read BM25, the query vector and the vector index one by
+    one from whatever generation was current: an update committing in between returned a
+    replaced passage twice (its old and new rows). And every replaced searcher stayed open
+    for 300 s (its vector index in memory, its lease), however many updates came."""
+    from index.leases import held_generations
+    from retrievers.funnel import FunnelRetriever
+    from retrievers.live_searcher import LiveSearcher
+
+    target = pool[10]
+    live = LiveSearcher(index_dir)
+    try:
+        funnel = FunnelRetriever(live, coarse_k=20, shortlist=10)
+        encoder = live.encoder
+        encode = encoder.encode
+
+        def encode_then_replace(texts, *args, **kwargs):   # the query is encoded between
+            encoder.encode = encode                        # the BM25 and vector stages
+            live.add([Passage(target["id"], target["title"], target["text"] + " Revised.")])
+            return encode(texts, *args, **kwargs)
+
+        encoder.encode = encode_then_replace
+        ids = [hit.id for hit in funnel.search(target["title"], 10)]
+        assert ids.count(target["id"]) == 1, ids
+        assert live.generation == 1 and held_generations(index_dir, 1) == []   # closed
+        with live.using() as pinned:
+            live.delete([pool[11]["id"]])
+            live.delete([pool[12]["id"]])
+            assert held_generations(index_dir, 3) == [1]      # pinned; 2 closed at once
+            assert pool[11]["id"] in [h.id for h in pinned.search(pool[11]["title"], 5)]
+        assert held_generations(index_dir, 3) == []
+        revised = [h for h in live.search(target["title"], 5) if h.id == target["id"]]
+        assert [h.text.endswith("Revised.") for h in revised] == [True]
+    finally:
+        live.close()
+
+
 def test_compact_drop_old_keeps_what_an_open_searcher_reads(index_dir, pool):
     """A Searcher of generation 1 opens its components lazily and reads the text of
     passages deleted later: ``compact(drop_old=True)`` from the API used to delete its
