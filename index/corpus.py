@@ -72,7 +72,8 @@ def parse_record(record: object, path: str, line: int) -> Passage:
     return Passage(id=str(pid), title=title, text=text)
 
 
-def refuse_window_id(pid: str, path: str, line: int | None = None) -> None:
+def refuse_window_id(pid: str, path: str, line: int | None = None,
+                     item: int | None = None) -> None:
     """In an index built in windows (``index.chunk_words``) an id ``X#n`` reads as window n
     of document ``X``: updates replace and delete a document with all its windows by that
     pattern, and searches collapse by it. Such a corpus id is refused."""
@@ -81,7 +82,7 @@ def refuse_window_id(pid: str, path: str, line: int | None = None) -> None:
         raise InputError(f"{pid!r} ends in '#<digits>', which names window "
                          f"{pid[len(document) + 1:]} of document {document!r} in an index "
                          "built with --chunk-words; pick ids without it",
-                         path=path, line=line, field="id")
+                         path=path, line=line, field="id", item=item)
 
 
 def check_passages(documents: list[Passage], windows: bool = False) -> list[str]:
@@ -91,21 +92,29 @@ def check_passages(documents: list[Passage], windows: bool = False) -> list[str]
     otherwise."""
     seen: set[str] = set()
     for n, doc in enumerate(documents):
-        if not isinstance(doc.id, str) or not doc.id:
-            raise InputError("must be a non-empty string", path=f"document {n}", field="id")
-        where = f"document {n} (id {doc.id!r})"
-        if windows:
-            refuse_window_id(doc.id, where)
-        for name, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
-            if not isinstance(value, str):
-                raise InputError("must be a string", path=where, field=name)
-            require_utf8(value, name, where)
-        if not (doc.title.strip() or doc.text.strip()):
-            raise InputError("empty passage", path=where, field="text")
-        if doc.id in seen:
-            raise InputError(f"duplicate id {doc.id!r} in one update", path=where, field="id")
+        try:
+            _check_passage(doc, n, windows, seen)
+        except InputError as exc:
+            exc.item = n            # the server names ``body.documents.N.<field>``
+            raise
         seen.add(doc.id)
     return [doc.id for doc in documents]
+
+
+def _check_passage(doc: Passage, n: int, windows: bool, seen: set[str]) -> None:
+    if not isinstance(doc.id, str) or not doc.id:
+        raise InputError("must be a non-empty string", path=f"document {n}", field="id")
+    where = f"document {n} (id {doc.id!r})"
+    if windows:
+        refuse_window_id(doc.id, where)
+    for name, value in (("id", doc.id), ("title", doc.title), ("text", doc.text)):
+        if not isinstance(value, str):
+            raise InputError("must be a string", path=where, field=name)
+        require_utf8(value, name, where)
+    if not (doc.title.strip() or doc.text.strip()):
+        raise InputError("empty passage", path=where, field="text")
+    if doc.id in seen:
+        raise InputError(f"duplicate id {doc.id!r} in one update", path=where, field="id")
 
 
 def chunk_passage(passage: Passage, words: int, overlap: int) -> list[Passage]:

@@ -95,7 +95,7 @@ class LivingIndex:
         ids = list(ids)
         if self.config.chunk_words > 0:         # a window goes with its document only
             for n, pid in enumerate(ids):
-                refuse_window_id(pid, f"ids[{n}]")
+                refuse_window_id(pid, f"ids[{n}]", item=n)
         ids = list(dict.fromkeys(ids))
         found = self.docstore.live_rows(ids, chunks=self.config.chunk_words > 0)
         rows = sorted(r for group in found.values() for r in group)

@@ -10,10 +10,11 @@ class SearchAgentError(Exception):
 
 
 class InputError(SearchAgentError):
-    """Bad user input: names the file, line and field when there is one."""
+    """Bad user input: names the file, line and field when there is one (``item``: the
+    0-based position of the bad entry in a request's list, for the server's field path)."""
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None):
+                 field: str | None = None, item: int | None = None):
         where = []
         if path is not None:
             where.append(str(path))
@@ -22,7 +23,7 @@ class InputError(SearchAgentError):
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
-        self.path, self.line, self.field = path, line, field
+        self.path, self.line, self.field, self.item = path, line, field, item
 
 
 def malformed_json(exc) -> str:

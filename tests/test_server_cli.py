@@ -88,3 +88,33 @@ def test_cli_serve_refuses_a_busy_port_and_bad_limits_in_one_line(small_index, s
                                  env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
             assert run.returncode == 2 and expected in run.stderr, run.stderr
             assert "Traceback" not in run.stderr and "serving" not in run.stdout
+
+
+def test_a_mode_the_index_lacks_is_one_line_at_start_and_a_422_per_request(small_corpus,
+                                                                          tmp_path):
+    """``serve --mode dense`` on a BM25-only index loaded the models and died in uvicorn's
+    start-up with a 58-line traceback; ``/v1/search`` with such a mode answered 500."""
+    from index.build import build_index
+    from retrievers.searcher import Searcher
+    from searchagent.config import load_config
+    from searchagent.server.app import create_app
+    from tests.test_server import LiveServer
+    from tests.test_server_documents import dead_backend
+
+    index = tmp_path / "bm25-only"
+    build_index(small_corpus, index, load_config(env={}, cli={"index": {"dense": False}}))
+    run = subprocess.run([sys.executable, "-m", "searchagent", "serve", str(index),
+                          "--port", "0", "--mode", "dense"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2 and "field 'mode'" in run.stderr, run.stderr
+    assert "was built without dense" in run.stderr and "Traceback" not in run.stderr
+    searcher = Searcher(index)
+    server = LiveServer(create_app(searcher, dead_backend(), use_agent=False, warm_up=False))
+    try:
+        reply = server.client.post("/v1/search", json={"query": "Insomnia", "mode": "dense"})
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["detail"][0]["field"] == "body.mode"
+        assert server.client.post("/v1/search", json={"query": "Insomnia"}).status_code == 200
+    finally:
+        server.close()
+        searcher.close()

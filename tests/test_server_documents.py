@@ -102,6 +102,7 @@ def test_bad_documents_are_422_and_change_nothing(served):
     client = served.client
     twice = client.post("/v1/documents", headers=KEY, json={"documents": [NEW, NEW]})
     assert twice.status_code == 422 and "duplicate id 'new-1'" in twice.json()["error"]
+    assert twice.json()["detail"][0]["field"] == "body.documents.1.id"     # was "id"
     blank = client.post("/v1/documents", headers=KEY,
                         json={"documents": [{"id": "b", "text": "   "}]})
     assert blank.status_code == 422 and blank.json()["detail"][0]["field"].endswith("text")

@@ -81,6 +81,7 @@ def run_serve(args) -> int:
             searcher = LiveSearcher(args.index_dir, config)
         else:
             searcher = Searcher(args.index_dir, config)
+        searcher.check_mode(None)       # a mode the index lacks: one line, not a traceback
         app = create_app(searcher, config, use_agent=not args.no_agent)
         port = listener.getsockname()[1]
         started = (f"searchagent: serving {args.index_dir} on http://{server_cfg.host}:{port} "

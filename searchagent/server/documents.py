@@ -18,7 +18,7 @@ from searchagent.types import Passage
 
 
 def mount_documents(app: FastAPI, searcher, enabled: bool, error, invalid_input) -> None:
-    async def run(request: Request, route: str, change):
+    async def run(request: Request, route: str, change, field_of):
         if not enabled:
             app.state.metrics.observe(route, 403)
             return error(403, "index updates are off: start the server with --allow-updates")
@@ -26,7 +26,7 @@ def mount_documents(app: FastAPI, searcher, enabled: bool, error, invalid_input)
             result = await run_in_threadpool(change)
         except InputError as exc:
             app.state.metrics.observe(route, 422)
-            return invalid_input(exc)
+            return invalid_input(exc, None if exc.item is None else field_of(exc))
         except SearchAgentError as exc:
             app.state.metrics.observe(route, 500)
             return error(500, str(exc))
@@ -38,9 +38,11 @@ def mount_documents(app: FastAPI, searcher, enabled: bool, error, invalid_input)
     async def upsert(body: UpsertRequest, request: Request):
         """Insert documents; an existing id is replaced. One index generation."""
         passages = [Passage(d.id, d.title.strip(), d.text.strip()) for d in body.documents]
-        return await run(request, "/v1/documents", lambda: searcher.add(passages))
+        return await run(request, "/v1/documents", lambda: searcher.add(passages),
+                         lambda exc: f"body.documents.{exc.item}.{exc.field}")
 
     @app.delete("/v1/documents", response_model=UpdateResponse, responses=openapi.DOCUMENTS)
     async def delete(body: DeleteRequest, request: Request):
         """Delete documents by id (unknown ids are listed in ``missing_ids``)."""
-        return await run(request, "/v1/documents", lambda: searcher.delete(body.ids))
+        return await run(request, "/v1/documents", lambda: searcher.delete(body.ids),
+                         lambda exc: f"body.ids.{exc.item}")

@@ -92,6 +92,11 @@ def _no_default(schema: dict) -> None:
     schema.pop("default", None)
 
 
+def _not_blank_no_default(schema: dict) -> None:
+    _no_default(schema)
+    schema["pattern"] = NOT_BLANK
+
+
 class FeedbackRequest(BaseModel):
     """Exactly one of ``gold`` or ``reward`` (neither may be null)."""
 
@@ -100,8 +105,9 @@ class FeedbackRequest(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=200)
     # typed without null: an explicit null is a 422, as the schema says
-    gold: str = Field(None, max_length=2000, description="the correct answer",  # type: ignore[assignment]
-                      json_schema_extra=_no_default)
+    gold: Annotated[str, AfterValidator(_not_blank)] = Field(  # type: ignore[assignment]
+        None, min_length=1, max_length=2000, description="the correct answer",
+        json_schema_extra=_not_blank_no_default)
     reward: StrictFloat = Field(None, ge=-10.0, le=10.0,  # type: ignore[assignment]
                                 allow_inf_nan=False,
                                 description="a reward given directly",

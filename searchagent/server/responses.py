@@ -17,9 +17,12 @@ def error(status: int, message: str, detail: Any = None, headers: dict | None = 
                         status_code=status, headers=headers)
 
 
-def invalid_input(exc: InputError, **extra: Any) -> JSONResponse:
-    """A 422 shaped like a request validation error (``ValidationErrorBody``)."""
-    return error(422, str(exc), [{"field": exc.field or "body", "message": str(exc),
+def invalid_input(exc: InputError, field: str | None = None, **extra: Any) -> JSONResponse:
+    """A 422 shaped like a request validation error (``ValidationErrorBody``); ``field``
+    is the request path of what was wrong (default: ``body.<the error's field>``)."""
+    if field is None:
+        field = exc.field if (exc.field or "body").startswith("body") else f"body.{exc.field}"
+    return error(422, str(exc), [{"field": field or "body", "message": str(exc),
                                   "type": "value_error"}], **extra)
 
 
