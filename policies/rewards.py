@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from eval.metrics import accuracy, exact_match, f1_score
+from eval.metrics import accuracy, exact_match, f1_score, normalize_answer
 from searchagent.errors import InputError
 
 METRICS = ("f1", "em", "acc")
@@ -41,11 +41,15 @@ class RewardSpec:
         return asdict(self)
 
     def quality(self, prediction: str, golds: Sequence[str]) -> float:
+        """``prediction`` scored against the golds that keep a word once normalized (case,
+        articles, punctuation): a gold such as 'The.' would score an empty answer right."""
         if isinstance(golds, str):
             golds = [golds]
-        if not golds:
-            raise InputError("at least one gold answer is needed", field="gold")
-        return QUALITY[self.metric](prediction, list(golds))
+        kept = [gold for gold in golds if normalize_answer(gold)]
+        if not kept:
+            raise InputError(f"no gold answer with a word in it (got {list(golds)!r}; case, "
+                             "articles and punctuation do not count)", field="gold")
+        return QUALITY[self.metric](prediction, kept)
 
     def cost_of(self, retrieval_calls: float, seconds: float) -> float:
         return float(retrieval_calls if self.cost == "steps" else seconds)

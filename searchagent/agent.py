@@ -110,18 +110,17 @@ class Agent:
             raise InputError("give exactly one of gold or reward", field="feedback")
         with self.lock:
             served = self.memory.get(request_id)
-            if served is not None:
-                if served.get("feedback"):
-                    raise ConflictError(f"request {request_id} already has feedback",
-                                        field="request_id")
-                served["feedback"] = True
-        if served is None:
-            raise InputError(f"unknown request id {request_id!r}", field="request_id")
-        spec = RewardSpec(lam=float(served["lam"]))
-        quality = None
-        if gold is not None:
-            quality = spec.quality(served["prediction"], gold)
-            reward = spec.reward(quality, served["retrieval_calls"], served["seconds"])
+            if served is None:
+                raise InputError(f"unknown request id {request_id!r}", field="request_id")
+            if served.get("feedback"):
+                raise ConflictError(f"request {request_id} already has feedback",
+                                    field="request_id")
+            spec = RewardSpec(lam=float(served["lam"]))
+            quality = None
+            if gold is not None:        # a gold it refuses leaves the feedback to come
+                quality = spec.quality(served["prediction"], gold)
+                reward = spec.reward(quality, served["retrieval_calls"], served["seconds"])
+            served["feedback"] = True
         return {"request_id": request_id, "reward": float(reward), "quality": quality,
                 "applied": False}
 

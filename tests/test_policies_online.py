@@ -62,14 +62,18 @@ def test_feedback_updates_and_a_restart_loses_nothing(tmp_path):
         reopened.feedback("nope", reward=1.0)
     with pytest.raises(InputError, match="exactly one"):
         reopened.feedback(served[4].request_id)
+    for gold in ("", "The.", ["a", " "]):     # EM 1 for an empty answer: refused, and the
+        with pytest.raises(InputError, match="no gold answer with a word"):  # request's
+            reopened.feedback(served[4].request_id, gold=gold)    # feedback still to come
     answering = reopened.decide(probe, "q")                 # a gold answer before the
     with pytest.raises(ConflictError, match="no served answer yet"):   # answer: 409,
         reopened.feedback(answering.request_id, gold="Paris")        # not a 422
     assert reopened.decide(probe, "q", lam=0.5).lam is None    # still incomplete after restart
+    assert reopened.feedback(served[4].request_id, gold=["the", "Paris"]).quality == 1.0
     stats = reopened.stats()
-    assert stats["served"] == 10 and stats["feedback"] == 4
+    assert stats["served"] == 10 and stats["feedback"] == 5
     reopened.close()
-    assert OnlineLearner(tmp_path).bundle.policy.updates == 4
+    assert OnlineLearner(tmp_path).bundle.policy.updates == 5
 
 
 def test_forced_arms_and_missing_features(tmp_path):
