@@ -193,7 +193,11 @@ def load_questions(path: Path) -> dict[tuple[str, str], str]:
             if not isinstance(record, dict) or not isinstance(record.get(name), (str, int)):
                 raise InputError("need dataset, qid and question", path=str(path),
                                  line=number, field=name)
-        out[(str(record["dataset"]), str(record["qid"]))] = str(record["question"])
+        key, question = (str(record["dataset"]), str(record["qid"])), str(record["question"])
+        if out.setdefault(key, question) != question:
+            raise InputError(f"a second, different question for dataset {key[0]!r} qid "
+                             f"{key[1]!r} (the first: {out[key]!r})", path=str(path),
+                             line=number, field=key[1])
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from index.corpus import file_sha256
 from searchagent.errors import IndexFormatError, InputError
-from searchagent.files import replaceable
+from searchagent.files import process_alive, replaceable
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -127,16 +127,6 @@ HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
 _TEMP = re.compile(r"\.(tmp|old)-(\d+)(?:-\d+)?(?:-(.+))?")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True                      # someone else's live process
-    return True
-
-
 def clean_stale_temps(out: Path) -> list[Path]:
     """Remove ``.NAME.tmp-PID-TIME-HOST`` folders next to ``out`` left by builds of this
     host that died (kill -9, power loss), and ``.NAME.old-PID-...`` ones once ``out``
@@ -151,7 +141,7 @@ def clean_stale_temps(out: Path) -> list[Path]:
         if not match or not path.is_dir():
             continue
         kind, pid, host = match.group(1), int(match.group(2)), match.group(3)
-        if (host or HOST) != HOST or _alive(pid) or (kind == "old" and not out.exists()):
+        if (host or HOST) != HOST or process_alive(pid) or (kind == "old" and not out.exists()):
             continue
         shutil.rmtree(path, ignore_errors=True)
         print(f"searchagent: removed {path}, left by a build (pid {pid}) that died",

@@ -239,10 +239,10 @@ class AnswerCascade(Policy):
             quality[held], cost[held] = model.predict(Xs[held])
         return quality, cost
 
-    def _model(self, Xs, Q, C) -> OutcomeModels:
+    def _model(self, Xs, Q, C, stale: int = 0) -> OutcomeModels:
         model = OutcomeModels(Xs.shape[1], Q.shape[1], self.seed, self.lam, self.embed_dims,
                               eps=0.0, **self.model_params)
-        model.fit(Xs, Q, C)
+        model.fit(Xs, Q, C, stale)
         return model
 
     def _stack(self, step: int, X, A: np.ndarray) -> np.ndarray:
@@ -279,6 +279,7 @@ class AnswerCascade(Policy):
         for k, model in enumerate(self.models):
             if model is None:
                 continue
+            values[f"cascade{k}.stale"] = model.stale
             arrays.update({f"cascade{k}.X": model.X, f"cascade{k}.Q": model.Q,
                            f"cascade{k}.C": model.C, f"cascade{k}.mean": self.scales[k][0],
                            f"cascade{k}.scale": self.scales[k][1]})
@@ -293,7 +294,8 @@ class AnswerCascade(Policy):
                 Q, C = np.asarray(arrays[f"cascade{k}.Q"]), np.asarray(arrays[f"cascade{k}.C"])
                 if k == 0 and "first_columns" not in values:   # saved before lam_grid
                     self.lam_grid, Q, C = [self.lam], Q[:, [0, 2, 1]], C[:, [0, 2, 1]]
-                self.models[k] = self._model(arrays[f"cascade{k}.X"], Q, C)
+                self.models[k] = self._model(arrays[f"cascade{k}.X"], Q, C,
+                                             values.get(f"cascade{k}.stale", 0))
 
 
 def _path_costs(cost: np.ndarray) -> dict[str, np.ndarray]:

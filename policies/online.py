@@ -274,6 +274,10 @@ def check_journal_free(folder: str | Path, why: str) -> None:
     try:
         duckdb.connect(str(path)).close()
     except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():       # not a DuckDB file, unreadable: say so
+            raise InputError(f"cannot open the policy's decision journal: {exc}; move it "
+                             "away to start a new one (its feedback is lost to the policy)",
+                             path=str(path)) from exc
         held = re.search(r"PID \d+", str(exc))
         raise InputError("the policy's decision journal is in use by another process"
                          + (f" ({held[0]})" if held else "") + f": {why}",

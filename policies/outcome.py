@@ -98,13 +98,15 @@ class OutcomeModels(Policy):
         return quality - (self.lam if lam is None else float(lam)) * cost
 
     # -- learning -----------------------------------------------------------------------
-    def fit(self, X: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> None:
-        """Full information: every arm's quality and cost for every row."""
+    def fit(self, X: np.ndarray, quality: np.ndarray, cost: np.ndarray,
+            stale: int = 0) -> None:
+        """Full information: every arm's quality and cost for every row (the last ``stale``
+        rows buffered, not fitted yet: a reloaded model as it was saved)."""
         self.X = np.asarray(X, np.float32)[-self.capacity:]
         self.Q = np.asarray(quality, np.float32)[-self.capacity:]
         self.C = np.asarray(cost, np.float32)[-self.capacity:]
         self.updates += len(X)
-        self._fit_models()
+        self._fit_models(min(int(stale), len(self.X)))
 
     def update(self, x: np.ndarray, arm: int, reward: float, quality: float | None = None,
                cost: float | None = None) -> None:
@@ -127,11 +129,12 @@ class OutcomeModels(Policy):
                 min(len(self._rows[arm]) for arm in outcomes) <= self.min_rows:
             self._fit_models()
 
-    def _fit_models(self) -> None:
+    def _fit_models(self, stale: int = 0) -> None:
+        """Fit on the buffer but its last ``stale`` rows."""
         from sklearn.linear_model import LogisticRegression, Ridge
 
-        self.stale = 0
-        self._rows = [np.flatnonzero(~np.isnan(self.Q[:, a])) for a in range(self.n_arms)]
+        self.stale, fitted = stale, len(self.X) - stale
+        self._rows = [np.flatnonzero(~np.isnan(self.Q[:fitted, a])) for a in range(self.n_arms)]
         surface, unit = self._surface(self.X), self._unit(self.X)
         self._unit_rows = [unit[rows] for rows in self._rows]
         self._linear = []
@@ -169,6 +172,7 @@ class OutcomeModels(Policy):
     def state(self):
         values, arrays = super().state()
         arrays.update({"outcome.X": self.X, "outcome.Q": self.Q, "outcome.C": self.C})
+        values["stale"] = self.stale
         return values, arrays
 
     def load_state(self, values, arrays) -> None:
@@ -176,4 +180,5 @@ class OutcomeModels(Policy):
         self.X = np.asarray(arrays["outcome.X"], np.float32)
         self.Q = np.asarray(arrays["outcome.Q"], np.float32)
         self.C = np.asarray(arrays["outcome.C"], np.float32)
-        self._fit_models()             # deterministic: the same models as when saved
+        # deterministic: the same models as when saved (not on the rows they had not fitted)
+        self._fit_models(min(int(values.get("stale", 0)), len(self.X)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 import time
 import uuid
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from policies.outcome import OutcomeModels
 from policies.rewards import RewardSpec
 from policies.thompson import LinearThompson
 from searchagent.errors import InputError
-from searchagent.files import write_atomically
+from searchagent.files import process_alive, write_atomically
 
 FORMAT = "searchagent-policy"
 VERSION = 1
@@ -81,6 +82,13 @@ class PolicyBundle:
         return self.features.fingerprint
 
 
+# what a save killed before its policy.json leaves: arrays, weights and the temporaries of
+# ``write_atomically`` (``.arrays-<gen>.tmp-<pid>-<hex>.npz``, ``.policy.tmp-<pid>-<hex>.json``)
+TEMPORARY = re.compile(r"\.(?:(?:arrays|model)-[0-9a-f]{12}|policy)\.tmp-(\d+)-[0-9a-f]{12}"
+                       r"\.(?:npz|safetensors|json)")
+LEFTOVERS = re.compile(rf"(?:arrays|model)-[0-9a-f]{{12}}\.(?:npz|safetensors)|{TEMPORARY.pattern}")
+
+
 def save_policy(bundle: PolicyBundle, folder: str | Path, extra: dict | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,8 +117,10 @@ def save_policy(bundle: PolicyBundle, folder: str | Path, extra: dict | None = N
     text = json.dumps(doc, indent=1, sort_keys=True, default=_json_default)
     write_atomically(folder / POLICY_FILE, lambda tmp: Path(tmp).write_text(text + "\n"),
                      durable=True)
-    for old in list(folder.glob("arrays-*.npz")) + list(folder.glob("model-*.safetensors")):
-        if old.name not in files:
+    for old in folder.iterdir():        # the last policy's files; a killed save's
+        temporary = TEMPORARY.fullmatch(old.name)
+        if (LEFTOVERS.fullmatch(old.name) and old.name not in files
+                and not (temporary and process_alive(int(temporary.group(1))))):
             old.unlink(missing_ok=True)
     return folder / POLICY_FILE
 

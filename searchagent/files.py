@@ -8,6 +8,7 @@ run configs and policies written that way could not be read by a colleague).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -22,12 +23,27 @@ def sibling_temp(path: str | Path) -> Path:
                           f"{path.suffix}")
 
 
-def replaceable(folder: str | Path, marker: str) -> bool:
-    """Whether writing ``folder`` loses nothing: it is missing, empty, or holds ``marker``
-    (the file that says it is what the writer makes: an index's manifest, a policy)."""
+def replaceable(folder: str | Path, marker: str,
+                leftovers: re.Pattern | None = None) -> bool:
+    """Whether writing ``folder`` loses nothing: it is missing, holds ``marker`` (the file
+    that says it is what the writer makes: an index's manifest, a policy), or holds only
+    files whose names match ``leftovers`` (what a writer killed before its marker leaves)."""
     folder = Path(folder)
-    return not folder.exists() or folder.is_dir() and (
-        (folder / marker).is_file() or not any(folder.iterdir()))
+    if not folder.exists() or folder.is_dir() and (folder / marker).is_file():
+        return True
+    return folder.is_dir() and all(leftovers is not None and leftovers.fullmatch(path.name)
+                                   for path in folder.iterdir())
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_dir(folder: str | Path) -> None:

@@ -173,6 +173,12 @@ def _drop_question(root, q):
                          if "single_nq_dev_2" not in line))
 
 
+def _second_question(root, q):    # the last one silently won
+    with q.open("a") as handle:
+        handle.write(json.dumps({"dataset": "nq", "qid": "single_nq_dev_1",
+                                 "question": "another question"}) + "\n")
+
+
 def _garble(root, q):
     (root / folder_name("oner", "hotpotqa") / json_name("prediction", "hotpotqa")).write_text(
         "{not json")
@@ -213,6 +219,7 @@ def _arm_lacks_qid(root, q):
 @pytest.mark.parametrize("breaker, where, field", [
     (_drop_arm, "test", "single"),
     (_drop_question, "questions.jsonl", "single_nq_dev_2"),
+    (_second_question, "questions.jsonl", "single_nq_dev_1"),
     (_garble, json_name("prediction", "hotpotqa"), None),
     (_drop_gold, json_name("ground_truth", "nq"), "single_nq_dev_1"),
     (_blank_gold, json_name("ground_truth", "nq"), "single_nq_dev_1"),

@@ -115,7 +115,14 @@ def test_online_feedback_teaches_every_step_and_survives_a_restart(tmp_path):
     with pytest.raises(InputError, match="not a cascade route"):
         again.bundle.policy.learn(X[0], "q", [{"arm": "single", "answer": "a", "calls": 1,
                                                "quality": 1.0}], "single")
-    again.close()
+    values = [again.bundle.policy.decide(k, X[1], table.questions[1], answers)[1]
+              for k, answers in enumerate([["Oslo"], ["Oslo", "Paris"]])]
+    assert any(model.stale for model in again.bundle.policy.models)   # rows not fitted yet
+    again.close()                       # a snapshot; reloading it used to fit them too
+    third = OnlineLearner(tmp_path)
+    assert all(np.allclose(third.bundle.policy.decide(k, X[1], table.questions[1], a)[1], v)
+               for k, (a, v) in enumerate(zip([["Oslo"], ["Oslo", "Paris"]], values)))
+    third.close()
 
 
 def test_cascade_inputs_and_entry_points_are_checked(tmp_path):

@@ -234,3 +234,52 @@ def test_a_policy_trained_into_a_folder_does_not_replay_the_old_policys_feedback
     assert reopened.bundle.policy.updates == trained           # nothing replayed
     assert reopened.stats()["feedback"] == 3                   # the journal keeps them
     reopened.close()
+
+
+def test_train_refuses_what_it_cannot_honour_and_reuses_a_killed_saves_folder(gappy_log,
+                                                                              tmp_path, capsys):
+    """--cost seconds on a log without times trained on quality alone, silently; --mode
+    bandit for the supervised classifier trained on full information; a nested --param
+    crashed after the whole cross-validation; a damaged journal read as 'in use by another
+    process'; a save killed before its policy.json left a folder train refused; eval --json
+    printed NaN, which strict JSON parsers reject."""
+    import shutil
+    import subprocess
+
+    import duckdb
+
+    from policies.online import JOURNAL
+    from searchagent.cli import main
+
+    untimed = tmp_path / "untimed.duckdb"
+    shutil.copy(gappy_log, untimed)
+    with duckdb.connect(str(untimed)) as con:          # as eval import-arms writes them
+        con.execute("UPDATE arm_outcomes SET seconds = 0")
+    out = tmp_path / "policy"
+    for log, flags, message in (
+            (untimed, ["--algo", "outcome", "--cost", "seconds"],
+             "field 'cost': the log records no answer's seconds"),
+            (gappy_log, ["--algo", "supervised", "--mode", "bandit"],
+             "--mode bandit does not apply"),
+            (gappy_log, ["--algo", "linucb", "--param", "alpha=[[1]]"],
+             "field '--param alpha': expected a value or a non-empty list")):
+        assert main(["policy", "train", *log_args(log), *flags, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out.mkdir()                                          # what a killed first save leaves
+    (out / "arrays-0123456789ab.npz").write_bytes(b"partial")
+    (out / f".policy.tmp-{dead.pid}-0123456789ab.json").write_text("{")
+    assert main(["policy", "train", *log_args(gappy_log), "--algo", "fixed", "--lam", "10",
+                 "--out", str(out)]) == 0
+    names = sorted(path.name for path in out.iterdir())
+    assert names[-1] == "policy.json" and len(names) == 2 and names[0].startswith("arrays-")
+    capsys.readouterr()
+    assert main(["policy", "eval", *log_args(gappy_log), "--policy", str(out), "--split",
+                 "all", "--json"]) == 0       # lambda 10: the oracle is closed book, no gap
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda name: 1 / 0)
+    assert result["policy"]["gap_closed"] is None
+    (out / JOURNAL).write_text("not a database")
+    assert main(["policy", "train", *log_args(gappy_log), "--algo", "fixed", "--out",
+                 str(out)]) == 2
+    assert "cannot open the policy's decision journal" in capsys.readouterr().err

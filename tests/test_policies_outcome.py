@@ -76,6 +76,14 @@ def test_lambda_moves_the_choice_and_state_round_trips(tmp_path):
     for x in X:
         assert np.allclose(loaded.policy.scores(x, explore=False, lam=0.1),
                            bundle.policy.scores(x, explore=False, lam=0.1))
+    for x in X[:10]:          # online rows short of a refit (refit_every 50): buffered
+        bundle.policy.observe(x, {0: (0.0, 0.0), 1: (1.0, 1.0), 2: (1.0, 3.0)})
+    save_policy(bundle, tmp_path)           # a reload used to fit them too: other scores
+    loaded = load_policy(tmp_path).policy
+    assert loaded.stale == bundle.policy.stale == 10 and len(loaded.X) == 310
+    for x in X:
+        assert np.allclose(loaded.scores(x, explore=False, lam=0.1),
+                           bundle.policy.scores(x, explore=False, lam=0.1))
 
 
 def test_exploration_distribution_and_optimism():

@@ -133,7 +133,7 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     for flags, message in ((["--algo", "linucb", "--param", "alpha=abc"], "alpha"),
-                           (["--out", str(tmp_path / "mine")], "it holds other files"),
+                           (["--out", str(tmp_path / "mine")], "it holds notes.txt"),
                            (["--out", ""], "field 'out'"),
                            (["--epochs", "0"], "field 'epochs': must be >= 1"),
                            (["--lam", "nan"], "field 'lam': must be a finite number")):

@@ -27,7 +27,7 @@ def ensure_demo_policy(folder: str | Path, lam: float, config_path: str | None) 
     """Train the policy into a missing or empty ``folder``; reuse the policy it holds;
     refuse anything else. Training happens in a hidden sibling renamed into place."""
     from eval.arm_import import import_arms
-    from policies.persistence import POLICY_FILE
+    from policies.persistence import LEFTOVERS, POLICY_FILE
     from searchagent.cli import build_parser
     from searchagent.cli.policy_cmd import run_train
 
@@ -35,7 +35,7 @@ def ensure_demo_policy(folder: str | Path, lam: float, config_path: str | None) 
     if (folder / POLICY_FILE).is_file():
         print(f"using existing policy {folder}")
         return folder
-    if not replaceable(folder, POLICY_FILE):
+    if not replaceable(folder, POLICY_FILE, LEFTOVERS):
         raise InputError("--policy-dir holds something other than a policy; remove it or "
                          "pick another folder", path=str(folder))
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from searchagent.errors import InputError
 from searchagent.files import replaceable
+from searchagent.json_values import plain
 
 
 def register(sub) -> None:
@@ -93,7 +94,18 @@ def _params(pairs: list[str]) -> dict:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
+        grid = params[key] if isinstance(params[key], list) else [params[key]]
+        if not grid or any(isinstance(v, (list, dict)) for v in grid):
+            raise InputError(f"expected a value or a non-empty list of values (a grid), got "
+                             f"{value!r}", field=f"--param {key}")
     return params
+
+
+def _some_files(folder: str) -> str:
+    path = Path(folder)
+    names = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    return (", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            if names else "something that is not a folder")
 
 
 def run_train(args) -> int:
@@ -102,15 +114,16 @@ def run_train(args) -> int:
     from policies.armlog import split_by_id
     from policies.features import FeatureSpec
     from policies.online import APPLIED_KEY, journal_feedback_seq
-    from policies.persistence import POLICY_FILE, save_policy
+    from policies.persistence import LEFTOVERS, POLICY_FILE, save_policy
     from policies.replay import evaluate, load_replay_data, train_policy
     from policies.rewards import RewardSpec
 
     if args.epochs < 1:
         raise InputError(f"must be >= 1, got {args.epochs}", field="epochs")
-    if not args.out.strip() or not replaceable(args.out, POLICY_FILE):
+    if not args.out.strip() or not replaceable(args.out, POLICY_FILE, LEFTOVERS):
         raise InputError("give a new or empty folder, or one holding a policy to replace "
-                         "(it holds other files)", path=args.out or "''", field="out")
+                         f"(it holds {_some_files(args.out)})", path=args.out or "''",
+                         field="out")
     if not math.isfinite(args.lam) or args.lam < 0:
         raise InputError(f"must be a finite number >= 0, got {args.lam}", field="lam")
     _check_not_served(args.out)
@@ -137,6 +150,13 @@ def run_train(args) -> int:
                            seed=args.seed, cues=not args.no_cues,
                            standardize=not args.no_standardize)
     reward = RewardSpec(lam=args.lam, metric=args.metric, cost=args.cost)
+    if args.cost == "seconds" and not (table.seconds[train_rows] > 0).any():
+        raise InputError("the log records no answer's seconds (an imported log has none): "
+                         "with --cost seconds every reward would be the quality alone; use "
+                         "--cost steps", path=args.log, field="cost")
+    if args.mode == "bandit" and args.algo in ("cascade", "supervised"):
+        raise InputError(f"--algo {args.algo} learns from every arm's outcome (full "
+                         "information): --mode bandit does not apply", field="mode")
     mode = args.mode or ("full" if args.algo in ("cascade", "outcome", "supervised")
                          else "bandit")
     params = _params(args.param)
@@ -224,8 +244,8 @@ def run_eval(args) -> int:
     if rows is not None:
         table, embeddings = table.subset(rows), embeddings[rows]
     result = evaluate(bundle, table, embeddings)
-    if args.json:
-        print(json.dumps(result, indent=1))
+    if args.json:           # NaN (a gap_closed with no gap) as null: strict JSON
+        print(json.dumps(plain(result), indent=1))
     else:
         _print_table(result, f"{args.split} split ({len(table)} questions), "
                              f"{bundle.policy.algo}, lambda={bundle.reward.lam}")

@@ -1,14 +1,14 @@
 """Response bodies every route shares: the ``{error, detail}`` shape of every error status,
-422s shaped like request validation errors, and JSON-safe copies of values for bodies."""
+and 422s shaped like request validation errors."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
 from searchagent.errors import InputError
+from searchagent.json_values import plain
 
 
 def error(status: int, message: str, detail: Any = None, headers: dict | None = None,
@@ -24,10 +24,3 @@ def invalid_input(exc: InputError, field: str | None = None, **extra: Any) -> JS
         field = exc.field if (exc.field or "body").startswith("body") else f"body.{exc.field}"
     return error(422, str(exc), [{"field": field or "body", "message": str(exc),
                                   "type": "value_error"}], **extra)
-
-
-def plain(value: Any) -> Any:
-    """JSON-safe copy (numpy numbers, tuples, odd objects become plain values; NaN and
-    infinities, which JSON has not, become null)."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
-                                 else str(o)), parse_constant=lambda name: None)
