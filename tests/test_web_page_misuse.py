@@ -243,12 +243,52 @@ def test_messages_read_as_a_person_writes_them(page):
     expect(page.locator("#form-error")).to_have_text("Type a question first.")
     page.get_by_label("Question", exact=True).press_sequentially("Who")
     expect(page.locator("#form-error")).to_have_text("")
-    busy = page.evaluate("describeError(429, {error: 'too many requests in flight', detail: "
-                         "'3 admitted (up to 1 run at once), and this one needs ~4.0 s'})")
-    assert busy.startswith("The server is busy") and "admitted" not in busy
+    for reason, words in (("capacity", "as many questions as it takes"),  # every 429 blamed
+                          ("deadline", "before its deadline"), (None, "before its deadline")):
+        busy = page.evaluate("r => describeError(429, {error: 'too many requests in flight', "
+                             "detail: '3 admitted (up to 1 run at once)', reason: r})", reason)
+        assert busy.startswith("The server is busy") and words in busy and "admitted" not in busy
+    said = page.evaluate("describeError(422, {error: \"field 'gold': no word\", detail: "
+                         "[{field: 'body.gold', message: \"field 'gold': no word\"}]})")
+    assert said.count("no word") == 1, said                              # said it twice
     page.evaluate("showAnswer({request_id: 'r', answer: 'x', arm: 'parametric', steps: 0, "
                   "hops: 0, timings: {total_s: 0.5, completion_tokens: 1}, passages: []})")
     expect(page.locator("#answer-meta")).to_contain_text("1 token generated")
+    page.evaluate("showAnswer({request_id: 'r', answer: 'x', arm: 'parametric', steps: 5, "
+                  "hops: 5, timings: {total_s: 9}, passages: []})")   # a cascade's closed
+    expect(page.locator("#passages-title")).to_have_text(             # book, after retrieving
+        "No passages: the answer served was generated without them")
+
+
+def test_an_api_key_a_header_cannot_carry_is_named_not_called_unreachable(page):
+    from playwright.sync_api import expect
+
+    page.get_by_label("API key", exact=True).fill("ключ")
+    ask(page, "parametric")
+    expect(page.locator("#form-error")).to_contain_text("a character an HTTP header cannot carry")
+    page.evaluate("refreshMetrics()")            # /metrics is open: the badge stays right
+    expect(page.locator("#readiness")).to_have_text("ready")
+
+
+def test_keyboard_focus_follows_the_controls_and_a_rating_says_what_the_policy_needs(page):
+    """Enter on Ask, Stop or a rating disabled or hid the control that had the keyboard
+    focus, which fell to <body>; a rating of the cascade's answer (it learns from the
+    correct answer only) said 'no trained policy learns from it'; a lambda off the field's
+    0.05 step (0.07) was refused, though the server takes it."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Question", exact=True).fill(QUESTION)
+    page.locator("#lam").fill("0.07")
+    page.locator("#ask-button").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#answer-card")).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(page.locator("#ask-button")).to_be_focused()         # back from Stop
+    assert page.streams[-1].post_data_json["lambda"] == 0.07
+    page.get_by_role("button", name="✓ Right").focus()
+    page.keyboard.press("Enter")
+    status = page.locator("#feedback-status")
+    expect(status).to_contain_text("learns from the correct answer, not a rating")
+    expect(status).to_be_focused()
 
 
 def test_the_api_docs_render_without_the_internet(page, server_url):

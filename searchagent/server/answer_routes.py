@@ -84,7 +84,7 @@ def mount_answers(app: FastAPI, config: Config) -> None:
         admitted, wait, why = admission.acquire(kind)
         if not admitted:
             return error(429, "too many requests in flight", refusal(why, kind, admission),
-                         headers={"Retry-After": str(wait)})
+                         headers={"Retry-After": str(wait)}, reason=why)
         ctx = {key: value for key, value in (("k", body.k), ("max_hops", body.max_hops),
                                               ("lam", body.lam)) if value is not None}
         request_id = uuid.uuid4().hex

@@ -153,7 +153,7 @@ class AnswerService:
         raises InputError naming ``request_id``; a request still being answered, or one
         whose client got no answer (504, 499, an error), raises ConflictError."""
         if self.agent is None:
-            raise SearchAgentError("no agent is loaded (searchagent.agent is not available), "
+            raise SearchAgentError("this server runs without an agent (serve --no-agent), "
                                    "so there is no policy to give feedback to")
         with self._lock:
             status = self._deliveries.get(request_id)

@@ -12,6 +12,11 @@ let answered = null;      // the last answer (for feedback)
 function headers() {
   const out = { "content-type": "application/json" };
   const key = $("api-key").value.trim();
+  if (/[^\x20-\x7e\xa0-\xff]/.test(key)) {    // fetch cannot put it in a header
+    $("key-box").open = true;
+    throw new Error("The API key has a character an HTTP header cannot carry (only Latin-1 " +
+      "letters, digits and signs): check it under “API key”.");
+  }
   if (key) out.authorization = `Bearer ${key}`;
   return out;
 }
@@ -21,8 +26,9 @@ const LOST = "Lost the connection to the server before the answer arrived (did t
   "Ask again once it is back.";
 
 async function post(path, body, what, signal) {
+  const sent = headers();
   try {        // the browser's own words for a refused connection are "Failed to fetch"
-    return await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+    return await fetch(path, { method: "POST", headers: sent, body: JSON.stringify(body), signal });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new Error(`Could not reach the server at ${location.origin}: ${what}. Is searchagent serve running?`);
@@ -83,12 +89,20 @@ function describeError(status, body) {
     return $("api-key").value.trim() ? "The server refused this API key: check it under “API key”."
       : "The server needs an API key: type it under “API key”.";
   }
-  if (status === 429) return "The server is busy: it would not answer this before its deadline (429).";
-  const detail = Array.isArray(body.detail)
-    ? body.detail.map((d) => `${d.field}: ${d.message}`).join("; ") : body.detail;
-  return `${status}: ${body.error || "request failed"}${detail ? ` (${detail})` : ""}` +
+  if (status === 429) return `The server is busy (429): ${BUSY[body.reason] || BUSY.deadline}`;
+  const error = body.error || "request failed";
+  const detail = (Array.isArray(body.detail)       // a 422 repeats its error per field
+    ? body.detail.map((d) => (d.message === error ? "" : `${d.field}: ${d.message}`)).filter(Boolean).join("; ")
+    : body.detail) || "";
+  return `${status}: ${error}${detail && !error.includes(detail) ? ` (${detail})` : ""}` +
     (HINTS[status] ? `. ${HINTS[status]}` : "");
 }
+
+const BUSY = {       // the 429's reason (server/limits.py, Admission.acquire)
+  capacity: "it is answering as many questions as it takes at once.",
+  unmeasured: "it answers one question of this kind at a time until it has timed one.",
+  deadline: "it would not answer this before its deadline.",
+};
 
 const HINTS = {
   504: "The server stopped working on it at its deadline: the trace shows how far it got. " +
@@ -137,10 +151,13 @@ function showInputError(message) {      // cleared as soon as the user edits the
 }
 
 function setBusy(busy, message) {
-  $("ask-button").disabled = busy;
+  const focused = document.activeElement;      // a control about to be disabled or hidden
+  $("ask-button").disabled = busy;             // hands the keyboard focus to <body>: move it on
   $("ask-button").textContent = busy ? "Asking…" : "Ask";
   $("stop-button").hidden = !busy;
   $("trace-status").textContent = message;
+  if (busy && focused === $("ask-button")) $("stop-button").focus();
+  else if (!busy && focused === $("stop-button")) $("ask-button").focus();
 }
 
 function showAnswer(answer) {
@@ -154,7 +171,9 @@ function showAnswer(answer) {
     t.completion_tokens != null ? `${plural(t.completion_tokens, "token")} generated` : null]
     .filter(Boolean).join(" · ");
   const passages = answer.passages || [];
-  $("passages-title").textContent = passages.length ? "Passages" : "No passages: answered without retrieval";
+  $("passages-title").textContent = passages.length ? "Passages"
+    : answer.steps ? "No passages: the answer served was generated without them"
+      : "No passages: answered without retrieval";
   $("answer-passages").replaceWith(Object.assign(passageList(passages), { id: "answer-passages" }));
   $("feedback-status").textContent = "";
   $("feedback-status").className = "";
@@ -177,18 +196,28 @@ async function sendFeedback(signal) {
       "the feedback was not sent");
     const body = await response.json().catch(() => ({}));
     if (answered !== rated) return;      // another question was asked meanwhile: not its card
-    if (!response.ok) throw new Error(describeError(response.status, body));
+    if (!response.ok) throw Object.assign(new Error(describeError(response.status, body)),
+      { status: response.status });
     const d = body.detail || {};
     status.className = "ok";
     status.textContent = `Feedback accepted: reward ${score(d.reward)}` +
-      (d.quality != null ? `, quality ${score(d.quality)}` : "") +
-      (d.applied ? "; the policy learned from it." : "; recorded (no trained policy learns from it).");
+      (d.quality != null ? `, quality ${score(d.quality)}` : "") + `; ${learned(d, rated)}`;
+    status.focus();                  // the controls it came from are disabled now
   } catch (err) {
     if (answered !== rated) return;
     status.className = "error";
     status.textContent = err.message;
-    controls.forEach((c) => { c.disabled = false; });
+    if (err.status !== 503) controls.forEach((c) => { c.disabled = false; });   // 503: no
+    status.focus();                                                 // agent takes feedback
   }
+}
+
+function learned(detail, answer) {
+  if (detail.applied) return "the policy learned from it.";
+  const policy = String(((answer.trace || []).find((s) => s.kind === "policy") || {}).policy || "none");
+  if (policy === "none" || policy.startsWith("fallback:")) return "recorded (no trained policy learns from it).";
+  return detail.quality == null ? "recorded; this policy learns from the correct answer, not a " +
+    "rating: type it above to teach it." : "recorded; the policy did not learn from it.";
 }
 
 // ---- server panel -----------------------------------------------------------------
@@ -216,7 +245,7 @@ function parseMetrics(text) {
 
 async function refreshMetrics() {
   try {
-    const [metrics, ready] = await Promise.all([fetch("/metrics", { headers: headers() }), fetch("/readyz")]);
+    const [metrics, ready] = await Promise.all([fetch("/metrics"), fetch("/readyz")]);   // open: no key
     const rows = parseMetrics(await metrics.text());
     $("metrics").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
     const state = await ready.json().catch(() => ({}));
