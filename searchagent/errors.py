@@ -75,6 +75,22 @@ class BackendError(SearchAgentError):
     """A model backend (generator server, embedder) is unavailable or misbehaving."""
 
 
+class BatchErrors(SearchAgentError):
+    """Some requests of a batch failed: ``outcomes`` holds each one's result or error, in
+    the batch's order, so one request's failure is not every request's."""
+
+    def __init__(self, outcomes: list):
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        super().__init__(f"{len(failed)} of {len(outcomes)} requests failed; the first: "
+                         f"{failed[0] if failed else '-'}")
+        self.outcomes = outcomes
+
+
+class GenerationRefused(InputError):
+    """The generation server refused this one request (HTTP 400 / 413 / 422: a prompt over
+    its context, say); it still serves others, so this is no outage."""
+
+
 class ConflictError(InputError):
     """The request is valid but clashes with what already happened (e.g. a second feedback
     on one request id); the REST API answers 409."""

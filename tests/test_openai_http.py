@@ -101,12 +101,23 @@ class Scripted(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 (http.server naming)
         cls = type(self)
-        status, body = cls.script[min(cls.calls, len(cls.script) - 1)]
+        status, body, *headers = cls.script[min(cls.calls, len(cls.script) - 1)]
         cls.calls += 1
+        cls.times.append(time.monotonic())
         cls.bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+        if callable(body):                 # chosen by the request (concurrent calls)
+            status, body = body(cls.bodies[-1])
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        for name, value in (headers[0] if headers else {}).items():
+            self.send_header(name, value)
         self.end_headers()
+        if body == TRICKLE:                # headers, then a byte every 0.2 s for 6 s
+            for _ in range(30):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+            return
         self.wfile.write(body.encode())
 
     def log_message(self, *args):
@@ -115,7 +126,8 @@ class Scripted(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted():
-    handler = type("Handler", (Scripted,), {"script": [], "calls": 0, "bodies": []})
+    handler = type("Handler", (Scripted,), {"script": [], "calls": 0, "bodies": [],
+                                            "times": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -124,6 +136,7 @@ def scripted():
     server.server_close()
 
 
+TRICKLE = "trickle"
 GOOD = json.dumps({"choices": [{"message": {"content": "Paris. More"}, "finish_reason": "stop"}],
                    "usage": {"prompt_tokens": 12, "completion_tokens": 3}})
 
@@ -145,7 +158,10 @@ def test_retries_503_with_backoff_then_succeeds(scripted):
     (200, "<html>oops</html>", "non-JSON"),
     (200, json.dumps({"object": "list"}), "not a chat completion"),
     (200, "[1, 2]", "expected a JSON object"),
-    (400, json.dumps({"error": "bad model"}), "refused the request: HTTP 400"),
+    (404, json.dumps({"error": "no such model"}), "refused the request: HTTP 404"),
+    (200, json.dumps({"choices": [{"message": {"content": "x"}}],
+                      "usage": {"prompt_tokens": None, "completion_tokens": "many"}}),
+     "not a chat completion"),
 ])
 def test_garbage_answers_are_clear_errors(scripted, status, body, message):
     handler, url = scripted
@@ -171,3 +187,90 @@ def test_a_reply_stopped_at_a_leading_blank_line_is_asked_again(scripted):
     handler.script, handler.calls = [(200, reply("", "stop", 1))], 0
     [empty] = OpenAIHTTPGenerator(url, retries=0).generate([ask("capital?", stop=["."])])
     assert empty.text == "" and handler.calls == 1         # no whitespace stop: no retry
+
+
+def test_a_refused_request_fails_alone_and_says_so_without_the_key(scripted):
+    """A prompt over the server's context (HTTP 400) failed every request batched with it
+    and read as an outage (503, /readyz not ready); an API key with a trailing newline
+    appeared in the error ('Illegal header value b'Bearer sk-...'); null usage counts
+    crashed with a TypeError."""
+    from searchagent.errors import BatchErrors, GenerationRefused, InputError
+
+    handler, url = scripted
+    usage = json.dumps({"choices": [{"message": {"content": "Paris"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": None, "completion_tokens": None}})
+    handler.script = [(200, lambda body: (400, '{"error": "context length exceeded"}')
+                       if "long" in body["messages"][-1]["content"] else (200, usage))]
+    gen = OpenAIHTTPGenerator(url, api_key="sk-SECRET-123\n", retries=0)
+    with pytest.raises(BatchErrors) as caught:
+        gen.generate([ask("short"), ask("very long"), ask("short")])
+    ok, refused, also = caught.value.outcomes
+    assert ok.text == also.text == "Paris" and ok.prompt_tokens == 0
+    assert isinstance(refused, GenerationRefused) and "context length" in str(refused)
+    assert not isinstance(refused, BackendError)               # 422 over REST, not 503
+    with pytest.raises(InputError, match="generator.api_key") as bad:
+        OpenAIHTTPGenerator(url, api_key="ключ-SECRET")
+    assert "SECRET" not in str(bad.value)
+
+
+def test_retry_after_cancel_and_a_trickling_reply_bound_a_call(scripted):
+    """Retry-After was ignored (0.5 s backoff against a server asking for 1 s); a request
+    cancelled (its client got a 504) went on retrying on the one generation worker; a
+    reply trickling in a byte at a time never timed out (httpx bounds each read)."""
+    import threading
+
+    handler, url = scripted
+    handler.script = [(503, "busy", {"Retry-After": "1"}), (200, GOOD)]
+    [result] = OpenAIHTTPGenerator(url, retries=1, backoff_s=0.01).generate(
+        [ask("capital?", stop=["."])])
+    assert result.text == "Paris" and handler.times[1] - handler.times[0] >= 0.9
+    handler.script, handler.calls = [(503, "busy", {"Retry-After": "30"})], 0
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    [cut] = OpenAIHTTPGenerator(url, retries=3, timeout_s=60).generate(
+        [ask("capital?", cancel=cancel)])
+    assert cut.finish_reason == "cancelled" and handler.calls == 1
+    handler.script, handler.calls = [(200, TRICKLE)], 0
+    with pytest.raises(BackendError, match="no whole reply within timeout_s=1"):
+        OpenAIHTTPGenerator(url, retries=0, timeout_s=1).generate([ask("hi")])
+
+
+def test_the_confidence_of_a_reply_cut_here_scores_only_what_is_kept(scripted):
+    """After the blank-line re-ask the reply is cut at "\n" here, but its confidence
+    averaged every token the server generated past the cut."""
+    def reply(content: str, tokens: list[tuple[str, float]]) -> str:
+        return json.dumps({"choices": [{"message": {"content": content}, "finish_reason": "stop",
+                                        "logprobs": {"content": [{"token": t, "logprob": lp}
+                                                                 for t, lp in tokens]}}],
+                           "usage": {"prompt_tokens": 12, "completion_tokens": len(tokens)}})
+
+    handler, url = scripted
+    handler.script = [(200, reply("", [("\n", -0.5)])),
+                      (200, reply("\n\nParis\nMore text", [("\n", -1.0), ("\n", -1.0),
+                                  ("Paris", -0.1), ("\n", -5.0), ("More", -5.0),
+                                  (" text", -5.0)]))]
+    [result] = OpenAIHTTPGenerator(url, retries=0).generate(
+        [ask("capital?", stop=["\n"], logprobs=True)])
+    assert result.text == "Paris" and result.token_logprobs == [-1.0, -1.0, -0.1]
+
+
+def test_the_scheduler_fails_only_the_refused_session_and_stays_ready(scripted):
+    from searchagent.errors import GenerationRefused
+    from searchagent.scheduler import Scheduler, SchedulerOptions, Session
+
+    handler, url = scripted
+    handler.script = [(200, lambda body: (400, '{"error": "context length exceeded"}')
+                       if "long" in body["messages"][-1]["content"] else (200, GOOD))]
+    scheduler = Scheduler(OpenAIHTTPGenerator(url, retries=0),
+                          SchedulerOptions(sessions=3, max_batch=3))
+    try:
+        futures = [scheduler.submit(Session(id=text), lambda s, text=text:
+                                    scheduler.generator.generate([ask(text, stop=["."])])[0])
+                   for text in ("short one", "very long", "short two")]
+        first, third = futures[0].result(timeout=60), futures[2].result(timeout=60)
+        with pytest.raises(GenerationRefused):
+            futures[1].result(timeout=60)
+    finally:
+        scheduler.stop()
+    assert first.text == third.text == "Paris"
+    assert scheduler.last_backend_error is None               # /readyz stays ready

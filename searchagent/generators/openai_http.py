@@ -1,9 +1,13 @@
 """OpenAI-compatible HTTP backend (vLLM, SGLang, llama.cpp server, llama_cpp.server).
 
 A batch is sent as concurrent ``/chat/completions`` calls so a batching server can run
-them together. Connection errors, timeouts, 429 and 5xx are retried with exponential
-backoff (``retries`` times); anything else, or a reply that is not a chat completion,
-raises ``BackendError`` naming the URL and what was wrong.
+them together; one call's failure fails that request only (``BatchErrors``). Connection
+errors, timeouts (``timeout_s`` bounds a whole call, however slowly its reply trickles
+in), 429 and 5xx are retried with exponential backoff or the server's ``Retry-After``
+(``retries`` times), never for a request already cancelled. A refusal of the request
+itself (400, 413, 422: a prompt over the model's context) raises ``GenerationRefused``;
+anything else, or a reply that is not a chat completion, ``BackendError``, naming the URL
+and what was wrong (never the API key).
 
 Stop strings are the server's to apply, but a model that opens its reply with a blank line
 (SmolLM2-size models often do after a prefilled answer marker) is stopped there by a
@@ -14,16 +18,23 @@ counts both calls' tokens and time.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from searchagent.errors import BackendError
+from searchagent.errors import BackendError, BatchErrors, GenerationRefused, InputError
 from searchagent.generators.base import GenRequest, GenResult, check_request, cut_at_stop
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+REFUSED_STATUS = {400, 413, 422}        # this request, not the server: no outage
+MAX_REPLY_BYTES = 16 * 2**20
+
+
+class _Cancelled(Exception):
+    """The request was cancelled while waiting for a reply or a retry."""
 
 
 class OpenAIHTTPGenerator:
@@ -41,7 +52,13 @@ class OpenAIHTTPGenerator:
                                "http://127.0.0.1:8080/v1")
         self.base_url = base_url.rstrip("/")
         self.model, self.retries, self.backoff_s = model, retries, backoff_s
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout_s = float(timeout_s)
+        self._key = api_key.strip()
+        if any(not "\x21" <= c <= "\x7e" for c in self._key):   # never in the message
+            raise InputError("the API key has a character an HTTP header cannot carry "
+                             "(spaces, control or non-ASCII characters)",
+                             field="generator.api_key")
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10)),
                                     headers=headers)
         self._pool = ThreadPoolExecutor(max_workers=max_parallel,
@@ -55,7 +72,11 @@ class OpenAIHTTPGenerator:
             check_request(request, i)
         if len(requests) == 1:
             return [self._complete(requests[0])]
-        return list(self._pool.map(self._complete, requests))
+        futures = [self._pool.submit(self._complete, request) for request in requests]
+        outcomes = [future.exception() or future.result() for future in futures]
+        if any(isinstance(outcome, BaseException) for outcome in outcomes):
+            raise BatchErrors(outcomes)
+        return outcomes
 
     def count_tokens(self, text: str) -> int:
         """Ask the server's tokenizer (vLLM/SGLang ``/tokenize``, llama_cpp.server
@@ -66,7 +87,7 @@ class OpenAIHTTPGenerator:
         if self._tokenize_route == "":
             return max(1, math.ceil(len(text) / 4))
         url, body = self._tokenize_body(self._tokenize_route, text)
-        return len(self._post(url, body).get("tokens", []))
+        return len(self._post(url, body).get("tokens") or [])
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -85,22 +106,28 @@ class OpenAIHTTPGenerator:
         if request.messages[-1]["role"] == "assistant":     # prefill (vLLM / SGLang names)
             body.update(continue_final_message=True, add_generation_prompt=False)
         start = time.perf_counter()
-        reply = self._post(f"{self.base_url}/chat/completions", body)
+        try:
+            reply = self._post(f"{self.base_url}/chat/completions", body, request.cancelled)
+        except _Cancelled:
+            return GenResult("", 0, 0, time.perf_counter() - start, finish_reason="cancelled")
         seconds = time.perf_counter() - start
         try:
             choice = reply["choices"][0]
             text = choice["message"]["content"] or ""
             usage = reply.get("usage") or {}
-            logprobs = _chat_logprobs(choice.get("logprobs")) if request.logprobs else None
-        except (KeyError, IndexError, TypeError) as exc:
+            tokens = _chat_logprobs(choice.get("logprobs")) if request.logprobs else None
+            details = usage.get("prompt_tokens_details") or {}
+            counts = [int(value or 0) for value in (usage.get("prompt_tokens"),
+                      usage.get("completion_tokens"), details.get("cached_tokens"))]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise BackendError(f"{self.base_url}/chat/completions answered something that is "
-                               f"not a chat completion (missing {exc}): {str(reply)[:200]}") from exc
-        text, _ = cut_at_stop(text, request.stop)
-        details = usage.get("prompt_tokens_details") or {}
-        result = GenResult(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                           completion_tokens=int(usage.get("completion_tokens", 0)),
-                           seconds=seconds, token_logprobs=logprobs,
-                           cached_tokens=int(details.get("cached_tokens") or 0),
+                               f"not a chat completion ({type(exc).__name__}: {exc}): "
+                               f"{str(reply)[:200]}") from exc
+        text, cut = cut_at_stop(text, request.stop)
+        result = GenResult(text=text.strip(), prompt_tokens=counts[0],
+                           completion_tokens=counts[1], seconds=seconds,
+                           token_logprobs=_logprobs_of(tokens, len(text) if cut else None),
+                           cached_tokens=counts[2],
                            finish_reason=str(choice.get("finish_reason") or ""))
         if blank_retry and not result.text and result.finish_reason == "stop" \
                 and any(s and not s.strip() for s in request.stop) and not request.cancelled():
@@ -111,38 +138,74 @@ class OpenAIHTTPGenerator:
             return again
         return result
 
-    def _post(self, url: str, body: dict) -> dict:
-        import httpx
-
-        last = ""
+    def _post(self, url: str, body: dict, cancelled=lambda: False) -> dict:
+        last, wait = "", 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                self._sleep(max(wait, self.backoff_s * 2 ** (attempt - 1)), cancelled)
+            if cancelled():
+                raise _Cancelled()
             try:
-                response = self._client.post(url, json=body)
-            except httpx.TimeoutException:
-                last = "timed out"
+                status, headers, raw = self._send(url, body, cancelled)
+            except (TimeoutError, OSError) as exc:       # httpx's errors are OSErrors' kin
+                last = self._hide_key(str(exc))
                 continue
-            except httpx.TransportError as exc:
-                last = f"not reachable ({exc.__class__.__name__}: {exc})"
+            wait = _retry_after(headers.get("retry-after"), self.timeout_s)
+            text = raw.decode("utf-8", "replace")
+            if status in RETRYABLE_STATUS:
+                last = f"HTTP {status}: {text[:200]}"
                 continue
-            if response.status_code in RETRYABLE_STATUS:
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code != 200:
+            if status in REFUSED_STATUS:
+                raise GenerationRefused(f"the generator server {url} refused this request: "
+                                        f"HTTP {status}: {text[:300]}")
+            if status != 200:
                 raise BackendError(f"generator server {url} refused the request: HTTP "
-                                   f"{response.status_code}: {response.text[:300]}")
+                                   f"{status}: {text[:300]}")
             try:
-                data = response.json()
+                data = json.loads(raw)
             except ValueError as exc:
                 raise BackendError(f"generator server {url} answered non-JSON: "
-                                   f"{response.text[:200]!r}") from exc
+                                   f"{text[:200]!r}") from exc
             if not isinstance(data, dict):
                 raise BackendError(f"generator server {url} answered {type(data).__name__}, "
                                    "expected a JSON object")
             return data
         raise BackendError(f"generator server {url} is down or failing: {last} "
                            f"(after {self.retries + 1} attempts)")
+
+    def _send(self, url: str, body: dict, cancelled) -> tuple[int, dict, bytes]:
+        """One call: (status, headers, body bytes). ``timeout_s`` bounds the whole call
+        (httpx's timeouts bound each read: a reply trickling in would never end)."""
+        import httpx
+
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            with self._client.stream("POST", url, json=body) as response:
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    if cancelled():
+                        raise _Cancelled()
+                    size += len(chunk)
+                    if time.monotonic() > deadline or size > MAX_REPLY_BYTES:
+                        raise TimeoutError(f"no whole reply within timeout_s={self.timeout_s:g}"
+                                           if size <= MAX_REPLY_BYTES else
+                                           f"reply over {MAX_REPLY_BYTES >> 20} MiB")
+                    chunks.append(chunk)
+                return response.status_code, dict(response.headers), b"".join(chunks)
+        except httpx.TimeoutException:
+            raise TimeoutError("timed out") from None
+        except httpx.TransportError as exc:
+            raise OSError(f"not reachable ({exc.__class__.__name__}: {exc})") from None
+
+    def _sleep(self, seconds: float, cancelled) -> None:
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if cancelled():
+                raise _Cancelled()
+            time.sleep(min(left, 0.1))
+
+    def _hide_key(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
 
     def _find_tokenize_route(self) -> str:
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
@@ -163,13 +226,42 @@ class OpenAIHTTPGenerator:
                        "add_special_tokens": False}
 
 
-def _chat_logprobs(block) -> list[float] | None:
-    """``choices[0].logprobs`` in the chat format ({content: [{logprob}]}) or the older
-    completions format ({token_logprobs: [...]})."""
+def _chat_logprobs(block) -> list[tuple[str | None, float]] | None:
+    """(token text, log-probability) pairs of ``choices[0].logprobs``, in the chat format
+    ({content: [{token, logprob}]}) or the older completions one ({tokens, token_logprobs})."""
     if not block:
         return None
     if isinstance(block.get("content"), list):
-        return [float(item["logprob"]) for item in block["content"]]
+        return [(item.get("token"), float(item["logprob"])) for item in block["content"]]
     if isinstance(block.get("token_logprobs"), list):
-        return [float(x) for x in block["token_logprobs"] if x is not None]
+        tokens = block.get("tokens") or [None] * len(block["token_logprobs"])
+        return [(token, float(x)) for token, x in zip(tokens, block["token_logprobs"])
+                if x is not None]
     return None
+
+
+def _logprobs_of(tokens, kept_chars: int | None) -> list[float] | None:
+    """The log-probabilities of the tokens within the first ``kept_chars`` characters of
+    the reply (None: all of them): a reply cut at a stop string here is scored on what is
+    kept. Tokens without their text cannot be placed: no score then."""
+    if not tokens:
+        return None
+    if kept_chars is None:
+        return [logprob for _, logprob in tokens]
+    if any(token is None for token, _ in tokens):
+        return None
+    out, at = [], 0
+    for token, logprob in tokens:
+        if at >= kept_chars:
+            break
+        out.append(logprob)
+        at += len(token)
+    return out or None
+
+
+def _retry_after(value: str | None, cap: float) -> float:
+    """Seconds a ``Retry-After`` header asks for (a number; dates are not honoured)."""
+    try:
+        return min(max(float(value), 0.0), cap) if value else 0.0
+    except ValueError:
+        return 0.0

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from searchagent.errors import BackendError
+from searchagent.errors import BackendError, BatchErrors
 from searchagent.scheduler.proxy import SchedulingGenerator
 from searchagent.scheduler.queues import PriorityWeights, Ticket, make_queue
 from searchagent.scheduler.session import Session
@@ -153,20 +153,28 @@ class Scheduler:
             ticket.started = start
         self.stats.generator(True)
         try:
-            results = self.backend.generate([t.request for t in batch])
+            outcomes = self.backend.generate([t.request for t in batch])
+        except BatchErrors as exc:           # some requests failed, each with its own error
+            outcomes = exc.outcomes
         except BaseException as exc:  # noqa: BLE001 -- handed to the waiting sessions
-            self.stats.generator(False)
-            self.stats.bump("generation_errors_total", len(batch))
-            if isinstance(exc, BackendError):
-                self.last_backend_error = str(exc)
-            for ticket in batch:
-                ticket.finish(error=exc)
-            return
+            outcomes = [exc] * len(batch)
         self.stats.generator(False)
-        self.last_backend_error = None
-        self.stats.batch([start - t.enqueued for t in batch], results)
-        for ticket, result in zip(batch, results):
-            ticket.finish(result=result)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        results = [o for o in outcomes if not isinstance(o, BaseException)]
+        self.stats.bump("generation_errors_total", len(failed))
+        down = [o for o in failed if isinstance(o, BackendError)]
+        if down and not results:
+            self.last_backend_error = str(down[0])
+        elif results:
+            self.last_backend_error = None
+        if results:
+            self.stats.batch([start - t.enqueued for t, o in zip(batch, outcomes)
+                              if not isinstance(o, BaseException)], results)
+        for ticket, outcome in zip(batch, outcomes):
+            if isinstance(outcome, BaseException):
+                ticket.finish(error=outcome)
+            else:
+                ticket.finish(result=outcome)
 
     # ---- retrieval and non-stall ----------------------------------------------------
     def retrieval_begin(self, session: Session) -> RetrievalHandle:
