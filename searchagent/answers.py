@@ -11,21 +11,34 @@ import re
 ANSWER_MARKER = "So the answer is:"
 ANSWER_PLACEHOLDER = "<short answer>"     # what the prompts' instruction shows after the marker
 
-_MARKER = re.compile(r"(?:so\s+)?the\s+(?:final\s+)?answer\s+is\s*[:\-]?\s*", re.IGNORECASE)
+_MARKER = re.compile(r"(?:so\s+)?the\s+(?:final\s+)?answer\s+is\b\s*[:\-]?\s*",  # not "isn't"
+                     re.IGNORECASE)
 _LEADING = re.compile(r"^(?:answer\s*:|a\s*:|final answer\s*:)\s*", re.IGNORECASE)
 _PERIOD = re.compile(r"(\S*)\.(?=\s|$)")
-_ABBREVIATION = re.compile(r"^(?:[A-Z][a-z]{0,2}|[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z])$")
+_ABBREVIATION = re.compile(r"^(?:[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z])$")    # "J.", "U.S."
+# words a period does not end a sentence after (not "Yes", "No" or "Tom": an answer's end)
+ABBREVIATIONS = frozenset(
+    "Mr Mrs Ms Dr St Mt Ft Jr Sr Lt Col Gen Gov Sen Rep Rev Prof Capt Sgt Cpl Adm Maj Pres "
+    "Inc Co Corp Ltd Bros Ave Blvd Rd vs Vol Fig Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct "
+    "Nov Dec".split())
+_CJK_STOP = "。！？"
 _PLACEHOLDER = re.compile(r"^[\s\"'*]*<\s*short\s+answer\s*>", re.IGNORECASE)
 _DOTTED = re.compile(r"(?:^|\s)(?:[A-Za-z]\.){2,}$")     # "U.S.", "D.C.": keep the final period
 
 
 def _sentence_end(text: str) -> int:
-    """Index of the first sentence-ending period (not after 'Dr', 'St', 'J', 'U.S'), or -1."""
+    """Index of the first sentence end, or -1: a period (not after 'Dr', 'St', 'J', 'U.S',
+    nor 'No' before a number) or a CJK full stop, question or exclamation mark."""
+    cjk = min((i for i in (text.find(c) for c in _CJK_STOP) if i >= 0), default=-1)
     for match in _PERIOD.finditer(text):
+        if 0 <= cjk < match.start():
+            break
         word = match.group(1).lstrip("\"'(")
-        if word and not _ABBREVIATION.match(word):
+        number_next = text[match.end():].lstrip()[:1].isdigit()
+        if word and not (_ABBREVIATION.match(word) or word in ABBREVIATIONS
+                         or (word == "No" and number_next)):
             return match.end() - 1
-    return -1
+    return cjk
 
 
 def _stated(text: str) -> list[re.Match]:

@@ -66,6 +66,25 @@ def test_a_dotted_abbreviation_keeps_its_final_period():
     assert extract_answer("So the answer is: Tulsa.") == "Tulsa"
 
 
+def test_short_answers_end_at_their_period_and_abbreviations_do_not():
+    """'Yes', 'No' and 'Tom' read as abbreviations (any capitalized word of up to three
+    letters), so the explanation after them stayed in the answer and EM failed HotpotQA's
+    yes/no comparisons; 'the answer isn't clear' read as the marker; a CJK full stop never
+    ended the answer."""
+    for text, answer in (("So the answer is: Yes. Both bands are American.", "Yes"),
+                         ("So the answer is: No. Deerhunter formed first.", "No"),
+                         ("So the answer is: Tom. He was the drummer.", "Tom"),
+                         ("So the answer is: St. Louis. It lies on the river.", "St. Louis"),
+                         ("So the answer is: Dr. Dre. He produced it.", "Dr. Dre"),
+                         ("So the answer is: J. K. Rowling. She wrote it.", "J. K. Rowling"),
+                         ("So the answer is: No. 10 Downing Street. It is.",
+                          "No. 10 Downing Street"),
+                         ("So the answer is: 北京。它是中国的首都。", "北京")):
+        assert extract_answer(text) == answer, text
+    assert not has_answer("the answer isn't clear from the passages.")
+    assert has_answer("The answer is: Oslo")
+
+
 def test_multi_does_not_stop_on_a_copied_placeholder():
     generator = Scripted(["Fact 0 is about a band.", "So the answer is: <short answer>",
                           "Tulsa"])
