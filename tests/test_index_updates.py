@@ -148,10 +148,10 @@ def test_a_searcher_keeps_its_generation_while_the_next_commits(index_dir, pool)
 
     live = LiveSearcher(index_dir)
     try:
-        before = live.current
-        old = [h.id for h in before.search(pool[10]["title"], 5, "hybrid")]
-        live.delete([pool[10]["id"]])
-        assert [h.id for h in before.search(pool[10]["title"], 5, "hybrid")] == old
+        with live.using() as before:          # a search running across the update
+            old = [h.id for h in before.search(pool[10]["title"], 5, "hybrid")]
+            live.delete([pool[10]["id"]])
+            assert [h.id for h in before.search(pool[10]["title"], 5, "hybrid")] == old
         assert pool[10]["id"] not in [h.id for h in live.search(pool[10]["title"], 5, "hybrid")]
         assert live.counts() == {"generation": 1, "live": BASE - 1, "deleted": 1}
     finally:
