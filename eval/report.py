@@ -169,13 +169,13 @@ ALL = "all datasets"
 
 
 def common_questions(rows: list[dict]) -> list[dict]:
-    """Only the questions every system of their dataset answered (for partial runs)."""
-    systems: dict[str, set] = defaultdict(set)
+    """Only the questions every system answered (for partial runs): a dataset one system
+    did not run is left out for all, so the pooled rows compare the same questions."""
+    systems = {row["system"] for row in rows}
     answered: dict[tuple, set] = defaultdict(set)
     for row in rows:
-        systems[row["dataset"]].add(row["system"])
         answered[(row["dataset"], row["qid"])].add(row["system"])
-    return [r for r in rows if answered[(r["dataset"], r["qid"])] == systems[r["dataset"]]]
+    return [r for r in rows if answered[(r["dataset"], r["qid"])] == systems]
 
 
 def summaries(rows: list[dict]) -> list[SystemSummary]:

@@ -218,15 +218,17 @@ def simplest_within_one_se(heldout: dict[tuple, np.ndarray], best: tuple,
 
 
 def outcome_of(arms: np.ndarray, table: ArmTable, R: np.ndarray, spent: np.ndarray | None = None,
-               spec: RewardSpec | None = None) -> dict[str, float]:
+               spec: RewardSpec | None = None,
+               seconds: np.ndarray | None = None) -> dict[str, float]:
     """Averages over questions when question i is answered by arm ``arms[i]``; a cascade
-    passes the retrieval calls each question ``spent`` and the reward ``spec`` instead."""
+    passes the retrieval calls and ``seconds`` each question's route spent (every arm it
+    ran) and the reward ``spec`` instead."""
     rows = np.arange(len(arms))
     share = np.bincount(arms, minlength=len(ARMS)) / max(len(arms), 1)
     out = {"reward": float(route_rewards(arms, spent, table, R, spec).mean()),
            **{m: float(q[rows, arms].mean()) for m, q in table.quality.items()},
            "steps": float((table.steps[rows, arms] if spent is None else spent).mean()),
-           "seconds": float(table.seconds[rows, arms].mean())}
+           "seconds": float((table.seconds[rows, arms] if seconds is None else seconds).mean())}
     out.update({f"share_{arm}": float(s) for arm, s in zip(ARMS, share)})
     return out
 
@@ -258,7 +260,9 @@ def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
     R = reward_table(table, spec)
     refs = reference_rows(table, R)
     arms, spent = greedy_routes(bundle, table, embeddings, lam)
-    result = outcome_of(arms, table, R, spent, spec)
+    seconds = None if spent is None else \
+        greedy_routes(bundle, table, embeddings, lam, cost=table.seconds)[1]
+    result = outcome_of(arms, table, R, spent, spec, seconds)
     best_fixed = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
     result["gap_closed"] = gap_closed(result["reward"], best_fixed, refs["oracle"]["reward"])
     return {"policy": result, "references": refs, "best_fixed_reward": best_fixed}
@@ -271,12 +275,15 @@ def greedy_arms(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
 
 
 def greedy_routes(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
-                  lam: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                  lam: float | None = None, cost: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """The arm whose answer the policy serves (no exploration) for each question, and for
-    a cascade the retrieval calls its route spent (None: the served arm's own calls)."""
+    a cascade what its route spent (every arm it ran) of ``cost`` (default: retrieval
+    calls; None: the served arm's own)."""
     if isinstance(bundle.policy, AnswerCascade):
         return bundle.policy.routes(features_for(table, bundle.features, embeddings),
-                                    table.questions, table.generated(), table.steps, lam)
+                                    table.questions, table.generated(),
+                                    table.steps if cost is None else cost, lam)
     return greedy_arms(bundle, table, embeddings, lam), None
 
 

@@ -202,6 +202,11 @@ def test_oracle_picks_the_cheapest_correct_arm():
     partial = [r for r in rows if not (r["qid"] == "2" and r["arm"] == "multi")]
     kept = common_questions([{**r, "system": r["arm"]} for r in partial])
     assert {r["qid"] for r in kept} == {"1", "3"}          # question 2 lacks 'multi'
+    learned = [{**r, "system": "learned"} for r in rows if r["arm"] == "single"]
+    kept = common_questions([{**r, "system": r["arm"]} for r in rows + other] + learned)
+    assert {r["dataset"] for r in kept} == {"d"}   # 'learned' ran d only: e left out for all
+    pooled = {(s.dataset, s.system): s for s in summaries(kept)}
+    assert pooled[("d", "single")].n == pooled[("d", "learned")].n == 3
     text = markdown([oracle], ["r"], [])
     assert "## Arms chosen" in text and "| d | oracle | 33% (100.0) | 67% (50.0) | 0% |" in text
 

@@ -76,6 +76,9 @@ def test_planted_answer_signal_is_learned_and_persists(tmp_path):
     # best fixed arm: multi-hop, 0.95 - 0.05 * 3; the cascade ~ 0.95 - 0.05 * 1.3
     assert result["policy"]["reward"] > result["best_fixed_reward"] + 0.04
     assert result["policy"]["steps"] == pytest.approx(spent.mean())
+    held.seconds = held.steps.copy()      # a route's seconds: every arm it ran (was: the
+    assert evaluate(bundle, held, emb[test])["policy"]["seconds"] == \
+        pytest.approx(spent.mean())       # served arm's only)
     outcome, _ = train_policy("outcome", table.subset(train), emb[train], SPEC, reward)
     assert result["policy"]["reward"] > evaluate(outcome, held, emb[test])["policy"]["reward"]
 
