@@ -181,6 +181,11 @@ def test_invalid_answer_requests_name_the_field(live, payload, field):
 def test_body_cap_search_and_feedback_validation(live):
     huge = live.client.post("/v1/answer", json={"question": "x" * 5000})
     assert huge.status_code == 413 and "max_body_bytes" in huge.json()["detail"]
+    assert live.client.get("/v1/answer").status_code == 405
+    assert live.client.get("/nowhere").status_code == 404
+    metrics = live.client.get("/metrics").text    # middleware refusals were not counted
+    assert 'route="/v1/answer",status="413"} 1' in metrics, metrics
+    assert 'route="/v1/answer",status="405"} 1' in metrics and "/nowhere" not in metrics
     hits = live.client.post("/v1/search", json={"query": "Tinted Windows band", "k": 3,
                                                 "mode": "bm25"}).json()["hits"]
     assert len(hits) == 3 and hits[0]["score"] >= hits[-1]["score"]

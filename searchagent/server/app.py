@@ -53,9 +53,18 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
                                     config.server.request_timeout_s,
                                     config.server.expected_service_s)
     app.state.metrics = metrics.RequestMetrics()
+
+    def observe_refusal(path: str, status: int) -> None:
+        """A refusal sent before any route ran (413, 401, 405): counted under the route
+        it was for; a path no route has (a 404) is not, which keeps the labels bounded."""
+        if any(getattr(route, "path", None) == path for route in app.routes):
+            app.state.metrics.observe(path, status)
+
     if config.server.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=config.server.api_key)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes)
+        app.add_middleware(ApiKeyMiddleware, api_key=config.server.api_key,
+                           observe=observe_refusal)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes,
+                       observe=observe_refusal)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -74,6 +83,7 @@ def create_app(searcher: Any, config: Config | None = None, *, generator: Any = 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
         """400 (unreadable body), 404, 405 ... in the same ``{error, detail}`` shape."""
+        observe_refusal(request.url.path, exc.status_code)
         return error(exc.status_code, HTTPStatus(exc.status_code).phrase, exc.detail,
                      headers=getattr(exc, "headers", None))
 

@@ -29,14 +29,15 @@ class BodyLimitMiddleware:
     The body is read here, before the app sees it, so a chunked body without a length
     gets the 413 too (an error raised inside the app's body read would become a 400)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, observe=lambda path, status: None):
+        self.app, self.max_bytes, self.observe = app, max_bytes, observe
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            self.observe(scope["path"], 413)
             return await _send_json(send, 413, self._body(int(declared)))
         messages, seen = [], 0
         while True:
@@ -46,6 +47,7 @@ class BodyLimitMiddleware:
                 break                                   # the client went away
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                self.observe(scope["path"], 413)
                 await _send_json(send, 413, self._body(seen, declared is None))
                 return await _drain(receive, message, DRAIN_BYTES)
             if not message.get("more_body", False):
@@ -77,8 +79,8 @@ class ApiKeyMiddleware:
     """ASGI middleware: when a key is set, every path but the open ones needs it
     (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``)."""
 
-    def __init__(self, app, api_key: str):
-        self.app, self.key = app, api_key.encode()
+    def __init__(self, app, api_key: str, observe=lambda path, status: None):
+        self.app, self.key, self.observe = app, api_key.encode(), observe
 
     async def __call__(self, scope, receive, send):
         if (scope["type"] != "http" or scope["path"] in OPEN_PATHS
@@ -90,6 +92,7 @@ class ApiKeyMiddleware:
         if auth.lower().startswith(b"bearer "):
             given = auth[7:].strip()
         if not hmac.compare_digest(given, self.key):
+            self.observe(scope["path"], 401)
             return await _send_json(send, 401, {"error": "missing or wrong API key",
                                                 "detail": "send Authorization: Bearer KEY"},
                                     [(b"www-authenticate", b"Bearer")])
