@@ -240,7 +240,7 @@ def markdown(summaries_: list[SystemSummary], runs: list[str], plots: list[str],
 def write_report(db: str | Path | list, runs: list[str], out: str | Path,
                  common: bool = False, baseline: str | None = None) -> Path:
     """Write ``report.md`` and the PNG plots into ``out``; return the report path.
-    ``common`` keeps only questions that every system of a dataset answered; ``baseline``
+    ``common`` keeps only questions that every system answered; ``baseline``
     adds every system's paired difference to that system."""
     from eval.plots import arm_plot, quality_plots
 

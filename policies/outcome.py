@@ -106,7 +106,7 @@ class OutcomeModels(Policy):
         self.Q = np.asarray(quality, np.float32)[-self.capacity:]
         self.C = np.asarray(cost, np.float32)[-self.capacity:]
         self.updates += len(X)
-        self._fit_models(min(int(stale), len(self.X)))
+        self._fit_models(stale)
 
     def update(self, x: np.ndarray, arm: int, reward: float, quality: float | None = None,
                cost: float | None = None) -> None:
@@ -131,6 +131,7 @@ class OutcomeModels(Policy):
 
     def _fit_models(self, stale: int = 0) -> None:
         """Fit on the buffer but its last ``stale`` rows."""
+        stale = min(int(stale), len(self.X))
         from sklearn.linear_model import LogisticRegression, Ridge
 
         self.stale, fitted = stale, len(self.X) - stale
@@ -181,4 +182,4 @@ class OutcomeModels(Policy):
         self.Q = np.asarray(arrays["outcome.Q"], np.float32)
         self.C = np.asarray(arrays["outcome.C"], np.float32)
         # deterministic: the same models as when saved (not on the rows they had not fitted)
-        self._fit_models(min(int(values.get("stale", 0)), len(self.X)))
+        self._fit_models(values.get("stale", 0))

@@ -76,7 +76,7 @@ def register(sub) -> None:
                         " repeat to combine, e.g. a run and an arm log)")
     report.add_argument("--out", required=True, help="folder for report.md and PNGs")
     report.add_argument("--common", action="store_true", help="only questions every system "
-                        "of a dataset answered (compare partial runs fairly)")
+                        "answered (compare partial runs fairly)")
     report.add_argument("--baseline", metavar="SYSTEM", help="also give every system's "
                         "paired per-question difference to SYSTEM, with a bootstrap 95%% CI "
                         "(a system as the report names it: single, arm:single, oracle; "

@@ -147,7 +147,7 @@ class OpenAIHTTPGenerator:
                 raise _Cancelled()
             try:
                 status, headers, raw = self._send(url, body, cancelled)
-            except (TimeoutError, OSError) as exc:       # httpx's errors are OSErrors' kin
+            except OSError as exc:       # _send's timeouts and transport failures
                 last = self._hide_key(str(exc))
                 continue
             wait = _retry_after(headers.get("retry-after"), self.timeout_s)
@@ -186,10 +186,10 @@ class OpenAIHTTPGenerator:
                     if cancelled():
                         raise _Cancelled()
                     size += len(chunk)
-                    if time.monotonic() > deadline or size > MAX_REPLY_BYTES:
-                        raise TimeoutError(f"no whole reply within timeout_s={self.timeout_s:g}"
-                                           if size <= MAX_REPLY_BYTES else
-                                           f"reply over {MAX_REPLY_BYTES >> 20} MiB")
+                    if size > MAX_REPLY_BYTES:
+                        raise OSError(f"reply over {MAX_REPLY_BYTES >> 20} MiB")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"no whole reply within timeout_s={self.timeout_s:g}")
                     chunks.append(chunk)
                 return response.status_code, dict(response.headers), b"".join(chunks)
         except httpx.TimeoutException:

@@ -159,17 +159,14 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 -- handed to the waiting sessions
             outcomes = [exc] * len(batch)
         self.stats.generator(False)
+        served = [(t, o) for t, o in zip(batch, outcomes) if not isinstance(o, BaseException)]
         failed = [o for o in outcomes if isinstance(o, BaseException)]
-        results = [o for o in outcomes if not isinstance(o, BaseException)]
         self.stats.bump("generation_errors_total", len(failed))
-        down = [o for o in failed if isinstance(o, BackendError)]
-        if down and not results:
-            self.last_backend_error = str(down[0])
-        elif results:
+        if served:                          # the backend answered: it is up
             self.last_backend_error = None
-        if results:
-            self.stats.batch([start - t.enqueued for t, o in zip(batch, outcomes)
-                              if not isinstance(o, BaseException)], results)
+            self.stats.batch([start - t.enqueued for t, _ in served], [o for _, o in served])
+        elif any(isinstance(o, BackendError) for o in failed):
+            self.last_backend_error = str(next(o for o in failed if isinstance(o, BackendError)))
         for ticket, outcome in zip(batch, outcomes):
             if isinstance(outcome, BaseException):
                 ticket.finish(error=outcome)

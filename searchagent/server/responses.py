@@ -21,6 +21,7 @@ def invalid_input(exc: InputError, field: str | None = None, **extra: Any) -> JS
     """A 422 shaped like a request validation error (``ValidationErrorBody``); ``field``
     is the request path of what was wrong (default: ``body.<the error's field>``)."""
     if field is None:
-        field = exc.field if (exc.field or "body").startswith("body") else f"body.{exc.field}"
-    return error(422, str(exc), [{"field": field or "body", "message": str(exc),
+        field = exc.field or "body"
+        field = field if field.startswith("body") else f"body.{field}"
+    return error(422, str(exc), [{"field": field, "message": str(exc),
                                   "type": "value_error"}], **extra)
