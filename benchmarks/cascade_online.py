@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policies.armlog import split_by_id  # noqa: E402
 from policies.arms import ARMS  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import evaluate, features_for, load_replay_data, train_policy  # noqa: E402
+from policies.replay import load_replay_data, train_policy  # noqa: E402
+from policies.scoring import evaluate, features_for  # noqa: E402
 from policies.rewards import RewardSpec  # noqa: E402
 
 

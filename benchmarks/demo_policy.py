@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from policies.persistence import load_policy  # noqa: E402
-from policies.replay import evaluate, load_replay_data  # noqa: E402
+from policies.replay import load_replay_data  # noqa: E402
+from policies.scoring import evaluate  # noqa: E402
 from searchagent.cli.demo_policy import SAMPLE_LOG, ensure_demo_policy  # noqa: E402
 
 

@@ -26,7 +26,8 @@ from benchmarks.common import table  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
 from policies.ope import off_policy_values  # noqa: E402
-from policies.replay import features_for, load_replay_data, reward_table, train_policy  # noqa: E402
+from policies.replay import load_replay_data, train_policy  # noqa: E402
+from policies.scoring import features_for, reward_table  # noqa: E402
 from policies.rewards import RewardSpec  # noqa: E402
 
 

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 from policies.armlog import kfold_by_id  # noqa: E402
 from policies.arms import ARMS  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import greedy_routes, load_replay_data, train_policy  # noqa: E402
+from policies.replay import load_replay_data, train_policy  # noqa: E402
+from policies.scoring import greedy_routes  # noqa: E402
 from policies.rewards import RewardSpec  # noqa: E402
 
 # (name, algo, mode, params, trained per lambda?) -- full-information outcome and linear
@@ -135,7 +136,7 @@ def diagnose(table, emb: np.ndarray, specs: dict) -> None:
     """LinUCB (full information) on a 70/30 split, as first tried: each feature set with
     a reg grid tuned by inner CV, chosen by the one-SE rule and by the best mean."""
     from policies.armlog import split_by_id
-    from policies.replay import evaluate
+    from policies.scoring import evaluate
 
     train, test = split_by_id(table.keys, 0.3, seed=0)
     grid = {"reg": [1.0, 100.0, 10000.0, 100000.0]}

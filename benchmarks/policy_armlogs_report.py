@@ -15,7 +15,7 @@ import numpy as np
 
 from eval.bootstrap import bootstrap_ci
 from policies.arms import ARMS
-from policies.replay import gap_closed
+from policies.scoring import gap_closed
 
 # InAcc / retrieval calls on exactly these questions (armlogs README: Moskvoretskii et
 # al., ACL 2025; Marina et al., arXiv 2505.04253), datasets nq squad trivia 2wiki hotpot musique

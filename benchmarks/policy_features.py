@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 
 from policies.armlog import split_by_id  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import evaluate, load_replay_data, train_policy  # noqa: E402
+from policies.replay import load_replay_data, train_policy  # noqa: E402
+from policies.scoring import evaluate  # noqa: E402
 from policies.rewards import RewardSpec  # noqa: E402
 
 VARIANTS = [  # name, projection, proj_dim, lexical, confidence

@@ -28,10 +28,10 @@ import numpy as np  # noqa: E402
 
 from policies.armlog import kfold_by_id, split_by_id  # noqa: E402
 from policies.features import FeatureSpec  # noqa: E402
-from policies.replay import (TUNING_RULES, gap_closed, greedy_arms,  # noqa: E402
-                             load_replay_data, outcome_of, reference_rows, reward_table,
-                             train_policy)
+from policies.replay import TUNING_RULES, load_replay_data, train_policy  # noqa: E402
 from policies.rewards import RewardSpec  # noqa: E402
+from policies.scoring import (gap_closed, greedy_arms, outcome_of,  # noqa: E402
+                              reference_rows, reward_table)
 
 SYSTEMS = [("linucb", "bandit"), ("thompson", "bandit"), ("neural", "bandit"),
            ("linucb", "full"), ("thompson", "full"), ("neural", "full"), ("supervised", "full")]

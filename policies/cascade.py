@@ -1,35 +1,21 @@
 """The answer cascade: decide after each answer whether to stop, retrieve, or go multi-hop.
 
-Closed book runs first (no retrieval). Three decisions follow, each an argmax of
-E[quality] - lambda E[cost] from per-action outcome models (``policies.outcome``) on the
-question's features plus the features of the answers generated so far
-(``policies.answer_features``):
+Closed book runs first. Then three decisions, each an argmax of E[quality] - lambda E[cost]
+from per-action outcome models (``policies.outcome``) on the question's features plus the
+features of the answers so far (``policies.answer_features``):
 
-1. after the closed-book answer: ``stop`` (serve it, 0 calls), ``single`` (retrieve once
-   and go to 2), ``multi`` (run multi-hop directly and serve its answer);
-2. after the one-retrieval answer: serve the closed-book answer or the retrieved one
-   (the call is spent either way), or ``escalate`` to multi-hop (1 + its calls, go to 3);
+1. after the closed-book answer: ``stop``, ``single`` (retrieve once, go to 2) or ``multi``
+   (run multi-hop directly and serve its answer);
+2. after the one-retrieval answer: serve the closed-book or the retrieved answer, or
+   ``escalate`` to multi-hop (go to 3);
 3. after the multi-hop answer: serve whichever of the three answers is likeliest right.
 
-Each step's value depends on the steps after it, so training runs backwards on the arm
-log (every arm's answer and outcome for every question): the outcome of escalating is
-step 3's choice, and of retrieving once step 2's, both measured on inner folds the model
-making the choice did not see (fitted Q-iteration with cross-fitting). Steps 2 and 3
-predict quality and cost apart, so they serve any lambda; step 1's outcome of retrieving
-once depends on the lambda step 2 decides with, so step 1's model has an outcome column
-for retrieving once at each lambda of ``lam_grid`` (beside stop and multi-hop), and a
-request's lambda (``lam=`` on every entry point) uses the nearest.
-
-With ``confidence`` (set by ``policy train`` when the arm log has the generator's token
-log-probabilities), each answer's features include how confident the generator was in it:
-an answer is then a ``(text, mean_logprob)`` pair, as strategies report it.
-
-Online (``learn``): feedback with a gold answer scores every answer the cascade generated
-for a question; each step's model then gains a row for every action whose outcome that
-reveals (closed book's always; retrieving once, escalating, multi-hop when they ran) and
-refits as the outcome models do (``refit_every``). Serving explores with ``walk(...,
-explore=True)``: each step takes a random action with probability ``eps``, so the
-feedback also reveals actions the greedy route would not take.
+Training runs backwards over the arm log (fitted Q-iteration, cross-fitted on inner folds):
+escalating is worth step 3's choice, retrieving once step 2's. Step 1 has a retrieve-once
+column per lambda of ``lam_grid``, so any request lambda uses the nearest. With
+``confidence`` an answer is a ``(text, mean_logprob)`` pair. Online, ``learn`` gives each
+step a row for every action a scored route reveals; ``walk(..., explore=True)`` takes a
+random action with probability ``eps``. docs/policies.md has the why and the numbers.
 """
 
 from __future__ import annotations
@@ -48,6 +34,7 @@ STEPS = ("after_closed_book", "after_single", "after_multi")
 ACTIONS = (("stop", "single", "multi"),
            ("serve_closed_book", "serve_single", "escalate"),
            ("serve_closed_book", "serve_single", "serve_multi"))
+ROUTES = ("stop", "single", "multi", "escalate")     # closed book, then ...
 LAM_GRID = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)
 
 
@@ -138,18 +125,23 @@ class AnswerCascade(Policy):
                 served = "parametric" if action == "serve_closed_book" else "single"
         return served, list(ran), steps
 
-    def routes(self, X: np.ndarray, questions: list[str], answers: list[Sequence[Generated]],
-               cost: np.ndarray, lam: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def route_choices(self, X: np.ndarray, questions: list[str],
+                      answers: list[Sequence[Generated]], lam: float | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """``walk`` for many questions whose three answers are all known (an arm log), in
-        batch: the arm whose answer the cascade serves and the cost of every arm it ran
-        (``cost``: (n, 3))."""
+        batch: the arm whose answer the cascade serves and the route it took (an index
+        into ``ROUTES``; ``route_cost`` prices it)."""
         first, second, third = (np.argmax(self._values(k, X, questions, answers, lam), axis=1)
                                 for k in range(len(STEPS)))
-        served = np.select([first == 0, first == 2, second < 2], [0, 2, second], third)
-        paths = _path_costs(np.asarray(cost, np.float64))
-        spent = np.select([first == 0, first == 2, second < 2],
-                          [paths["stop"], paths["multi"], paths["single"]], paths["escalate"])
-        return served.astype(np.int64), spent
+        took = [first == 0, first == 2, second < 2]
+        served = np.select(took, [0, 2, second], third)
+        return served.astype(np.int64), np.select(took, [0, 2, 1], 3).astype(np.int64)
+
+    def routes(self, X: np.ndarray, questions: list[str], answers: list[Sequence[Generated]],
+               cost: np.ndarray, lam: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``route_choices`` and the cost of every arm each route ran (``cost``: (n, 3))."""
+        served, route = self.route_choices(X, questions, answers, lam)
+        return served, route_cost(route, cost)
 
     def scores(self, x, explore=True, lam=None):
         raise InputError("the answer cascade decides after each answer, not once per "
@@ -302,3 +294,9 @@ def _path_costs(cost: np.ndarray) -> dict[str, np.ndarray]:
     """What each route through the cascade spends: closed book always runs first."""
     return {"stop": cost[:, 0], "single": cost[:, 0] + cost[:, 1],
             "multi": cost[:, 0] + cost[:, 2], "escalate": cost.sum(axis=1)}
+
+
+def route_cost(route: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """What each question's route (an index into ``ROUTES``) spent of ``cost`` (n, 3)."""
+    paths = _path_costs(np.asarray(cost, np.float64))
+    return np.choose(route, [paths[name] for name in ROUTES])

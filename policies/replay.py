@@ -18,13 +18,14 @@ from tqdm import tqdm
 from policies.armlog import ArmTable
 from policies.arms import ARMS
 from policies.base import Policy
-from policies.baselines import SupervisedClassifier, oracle_arms
+from policies.baselines import SupervisedClassifier
 from policies.cascade import AnswerCascade
 from policies.outcome import OutcomeModels
 from policies.embeddings import EmbeddingCache
 from policies.features import FeatureMap, FeatureSpec, embedder_identity
 from policies.persistence import PolicyBundle, make_policy
 from policies.rewards import RewardSpec
+from policies.scoring import features_for, greedy_routes, reward_table, route_rewards
 from searchagent.errors import InputError
 
 MODES = ("bandit", "full")
@@ -46,14 +47,6 @@ def embed_questions(questions: list[str], encoder, cache: str | Path | None,
     if cache is None:
         return encoder.encode(questions)
     return EmbeddingCache(cache, model_name).get(questions, encoder)
-
-
-def features_for(table: ArmTable, fmap: FeatureMap, embeddings: np.ndarray) -> np.ndarray:
-    return fmap.transform(embeddings, table.questions, table.confidences())
-
-
-def reward_table(table: ArmTable, spec: RewardSpec) -> np.ndarray:
-    return spec.reward_matrix(table.quality[spec.metric], table.steps, table.seconds)
 
 
 def cost_table(table: ArmTable, spec: RewardSpec) -> np.ndarray:
@@ -215,82 +208,6 @@ def simplest_within_one_se(heldout: dict[tuple, np.ndarray], best: tuple,
         return shrink, heldout[values].mean()
 
     return max((v for v in heldout if within(v)), key=simplicity)
-
-
-def outcome_of(arms: np.ndarray, table: ArmTable, R: np.ndarray, spent: np.ndarray | None = None,
-               spec: RewardSpec | None = None,
-               seconds: np.ndarray | None = None) -> dict[str, float]:
-    """Averages over questions when question i is answered by arm ``arms[i]``; a cascade
-    passes the retrieval calls and ``seconds`` each question's route spent (every arm it
-    ran) and the reward ``spec`` instead."""
-    rows = np.arange(len(arms))
-    share = np.bincount(arms, minlength=len(ARMS)) / max(len(arms), 1)
-    out = {"reward": float(route_rewards(arms, spent, table, R, spec).mean()),
-           **{m: float(q[rows, arms].mean()) for m, q in table.quality.items()},
-           "steps": float((table.steps[rows, arms] if spent is None else spent).mean()),
-           "seconds": float((table.seconds[rows, arms] if seconds is None else seconds).mean())}
-    out.update({f"share_{arm}": float(s) for arm, s in zip(ARMS, share)})
-    return out
-
-
-def route_rewards(arms: np.ndarray, spent: np.ndarray | None, table: ArmTable, R: np.ndarray,
-                  spec: RewardSpec | None) -> np.ndarray:
-    """Each question's reward when arm ``arms[i]`` is served: ``R``'s entry, or for a
-    cascade the served answer's quality less lambda times the calls its route ``spent``."""
-    rows = np.arange(len(arms))
-    return R[rows, arms] if spent is None else \
-        table.quality[spec.metric][rows, arms] - spec.lam * spent
-
-
-def reference_rows(table: ArmTable, R: np.ndarray) -> dict[str, dict[str, float]]:
-    """The fixed arms and the oracle on the same questions."""
-    n = len(table)
-    rows = {f"always-{arm}": outcome_of(np.full(n, a, dtype=np.int64), table, R)
-            for a, arm in enumerate(ARMS)}
-    rows["oracle"] = outcome_of(oracle_arms(R), table, R)
-    return rows
-
-
-def evaluate(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
-             lam: float | None = None) -> dict:
-    """Greedy (no exploration) choices of the policy on ``table`` next to the references;
-    ``lam`` scores with another lambda (policies that support it) and rewards likewise."""
-    spec = bundle.reward if lam is None else RewardSpec(lam, bundle.reward.metric,
-                                                        bundle.reward.cost)
-    R = reward_table(table, spec)
-    refs = reference_rows(table, R)
-    arms, spent = greedy_routes(bundle, table, embeddings, lam)
-    seconds = None if spent is None else \
-        greedy_routes(bundle, table, embeddings, lam, cost=table.seconds)[1]
-    result = outcome_of(arms, table, R, spent, spec, seconds)
-    best_fixed = max(v["reward"] for k, v in refs.items() if k.startswith("always-"))
-    result["gap_closed"] = gap_closed(result["reward"], best_fixed, refs["oracle"]["reward"])
-    return {"policy": result, "references": refs, "best_fixed_reward": best_fixed}
-
-
-def greedy_arms(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
-                lam: float | None = None) -> np.ndarray:
-    """The arm the policy serves (no exploration) for each question of ``table``."""
-    return bundle.policy.choose_batch(features_for(table, bundle.features, embeddings), lam)
-
-
-def greedy_routes(bundle: PolicyBundle, table: ArmTable, embeddings: np.ndarray,
-                  lam: float | None = None, cost: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The arm whose answer the policy serves (no exploration) for each question, and for
-    a cascade what its route spent (every arm it ran) of ``cost`` (default: retrieval
-    calls; None: the served arm's own)."""
-    if isinstance(bundle.policy, AnswerCascade):
-        return bundle.policy.routes(features_for(table, bundle.features, embeddings),
-                                    table.questions, table.generated(),
-                                    table.steps if cost is None else cost, lam)
-    return greedy_arms(bundle, table, embeddings, lam), None
-
-
-def gap_closed(value: float, best_fixed: float, oracle: float) -> float:
-    """Fraction of the best-fixed-arm -> oracle reward gap a policy closes (NaN: no gap)."""
-    gap = oracle - best_fixed
-    return float((value - best_fixed) / gap) if gap > 1e-12 else float("nan")
 
 
 def load_replay_data(log: str | Path, runs=None, datasets=None, cache: str | Path | None = None,

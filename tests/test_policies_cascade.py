@@ -12,7 +12,8 @@ from policies.armlog import ArmTable
 from policies.features import FeatureSpec
 from policies.online import OnlineLearner
 from policies.persistence import load_policy, save_policy
-from policies.replay import evaluate, features_for, train_policy
+from policies.replay import train_policy
+from policies.scoring import evaluate, features_for
 from policies.rewards import RewardSpec
 from searchagent.errors import InputError
 

@@ -12,7 +12,8 @@ from policies.answer_features import answer_features, feature_count
 from policies.armlog import ArmTable
 from policies.features import FeatureSpec
 from policies.persistence import load_policy, save_policy
-from policies.replay import evaluate, train_policy
+from policies.replay import train_policy
+from policies.scoring import evaluate
 from policies.rewards import RewardSpec
 
 SPEC = FeatureSpec(embedder="test", embed_dim=8, confidence=False, cues=True, standardize=True)

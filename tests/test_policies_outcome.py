@@ -11,7 +11,8 @@ from policies.armlog import ArmTable
 from policies.features import CUE_NAMES, FeatureMap, FeatureSpec, question_cues
 from policies.outcome import OutcomeModels
 from policies.persistence import load_policy, save_policy
-from policies.replay import evaluate, greedy_arms, train_policy
+from policies.replay import train_policy
+from policies.scoring import evaluate, greedy_arms
 from policies.rewards import RewardSpec
 from searchagent.errors import InputError
 

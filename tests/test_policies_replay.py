@@ -12,7 +12,8 @@ import pytest
 from policies.armlog import kfold_by_id, load_arm_log, split_by_id
 from policies.features import FeatureSpec
 from policies.persistence import load_policy
-from policies.replay import evaluate, simplest_within_one_se, train_policy
+from policies.replay import simplest_within_one_se, train_policy
+from policies.scoring import evaluate
 from policies.rewards import RewardSpec
 from searchagent.cli import main
 from searchagent.errors import InputError

@@ -115,7 +115,8 @@ def run_train(args) -> int:
     from policies.features import FeatureSpec
     from policies.online import APPLIED_KEY, journal_feedback_seq
     from policies.persistence import LEFTOVERS, POLICY_FILE, save_policy
-    from policies.replay import evaluate, load_replay_data, train_policy
+    from policies.replay import load_replay_data, train_policy
+    from policies.scoring import evaluate
     from policies.rewards import RewardSpec
 
     if args.epochs < 1:
@@ -217,7 +218,8 @@ def run_eval(args) -> int:
 
     from policies.armlog import split_by_id
     from policies.persistence import load_policy
-    from policies.replay import evaluate, load_replay_data
+    from policies.replay import load_replay_data
+    from policies.scoring import evaluate
 
     bundle = load_policy(args.policy)
     test_frac, split_seed = _policy_split(bundle.meta, args)
