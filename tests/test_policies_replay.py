@@ -133,8 +133,10 @@ def test_cli_train_and_eval(arm_log, tmp_path, capsys):
     assert "its parameters: lam, embed_dims, l2" in capsys.readouterr().err
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
+    (tmp_path / "a-file").write_text("precious")
     for flags, message in ((["--algo", "linucb", "--param", "alpha=abc"], "alpha"),
                            (["--out", str(tmp_path / "mine")], "it holds notes.txt"),
+                           (["--out", str(tmp_path / "a-file")], "it is a file, not a folder"),
                            (["--out", ""], "field 'out'"),
                            (["--epochs", "0"], "field 'epochs': must be >= 1"),
                            (["--lam", "nan"], "field 'lam': must be a finite number")):

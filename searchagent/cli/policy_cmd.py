@@ -101,11 +101,13 @@ def _params(pairs: list[str]) -> dict:
     return params
 
 
-def _some_files(folder: str) -> str:
+def _what_is_there(folder: str) -> str:
     path = Path(folder)
-    names = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-    return (", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            if names else "something that is not a folder")
+    if not path.is_dir():
+        return "it is a file, not a folder"
+    names = sorted(p.name for p in path.iterdir())
+    return "it holds " + ", ".join(names[:3]) + (f" and {len(names) - 3} more"
+                                                  if len(names) > 3 else "")
 
 
 def run_train(args) -> int:
@@ -123,7 +125,8 @@ def run_train(args) -> int:
         raise InputError(f"must be >= 1, got {args.epochs}", field="epochs")
     if not args.out.strip() or not replaceable(args.out, POLICY_FILE, LEFTOVERS):
         raise InputError("give a new or empty folder, or one holding a policy to replace "
-                         f"(it holds {_some_files(args.out)})", path=args.out or "''",
+                         f"({_what_is_there(args.out) if args.out.strip() else 'a blank name'})",
+                         path=args.out or "''",
                          field="out")
     if not math.isfinite(args.lam) or args.lam < 0:
         raise InputError(f"must be a finite number >= 0, got {args.lam}", field="lam")
