@@ -244,3 +244,35 @@ def test_transformers_prompts_are_fitted_to_its_context(hf):
     assert result.prompt_tokens == cut["prompt_tokens"]
     with pytest.raises(InputError, match="exceeds the context of 256"):
         hf.generate([GenRequest(messages=build("Where?", passages), max_new_tokens=8)])
+
+
+def test_passages_without_spaces_are_cut_not_dropped(hf):
+    """A Chinese passage is one 'word': it could not be shortened, and the first one too
+    long for its share ended packing, so even an English passage after it was lost."""
+    from searchagent.strategies.context import pack
+    from searchagent.types import Hit
+
+    chinese = "北京是中华人民共和国的首都，也是全国的政治和文化中心。" * 20
+    hits = [Hit("zh1", 1.0, "北京", chinese), Hit("zh2", 0.9, "首都", chinese),
+            Hit("en", 0.8, "Mill", "The mill stands on the river bank by the bridge.")]
+    packed = pack(hf, hits, budget_tokens=1200, per_passage=100)
+    assert [title for title, _ in packed] == ["北京", "首都", "Mill"]
+    assert packed[0][1].endswith(" ...") and packed[0][1][:20] == chinese[:20]
+    assert all(hf.count_tokens(f"Title: {t}\n{x}") <= 100 for t, x in packed)
+
+
+def test_a_question_filling_the_context_leaves_room_for_passages(hf):
+    """A question as long as the context used to push every passage out before it was cut
+    itself, so retrieval answered closed book; it is now cut to half the room first."""
+    from searchagent.prompts import reading_messages
+    from searchagent.strategies.context import fit_prompt
+
+    question = "Where is the mill? " + "Tell me about the old river towns and mills. " * 25
+    passages = [(f"Page {i}", "The mill stands on the river bank by the bridge. " * 20)
+                for i in range(3)]
+    build = lambda q, p: reading_messages(q, p, shots=0)      # noqa: E731
+    messages, cut = fit_prompt(hf, build, question, passages, 8)
+    assert cut["prompt_tokens"] + 8 <= 256 and cut["passages"] >= 1
+    user = next(m["content"] for m in messages if m["role"] == "user")
+    assert cut["question_chars"] < len(question) and "Title: Page 0" in user
+    assert hf.count_tokens(user.split("Question:")[0]) > 40
