@@ -18,6 +18,7 @@ from typing import Sequence
 from searchagent.errors import BackendError, InputError
 from searchagent.generators.base import (GenRequest, GenResult, check_request, cut_at_stop,
                                          split_prefill)
+from searchagent.generators.prompt_pieces import marked, pieces
 from searchagent.models import gguf_path
 
 
@@ -60,13 +61,18 @@ class TransformersGenerator:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def prompt_tokens(self, messages: list[dict]) -> list[int]:
-        """The prompt's tokens as ``generate`` feeds them (chat template, then any prefill)."""
-        return self.tokenizer.encode(self._render(messages), add_special_tokens=False)
-
-    def _render(self, messages: list[dict]) -> str:
+        """The prompt's tokens as ``generate`` feeds them (chat template, then any prefill):
+        the template's control tokens, the messages' text as plain text."""
         conversation, prefill = split_prefill(messages)
-        return self.tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True) + prefill
+        parts = pieces(self._render(marked(conversation)), conversation, prefill)
+        if parts is None:        # a template that edits contents: render them in place
+            parts = [(self._render(conversation) + prefill, False)]
+        return [token for text, is_content in parts for token in self.tokenizer.encode(
+            text, add_special_tokens=False, split_special_tokens=is_content)]
+
+    def _render(self, conversation: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False,
+                                                  add_generation_prompt=True)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
         for i, request in enumerate(requests):
@@ -86,9 +92,9 @@ class TransformersGenerator:
     def _batch(self, requests: list[GenRequest], max_new: int,
                temperature: float) -> list[GenResult]:
         torch = self._torch
-        prompts = [self._render(request.messages) for request in requests]
-        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True,
-                                 add_special_tokens=False).to(self.device)
+        encoded = self.tokenizer.pad(
+            {"input_ids": [self.prompt_tokens(request.messages) for request in requests]},
+            padding=True, return_tensors="pt").to(self.device)
         for size in encoded["attention_mask"].sum(dim=1).tolist():
             if size + max_new > self.context_tokens:
                 raise InputError(f"prompt has {size} tokens; with max_new_tokens={max_new} it "

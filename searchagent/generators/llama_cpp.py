@@ -25,6 +25,7 @@ import numpy as np
 from searchagent.errors import BackendError, InputError
 from searchagent.generators.base import (GenRequest, GenResult, check_request, cut_at_stop,
                                          split_prefill)
+from searchagent.generators.prompt_pieces import marked, pieces
 from searchagent.models import gguf_path
 
 
@@ -64,10 +65,18 @@ class LlamaCppGenerator:
 
     # -- internals --------------------------------------------------------------------
     def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """The chat template's control tokens, the messages' text as plain text."""
         conversation, prefill = split_prefill(messages)
-        prompt, add_bos = self._format(conversation)
-        prompt += prefill
-        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        rendered, add_bos = self._format(marked(conversation))
+        parts = pieces(rendered, conversation, prefill)
+        if parts is None:        # a template that edits contents: render them in place
+            prompt, add_bos = self._format(conversation)
+            parts = [(prompt + prefill, False)]
+        tokens: list[int] = []
+        for i, (text, is_content) in enumerate(parts):    # BOS, when wanted, leads piece 0
+            tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos and i == 0,
+                                        special=not is_content)
+        return tokens
 
     def _generate_one(self, request: GenRequest, index: int) -> GenResult:
         tokens = self.prompt_tokens(request.messages)
