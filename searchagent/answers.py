@@ -13,7 +13,9 @@ ANSWER_PLACEHOLDER = "<short answer>"     # what the prompts' instruction shows 
 
 _MARKER = re.compile(r"(?:so\s+)?the\s+(?:final\s+)?answer\s+is\b\s*[:\-]?\s*",  # not "isn't"
                      re.IGNORECASE)
-_LEADING = re.compile(r"^(?:answer\s*:|a\s*:|final answer\s*:)\s*", re.IGNORECASE)
+_LEADING = re.compile(r"^(?:final\s+answer|answer|a)\s*[*_]*\s*:\s*[*_]*\s*", re.IGNORECASE)
+_WRAPPING = re.compile(r"^(?:[-*•]\s+|[*_`]+)+")    # bullets, markdown emphasis or code
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "`": "`"}
 _PERIOD = re.compile(r"(\S*)\.(?=\s|$)")
 _ABBREVIATION = re.compile(r"^(?:[A-Za-z]|(?:[A-Za-z]\.)+[A-Za-z])$")    # "J.", "U.S."
 # words a period does not end a sentence after (not "Yes", "No" or "Tom": an answer's end)
@@ -33,7 +35,7 @@ def _sentence_end(text: str) -> int:
     for match in _PERIOD.finditer(text):
         if 0 <= cjk < match.start():
             break
-        word = match.group(1).lstrip("\"'(")
+        word = match.group(1).lstrip("\"'(*_[`“‘«")
         number_next = text[match.end():].lstrip()[:1].isdigit()
         if word and not (_ABBREVIATION.match(word) or word in ABBREVIATIONS
                          or (word == "No" and number_next)):
@@ -68,16 +70,17 @@ def extract_answer(text: str) -> str:
 
 
 def clean_answer(span: str) -> str:
-    """First line, first sentence, no leading 'Answer:', no wrapping quotes or final period."""
+    """First line, first sentence, no leading bullet, markdown emphasis or 'Answer:', no
+    wrapping quotes (straight or curly) or final period."""
     span = span.strip()
     span = span.splitlines()[0].strip() if span else ""
-    span = _LEADING.sub("", span)
+    span = _LEADING.sub("", _WRAPPING.sub("", span))
     end = _sentence_end(span)
     if end >= 0:
         span = span[:end]
-    span = span.strip().strip("*").strip()
-    if len(span) >= 2 and span[0] == span[-1] and span[0] in "\"'":
-        span = span[1:-1]
+    span = span.strip().strip("*_`").strip()
+    if len(span) >= 2 and _QUOTES.get(span[0]) == span[-1]:
+        span = span[1:-1].strip()
     if _PLACEHOLDER.match(span):
         return ""
     return (span if _DOTTED.search(span) else span.rstrip(".")).strip()

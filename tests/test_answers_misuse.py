@@ -85,6 +85,20 @@ def test_short_answers_end_at_their_period_and_abbreviations_do_not():
     assert has_answer("The answer is: Oslo")
 
 
+def test_markdown_and_curly_quotes_around_an_answer_are_stripped():
+    """Emphasis or curly quotes hid an abbreviation ('**J' is not 'J'), so the answer was
+    cut after its first initial; '**Answer:** X' kept its label and curly quotes stayed."""
+    for text, answer in (("**J. K. Rowling**", "J. K. Rowling"),
+                         ("So the answer is: **St. Louis, Missouri**.", "St. Louis, Missouri"),
+                         ("*Mt. Everest*", "Mt. Everest"),
+                         ("So the answer is: “U.S. Navy”", "U.S. Navy"),
+                         ("**Answer:** Paris", "Paris"), ("Answer: **Paris**", "Paris"),
+                         ("- Paris", "Paris"), ("So the answer is: ‘Hey Jude’.", "Hey Jude"),
+                         ("So the answer is: `Oslo`", "Oslo"),
+                         ("So the answer is: -40", "-40")):
+        assert extract_answer(text) == answer, text
+
+
 def test_multi_does_not_stop_on_a_copied_placeholder():
     generator = Scripted(["Fact 0 is about a band.", "So the answer is: <short answer>",
                           "Tulsa"])

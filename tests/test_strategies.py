@@ -56,6 +56,9 @@ def test_hop_queries_add_bridge_entities():
     assert next_query("question", QUESTION, step, [hit]) == QUESTION
     assert next_query("step", QUESTION, step, [hit]) == step
     assert next_query("step", QUESTION, "", [hit]) == QUESTION
+    copied = "So the answer is: <short answer>"        # the instruction, copied: no query
+    assert next_query("step", QUESTION, copied, [hit]) == QUESTION
+    assert "short" not in next_query("bridge", QUESTION, copied, [hit])
     bridge = next_query("bridge", QUESTION, step, [hit])
     assert bridge.startswith(QUESTION) and "James Iha" in bridge
     with pytest.raises(ValueError, match="hop query"):

@@ -16,6 +16,7 @@ from searchagent.types import Hit
 
 MODES = ("question", "step", "question+step", "bridge")
 
+_PLACEHOLDER = re.compile(r"<\s*short\s+answer\s*>", re.IGNORECASE)   # copied instruction
 _QUOTED = re.compile(r"\"([^\"]{3,60})\"")
 _NAMED = re.compile(r"\b([A-Z][\w'\-]*(?:\s+(?:(?:of|the|de|von|van)\s+)?[A-Z][\w'\-]*)*)")
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
@@ -49,7 +50,7 @@ def bridge_entities(question: str, hits: list[Hit], limit: int = 4,
 
 def next_query(mode: str, question: str, step: str, new_hits: list[Hit]) -> str:
     """The query for the next hop; ``step`` is the latest reasoning sentence."""
-    step = step.replace(ANSWER_MARKER, " ").strip()
+    step = _PLACEHOLDER.sub(" ", step.replace(ANSWER_MARKER, " ")).strip()
     if mode == "question" or (mode == "step" and not step):
         return question
     if mode == "step":
