@@ -91,6 +91,8 @@ class AgentConfig:
     context_budget_tokens: int = bounded(1200, 1)
     hop_query: str = choice("bridge", "question", "step", "question+step")  # multi-hop query
     fewshot: int = bounded(1, 0)          # demos in the multi-hop reasoning prompt (train data)
+    # lambda where no trained policy has one: feedback without a policy, the demo's training
+    # (a trained policy serves at its own lambda unless a request gives one)
     lam: float = bounded(0.1, 0.0)
     policy_dir: str = ""
 

@@ -174,9 +174,22 @@ def test_ask_cli_auto_lets_the_trained_policy_pick(small_index, searcher, tmp_pa
     assert decision["kind"] == "policy" and decision["detail"]["policy"] == "cascade"
     assert decision["detail"]["ran"] == ["parametric", "single"]
     assert answer["strategy"] == "single" and answer["retrieval_calls"] == 1
-    bad = subprocess.run([sys.executable, "-m", "searchagent", "ask", str(small_index), "q",
-                          "-k", "0"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "field 'retrieval.k': must be >= 1" in bad.stderr
+    assert "lam_requested" not in decision["detail"]        # its trained lambda
+    dear = subprocess.run([sys.executable, "-m", "searchagent", "ask", str(small_index),
+                           QUESTION, "--json", "--lam", "0.3"], capture_output=True, text=True,
+                          timeout=600, env={**__import__("os").environ,
+                                            "SEARCHAGENT__AGENT__POLICY_DIR":
+                                                str(tmp_path / "cascade"),
+                                            "SEARCHAGENT__GENERATOR__MAX_NEW_TOKENS": "6",
+                                            "SEARCHAGENT__GENERATOR__THREADS": "1"})
+    assert dear.returncode == 0, dear.stderr               # ask had no way to give a lambda
+    assert json.loads(dear.stdout)["trace"][0]["detail"]["lam_requested"] == 0.3
+    for flags, message in ((["-k", "0"], "field 'retrieval.k': must be >= 1"),
+                           (["--strategy", "single", "--lam", "0.1"], "runs no policy"),
+                           (["--lam", "-1"], "field 'lam': must be a finite number")):
+        bad = subprocess.run([sys.executable, "-m", "searchagent", "ask", str(small_index),
+                              "q", *flags], capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
 
 
 def test_retrieval_only_ablation_runs_every_hop(searcher):

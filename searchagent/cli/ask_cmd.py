@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 from searchagent.config import load_config
+from searchagent.errors import InputError
 from searchagent.strategies.base import ARMS
 
 
@@ -23,6 +25,8 @@ def register(sub) -> None:
     ask.add_argument("-k", type=int, help="passages per retrieval (retrieval.k; multi "
                      "retrieves max(2, (k + 1) // 2) per hop)")
     ask.add_argument("--max-hops", type=int, help="hop limit for multi (agent.max_hops)")
+    ask.add_argument("--lam", type=float, help="cost of one retrieval call for auto's "
+                     "policy (default: the lambda it was trained at; the REST 'lam')")
     ask.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
     ask.set_defaults(func=run_ask)
 
@@ -35,16 +39,22 @@ def run_ask(args) -> int:
     from searchagent.strategies.factory import make_strategy
 
     require_text(args.question, "question")
+    if args.lam is not None and not (math.isfinite(args.lam) and args.lam >= 0):
+        raise InputError(f"must be a finite number >= 0, got {args.lam}", field="lam")
     config = load_config(args.config, cli={"retrieval": {"k": args.k},
                                            "agent": {"max_hops": args.max_hops}})
     name = args.strategy or config.agent.strategy
+    if args.lam is not None and name != "auto":
+        raise InputError(f"a lambda is for the policy, and --strategy {name} runs no policy",
+                         field="lam")
     searcher = Searcher(args.index_dir, config)
     try:
         generator = make_generator(config.generator)
         if name == "auto":
             agent = make_agent(searcher, generator, config)
             try:
-                answer = agent.answer(args.question, "auto")
+                answer = agent.answer(args.question, "auto",
+                                      None if args.lam is None else {"lam": args.lam})
             finally:
                 agent.close()
         else:
