@@ -87,7 +87,7 @@ class GeneratorConfig:
 @dataclass
 class AgentConfig:
     strategy: str = choice("auto", "parametric", "single", "multi")
-    max_hops: int = bounded(4, 1)
+    max_hops: int = bounded(4, 1, 8)     # as a REST request may ask (steps must fit the prompt)
     context_budget_tokens: int = bounded(1200, 1)
     hop_query: str = choice("bridge", "question", "step", "question+step")  # multi-hop query
     fewshot: int = bounded(1, 0)          # demos in the multi-hop reasoning prompt (train data)

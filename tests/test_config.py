@@ -43,6 +43,7 @@ def test_errors_name_the_source_and_field(tmp_path):
     ("command line", "server", "request_timeout_s", -1, "> 0"),
     ("environment", "retrieval", "k", "0", ">= 1"),
     ("environment", "agent", "max_hops", "0", ">= 1"),
+    ("command line", "agent", "max_hops", 30, "<= 8"),   # its steps overflowed the prompt
     ("environment", "index", "bm25_b", "1.5", "<= 1"),
 ])
 def test_numbers_out_of_range_are_refused_with_their_field(layer, section, key, value, rule):
