@@ -22,6 +22,7 @@ import inspect
 import io
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -106,12 +107,13 @@ def _read_lines(path: str, name: str, start: int = 0, end: int | None = None, fi
             with open(path, "rb") as raw_file:
                 raw_file.seek(start)
                 data = raw_file.read(end - start)
-            handle = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+            handle = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8",
+                                      errors="surrogateescape")     # see corpus.open_text
         with handle:
             for number, raw in enumerate(handle, start=first):
                 if raw.strip():
                     lines.append(number)
-                    raws.append(raw)
+                    raws.append(_escaped(raw))
                     if len(raws) == LINES_PER_BLOCK:
                         yield pa.table({"line": pa.array(lines, pa.int64()), "raw": raws})
                         lines, raws = [], []
@@ -121,6 +123,18 @@ def _read_lines(path: str, name: str, start: int = 0, end: int | None = None, fi
                         InputError(f"unreadable file: {exc}", path=name)))
     if raws:
         yield pa.table({"line": pa.array(lines, pa.int64()), "raw": raws})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(raw: str) -> str:
+    """``raw`` with each undecodable byte (a lone surrogate, as ``open_text`` reads it) as
+    its JSON escape: Arrow strings cannot hold one, and parsing the escape gives the same
+    text back, so the line fails in ``_parse_block`` exactly as it does locally."""
+    if raw.isascii():
+        return raw
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", raw)
 
 
 def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: int,

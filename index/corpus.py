@@ -22,12 +22,15 @@ from searchagent.types import Passage
 
 
 def open_text(path: str | Path) -> io.TextIOBase:
-    """Open a text file, transparently gunzipping ``*.gz``; errors name the file."""
+    """Open a text file, transparently gunzipping ``*.gz``; errors name the file. A byte
+    that is not UTF-8 arrives as a lone surrogate, so ``require_utf8`` names its line and
+    field (a strict decoder failed at a buffer offset, naming only the file)."""
     path = Path(path)
     try:
         if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-        return open(path, encoding="utf-8")
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8",
+                                    errors="surrogateescape")
+        return open(path, encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", path=str(path)) from exc
 

@@ -190,8 +190,11 @@ def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path, monk
             ({17: lines[3]}, r"line 18, field 'id': duplicate id", plain),
             ({17: '{"id": "x", "te'}, r"line 18: malformed JSON", plain),
             ({9: lines[2], 20: "[1]"}, r"line (10|21)", plain),      # the first of two
-            ({17: '{"id": "x#2", "text": "t"}'}, r"line 18, field 'id': 'x#2' ends in", chunked)):
-        corpus.write_text("\n".join(changes.get(i, line) for i, line in enumerate(lines)) + "\n")
+            ({17: '{"id": "x#2", "text": "t"}'}, r"line 18, field 'id': 'x#2' ends in", chunked),
+            ({17: '{"id": "x", "text": "caf\udce9"}'},              # a raw Latin-1 byte: a
+             r"line 18, field 'text': not valid UTF-8", plain)):   # traceback from Arrow
+        text = "\n".join(changes.get(i, line) for i, line in enumerate(lines)) + "\n"
+        corpus.write_bytes(text.encode("utf-8", "surrogateescape"))
         with pytest.raises(InputError, match=r"c\.jsonl, " + expected) as local:
             build_index(corpus, tmp_path / "idx", config)
         with pytest.raises(InputError) as remote:

@@ -100,6 +100,12 @@ def test_text_that_is_not_utf8_is_refused_with_its_line(tmp_path):
                     '"text": "t"}\n')
     with pytest.raises(InputError, match=r"c.jsonl, line 2, field 'title': not valid UTF-8"):
         list(read_corpus(path))
+    raw = tmp_path / "raw.jsonl.gz"                    # a Latin-1 byte, gzipped: the error
+    raw.write_bytes(__import__("gzip").compress(       # named a decode-buffer offset, no line
+        b"".join(b'{"id": "%d", "text": "fine"}\n' % i for i in range(3000))
+        + b'{"id": "b", "text": "caf\xe9"}\n'))
+    with pytest.raises(InputError, match=r"raw.jsonl.gz, line 3001, field 'text': not valid"):
+        list(read_corpus(raw))
     with pytest.raises(InputError, match=r"field 'query': not valid UTF-8 text \(character 10"):
         require_text("insomnia \udcff", "query")         # argv bytes that are not UTF-8
     with pytest.raises(InputError, match="empty question"):

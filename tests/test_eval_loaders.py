@@ -216,6 +216,10 @@ def test_a_lone_surrogate_escape_is_refused_where_it_is(tmp_path):
         load_dataset("nq", rows)
     rows.write_text('{"id": "a", "question": "fine \\ud83d\\ude00?", "answer": ["x"]}\n')
     assert load_dataset("nq", rows)[0].question == "fine \U0001F600?"   # a proper pair
+    rows.write_bytes(b'{"id": "a", "question": "q?", "answer": ["x"]}\n'
+                     b'{"id": "c", "question": "caf\xe9?", "answer": ["x"]}\n')   # raw Latin-1
+    with pytest.raises(InputError, match=r"line 2, field 'question': .*\(question id 'c'\)"):
+        load_dataset("nq", rows)
     listed = tmp_path / "l.json"
     listed.write_text(json.dumps([{"_id": "h1", "question": "q", "answer": "a",
                                    "context": [["T", ["ok", "bad \udfff"]]]}]))

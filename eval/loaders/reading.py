@@ -53,11 +53,20 @@ def read_records(path: str | Path) -> Iterator[tuple[Location, Any]]:
     records = _jsonl(text, name) if items is None else (   # JSON lines (a bare string or
         (Location(name, item=n, position=n), record)       # number is one line)
         for n, record in enumerate(items))
-    suspect = _SURROGATE_ESCAPE.search(text) is not None   # the only way to a lone surrogate
+    suspect = (_SURROGATE_ESCAPE.search(text) is not None      # the ways to a lone surrogate:
+               or not _encodes(text))                          # an escape, a byte not UTF-8
     for loc, record in records:
         if suspect:
             require_utf8_tree(record, with_record_id(loc, record))
         yield loc, record
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def require_utf8_tree(value: Any, loc: Location, field: str | None = None) -> None:
