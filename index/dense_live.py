@@ -19,6 +19,7 @@ import numpy as np
 from index.faiss_index import FaissIndex
 from index.files import durable_save, file_entry
 from searchagent.errors import IndexFormatError
+from searchagent.files import UNREADABLE
 from searchagent.types import SearchStats
 
 EMBEDDINGS = "dense/embeddings.npy"      # the build's vectors, rows 0..n-1
@@ -68,7 +69,7 @@ def load_deleted(folder: Path, info: dict, n_rows: int) -> np.ndarray:
     if entry:
         try:
             bits = np.load(folder / entry["file"], allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except UNREADABLE as exc:
             raise IndexFormatError(f"unreadable deleted mask {folder / entry['file']}: {exc}"
                                    ) from exc
         stored = np.unpackbits(bits, count=entry["rows"]).astype(bool)
@@ -82,7 +83,7 @@ def segment_vectors(folder: Path, info: dict):
         path = folder / segment["file"]
         try:
             vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except UNREADABLE as exc:
             raise IndexFormatError(f"unreadable dense segment {path}: {exc}") from exc
         if len(vectors) != segment["count"]:
             raise IndexFormatError(f"dense segment {path} holds {len(vectors)} vectors, the "
@@ -95,8 +96,11 @@ class StoredVectors:
     appended segments, memory-mapped; ``vectors[rows]`` gathers them as float32."""
 
     def __init__(self, folder: Path, info: dict):
-        self.parts = [(0, np.load(folder / EMBEDDINGS, mmap_mode="r", allow_pickle=False)),
-                      *segment_vectors(folder, info)]
+        try:
+            build = np.load(folder / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
+        except UNREADABLE as exc:
+            raise IndexFormatError(f"unreadable vectors {folder / EMBEDDINGS}: {exc}") from exc
+        self.parts = [(0, build), *segment_vectors(folder, info)]
         self.starts = np.array([first for first, _ in self.parts], dtype=np.int64)
         self.dim = int(self.parts[0][1].shape[1])
 

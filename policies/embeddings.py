@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from searchagent.errors import InputError
-from searchagent.files import write_atomically
+from searchagent.files import UNREADABLE, write_atomically
 
 
 def question_key(question: str) -> str:
@@ -35,7 +35,7 @@ class EmbeddingCache:
             with np.load(self.path, allow_pickle=False) as data:
                 stored = str(data["model"])
                 keys, vectors = data["keys"], data["vectors"]
-        except (OSError, KeyError, ValueError) as exc:
+        except UNREADABLE as exc:
             raise InputError(f"unreadable embedding cache: {exc}", path=str(self.path)) from exc
         if stored != self.model:
             raise InputError(f"embedding cache was built with {stored!r}, not {self.model!r}; "

@@ -13,8 +13,6 @@ serves queries, but cannot be updated in place (rebuild it to enable updates).
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
 from array import array
 from collections import Counter
 from pathlib import Path
@@ -26,6 +24,7 @@ from tqdm.auto import tqdm
 from retrievers.docstore import DocStore
 from retrievers.tokenize import tokenize
 from searchagent.errors import IndexFormatError
+from searchagent.files import UNREADABLE
 from searchagent.types import Hit
 
 
@@ -141,7 +140,7 @@ class BM25Index:
             terms = json.loads(path.read_text())
             path = folder / "params.json"
             params = json.loads(path.read_text())
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        except UNREADABLE as exc:
             raise IndexFormatError(f"BM25 index file corrupt or unreadable: {path}: {exc} "
                                    "(rebuild the index)") from exc
         if len(indptr) != len(terms) + 1 or indptr[-1] != len(indices) or len(indices) != len(data):

@@ -25,8 +25,6 @@ import json
 import os
 import re
 import shutil
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +34,13 @@ from index.files import durable_save, durable_write
 from retrievers.bm25 import BM25Index
 from retrievers.bm25_parts import Part, rows_dtype
 from searchagent.errors import IndexFormatError
+from searchagent.files import UNREADABLE
 from searchagent.files import fsync_dir, remove_durably
 
 FORMAT = 1
 BASE_FILES = ("postings.npz", "vocab.json", "params.json")
 _GENERATION_FILE = re.compile(r"\.?(?:seg|deleted|df|gen)-(\d+)(?:\.npy|\.json)?(\.tmp-\d+)?")
-_LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile,
-                zlib.error, json.JSONDecodeError, UnicodeDecodeError)
+_LOAD_ERRORS = UNREADABLE
 
 
 def write_json(path: Path, obj) -> None:

@@ -10,9 +10,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tokenize
 import uuid
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
+
+# what reading a damaged .npy / .npz / .json can raise (numpy parses an .npy header with
+# ``tokenize`` and ``ast``: a one-byte change there is a TokenError or a SyntaxError)
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, TypeError, SyntaxError,
+              tokenize.TokenError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError)
 
 
 def sibling_temp(path: str | Path) -> Path:

@@ -235,6 +235,11 @@ def test_corrupt_or_missing_files_give_a_clear_error(tmp_path):
         LiveBM25.open(folder, 1, verify="full")
     with pytest.raises(IndexFormatError, match="gen-5.json"):
         LiveBM25.open(folder, 5)
+    tf.write_bytes(original_tf)
+    header_end = original_rows.index(b"}")           # numpy tokenizes the header: a
+    rows.write_bytes(original_rows[:header_end] + b" " + original_rows[header_end + 1:])
+    with pytest.raises(IndexFormatError, match=r"seg-1/rows\.npy"):   # TokenError escaped
+        LiveBM25.open(folder, 1)
 
 
 def test_build_without_raw_counts_serves_queries_but_refuses_updates(tmp_path):

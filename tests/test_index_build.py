@@ -88,6 +88,14 @@ def test_truncated_or_corrupted_files_are_refused(tmp_path, small_index):
     (copy / "manifest.json").write_text("{broken")
     with pytest.raises(IndexFormatError, match="corrupt"):
         Searcher(copy)
+    damaged = tmp_path / "damaged"                   # one byte of an .npy header inside
+    shutil.copytree(small_index, damaged)            # the .npz: a tokenize traceback
+    postings = damaged / "bm25" / "postings.npz"
+    data = postings.read_bytes()
+    brace = data.index(b"}", data.index(b"{'descr'"))
+    postings.write_bytes(data[:brace] + b" " + data[brace + 1:])
+    with pytest.raises(IndexFormatError, match=r"bm25/postings\.npz"):
+        Searcher(damaged, verify="size").search("film director", 3, "bm25")
 
 
 def test_bm25_only_index_refuses_dense_search(tmp_path, small_corpus):

@@ -37,7 +37,7 @@ from index.manifest import check_files as check_file_table
 from index.spann.builder import FORMAT, FORMAT_VERSION, META
 from index.spann.postings import CAPACITY, COUNT, DEAD, NBYTES, OFFSET, PAGE, posting_crc
 from searchagent.errors import IndexFormatError
-from searchagent.files import fsync_dir
+from searchagent.files import UNREADABLE, fsync_dir
 
 _GEN_FILE = re.compile(r"(gen|table|heads|versions|postings)-(\d+)\.(json|npy|faiss|bin)")
 
@@ -116,7 +116,7 @@ def load(folder: Path, n: int, verify: str) -> dict:
         table = np.load(folder / names["table"], allow_pickle=False)
         heads = np.load(folder / names["heads"], allow_pickle=False)
         versions = np.load(folder / names["versions"], allow_pickle=False)
-    except ValueError as exc:
+    except UNREADABLE as exc:
         raise IndexFormatError(f"{folder}: unreadable generation {n} array: {exc}") from exc
     graph = None
     if hnsw:

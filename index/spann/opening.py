@@ -21,6 +21,7 @@ from index.spann import generations
 from index.spann.builder import FORMAT, FORMAT_VERSION, META
 from index.spann.postings import CAPACITY, DEAD, PAGE, posting_bytes
 from searchagent.errors import IndexFormatError
+from searchagent.files import UNREADABLE
 
 REQUIRED = ("postings.bin", "table.npy", "heads.npy")
 
@@ -114,7 +115,7 @@ def load_snapshot(folder: str | Path, generation: int | None = None,
     try:
         table = np.load(folder / "table.npy", allow_pickle=False)
         heads = np.load(folder / "heads.npy", allow_pickle=False)
-    except ValueError as exc:
+    except UNREADABLE as exc:
         raise IndexFormatError(f"{folder}: unreadable table/heads array: {exc}") from exc
     check_table(folder, meta, table, heads)
     graph = None
