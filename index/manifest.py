@@ -123,6 +123,19 @@ def verify_index(folder: str | Path, mode: str = "full") -> dict:
     return manifest
 
 
+def verify_whole_index(folder: str | Path, mode: str = "full") -> dict:
+    """``verify_index``, then what a component checks itself when opened: a SPANN posting
+    file the manifest lists as append-only (the build region's sha256, each later
+    posting's crc32). What ``index info`` and ``index recover`` report."""
+    manifest = verify_index(folder, mode)
+    index = manifest.get("components", {}).get("dense", {}).get("index", {})
+    if index.get("kind") == "spann":
+        from index.spann.opening import load_snapshot    # it imports this module
+
+        load_snapshot(Path(folder) / "dense" / "spann", index.get("generation", 0), mode)
+    return manifest
+
+
 HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
 _TEMP = re.compile(r"\.(tmp|old)-(\d+)(?:-\d+)?(?:-(.+))?")
 

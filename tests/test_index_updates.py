@@ -292,3 +292,25 @@ def test_no_update_commits_on_top_of_a_missing_segment(index_dir, pool):
     with pytest.raises(IndexFormatError, match=f"index file missing: .*{segment.name}"):
         LivingIndex(index_dir)
     assert json.loads((index_dir / "manifest.json").read_text())["generation"] == 1
+
+
+def test_info_and_recover_check_what_search_checks(index_dir, pool, tmp_path, capsys):
+    """A byte flipped in SPANN's posting file (append-only, so the manifest lists only its
+    size) passed ``index info --verify full`` and ``recover``; search then refused it."""
+    write_jsonl(tmp_path / "one.jsonl", pool[BASE:BASE + 1])
+    for updated in (False, True):
+        copy = tmp_path / f"copy-{updated}"
+        shutil.copytree(index_dir, copy)
+        if updated:
+            assert main(["index", "add", str(copy), str(tmp_path / "one.jsonl")]) == 0
+        spann = copy / "dense" / "spann" / "postings.bin"
+        damaged = spann if spann.exists() else copy / "dense" / "faiss.index"
+        data = bytearray(damaged.read_bytes())
+        data[len(data) // 3] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        capsys.readouterr()
+        assert main(["index", "info", str(copy), "--verify", "full"]) == 2
+        assert damaged.name in capsys.readouterr().err
+        assert main(["index", "recover", str(copy)]) == 2
+        assert "damaged" in capsys.readouterr().err
+        assert main(["index", "info", str(copy), "--verify", "size"]) == 0

@@ -110,9 +110,9 @@ def refuse_ignored_flags(args, cfg) -> None:
 
 def run_info(args) -> int:
     from index.journal import JOURNAL
-    from index.manifest import built_index_config, verify_index
+    from index.manifest import built_index_config, verify_whole_index
 
-    manifest = verify_index(args.index_dir, args.verify)
+    manifest = verify_whole_index(args.index_dir, args.verify)
     if (Path(args.index_dir) / JOURNAL).exists():
         print(f"searchagent: an update of {args.index_dir} died before it committed; the "
               f"next update rolls it back, or run: searchagent index recover {args.index_dir}",

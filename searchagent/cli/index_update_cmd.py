@@ -96,7 +96,7 @@ def run_recover(args) -> int:
     """Roll back an unfinished update, then check the committed generation: recover cannot
     repair a committed file, so a damaged one is an error naming it."""
     from index.living import LivingIndex
-    from index.manifest import verify_index
+    from index.manifest import verify_whole_index
     from searchagent.errors import IndexFormatError
 
     with LivingIndex(args.index_dir, discard_damaged_journal=True) as index:
@@ -104,7 +104,7 @@ def run_recover(args) -> int:
     done = (f"rolled back an unfinished update to committed generation {generation}"
             if recovered else "nothing to recover (no unfinished update)")
     try:
-        verify_index(args.index_dir, args.verify)
+        verify_whole_index(args.index_dir, args.verify)
     except IndexFormatError as exc:
         raise IndexFormatError(f"{done}, but committed generation {generation} is damaged: "
                                f"{exc}; recover cannot repair it, rebuild the index") from None
