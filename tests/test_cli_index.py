@@ -116,7 +116,7 @@ def test_flags_a_build_or_demo_would_ignore_are_refused_up_front(tmp_path, small
             in result.stderr and not out.exists(), result.stderr
 
 
-def test_index_faiss_on_the_command_line_beats_spann_in_the_config_file(tmp_path):
+def test_index_flags_beat_the_config_file_and_its_components_count_without_flags(tmp_path):
     """``--index faiss`` with ``index.faiss = "spann"`` in the config file built SPANN: the
     flag was dropped, though flags override the file."""
     corpus = tmp_path / "tiny.jsonl"
@@ -128,6 +128,9 @@ def test_index_faiss_on_the_command_line_beats_spann_in_the_config_file(tmp_path
     cli("index", "build", corpus, "--out", out, "--index", "faiss", "--config", config)
     index = json.loads((out / "manifest.json").read_text())["components"]["dense"]["index"]
     assert (index["kind"], index.get("factory")) == ("faiss", "Flat"), index
+    config.write_text("[index]\ndense = false\n")     # no --bm25 / --dense flag: the file
+    cli("index", "build", corpus, "--out", out, "--overwrite", "--config", config)  # decides
+    assert list(json.loads((out / "manifest.json").read_text())["components"]) == ["bm25"]
 
 
 def test_recover_says_what_it_found_and_fails_on_a_damaged_committed_index(tmp_path,

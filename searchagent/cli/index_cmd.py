@@ -60,10 +60,10 @@ def register(sub) -> None:
 def run_build(args) -> int:
     from index.build import build_index
 
-    both = not args.bm25 and args.dense is None
+    chosen = args.bm25 or args.dense is not None    # else index.bm25 / index.dense decide
     cli = {"index": {
-        "bm25": True if both else args.bm25,
-        "dense": True if both else args.dense is not None,
+        "bm25": args.bm25 if chosen else None,
+        "dense": args.dense is not None if chosen else None,
         "dense_model": args.dense,
         "faiss": "spann" if args.index == "spann" else args.faiss,
         "dtype": args.dtype, "chunk_words": args.chunk_words,
