@@ -16,8 +16,10 @@ from pathlib import Path
 from searchagent.errors import InputError
 from searchagent.files import write_atomically
 
-# settings that do not change a row's outcome: a resumed run may differ in them
-UNRECORDED = ("config.generator.threads", "config.server", "systems")
+# settings that do not change a row's outcome: a resumed run may differ in them (the
+# database's own path: a database copied or moved resumes its runs)
+UNRECORDED = ("config.generator.threads", "config.server", "db")
+UNION = ("systems", "policies")     # a resumed run may add systems: compared where shared
 
 
 def record_run(store, db, run: str, folder: Path, settings: dict, force: bool) -> None:
@@ -68,8 +70,12 @@ def write_run_config(folder: Path, settings: dict, force: bool,
     if old is not None and "datasets" in old:
         old = {**old, "datasets": absolute_specs(old["datasets"], old.get("cwd") or ".")}
     if old is not None:
+        shared = set(old.get("policies", {})) & set(settings.get("policies", {}))
         changed = [key for key in differences(
-                   {k: v for k, v in old.items() if k in settings}, settings)
+                   {k: v for k, v in old.items() if k in settings and k not in UNION},
+                   {k: v for k, v in settings.items() if k not in UNION})
+                   + differences({k: old["policies"][k] for k in shared},
+                                 {k: settings["policies"][k] for k in shared}, "policies")
                    if not key.startswith(UNRECORDED)]
         if changed and not force:
             where = "its database" if recorded is not None else str(path)
@@ -82,7 +88,9 @@ def write_run_config(folder: Path, settings: dict, force: bool,
                   f"written keep the old settings (in {path}, 'superseded')", file=sys.stderr)
             superseded = [*superseded, {k: v for k, v in old.items() if k != "superseded"}]
         settings = {**settings, "systems": list(dict.fromkeys(
-            [*old.get("systems", []), *settings["systems"]]))}
+            [*old.get("systems", []), *settings["systems"]])),
+            **({"policies": {**old.get("policies", {}), **settings["policies"]}}
+               if "policies" in settings else {})}
     folder.mkdir(parents=True, exist_ok=True)
     record = {**settings, "command": shlex.join(["searchagent", *sys.argv[1:]]),
               "cwd": os.getcwd(), **({"superseded": superseded} if superseded else {})}

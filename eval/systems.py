@@ -3,6 +3,7 @@ trained policy. Everything returned has ``run(question, ctx) -> Answer``."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 from pathlib import Path
@@ -47,3 +48,10 @@ def make_policy_system(policy_dir: str, searcher, generator, config: Config):
 def policy_label(policy_dir: str) -> str:
     """How a policy system is named in the results table."""
     return f"policy:{Path(policy_dir).resolve().name}"
+
+
+def policy_fingerprint(policy_dir: str) -> str | None:
+    """sha256 of the policy's ``policy.json`` (which holds its arrays' sha256s): a run
+    resumed with another policy under the same label is refused (None: no policy there)."""
+    path = Path(policy_dir) / "policy.json"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -174,6 +175,28 @@ def test_a_resumed_run_names_what_changed_and_force_keeps_the_old_settings(tmp_p
     assert recorded["superseded"][0]["config"]["retrieval"]["k"] == 2
 
 
+def test_a_resumed_run_compares_its_policies_and_not_the_database_path(tmp_path):
+    """Another policy folder of the same name (or one retrained in place) resumed a run and
+    its rows were credited to the old policy; a copied database refused every resume."""
+    from eval.run_settings import write_run_config
+
+    def settings(policies: dict, db: str) -> dict:
+        return {"config": {}, "datasets": ["d:x.jsonl"], "limit": 2, "db": db,
+                "systems": ["single", *policies], "policies": policies}
+
+    folder = tmp_path / "run"
+    write_run_config(folder, settings({"policy:p": "aaa"}, "/x/runs.duckdb"), force=False)
+    write_run_config(folder, settings({"policy:p": "aaa"}, "/y/copy.duckdb"), force=False)
+    write_run_config(folder, settings({"policy:q": "ccc"}, "/y/copy.duckdb"), force=False)
+    recorded = json.loads((folder / "config.json").read_text())   # added systems: a union
+    assert recorded["policies"] == {"policy:p": "aaa", "policy:q": "ccc"}
+    with pytest.raises(InputError, match=r"different policies\.policy:p \("):
+        write_run_config(folder, settings({"policy:p": "bbb"}, "/x/runs.duckdb"), force=False)
+    old_record = {"config": {}, "datasets": ["d:x.jsonl"], "limit": 2, "systems": ["single"]}
+    write_run_config(tmp_path / "old", old_record, force=False)   # recorded before policies
+    write_run_config(tmp_path / "old", settings({}, "/x/runs.duckdb"), force=False)
+
+
 def test_one_dataset_file_named_relatively_or_absolutely_is_the_same_setting(tmp_path,
                                                                              monkeypatch):
     """`--dataset d:x.jsonl` resumed as `d:/abs/x.jsonl` (or from another directory) was
@@ -194,6 +217,32 @@ def test_one_dataset_file_named_relatively_or_absolutely_is_the_same_setting(tmp
     write_run_config(folder, settings("d:../x.jsonl"), force=False)
     with pytest.raises(InputError, match="different datasets"):
         write_run_config(folder, settings("d:x.jsonl"), force=False)   # sub/x.jsonl
+
+
+def test_a_run_resumed_with_another_policy_of_its_name_is_refused(bm25_index, tmp_path,
+                                                                  capsys):
+    """Systems were recorded by label alone (``policy:<folder name>``), so another policy
+    folder named alike resumed the run and its rows were credited to the first; a copy of
+    the database refused to resume at all (its old path was a compared setting)."""
+    from policies.persistence import save_policy
+    from retrievers.encoder import Encoder
+    from tests.policy_data import retrieve_once_cascade
+
+    encoder = Encoder("default")
+    save_policy(retrieve_once_cascade(encoder), tmp_path / "a" / "p")
+    save_policy(retrieve_once_cascade(encoder, confidence=True), tmp_path / "b" / "p")
+    args = ["eval", "run", "--dataset", f"sample:{QUESTIONS}", "--index", str(bm25_index),
+            "--policy", str(tmp_path / "a" / "p"), "--max-new-tokens", "2", "--threads", "1",
+            "--limit", "1", "--run", "pol", "--db", str(tmp_path / "runs.duckdb"),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert main(args) == 0
+    args[args.index("--policy") + 1] = str(tmp_path / "b" / "p")
+    assert main(args) == 2
+    assert "different policies.policy:p" in capsys.readouterr().err
+    shutil.copy(tmp_path / "runs.duckdb", tmp_path / "copy.duckdb")
+    args[args.index("--policy") + 1] = str(tmp_path / "a" / "p")
+    args[args.index("--db") + 1] = str(tmp_path / "copy.duckdb")
+    assert main(args) == 0 and "0 rows written" in capsys.readouterr().out
 
 
 def test_shards_of_one_run_split_its_questions(bm25_index, tmp_path, capsys):

@@ -135,7 +135,7 @@ def _setup(args, systems: list[str]):
     examples = interleave(groups)
     settings = {"config": config.public_dict(), "datasets": args.dataset, "systems": systems,
                 "index": str(Path(args.index).resolve()), "limit": args.limit,
-                "seed": args.seed, "db": str(Path(args.db).resolve())}
+                "seed": args.seed, "db": str(Path(args.db).resolve())}   # db: not compared
     return config, examples, settings
 
 
@@ -172,8 +172,8 @@ def _finish(summary, db: str) -> int:
 def run_eval(args) -> int:
     from eval.runner import evaluate
     from eval.store import RunStore
-    from eval.systems import (make_policy_system, make_strategy_system, policy_label,
-                              strategy_names)
+    from eval.systems import (make_policy_system, make_strategy_system, policy_fingerprint,
+                              policy_label, strategy_names)
 
     names = strategy_names(args.strategy)
     policies = args.policy or []
@@ -186,6 +186,8 @@ def run_eval(args) -> int:
                          "folder's name); give each policy folder its own name",
                          field="policy")
     config, examples, settings = _setup(args, labels)
+    settings["policies"] = {label: policy_fingerprint(path)
+                            for path, label in zip(policies, labels[len(names):])}
     searcher, generator = _open(args, config)
     systems = {n: make_strategy_system(n, searcher, generator, config) for n in names}
     for path, label in zip(policies, labels[len(names):]):
