@@ -24,7 +24,7 @@ from typing import Iterable
 
 from eval.arm_import_db import write_import
 from eval.metrics import answer_scores
-from searchagent.errors import InputError, json_lines
+from searchagent.errors import InputError, json_lines, require_utf8
 from searchagent.strategies.base import ARMS
 
 PREFIX_ARMS = {"nor": "parametric", "oner": "single", "ircot": "multi"}
@@ -141,6 +141,8 @@ def _read_arm(prediction: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
         if not isinstance(answer, str):
             raise InputError(f"prediction must be a string, got {type(answer).__name__}",
                              path=str(prediction), field=qid)
+        require_utf8(qid, "qid", str(prediction))     # a JSON-escaped lone surrogate: no
+        require_utf8(answer, qid, str(prediction))    # file or qid in DuckDB's refusal
         gold = golds.get(qid)
         gold = [gold] if isinstance(gold, str) else gold
         if isinstance(gold, list) and all(isinstance(g, str) for g in gold):
@@ -148,6 +150,8 @@ def _read_arm(prediction: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
         if not isinstance(gold, list) or not gold or not all(isinstance(g, str) for g in gold):
             raise InputError("prediction has no gold answer (need a non-empty list of "
                              "non-blank strings)", path=str(gold_path), field=qid)
+        for text in gold:
+            require_utf8(text, qid, str(gold_path))
         golds[qid] = gold
     extra = sorted(set(golds) - set(preds))
     if extra:
@@ -194,6 +198,8 @@ def load_questions(path: Path) -> dict[tuple[str, str], str]:
                 raise InputError("need dataset, qid and question", path=str(path),
                                  line=number, field=name)
         key, question = (str(record["dataset"]), str(record["qid"])), str(record["question"])
+        for name, value in (("dataset", key[0]), ("qid", key[1]), ("question", question)):
+            require_utf8(value, name, str(path), number)
         if out.setdefault(key, question) != question:
             raise InputError(f"a second, different question for dataset {key[0]!r} qid "
                              f"{key[1]!r} (the first: {out[key]!r})", path=str(path),

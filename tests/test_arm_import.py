@@ -196,6 +196,22 @@ def _blank_gold(root, q):    # scored an empty prediction EM 1 (and F1 0)
     path.write_text(json.dumps({**json.loads(path.read_text()), "single_nq_dev_1": [" "]}))
 
 
+def _surrogate_prediction(root, q):    # DuckDB's refusal named no file or qid
+    path = root / folder_name("nor", "nq") / json_name("prediction", "nq")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "single_nq_dev_1": "a\ud800"}))
+
+
+def _surrogate_gold(root, q):
+    path = root / folder_name("oner", "nq") / json_name("ground_truth", "nq")
+    path.write_text(json.dumps({**json.loads(path.read_text()),
+                                "single_nq_dev_1": ["ok", "b\udfff"]}))
+
+
+def _surrogate_question(root, q):
+    q.write_text(q.read_text().replace('"single_nq_dev_1", "question": "',
+                                       '"single_nq_dev_1", "question": "\\ud800', 1))
+
+
 def _drop_steps(root, q):
     (root / folder_name("ircot", "nq") / "stepNum.json").unlink()
 
@@ -223,6 +239,9 @@ def _arm_lacks_qid(root, q):
     (_garble, json_name("prediction", "hotpotqa"), None),
     (_drop_gold, json_name("ground_truth", "nq"), "single_nq_dev_1"),
     (_blank_gold, json_name("ground_truth", "nq"), "single_nq_dev_1"),
+    (_surrogate_prediction, json_name("prediction", "nq"), "single_nq_dev_1"),
+    (_surrogate_gold, json_name("ground_truth", "nq"), "single_nq_dev_1"),
+    (_surrogate_question, "questions.jsonl", "question"),
     (_drop_steps, folder_name("ircot", "nq"), "multi-steps"),
     (_steps_missing_qid, "stepNum.json", "single_nq_dev_2"),
     (_duplicate_folder, "test", None),
