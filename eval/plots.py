@@ -32,7 +32,7 @@ def _slug(text: str) -> str:
 
 def quality_plots(table: list["SystemSummary"], out: Path) -> list[Path]:
     """Per dataset: EM and F1 against steps and against seconds per question."""
-    paths = []
+    paths, used = [], set()
     for dataset in sorted({s.dataset for s in table}):
         rows = [s for s in table if s.dataset == dataset]
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -56,7 +56,12 @@ def quality_plots(table: list["SystemSummary"], out: Path) -> list[Path]:
             ax.legend(fontsize=8)
         fig.suptitle(f"{dataset}: quality vs cost (dashed: Pareto front)")
         fig.tight_layout()
-        path = out / f"quality_{_slug(dataset)}.png"
+        name, n = f"quality_{_slug(dataset)}", 1
+        while name.lower() in used:      # 'x.y' and 'x_y' (or 'X') would share a file
+            n += 1
+            name = f"quality_{_slug(dataset)}-{n}"
+        used.add(name.lower())
+        path = out / f"{name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

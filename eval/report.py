@@ -245,7 +245,10 @@ def write_report(db: str | Path | list, runs: list[str], out: str | Path,
     from eval.plots import arm_plot, quality_plots
 
     rows = load_rows(db, runs)          # an unknown run or baseline fails before ``out``
-    rows = common_questions(rows) if common else rows
+    if common and rows and not (rows := common_questions(rows)):
+        raise InputError("--common: no question was answered by every system (of "
+                         f"{', '.join(runs)}); leave --common out or report runs that share "
+                         "questions", field="common")
     differences = paired_differences(rows, baseline) if baseline else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,22 @@ def test_paired_differences_against_a_baseline(tmp_path):
     mean, low, high = (float(v) for v in cells[3].replace("[", "").replace("]", "")
                        .replace(",", "").split())
     assert mean == pytest.approx(25.0) and 0 < low < mean < high and cells[6] == "+1.00"
+
+
+def test_common_with_no_shared_question_and_look_alike_dataset_names(tmp_path):
+    """``--common`` over runs sharing no question wrote an empty report and exit 0; datasets
+    named 'x.y' and 'x_y' wrote one plot file, the second overwriting the first."""
+    db = tmp_path / "arms.duckdb"
+    with RunStore(db) as store:
+        store.insert("arm_outcomes", arm_row("a", "1", "parametric", 1.0, 0))
+        store.insert("arm_outcomes", arm_row("b", "2", "parametric", 0.0, 0))
+        for dataset in ("x.y", "x_y"):
+            store.insert("arm_outcomes", {**arm_row("c", "1", "single", 1.0, 1),
+                                          "dataset": dataset})
+    with pytest.raises(InputError, match="no question was answered by every system"):
+        write_report(db, ["a", "b"], tmp_path / "none", common=True)
+    assert not (tmp_path / "none").exists()
+    report = write_report(db, ["c"], tmp_path / "report")
+    plots = sorted(p.name for p in (tmp_path / "report").glob("quality_x*.png"))
+    assert plots == ["quality_x_y-2.png", "quality_x_y.png"]
+    assert all(name in report.read_text() for name in plots)
