@@ -65,11 +65,11 @@ class LiveSearcher:
         with self.using() as searcher:
             return searcher.search(query, k, mode)
 
-    def retriever(self, mode: str | None = None) -> "FollowingRetriever":
+    def retriever(self, mode: str | None = None, windows: bool = True) -> "FollowingRetriever":
         """A retriever that searches the generation current at each call: strategies keep
-        theirs for the server's lifetime."""
+        theirs for the server's lifetime (``windows``: as ``Searcher.retriever``)."""
         self.current.retriever(mode)          # an unknown mode fails now, not per request
-        return FollowingRetriever(self, mode)
+        return FollowingRetriever(self, mode, windows)
 
     def add(self, passages: Iterable[Passage]) -> dict:
         return self._update(lambda: self.writer.add(passages))
@@ -124,17 +124,17 @@ class LiveSearcher:
 class FollowingRetriever:
     """Retriever protocol over ``live.current.retriever(mode)``, looked up per search."""
 
-    def __init__(self, live: LiveSearcher, mode: str | None):
-        self.live, self.mode = live, mode
+    def __init__(self, live: LiveSearcher, mode: str | None, windows: bool = True):
+        self.live, self.mode, self.windows = live, mode, windows
 
     def search(self, query: str, k: int, *, budget: dict | None = None):
         with self.live.using() as searcher:
-            return searcher.retriever(self.mode).search(query, k, budget=budget)
+            return searcher.retriever(self.mode, self.windows).search(query, k, budget=budget)
 
     def search_with_stats(self, query: str, k: int, *, budget: dict | None = None,
                           exclude=()):
         """The current retriever's own stats (a collapse's ``windows_dropped``) where it
         has them; else its hits, ``exclude`` rows left out."""
         with self.live.using() as searcher:
-            return search_with_stats(searcher.retriever(self.mode), query, k,
+            return search_with_stats(searcher.retriever(self.mode, self.windows), query, k,
                                      budget=budget, exclude=exclude)

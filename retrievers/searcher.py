@@ -97,12 +97,13 @@ class Searcher:
                               _search_params(self.components["dense"]["index"],
                                              self.config.retrieval))
 
-    def retriever(self, mode: str | None = None) -> Retriever:
+    def retriever(self, mode: str | None = None, windows: bool = True) -> Retriever:
         """The ``mode`` retriever, keeping at most ``windows_per_doc`` windows of one
-        document where the index has windows."""
+        document where the index has windows (``windows=False``: every window, for a
+        caller that fuses first and collapses after)."""
         found = self._retriever(mode)
-        return CollapsingRetriever(found, self.windows_per_doc) if self.windows_per_doc \
-            else found
+        return CollapsingRetriever(found, self.windows_per_doc) \
+            if self.windows_per_doc and windows else found
 
     def check_mode(self, mode: str | None) -> str:
         """``mode`` (default: the config's) once this index can serve it, else an

@@ -9,8 +9,9 @@ hits remain (at most ``ROUNDS`` searches, each ``GROWTH`` times deeper; none onc
 search was cut or its time is up), like a search engine's field collapsing, or Pyserini's
 MaxP over a segmented corpus. A search that cannot go deeper (IVF's ``nprobe``, SPANN's
 postings, the funnel's candidates) is topped up, after the documents it found, with the
-best windows it left out: never fewer hits than without collapsing. It sits under the
-scheduler, so one search is one retrieval however deep it went. Each search collapses
+best windows it left out (``top_up``): never fewer hits than without collapsing. It sits
+under the scheduler, so one search is one retrieval however deep it went; a served hybrid
+search fuses its parts' windows in the scheduler and collapses them there. Each search collapses
 on its own: a later multi-hop hop may bring another window of a document an earlier hop
 found (never the same one: those rows are excluded).
 """
@@ -71,13 +72,22 @@ class CollapsingRetriever:
                 break                                       # enough, the end, or no time
             depth *= GROWTH
         hits, stats, kept = best
-        rank = {id(hit): n for n, hit in enumerate(hits)}
-        kept = kept[:k]
-        if len(kept) < k:       # a bounded search (IVF's nprobe, SPANN's postings, the
-            shown = {id(hit) for hit in kept}       # funnel's candidates, a cut): never
-            kept += [hit for hit in hits if id(hit) not in shown][:k - len(kept)]  # fewer
-        last = max((rank[id(hit)] for hit in kept), default=-1)
-        stats = {**stats, "windows_dropped": last + 1 - len(kept)}
+        kept, dropped = top_up(hits, kept, k)
+        stats = {**stats, "windows_dropped": dropped}
         if partial:
             stats["partial"] = True
         return kept, stats
+
+
+def top_up(hits: list[Hit], kept: list[Hit], k: int) -> tuple[list[Hit], int]:
+    """The first ``k`` of ``kept`` (``collapse(hits, ...)``), topped up when fewer with the
+    best windows it left out (a bounded search: IVF's nprobe, SPANN's postings, the
+    funnel's candidates, a cut: never fewer hits than without collapsing); and how many
+    windows ranked above the last hit returned were left out."""
+    rank = {id(hit): n for n, hit in enumerate(hits)}
+    kept = kept[:k]
+    if len(kept) < k:
+        shown = {id(hit) for hit in kept}
+        kept += [hit for hit in hits if id(hit) not in shown][:k - len(kept)]
+    last = max((rank[id(hit)] for hit in kept), default=-1)
+    return kept, last + 1 - len(kept)

@@ -194,3 +194,30 @@ def test_a_bounded_ann_search_is_topped_up_not_cut_short(tmp_path):
     first = [pid.split("#")[0] for pid in found[1]]
     distinct = list(dict.fromkeys(first))
     assert first[:len(distinct)] == distinct        # every document once, then the rest
+
+
+def test_served_hybrid_fuses_windows_then_collapses_as_the_cli_does(tmp_path):
+    """Under the scheduler each part collapsed its own windows before the fusion, so a
+    document whose best BM25 and best dense windows differ was never rewarded for both
+    (59 of 60 questions ranked otherwise than ``search``), and k could come back short."""
+    from searchagent.generators.llama_cpp import LlamaCppGenerator
+    from searchagent.scheduler import ScheduledSearcher, Scheduler, SchedulerOptions
+    from searchagent.scheduler.session import Session
+
+    cfg = Config().updated({"index": {"chunk_words": 50},
+                            "retrieval": {"mode": "hybrid", "windows_per_doc": 1}}, "test")
+    build_index(corpus(tmp_path / "c.jsonl", ["b", "c", "d", "e"]), tmp_path / "idx", cfg)
+    searcher = Searcher(tmp_path / "idx", cfg)
+    scheduler = Scheduler(LlamaCppGenerator(threads=1, context_tokens=512),
+                          SchedulerOptions(non_stall=False))
+    scheduled = ScheduledSearcher(searcher, scheduler)
+    try:
+        for n, (query, k) in enumerate([(q, k) for q in ("zephyrine", "old mill bridge",
+                                                         "river number 7") for k in (3, 8, 40)]):
+            expected = [hit.id for hit in searcher.search(query, k, "hybrid")]
+            served = scheduler.submit(Session(id=f"s{n}"), lambda session: [
+                hit.id for hit in scheduled.search(query, k, "hybrid")]).result(timeout=60)
+            assert served == expected and len(served) == k, (query, k)
+    finally:
+        scheduler.stop()
+        searcher.close()

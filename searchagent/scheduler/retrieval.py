@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Any, Collection
 
 from retrievers.hybrid import rrf_fuse
-from retrievers.windows import collapse
+from retrievers.windows import FIRST_FETCH, collapse, top_up
 from searchagent.errors import InputError, require_text
 from searchagent.scheduler.session import SessionCancelled
 from searchagent.types import Hit, search_with_stats
@@ -62,7 +62,8 @@ class NonStallRetriever:
                        default=None)
         handle = self.scheduler.retrieval_begin(session)
         sub_budget = {**budget, "cancel": handle.cancel, "deadline": deadline}
-        depth = k if len(self.parts) == 1 else max(k, self.depth)
+        depth = k if len(self.parts) == 1 else max(k * FIRST_FETCH if self.windows_per_doc
+                                                   else k, self.depth)
         start = time.monotonic()
         futures = {self.scheduler.retrieval_pool.submit(search_with_stats, part, query, depth,
                                                         budget=sub_budget,
@@ -94,12 +95,13 @@ class NonStallRetriever:
             hits = hits[:k]
         else:
             rankings = [h for _, h, _ in finished]
-            if self.windows_per_doc:       # each part kept its limit; the fusion may not
-                fused = rrf_fuse(rankings, sum(map(len, rankings)), self.rrf_k)
-                hits = collapse(fused, self.windows_per_doc)[:k]
+            stats = {}
+            if self.windows_per_doc:   # windows fused, then collapsed: as the CLI's first round
+                fused = rrf_fuse(rankings, k * FIRST_FETCH, self.rrf_k)
+                hits, stats["windows_dropped"] = top_up(
+                    fused, collapse(fused, self.windows_per_doc), k)
             else:
                 hits = rrf_fuse(rankings, k, self.rrf_k)
-            stats = {}
         partial = partial or bool(stats.get("partial"))
         stats.update(partial=partial, nonstall_cut=handle.cut,
                      parts=[name for name, _, _ in finished],
@@ -145,9 +147,11 @@ class ScheduledSearcher:
         mode = mode or searcher.config.retrieval.mode
         if mode in ("bm25", "dense"):
             return NonStallRetriever(self._scheduler, {mode: searcher.retriever(mode)})
-        if mode == "hybrid":
-            parts = {name: searcher.retriever(name) for name in ("bm25", "dense")
-                     if name in searcher.components}
+        if mode == "hybrid":       # every window of each part: collapsed after the fusion
+            names = [name for name in ("bm25", "dense") if name in searcher.components]
+            if len(names) == 1:    # hybrid of one retriever: that retriever
+                return self.retriever(names[0])
+            parts = {name: searcher.retriever(name, windows=False) for name in names}
             return NonStallRetriever(self._scheduler, parts, searcher.config.retrieval.rrf_k,
                                      windows_per_doc=searcher.windows_per_doc)
         return searcher.retriever(mode)  # unknown modes raise the searcher's own error
