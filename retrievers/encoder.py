@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from retrievers import encoder_backends as eb
-from searchagent.errors import BackendError
+from searchagent.errors import BackendError, IndexFormatError
 from searchagent.models import embedder_path
 
 AUTO_MIN_COSINE = 0.999   # int8 (min ~0.992) keeps only ~93% of the top-10 neighbours
@@ -41,7 +41,11 @@ class Encoder:
     """
 
     def __init__(self, model: str = "default", device: str | None = None,
-                 backend: str = "torch", cache_dir: str | os.PathLike | None = None):
+                 backend: str = "torch", cache_dir: str | os.PathLike | None = None,
+                 weights_sha256: str | None = None):
+        """``weights_sha256``: the weights an index was built with (``open_encoder``): other
+        weights are refused, and an export missing from ``cache_dir`` is an error instead of
+        being made (an index is read, never written, when it is searched)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -50,6 +54,13 @@ class Encoder:
         if requested not in ("torch", "auto"):
             eb.require(requested)       # fail before loading anything
         self.path = embedder_path(model)
+        self._source_sha, self.frozen = None, weights_sha256 is not None
+        if self.frozen and self.source_sha256 != weights_sha256:
+            raise IndexFormatError(
+                f"the embedder at {self.path} is not the one the index was built with (its "
+                f"weights' sha256 is {self.source_sha256[:12]}..., the index recorded "
+                f"{weights_sha256[:12]}...; was the model package upgraded?): rebuild the "
+                "index, or give it the model it was built with")
         cuda = torch.cuda.is_available()
         if device is None:
             device = "cuda" if cuda and requested in ("torch", "auto") else "cpu"
@@ -66,7 +77,6 @@ class Encoder:
         self.dim = int(dimension())
         self.fp16 = False
         self.auto_decision = None
-        self._source_sha = None
         self.backend = "torch"
         self.model_file = str(eb.weights_file(self.path))
         chosen = self._choose() if requested == "auto" else requested
@@ -114,7 +124,8 @@ class Encoder:
 
     def _use(self, backend: str) -> None:
         """Swap the transformer's forward pass for ``backend``'s compiled export."""
-        model_file = eb.ensure_export(self.model, self.path, backend, self.cache_dir)
+        model_file = eb.ensure_export(self.model, self.path, backend, self.cache_dir,
+                                      make=not self.frozen)
         self.model[0].model = eb.load_runtime(self.model, backend, model_file, self.threads)
         self.backend, self.model_file = backend, str(model_file)
 
@@ -183,8 +194,10 @@ def cache_folder(index_dir: str | os.PathLike) -> Path:
 def open_encoder(index_dir: str | os.PathLike, dense: dict) -> "Encoder":
     """The encoder an index was built with (its manifest's ``dense`` entry): same model,
     same backend, exports from the index's cache (indexes without the record: torch)."""
-    backend = dense.get("encoder", {}).get("backend", "torch")
-    return Encoder(dense["model"], backend=backend, cache_dir=cache_folder(index_dir))
+    recorded = dense.get("encoder", {})
+    return Encoder(dense["model"], backend=recorded.get("backend", "torch"),
+                   cache_dir=cache_folder(index_dir),
+                   weights_sha256=recorded.get("source_sha256"))
 
 
 def _device_key(device: str, threads: int) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from searchagent.errors import BackendError
+from searchagent.errors import BackendError, IndexFormatError
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 NEEDS = {"onnx": ("onnxruntime", "onnx"), "onnx-int8": ("onnxruntime", "onnx"),
@@ -107,14 +107,18 @@ def sample_texts(count: int, from_end: bool = False) -> list[str]:
     return [f"{r['title']}\n{r['text']}" if r.get("title") else r["text"] for r in rows]
 
 
-def ensure_export(st, source: str, backend: str, root: Path) -> Path:
-    """The exported model file for ``backend``, made now if absent or made from other weights."""
+def ensure_export(st, source: str, backend: str, root: Path, make: bool = True) -> Path:
+    """The exported model file for ``backend``, made now if absent or made from other
+    weights (``make=False``: an error instead, for an index's own cache when searched)."""
     folder = root / f"{model_name(source)}-{backend}"
     source_sha = source_sha256(source)
     info = read_json(folder / "export.json")
     target = folder / FILES[backend]
     if info.get("source_sha256") == source_sha and target.is_file():
         return target
+    if not make:
+        raise IndexFormatError(f"{folder}: the index's {backend} export of its embedder is "
+                               "missing or was made from other weights; rebuild the index")
     base = ensure_export(st, source, "onnx", root) if backend != "onnx" else None
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))

@@ -15,7 +15,7 @@ import pytest
 from retrievers import encoder as encoder_module
 from retrievers import encoder_backends as eb
 from retrievers.encoder import Encoder
-from searchagent.errors import BackendError
+from searchagent.errors import BackendError, IndexFormatError
 from tests.conftest import sample_passages, sample_questions
 
 FP32_MIN_COSINE = 0.999
@@ -180,3 +180,11 @@ def test_index_built_with_a_backend_encodes_its_queries_with_it(small_corpus, se
                 [h.id for h in searcher.search(question, 5, "dense")]
     finally:
         opened.close()
+    # other weights than the build's (an upgraded model package): queries were encoded
+    # silently with them, and ONNX / OpenVINO re-exported into the index while searching
+    manifest["components"]["dense"]["encoder"]["source_sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted(str(p) for p in out.rglob("*"))
+    with pytest.raises(IndexFormatError, match="not the one the index was built with"):
+        Searcher(out).search("who directed Insomnia", 3, "dense")
+    assert sorted(str(p) for p in out.rglob("*")) == before
