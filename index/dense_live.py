@@ -132,7 +132,8 @@ class LiveFaiss:
         self.n_deleted = int(self.deleted.sum())
 
     def search(self, queries: np.ndarray, k: int, *, params: dict | None = None,
-               deadline: float | None = None) -> tuple[np.ndarray, np.ndarray, SearchStats]:
+               deadline: float | None = None, cancel=None
+               ) -> tuple[np.ndarray, np.ndarray, SearchStats]:
         start = time.perf_counter()
         total = int(self.base.index.ntotal)
         fetch = min(total, k + min(self.n_deleted, 4 * k + 16))

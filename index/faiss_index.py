@@ -129,7 +129,8 @@ class FaissIndex:
         faiss.write_index(index, str(path))
 
     def search(self, queries: np.ndarray, k: int, *, params: dict | None = None,
-               deadline: float | None = None) -> tuple[np.ndarray, np.ndarray, SearchStats]:
+               deadline: float | None = None, cancel=None
+               ) -> tuple[np.ndarray, np.ndarray, SearchStats]:
         start = time.perf_counter()
         for name, value in (params or {}).items():
             self._params.set_index_parameter(self.index, name, value)

@@ -21,17 +21,17 @@ import numpy as np
 from retrievers.tokenize import tokenize
 from searchagent.types import Hit, budget_spent
 
-RRF_K = 60
-
 
 class FunnelRetriever:
     """Retriever protocol over an opened ``Searcher``; ``search_with_stats`` adds a
     per-stage account (seconds and candidate counts)."""
 
     def __init__(self, searcher, coarse_k: int = 100, shortlist: int = 20,
-                 reranker=None, coarse: tuple[str, ...] = ("bm25", "ann")):
+                 reranker=None, coarse: tuple[str, ...] = ("bm25", "ann"),
+                 rrf_k: int | None = None):
         self.searcher, self.coarse_k, self.shortlist = searcher, coarse_k, shortlist
         self.reranker = reranker
+        self.rrf_k = searcher.config.retrieval.rrf_k if rrf_k is None else rrf_k
         components = searcher.components
         self.use_bm25 = "bm25" in coarse and "bm25" in components
         self.use_dense = "dense" in components
@@ -67,10 +67,10 @@ class FunnelRetriever:
         if self.use_dense:
             vector = searcher.encoder.encode([query])[0]
         if self.use_ann:
-            ann_budget = {"deadline": budget.get("deadline")}
-            ids, _, _ = searcher.vector_index.search(
-                vector[None, :], self.coarse_k + len(exclude),
-                params=searcher.dense.params, deadline=ann_budget["deadline"])
+            ids, _, ann = searcher.vector_index.search(
+                vector[None, :], self.coarse_k + len(exclude), params=searcher.dense.params,
+                deadline=budget.get("deadline"), cancel=budget.get("cancel"))
+            stats["partial"] = bool(ann.partial)
             ranks.append(_rank_map([r for r in ids[0] if r >= 0], exclude))
         candidates = sorted(set().union(*ranks))
         clock = _stage(stats, "coarse", clock, len(candidates))
@@ -84,12 +84,13 @@ class FunnelRetriever:
             order = np.argsort(-exact, kind="stable")
             dense_rank = {candidates[i]: rank for rank, i in enumerate(order, start=1)}
             fine_ranks = ([ranks[0]] if self.use_bm25 else []) + [dense_rank]
-            scored = _rrf(fine_ranks)
-            clock = _stage(stats, "exact_dense", clock, min(len(scored), self.shortlist))
+            scored = _rrf(fine_ranks, self.rrf_k)
+            top = _best(scored, max(k, self.shortlist))
+            clock = _stage(stats, "exact_dense", clock, len(top))
         else:
             stats["partial"] = stats["partial"] or budget_spent(budget)
-            scored = _rrf(ranks)
-        top = sorted(scored, key=lambda row: (-scored[row], row))[:max(k, self.shortlist)]
+            scored = _rrf(ranks, self.rrf_k)
+            top = _best(scored, max(k, self.shortlist))
         hits = searcher.docstore.hits(top, [scored[r] for r in top])
 
         # 3. optional cross-encoder on the shortlist
@@ -106,12 +107,16 @@ def _rank_map(rows, exclude: Collection[int]) -> dict[int, int]:
     return {row: rank for rank, row in enumerate(kept, start=1)}
 
 
-def _rrf(rank_maps: list[dict[int, int]]) -> dict[int, float]:
+def _rrf(rank_maps: list[dict[int, int]], rrf_k: int) -> dict[int, float]:
     fused: dict[int, float] = {}
     for ranks in rank_maps:
         for row, rank in ranks.items():
-            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank)
+            fused[row] = fused.get(row, 0.0) + 1.0 / (rrf_k + rank)
     return fused
+
+
+def _best(scored: dict[int, float], n: int) -> list[int]:
+    return sorted(scored, key=lambda row: (-scored[row], row))[:n]
 
 
 def _stage(stats: dict, name: str, since: float, kept: int) -> float:

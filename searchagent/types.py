@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -45,7 +46,10 @@ class VectorIndex(Protocol):
     dim: int
 
     def search(self, queries: np.ndarray, k: int, *, params: dict | None = None,
-               deadline: float | None = None) -> tuple[np.ndarray, np.ndarray, SearchStats]:
+               deadline: float | None = None, cancel: threading.Event | None = None
+               ) -> tuple[np.ndarray, np.ndarray, SearchStats]:
+        """``deadline`` / ``cancel``: stop early where the index can (SPANN between
+        posting reads; a FAISS call runs to its end) and say so in ``stats.partial``."""
         ...
 
 

@@ -23,6 +23,9 @@ def test_stages_counts_and_order(searcher):
     assert stats["stages"][0]["kept"] >= 50 and stats["stages"][1]["kept"] == 10
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert "Tinted Windows" in hits[0].title and hits[0].text
+    narrow = FunnelRetriever(searcher, coarse_k=50, shortlist=2)     # k above the shortlist:
+    hits, stats = narrow.search_with_stats(QUERY, 10)               # 10 kept, 2 reported
+    assert len(hits) == 10 and stats["stages"][1]["kept"] == 10
 
 
 def test_fine_stage_fuses_bm25_with_exact_dense_scores(searcher):
@@ -37,6 +40,7 @@ def test_fine_stage_fuses_bm25_with_exact_dense_scores(searcher):
     for i, r in enumerate(dense_order):
         fused[int(r)] += 1 / (61 + i)
     assert got == sorted(fused, key=lambda r: (-fused[r], r))[:5]
+    assert funnel.rrf_k == searcher.config.retrieval.rrf_k    # a constant 60 ignored it
 
 
 def test_exclude_moves_each_hop_forward(searcher):

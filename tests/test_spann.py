@@ -202,5 +202,24 @@ def test_cli_spann_index_searches_like_flat(small_corpus, searcher, tmp_path):
             flat = [h.id for h in searcher.search(query, K, mode="dense")]
             overlaps.append(len(set(got) & set(flat)) / K)
         assert np.mean(overlaps) >= 0.8
+        # a cancel reached SPANN only when called directly: the dense retriever and the
+        # funnel passed the deadline alone, and dropped the index's own 'partial'
+        from retrievers.funnel import FunnelRetriever
+        from searchagent.types import search_with_stats
+
+        cancel = threading.Event()
+        cancel.set()
+        budget = {"cancel": cancel, "params": {"min_postings": 0}}
+        hits, stats = search_with_stats(spann.dense, "who directed Kiss and Tell", K,
+                                        budget=budget)
+        assert stats == {"partial": True} and hits == []
+        assert spann.dense.last_stats.extra["postings_read"] == 0
+        hits, stats = search_with_stats(spann.dense, "who directed Kiss and Tell", K,
+                                        budget={"deadline": time.monotonic() - 1})
+        assert stats["partial"] and len(hits) == K     # cut, with the postings it read
+        funnel = FunnelRetriever(spann, coarse=("ann",))
+        _, stats = funnel.search_with_stats("who directed Kiss and Tell", K,
+                                            budget={"deadline": time.monotonic() - 1})
+        assert stats["partial"]
     finally:
         spann.close()
