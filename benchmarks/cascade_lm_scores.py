@@ -122,9 +122,11 @@ def main() -> None:
             row_of[q, tuple(arms[:k])] = i
     plain_features, plain_count = policies.cascade.answer_features, policies.cascade.feature_count
 
-    def scored_features(scale: np.ndarray, question: str, answers) -> list[float]:
+    def scored_features(scale: np.ndarray, question: str, answers,
+                        confidence: bool = False) -> list[float]:
         i = row_of[question, tuple(answers)]
-        return list(plain_features(question, answers)) + list(scale[i, :len(answers)].ravel())
+        return list(plain_features(question, answers, confidence)) + \
+            list(scale[i, :len(answers)].ravel())
 
     def held_out(variant, train, test, X):
         Xv = np.hstack([X, train_scaled(asked, train)]) if variant == VARIANTS[1] else X
@@ -133,7 +135,8 @@ def main() -> None:
                                partial(scored_features, train_scaled(scored, train))
                                if patch else plain_features), \
                 mock.patch.object(policies.cascade, "feature_count",
-                                  lambda k: plain_count(k) + patch * 7 * k):
+                                  lambda k, confidence=False:
+                                  plain_count(k, confidence) + patch * 7 * k):
             return held_out_cascade(table, Xv, train, test, lams, emb.shape[1])
 
     compare_variants(table, spec, emb, names, lams, args.seeds, VARIANTS, held_out)

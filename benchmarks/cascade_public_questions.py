@@ -101,6 +101,9 @@ class GatedCascade:
     def routes(self, *args):
         return AnswerCascade.routes(self, *args)
 
+    def route_choices(self, *args):
+        return AnswerCascade.route_choices(self, *args)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

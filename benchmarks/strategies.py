@@ -118,7 +118,7 @@ def main() -> int:
     print(f"\nfirst {len(examples)} questions (rows: n) from {args.questions_file}; index {args.index}; "
           f"generator {config.generator.backend}:{config.generator.model}\n")
     print(table(["system", "n", "EM", "F1", "support recall %", "passages", "retrieval calls",
-                 "hops", "prompt tok", "completion tok", "cached tok", "median s",
+                 "hops", "prompt tok", "completion tok", "KV-reused tok", "median s",
                  "mean s"], results))
     return 0
 
