@@ -37,3 +37,15 @@ def test_negative_idf_floor_and_unknown_terms():
     for query in (["common"], ["rare", "common"], ["nothing"]):
         np.testing.assert_allclose(ours.scores(query), reference.get_scores(query), rtol=1e-6)
     assert ours.top_k(["nothing"], 5)[0].size == 0
+
+
+def test_decomposed_accents_tokenize_as_composed_ones():
+    """A combining accent is not a word character: 'Le\\u0301on' gave 'le' and 'on', so an
+    accented query typed on macOS missed the passage and matched 'Le roi' instead."""
+    import unicodedata
+
+    from retrievers.tokenize import tokenize
+
+    composed = "Léon M'ba and Café Müller"
+    assert tokenize(unicodedata.normalize("NFD", composed)) == tokenize(composed) == \
+        ["léon", "m", "ba", "café", "müller"]
