@@ -20,6 +20,7 @@ from index.manifest import atomic_folder, write_manifest
 from retrievers.bm25_build import build_bm25_files
 from retrievers.docstore import BUILD_READ_MEMORY_LIMIT, DocStore
 from retrievers.encoder import Encoder, cache_folder, passage_text
+from retrievers.encoder_backends import cache_root
 from retrievers.tokenize import tokenize
 from searchagent import __version__
 from searchagent.config import Config, IndexConfig
@@ -66,14 +67,16 @@ def build_index(corpus: str | Path, out: str | Path, config: Config | None = Non
     with atomic_folder(out, overwrite=overwrite) as tmp:
         start = time.perf_counter()
         count = load_corpus(corpus, tmp / "docs.duckdb", cfg.chunk_words, cfg.chunk_overlap)
+        timings["docstore"] = time.perf_counter() - start
         encoder = None
         if cfg.dense:                              # checked before anything is embedded
+            start = time.perf_counter()
             if cfg.faiss != "spann":
                 check_trainable(cfg.faiss, count)
             encoder = build_encoder(cfg, tmp)
             if cfg.faiss != "spann":
                 check_factory(cfg.faiss, encoder.dim)    # a folder that did not say its size
-        timings["docstore"] = time.perf_counter() - start
+            timings["encoder"] = time.perf_counter() - start
         docstore = DocStore(tmp / "docs.duckdb", memory_limit=BUILD_READ_MEMORY_LIMIT)
         try:
             if cfg.bm25:
@@ -116,9 +119,11 @@ def _build_bm25(docstore: DocStore, folder: Path, cfg: IndexConfig) -> dict:
 
 
 def build_encoder(cfg: IndexConfig, index_dir: Path) -> Encoder:
-    """The build's encoder (its exported backends cached in ``index_dir``)."""
+    """The build's encoder (its exported backend cached in ``index_dir``; ``auto``
+    measures and decides in the user's cache, once per device and model)."""
     return Encoder(cfg.dense_model, backend=cfg.embed_backend,
-                   cache_dir=cache_folder(index_dir))
+                   cache_dir=cache_folder(index_dir),
+                   measure_dir=cache_root() if cfg.embed_backend == "auto" else None)
 
 
 def _embed(docstore: DocStore, path: Path, cfg: IndexConfig, encoder: Encoder) -> dict:

@@ -21,6 +21,7 @@ import ray
 from index.build import EMBEDDINGS
 from index.build_ray_session import RETRIES, remote_args
 from retrievers.encoder import Encoder, cache_folder, passage_text
+from retrievers.encoder_backends import cache_root
 
 MAX_THREADS_PER_ACTOR = 4   # CPU actors: cores // 4 actors of 4 threads (one for <= 4 cores)
 
@@ -30,12 +31,13 @@ class _Embedder:
     The first row of each result carries the encoder's manifest entry (JSON)."""
 
     def __init__(self, model: str, backend: str, cache_dir: str, dtype: str, batch_size: int,
-                 threads: int):
+                 threads: int, measure_dir: str | None = None):
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        self.encoder = Encoder(model, backend=backend, cache_dir=cache_dir)
+        self.encoder = Encoder(model, backend=backend, cache_dir=cache_dir,
+                               measure_dir=measure_dir)
         self.dtype, self.batch_size = dtype, batch_size
         self.manifest = json.dumps(self.encoder.manifest())
 
@@ -49,8 +51,11 @@ class _Embedder:
 
 def _probe(model: str, backend: str, cache_dir: str, threads: int) -> dict:
     """Load a non-torch encoder once where the actors run: its export is made here and an
-    "auto" choice settled here, not raced or chosen differently in every actor."""
-    return json.loads(_Embedder(model, backend, cache_dir, "float32", 1, threads).manifest)
+    "auto" choice settled here (measured in the user's cache, as ``build_encoder``), not
+    raced or chosen differently in every actor."""
+    measure = str(cache_root()) if backend == "auto" else None
+    return json.loads(_Embedder(model, backend, cache_dir, "float32", 1, threads,
+                                measure).manifest)
 
 
 def embed(refs: list, count: int, folder: Path, cfg, block: int, num_gpus: int

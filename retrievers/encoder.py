@@ -42,10 +42,14 @@ class Encoder:
 
     def __init__(self, model: str = "default", device: str | None = None,
                  backend: str = "torch", cache_dir: str | os.PathLike | None = None,
-                 weights_sha256: str | None = None):
+                 weights_sha256: str | None = None,
+                 measure_dir: str | os.PathLike | None = None):
         """``weights_sha256``: the weights an index was built with (``open_encoder``): other
         weights are refused, and an export missing from ``cache_dir`` is an error instead of
-        being made (an index is read, never written, when it is searched)."""
+        being made (an index is read, never written, when it is searched). ``measure_dir``:
+        where ``auto`` keeps its decision and the exports it measured (default
+        ``cache_dir``; a build passes the user's cache, so only the chosen export goes
+        into the index and later builds on this device reuse the decision)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -70,6 +74,7 @@ class Encoder:
         self.device = device
         self.requested_backend = requested
         self.cache_dir = eb.cache_root(cache_dir)
+        self.measure_dir = self.cache_dir if measure_dir is None else Path(measure_dir)
         self.threads = torch.get_num_threads()
         self.model = SentenceTransformer(self.path, device=self.device)
         dimension = getattr(self.model, "get_embedding_dimension", None) or \
@@ -122,10 +127,11 @@ class Encoder:
 
     # --- backends ---------------------------------------------------------------------------
 
-    def _use(self, backend: str) -> None:
-        """Swap the transformer's forward pass for ``backend``'s compiled export."""
-        model_file = eb.ensure_export(self.model, self.path, backend, self.cache_dir,
-                                      make=not self.frozen)
+    def _use(self, backend: str, root: Path | None = None) -> None:
+        """Swap the transformer's forward pass for ``backend``'s compiled export (in
+        ``root``, default ``cache_dir``: copied from ``measure_dir`` when made there)."""
+        model_file = eb.ensure_export(self.model, self.path, backend, root or self.cache_dir,
+                                      make=not self.frozen, copy_from=self.measure_dir)
         self.model[0].model = eb.load_runtime(self.model, backend, model_file, self.threads)
         self.backend, self.model_file = backend, str(model_file)
 
@@ -133,7 +139,7 @@ class Encoder:
         """The auto choice: cached per device and model, else measured now (a few seconds once
         the exports exist; the first run also exports every installed backend)."""
         key = _device_key(self.device, self.threads)
-        path = _decision_path(self.cache_dir, self.path, key)
+        path = _decision_path(self.measure_dir, self.path, key)
         decision = _read_decision(path, self.source_sha256)
         if decision is None:
             decision = self._measure_backends(key)
@@ -165,7 +171,7 @@ class Encoder:
         for name in candidates:
             try:
                 if name != "torch":
-                    self._use(name)
+                    self._use(name, self.measure_dir)
                 measured[name], vectors = _measure(self.encode, texts, batch)
                 reference = vectors if reference is None else reference
                 cosines = np.sum(vectors * reference, axis=1)

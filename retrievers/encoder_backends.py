@@ -107,9 +107,11 @@ def sample_texts(count: int, from_end: bool = False) -> list[str]:
     return [f"{r['title']}\n{r['text']}" if r.get("title") else r["text"] for r in rows]
 
 
-def ensure_export(st, source: str, backend: str, root: Path, make: bool = True) -> Path:
+def ensure_export(st, source: str, backend: str, root: Path, make: bool = True,
+                  copy_from: Path | None = None) -> Path:
     """The exported model file for ``backend``, made now if absent or made from other
-    weights (``make=False``: an error instead, for an index's own cache when searched)."""
+    weights (``make=False``: an error instead, for an index's own cache when searched;
+    ``copy_from``: another cache whose export of the same weights is copied, not redone)."""
     folder = root / f"{model_name(source)}-{backend}"
     source_sha = source_sha256(source)
     info = read_json(folder / "export.json")
@@ -119,6 +121,17 @@ def ensure_export(st, source: str, backend: str, root: Path, make: bool = True) 
     if not make:
         raise IndexFormatError(f"{folder}: the index's {backend} export of its embedder is "
                                "missing or was made from other weights; rebuild the index")
+    made = copy_from / folder.name if copy_from is not None else None
+    if made is not None and made != folder and \
+            read_json(made / "export.json").get("source_sha256") == source_sha:
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=_made(root)))
+        try:
+            shutil.copytree(made, work / "export")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(work / "export", folder)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return target
     base = ensure_export(st, source, "onnx", root) if backend != "onnx" else None
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
@@ -144,6 +157,11 @@ def ensure_export(st, source: str, backend: str, root: Path, make: bool = True) 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _made(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def read_json(path: Path) -> dict:

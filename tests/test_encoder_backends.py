@@ -99,7 +99,7 @@ def test_export_is_reused_then_redone_for_other_weights(cache):
     assert json.loads(info_path.read_text())["source_sha256"] == first.source_sha256
 
 
-def test_auto_picks_a_backend_and_caches_the_decision(cache, monkeypatch):
+def test_auto_picks_a_backend_and_caches_the_decision(cache, monkeypatch, tmp_path):
     monkeypatch.setattr(encoder_module, "AUTO_PASSAGES", 16)     # keep the test short
     encoder = Encoder(backend="auto", device="cpu", cache_dir=cache)
     decision = encoder.auto_decision
@@ -122,6 +122,17 @@ def test_auto_picks_a_backend_and_caches_the_decision(cache, monkeypatch):
     monkeypatch.setattr(Encoder, "_measure_backends", no_measuring)
     again = Encoder(backend="auto", device="cpu", cache_dir=cache)
     assert again.backend == encoder.backend
+    # a build measures in the user's cache and ships only the chosen export: every auto
+    # build measured again in its own index and shipped every backend (~264 MB)
+    index_cache = tmp_path / "index" / "encoder-cache"
+    built = Encoder(backend="auto", device="cpu", cache_dir=index_cache, measure_dir=cache)
+    assert built.backend == encoder.backend
+    shipped = sorted(p.name for p in index_cache.iterdir()) if index_cache.exists() else []
+    assert shipped == ([] if built.backend == "torch" else
+                       [Path(encoder.model_file).parent.name])
+    if shipped:                                         # copied, not exported again
+        assert (index_cache / shipped[0] / "export.json").read_text() == \
+            (Path(encoder.model_file).parent / "export.json").read_text()
 
 
 def test_missing_package_names_the_extra(monkeypatch, tmp_path):
