@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from retrievers import encoder_backends as eb
+from retrievers.encoder_exports import ensure_export
 from searchagent.errors import BackendError, IndexFormatError
 from searchagent.models import embedder_path
 
@@ -130,7 +131,7 @@ class Encoder:
     def _use(self, backend: str, root: Path | None = None) -> None:
         """Swap the transformer's forward pass for ``backend``'s compiled export (in
         ``root``, default ``cache_dir``: copied from ``measure_dir`` when made there)."""
-        model_file = eb.ensure_export(self.model, self.path, backend, root or self.cache_dir,
+        model_file = ensure_export(self.model, self.path, backend, root or self.cache_dir,
                                       make=not self.frozen, copy_from=self.measure_dir)
         self.model[0].model = eb.load_runtime(self.model, backend, model_file, self.threads)
         self.backend, self.model_file = backend, str(model_file)

@@ -15,6 +15,7 @@ import pytest
 from retrievers import encoder as encoder_module
 from retrievers import encoder_backends as eb
 from retrievers.encoder import Encoder
+from retrievers.encoder_exports import ensure_export
 from searchagent.errors import BackendError, IndexFormatError
 from tests.conftest import sample_passages, sample_questions
 
@@ -93,9 +94,9 @@ def test_export_is_reused_then_redone_for_other_weights(cache):
     info = json.loads(info_path.read_text())
     info_path.write_text(json.dumps({**info, "source_sha256": "0" * 64}))
     with pytest.raises(BackendError, match="needs the torch model"):
-        eb.ensure_export(first.model, first.path, "onnx", cache)   # its forward is compiled
+        ensure_export(first.model, first.path, "onnx", cache)   # its forward is compiled
     torch_encoder = Encoder(backend="torch", device="cpu", cache_dir=cache)
-    eb.ensure_export(torch_encoder.model, torch_encoder.path, "onnx", cache)
+    ensure_export(torch_encoder.model, torch_encoder.path, "onnx", cache)
     assert json.loads(info_path.read_text())["source_sha256"] == first.source_sha256
 
 
