@@ -24,6 +24,8 @@ ABBREVIATIONS = frozenset(
     "Inc Co Corp Ltd Bros Ave Blvd Rd vs Vol Fig Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct "
     "Nov Dec".split())
 _CJK_STOP = "。！？"
+_NONE = re.compile(r"(?:not (?:in|mentioned|given|stated|provided|available|specified|known|"
+                   r"clear|found)|unknown|unclear)\b")     # lower case: 'Not Fade Away' is one
 _PLACEHOLDER = re.compile(r"^[\s\"'*]*<\s*short\s+answer\s*>", re.IGNORECASE)
 _DOTTED = re.compile(r"(?:^|\s)(?:[A-Za-z]\.){2,}$")     # "U.S.", "D.C.": keep the final period
 
@@ -45,8 +47,11 @@ def _sentence_end(text: str) -> int:
 
 def _stated(text: str) -> list[re.Match]:
     """The marker's occurrences that are followed by an answer: not by nothing, nor by the
-    instruction's ``<short answer>`` placeholder (which a small model sometimes copies)."""
-    return [m for m in _MARKER.finditer(text) if clean_answer(text[m.end():])]
+    instruction's ``<short answer>`` placeholder (which a small model sometimes copies),
+    nor by a statement that there is none ("the answer is not in the passages": multi-hop
+    then retrieves again instead of stopping on it)."""
+    return [m for m in _MARKER.finditer(text)
+            if clean_answer(text[m.end():]) and not _NONE.match(text[m.end():].lstrip())]
 
 
 def has_marker(text: str) -> bool:

@@ -109,3 +109,18 @@ def test_multi_does_not_stop_on_a_copied_placeholder():
     final = generator.requests[-1].messages[-2]["content"]
     assert "Reasoning so far: Fact 0 is about a band." in final
     assert "<short answer>'." in final and final.count("<short answer>") == 1   # instruction only
+
+
+def test_saying_there_is_no_answer_is_not_an_answer():
+    """'The answer is not in the passages.' read as the answer 'not in the passages', so
+    multi-hop stopped on it instead of retrieving again."""
+    for text in ("The answer is not in the passages.", "So the answer is: not mentioned",
+                 "the answer is unknown."):
+        assert not has_answer(text) and extract_answer(text) == "", text
+    assert extract_answer("So the answer is: Not Fade Away") == "Not Fade Away"   # a title
+    generator = Scripted(["Fact 0 is about a band.", "The answer is not in the passages.",
+                          "So the answer is: Tulsa"])
+    answer = MultiHopStrategy(Funnel(), generator, k=4, max_hops=3).run("Where?")
+    purposes = [s.detail["purpose"] for s in answer.trace if s.kind == "generate"]
+    assert purposes == ["reason hop 1", "reason hop 2", "final answer"]
+    assert answer.answer == "Tulsa" and answer.hops == 3
