@@ -99,13 +99,19 @@ def test_markdown_and_curly_quotes_around_an_answer_are_stripped():
         assert extract_answer(text) == answer, text
 
 
-def test_multi_does_not_stop_on_a_copied_placeholder():
-    generator = Scripted(["Fact 0 is about a band.", "So the answer is: <short answer>",
-                          "Tulsa"])
+def three_hops_to_tulsa(second_reply: str) -> Scripted:
+    """Multi-hop (3 hops at most) whose second reasoning step is ``second_reply`` must go
+    on to its third hop and a final answer, Tulsa; returns the generator it ran."""
+    generator = Scripted(["Fact 0 is about a band.", second_reply, "So the answer is: Tulsa"])
     answer = MultiHopStrategy(Funnel(), generator, k=4, max_hops=3).run("Where?")
     purposes = [s.detail["purpose"] for s in answer.trace if s.kind == "generate"]
     assert purposes == ["reason hop 1", "reason hop 2", "final answer"]
     assert answer.answer == "Tulsa" and answer.hops == 3
+    return generator
+
+
+def test_multi_does_not_stop_on_a_copied_placeholder():
+    generator = three_hops_to_tulsa("So the answer is: <short answer>")
     final = generator.requests[-1].messages[-2]["content"]
     assert "Reasoning so far: Fact 0 is about a band." in final
     assert "<short answer>'." in final and final.count("<short answer>") == 1   # instruction only
@@ -118,9 +124,4 @@ def test_saying_there_is_no_answer_is_not_an_answer():
                  "the answer is unknown."):
         assert not has_answer(text) and extract_answer(text) == "", text
     assert extract_answer("So the answer is: Not Fade Away") == "Not Fade Away"   # a title
-    generator = Scripted(["Fact 0 is about a band.", "The answer is not in the passages.",
-                          "So the answer is: Tulsa"])
-    answer = MultiHopStrategy(Funnel(), generator, k=4, max_hops=3).run("Where?")
-    purposes = [s.detail["purpose"] for s in answer.trace if s.kind == "generate"]
-    assert purposes == ["reason hop 1", "reason hop 2", "final answer"]
-    assert answer.answer == "Tulsa" and answer.hops == 3
+    three_hops_to_tulsa("The answer is not in the passages.")
