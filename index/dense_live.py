@@ -5,8 +5,11 @@ vectors of its new rows as ``dense/add-N.npy`` (rows are allocated in order, so 
 are contiguous) and writes ``dense/deleted-N.npy`` (bits over all rows). A FAISS index
 is opened as the build's index plus the segments added in row order (FAISS numbers added
 vectors sequentially, so its ids stay the rows) and searched with deleted rows masked
-out by over-fetching. SPANN keeps its own tombstones; the segments are kept for it too,
-so an index can always be rebuilt without embedding again.
+out by over-fetching. ``index compact`` folds the segments into ``dense/faiss-N.index``
+(``fold_segments``), so an open adds only the segments written since; a server's next
+generation copies its previous FAISS index and adds only the new segment
+(``LiveFaiss.following``). SPANN keeps its own tombstones; the segments are kept for it
+too, so an index can always be rebuilt without embedding again.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from index.faiss_index import FaissIndex
-from index.files import durable_save, file_entry
+from index.faiss_index import FaissIndex, import_faiss
+from index.files import durable_save, durable_write, file_entry
 from searchagent.errors import IndexFormatError
 from searchagent.files import UNREADABLE
 from searchagent.types import SearchStats
 
 EMBEDDINGS = "dense/embeddings.npy"      # the build's vectors, rows 0..n-1
+FAISS_FILE = "dense/faiss.index"         # the build's FAISS index (rows 0..n-1)
 
 
 class DenseSegments:
@@ -118,18 +122,69 @@ class StoredVectors:
         return out
 
 
+def faiss_file(info: dict) -> str:
+    """The FAISS file a generation reads (``info``: the manifest's ``dense`` entry): the
+    build's, or the one the last compaction folded the segments into."""
+    return info["index"].get("file", FAISS_FILE)
+
+
+def add_segments(base: FaissIndex, folder: Path, info: dict) -> None:
+    """Add to ``base`` the segments after the rows it holds, in row order."""
+    for first_row, vectors in segment_vectors(folder, info):
+        held = int(base.index.ntotal)
+        if first_row + len(vectors) <= held:
+            continue                        # folded in already (or copied from before)
+        if first_row != held:
+            raise IndexFormatError(f"dense segment starting at row {first_row} does not "
+                                   f"follow the {held} vectors before it")
+        base.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def rows_after_segments(info: dict) -> int | None:
+    """The row count with every segment of ``info`` added (None: there is no segment)."""
+    segments = info.get("segments", [])
+    return segments[-1]["first_row"] + segments[-1]["count"] if segments else None
+
+
+def fold_segments(folder: Path, info: dict, generation: int) -> tuple[dict, dict]:
+    """Write ``dense/faiss-<generation>.index``: the FAISS index ``info`` reads with every
+    segment added. Returns (new ``dense`` info, its files entry); ``info`` unchanged when
+    there is nothing to fold."""
+    rows, index = rows_after_segments(info), info["index"]
+    if rows is None or index.get("rows", -1) >= rows:
+        return info, {}
+    base = FaissIndex.load(folder / faiss_file(info), index["factory"], use_gpu=False)
+    add_segments(base, folder, info)
+    name = f"dense/faiss-{generation}.index"
+    durable_write(folder / name, import_faiss().serialize_index(base.index).tobytes())
+    return ({**info, "index": {**index, "file": name, "rows": int(base.index.ntotal)}},
+            {name: file_entry(folder / name)})
+
+
 class LiveFaiss:
     """A FAISS index with appended segments and deleted rows masked (VectorIndex protocol)."""
 
     def __init__(self, base: FaissIndex, folder: Path, info: dict):
         self.base = base
-        for first_row, vectors in segment_vectors(folder, info):
-            if first_row != base.index.ntotal:
-                raise IndexFormatError(f"dense segment starting at row {first_row} does not "
-                                       f"follow the {base.index.ntotal} vectors before it")
-            base.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        add_segments(base, folder, info)
         self.deleted = load_deleted(folder, info, int(base.index.ntotal))
         self.n_deleted = int(self.deleted.sum())
+
+    @classmethod
+    def following(cls, previous, folder: Path, info: dict) -> "LiveFaiss | None":
+        """The next generation's index from ``previous`` (a ``FaissIndex`` or ``LiveFaiss``
+        of an earlier generation of the same folder): a copy of its FAISS index plus the
+        segments written since, instead of re-adding every update's vectors from disk.
+        None where that cannot be done (a GPU index, a segment that does not follow)."""
+        base = previous.base if isinstance(previous, LiveFaiss) else previous
+        if not isinstance(base, FaissIndex) or base.on_gpu or \
+                int(base.index.ntotal) > (rows_after_segments(info) or 0):
+            return None
+        copy = FaissIndex(import_faiss().clone_index(base.index), base.factory, use_gpu=False)
+        try:
+            return cls(copy, folder, info)
+        except IndexFormatError:            # a segment that does not follow its rows
+            return None
 
     def search(self, queries: np.ndarray, k: int, *, params: dict | None = None,
                deadline: float | None = None, cancel=None
@@ -150,3 +205,21 @@ class LiveFaiss:
             out_ids[i, :len(found)] = found
             out_scores[i, :len(found)] = scores[i][keep[i]][:k]
         return out_ids, out_scores, SearchStats(seconds=time.perf_counter() - start)
+
+
+def fold_generation(path: Path) -> int | None:
+    """The generation whose compaction wrote FAISS file ``path`` (0: the build's; None:
+    not a FAISS file of ``dense/``)."""
+    if path.name == Path(FAISS_FILE).name:
+        return 0
+    stem = path.name.removesuffix(".index").rsplit("-", 1)
+    return int(stem[1]) if stem[0] == "faiss" and stem[1:] and stem[1].isdigit() else None
+
+
+def unread_faiss_files(folder: Path, oldest: int) -> list[Path]:
+    """FAISS files of ``folder/dense`` that no generation from ``oldest`` on reads: each
+    reads the newest file folded at or before it."""
+    made = {path: fold_generation(path) for path in (folder / "dense").glob("faiss*.index")}
+    made = {path: gen for path, gen in made.items() if gen is not None}
+    read_from = max((gen for gen in made.values() if gen <= oldest), default=0)
+    return sorted(path for path, gen in made.items() if gen < read_from)

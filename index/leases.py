@@ -49,8 +49,8 @@ def held_generations(folder: Path, generation: int) -> list[int]:
 
 def drop_unread(folder: Path, generation: int, oldest: int) -> list[str]:
     """Delete the files no generation from ``oldest`` to ``generation`` (committed) reads:
-    BM25's segments and bitmaps, SPANN's posting files and arrays, dense deleted masks.
-    Returns their paths, relative to ``folder``."""
+    BM25's segments and bitmaps, SPANN's posting files and arrays, dense deleted masks,
+    FAISS files a later compaction folded the segments into. Returns their paths, relative to ``folder``."""
     removed = []
     if (folder / "bm25" / f"gen-{generation}.json").is_file():
         from retrievers.bm25_files import prune
@@ -60,6 +60,12 @@ def drop_unread(folder: Path, generation: int, oldest: int) -> list[str]:
         from index.spann.generations import cleanup
 
         removed += [f"{SPANN}/{name}" for name in cleanup(folder / SPANN, oldest)]
+    if (folder / "dense").is_dir():
+        from index.dense_live import unread_faiss_files
+
+        for path in unread_faiss_files(folder, oldest):
+            path.unlink()
+            removed.append(f"dense/{path.name}")
     for path in sorted((folder / "dense").glob("deleted-*.npy")):
         made = path.stem.rsplit("-", 1)[1]             # the generation that wrote the mask
         if made.isdigit() and int(made) < oldest:

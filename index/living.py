@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index.corpus import check_passages, chunk_passage, refuse_window_id
-from index.dense_live import DenseSegments
+from index.dense_live import DenseSegments, fold_segments
 from index.files import durable_write
 from index.journal import (WriterLock, clear_journal, fault_point, recover, rollback,
                            write_journal)
@@ -240,6 +240,11 @@ class LivingIndex:
                                       f.get("size", f.get("min_size", 0))
                                       for f in summary["files"].values())}
                 files = merge_files(files, SPANN + "/", summary["files"])
+            elif op == "compact":           # FAISS: an open adds no segment written before
+                dense, folded = fold_segments(self.folder, dense, gen)
+                if folded:
+                    files = {**{name: entry for name, entry in files.items()
+                                if not name.startswith("dense/faiss")}, **folded}
             components["dense"] = dense
         fault_point("after-components")
         return components, files

@@ -96,8 +96,8 @@ class LiveSearcher:
             for name in SHARED:
                 if name in self.current.__dict__:
                     fresh.__dict__[name] = self.current.__dict__[name]
-            if "vector_index" in self.current.__dict__:
-                fresh.vector_index             # opened (and leased) now, not mid-search later
+            if "vector_index" in self.current.__dict__:     # opened now, not mid-search
+                fresh.open_vector_index_after(self.current)
             with self._pins_lock:
                 self._retired.append(self.current)
                 self.current = fresh

@@ -72,13 +72,27 @@ class Searcher:
             # file itself (the build's sha256, then a crc32 per posting written since)
             return SpannIndex.open(self.folder / "dense" / "spann", verify=self.verify,
                                    generation=info.get("generation", 0))
-        base = FaissIndex.load(self.folder / "dense" / "faiss.index", info["factory"])
-        dense = self.components["dense"]
-        if dense.get("segments") or dense.get("deleted", {}).get("count"):
-            from index.dense_live import LiveFaiss
+        from index.dense_live import LiveFaiss, faiss_file
 
+        dense = self.components["dense"]
+        base = FaissIndex.load(self.folder / faiss_file(dense), info["factory"])
+        if dense.get("segments") or dense.get("deleted", {}).get("count"):
             return LiveFaiss(base, self.folder, dense)
         return base
+
+    def open_vector_index_after(self, previous: "Searcher") -> None:
+        """Open this generation's vector index from ``previous``'s (an earlier generation of
+        this folder) where that is cheaper: FAISS copies it and adds only the vectors
+        written since (``LiveFaiss.following``); otherwise it opens as usual."""
+        self._require("dense")
+        earlier = previous.__dict__.get("vector_index")
+        if earlier is not None and self.components["dense"]["index"]["kind"] != "spann":
+            from index.dense_live import LiveFaiss
+
+            following = LiveFaiss.following(earlier, self.folder, self.components["dense"])
+            if following is not None:
+                self.__dict__["vector_index"] = following
+        self.vector_index
 
     @cached_property
     def stored_vectors(self):
