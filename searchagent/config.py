@@ -81,7 +81,7 @@ class GeneratorConfig:
     base_url: str = ""
     api_key: str = secret()
     timeout_s: float = bounded(60.0, above=0.0)
-    retries: int = bounded(2, 0)
+    retries: int = bounded(2, 0, 10)       # a failed call is tried 1 + retries times
 
 
 @dataclass
@@ -189,7 +189,11 @@ def _coerce(value: Any, kind: type, source: str, name: str, text: bool = False) 
         except json.JSONDecodeError:
             pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise InputError(f"must be a finite number, got an integer of {len(str(value))} "
+                             "digits", path=source, field=name) from None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InputError(f"expected {kind.__name__}, got {value!r}", path=source, field=name)
     if kind is float and not math.isfinite(value):

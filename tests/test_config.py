@@ -45,6 +45,7 @@ def test_errors_name_the_source_and_field(tmp_path):
     ("environment", "agent", "max_hops", "0", ">= 1"),
     ("command line", "agent", "max_hops", 30, "<= 8"),   # its steps overflowed the prompt
     ("environment", "index", "bm25_b", "1.5", "<= 1"),
+    ("environment", "generator", "retries", "16", "<= 10"),   # 9 hours of backoff
 ])
 def test_numbers_out_of_range_are_refused_with_their_field(layer, section, key, value, rule):
     overrides = {section: {key: value}}
@@ -55,7 +56,7 @@ def test_numbers_out_of_range_are_refused_with_their_field(layer, section, key, 
         else:
             load_config(env={}, cli=overrides)
     edge = {"batch_size": 1, "chunk_words": 0, "port": 0, "sessions": 1, "k": 1,
-            "max_hops": 1, "bm25_b": 1.0, "request_timeout_s": 0.01}[key]
+            "max_hops": 1, "bm25_b": 1.0, "request_timeout_s": 0.01, "retries": 10}[key]
     assert getattr(getattr(load_config(env={}, cli={section: {key: edge}}), section), key) == edge
 
 
@@ -67,7 +68,11 @@ def test_choices_shapes_and_nan_are_refused_where_they_are_read(tmp_path):
            "c3.toml": ('[index]\nverify = "none"\n',
                        "field 'index.verify': must be one of full, size, got 'none'"),
            "c4.toml": ("[agent]\nlam = nan\n", "field 'agent.lam': must be a finite number"),
-           "c5.toml": ('[retrieval]\nk = "5"\n', "field 'retrieval.k': expected int, got '5'")}
+           "c5.toml": ('[retrieval]\nk = "5"\n', "field 'retrieval.k': expected int, got '5'"),
+           # an integer too large for a float was an OverflowError traceback
+           "c6.json": ('{"generator": {"timeout_s": 1' + "0" * 400 + '}}',
+                       "field 'generator.timeout_s': must be a finite number, got an integer "
+                       "of 401 digits")}
     for name, (text, message) in bad.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(InputError, match=re.escape(message)):

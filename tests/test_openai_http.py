@@ -274,3 +274,104 @@ def test_the_scheduler_fails_only_the_refused_session_and_stays_ready(scripted):
         scheduler.stop()
     assert first.text == third.text == "Paris"
     assert scheduler.last_backend_error is None               # /readyz stays ready
+
+
+class Held(BaseHTTPRequestHandler):
+    """Holds each POST until ``release`` is set (or 10 s), counting calls in flight."""
+
+    def do_POST(self):  # noqa: N802 (http.server naming)
+        cls = type(self)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with cls.lock:
+            cls.in_flight += 1
+            cls.most = max(cls.most, cls.in_flight)
+            if cls.most >= cls.wanted:
+                cls.release.set()
+        cls.release.wait(timeout=10)
+        with cls.lock:
+            cls.in_flight -= 1
+        cls.answered += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(GOOD.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def held():
+    handler = type("Handler", (Held,), {"lock": threading.Lock(), "release": threading.Event(),
+                                        "in_flight": 0, "most": 0, "wanted": 99,
+                                        "answered": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield handler, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    handler.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_cancel_returns_before_the_server_answers(held):
+    """A cancel was seen only when a chunk of the reply arrived: a server slow to answer
+    kept the (single) generation worker waiting after the client had gone."""
+    handler, url = held
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    [cut] = OpenAIHTTPGenerator(url, retries=0, timeout_s=30).generate(
+        [ask("capital?", cancel=cancel)])
+    assert cut.finish_reason == "cancelled" and handler.answered == 0   # still held there
+
+
+def test_the_scheduler_sends_calls_to_a_server_while_others_are_in_flight(held):
+    """The generation worker waited for each call to an OpenAI-compatible server before
+    sending the next: one slow call held up every request behind it. Each server call is
+    held until two are in flight at once."""
+    from searchagent.scheduler import Scheduler, SchedulerOptions, Session
+
+    handler, url = held
+    handler.wanted = 2
+    scheduler = Scheduler(OpenAIHTTPGenerator(url, retries=0, timeout_s=30),
+                          SchedulerOptions(sessions=2))
+    try:
+        first = scheduler.submit(Session(id="a"), lambda s: scheduler.generator.generate(
+            [ask("first", stop=["."])])[0])
+        while not handler.in_flight:        # the first call is at the server, held there
+            time.sleep(0.01)
+        second = scheduler.submit(Session(id="b"), lambda s: scheduler.generator.generate(
+            [ask("second", stop=["."])])[0])
+        assert first.result(timeout=60).text == second.result(timeout=60).text == "Paris"
+    finally:
+        scheduler.stop()
+    assert handler.most == 2
+
+
+def test_an_echoed_key_a_long_backoff_and_odd_content_are_handled(scripted):
+    """A 401 or 5xx body echoing the Authorization header put the API key into errors
+    (and /readyz); backoff doubled without a cap (16 retries: 9 hours); a reply whose
+    content is a list of parts or a number was a TypeError, not a named error."""
+    handler, url = scripted
+    handler.script = [(401, '{"error": "invalid key: Bearer sk-SECRET-123"}')]
+    with pytest.raises(BackendError, match="HTTP 401") as refused:
+        OpenAIHTTPGenerator(url, api_key="sk-SECRET-123", retries=0).generate([ask("hi")])
+    handler.script, handler.calls = [(500, '{"error": "got Bearer sk-SECRET-123"}')], 0
+    gen = OpenAIHTTPGenerator(url, api_key="sk-SECRET-123", retries=4, backoff_s=5,
+                              timeout_s=0.5)
+    waits = []
+    gen._sleep = lambda seconds, cancelled: waits.append(seconds)
+    with pytest.raises(BackendError, match="down or failing") as down:
+        gen.generate([ask("hi")])
+    assert "SECRET" not in str(refused.value) + str(down.value)
+    assert waits == [0.5] * 4 and handler.calls == 5
+    parts = {"choices": [{"message": {"content": [{"type": "text", "text": "Paris"}]},
+                          "finish_reason": "stop"}]}
+    handler.script, handler.calls = [(200, json.dumps(parts))], 0
+    [result] = OpenAIHTTPGenerator(url, retries=0).generate([ask("capital?")])
+    assert result.text == "Paris"
+    parts["choices"][0]["message"]["content"] = 5
+    handler.script = [(200, json.dumps(parts))]
+    with pytest.raises(BackendError, match=r"message.content is a int"):
+        OpenAIHTTPGenerator(url, retries=0).generate([ask("capital?")])

@@ -118,3 +118,17 @@ def test_cli_serve_warns_on_stderr_before_anything_else(tmp_path):
                             timeout=120, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2 and "index folder not found" in result.stderr
     assert "WARNING" in result.stderr and "0.0.0.0" in result.stderr
+
+
+def test_serve_refuses_a_generator_key_no_header_can_carry_before_starting(
+        tmp_path, monkeypatch, capsys):
+    """It made uvicorn's start-up fail with a traceback (exit 3)."""
+    from searchagent.cli import main
+
+    monkeypatch.setenv("SEARCHAGENT__GENERATOR__BACKEND", "openai")
+    monkeypatch.setenv("SEARCHAGENT__GENERATOR__BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("SEARCHAGENT__GENERATOR__API_KEY", "sk bad-" + GEN_KEY)
+    assert main(["serve", str(tmp_path / "no-index"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "generator.api_key" in err and "cannot carry" in err
+    assert_no_secret(err)

@@ -72,6 +72,10 @@ def run_serve(args) -> int:
         load_policy(config.agent.policy_dir)     # a clear error now, not at app start-up
         check_journal_free(config.agent.policy_dir, "serve one policy folder from one "
                            "server, or give this one a copy of the folder")
+    if config.generator.backend == "openai":        # a clear error now, not at app start-up
+        from searchagent.generators.openai_http import check_api_key
+
+        check_api_key(config.generator.api_key)
     listener = bound_socket(server_cfg.host, server_cfg.port)   # a busy port fails first
     searcher = None
     try:

@@ -4,7 +4,8 @@ A batch is sent as concurrent ``/chat/completions`` calls so a batching server c
 them together; one call's failure fails that request only (``BatchErrors``). Connection
 errors, timeouts (``timeout_s`` bounds a whole call, however slowly its reply trickles
 in), 429 and 5xx are retried with exponential backoff or the server's ``Retry-After``
-(``retries`` times), never for a request already cancelled. A refusal of the request
+(``retries`` times, each wait at most ``timeout_s``), never for a request already
+cancelled; a cancel ends the wait for a reply at once. A refusal of the request
 itself (400, 413, 422: a prompt over the model's context) raises ``GenerationRefused``;
 anything else, or a reply that is not a chat completion, ``BackendError``, naming the URL
 and what was wrong (never the API key).
@@ -33,6 +34,16 @@ REFUSED_STATUS = {400, 413, 422}        # this request, not the server: no outag
 MAX_REPLY_BYTES = 16 * 2**20
 
 
+def check_api_key(api_key: str) -> str:
+    """The key as sent (surrounding whitespace dropped), or an ``InputError`` if an HTTP
+    header cannot carry it (the message never shows the key)."""
+    key = api_key.strip()
+    if any(not "\x21" <= c <= "\x7e" for c in key):
+        raise InputError("the API key has a character an HTTP header cannot carry "
+                         "(spaces, control or non-ASCII characters)", field="generator.api_key")
+    return key
+
+
 class _Cancelled(Exception):
     """The request was cancelled while waiting for a reply or a retry."""
 
@@ -52,12 +63,9 @@ class OpenAIHTTPGenerator:
                                "http://127.0.0.1:8080/v1")
         self.base_url = base_url.rstrip("/")
         self.model, self.retries, self.backoff_s = model, retries, backoff_s
+        self.max_parallel = max_parallel      # calls in flight at once (the scheduler's too)
         self.timeout_s = float(timeout_s)
-        self._key = api_key.strip()
-        if any(not "\x21" <= c <= "\x7e" for c in self._key):   # never in the message
-            raise InputError("the API key has a character an HTTP header cannot carry "
-                             "(spaces, control or non-ASCII characters)",
-                             field="generator.api_key")
+        self._key = check_api_key(api_key)
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10)),
                                     headers=headers)
@@ -113,7 +121,7 @@ class OpenAIHTTPGenerator:
         seconds = time.perf_counter() - start
         try:
             choice = reply["choices"][0]
-            text = choice["message"]["content"] or ""
+            text = _content_text(choice["message"]["content"])
             usage = reply.get("usage") or {}
             tokens = _chat_logprobs(choice.get("logprobs")) if request.logprobs else None
             details = usage.get("prompt_tokens_details") or {}
@@ -122,7 +130,7 @@ class OpenAIHTTPGenerator:
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise BackendError(f"{self.base_url}/chat/completions answered something that is "
                                f"not a chat completion ({type(exc).__name__}: {exc}): "
-                               f"{str(reply)[:200]}") from exc
+                               f"{self._hide_key(str(reply))[:200]}") from exc
         text, cut = cut_at_stop(text, request.stop)
         result = GenResult(text=text.strip(), prompt_tokens=counts[0],
                            completion_tokens=counts[1], seconds=seconds,
@@ -142,7 +150,8 @@ class OpenAIHTTPGenerator:
         last, wait = "", 0.0
         for attempt in range(self.retries + 1):
             if attempt:
-                self._sleep(max(wait, self.backoff_s * 2 ** (attempt - 1)), cancelled)
+                self._sleep(min(max(wait, self.backoff_s * 2 ** (attempt - 1)),
+                                self.timeout_s), cancelled)
             if cancelled():
                 raise _Cancelled()
             try:
@@ -151,7 +160,7 @@ class OpenAIHTTPGenerator:
                 last = self._hide_key(str(exc))
                 continue
             wait = _retry_after(headers.get("retry-after"), self.timeout_s)
-            text = raw.decode("utf-8", "replace")
+            text = self._hide_key(raw.decode("utf-8", "replace"))   # a body may echo it
             if status in RETRYABLE_STATUS:
                 last = f"HTTP {status}: {text[:200]}"
                 continue
@@ -174,22 +183,47 @@ class OpenAIHTTPGenerator:
                            f"(after {self.retries + 1} attempts)")
 
     def _send(self, url: str, body: dict, cancelled) -> tuple[int, dict, bytes]:
-        """One call: (status, headers, body bytes). ``timeout_s`` bounds the whole call
-        (httpx's timeouts bound each read: a reply trickling in would never end)."""
+        """One call: (status, headers, body bytes). It runs on its own thread and is waited
+        for here, so ``timeout_s`` bounds the whole call (httpx's timeouts bound each read:
+        a reply trickling in would never end) and a cancel returns at once, even before
+        the server answers; the abandoned call stops at its next chunk or read timeout."""
+        outcome: dict = {}
+        stop = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome["reply"] = self._read_reply(url, body, stop)
+            except BaseException as exc:   # noqa: BLE001 -- re-raised on the caller's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=call, name="openai-http-call", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + self.timeout_s
+        while thread.is_alive():
+            thread.join(timeout=0.05)
+            if thread.is_alive() and cancelled():
+                stop.set()
+                raise _Cancelled()
+            if thread.is_alive() and time.monotonic() > deadline:
+                stop.set()
+                raise TimeoutError(f"no whole reply within timeout_s={self.timeout_s:g}")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["reply"]
+
+    def _read_reply(self, url: str, body: dict, stop: threading.Event
+                    ) -> tuple[int, dict, bytes]:
         import httpx
 
-        deadline = time.monotonic() + self.timeout_s
         try:
             with self._client.stream("POST", url, json=body) as response:
                 chunks, size = [], 0
                 for chunk in response.iter_bytes():
-                    if cancelled():
+                    if stop.is_set():
                         raise _Cancelled()
                     size += len(chunk)
                     if size > MAX_REPLY_BYTES:
                         raise OSError(f"reply over {MAX_REPLY_BYTES >> 20} MiB")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"no whole reply within timeout_s={self.timeout_s:g}")
                     chunks.append(chunk)
                 return response.status_code, dict(response.headers), b"".join(chunks)
         except httpx.TimeoutException:
@@ -224,6 +258,18 @@ class OpenAIHTTPGenerator:
             return route, {"input": text, "model": self.model}
         return route, {"prompt": text, "content": text, "model": self.model,
                        "add_special_tokens": False}
+
+
+def _content_text(content) -> str:
+    """A reply message's text: a string, null, or a list of content parts
+    (``[{"type": "text", "text": ...}]``); anything else is not a chat completion."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+        return "".join(str(part.get("text") or "") for part in content
+                       if part.get("type", "text") == "text")
+    raise TypeError(f"choices[0].message.content is a {type(content).__name__}, "
+                    "expected a string")
 
 
 def _chat_logprobs(block) -> list[tuple[str | None, float]] | None:

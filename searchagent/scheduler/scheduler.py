@@ -3,7 +3,9 @@
 Every request is a session running its strategy on a session thread. The strategy's
 generator is a proxy (``proxy.py``) that puts each call into the request queue and
 blocks; the single generation worker pops calls in queue order (batched up to
-``max_batch`` when the backend batches) and completes them. Retrieval runs on the
+``max_batch`` when the backend batches) and completes them; for a backend that serves
+calls concurrently (an OpenAI-compatible server, which batches them itself) it dispatches
+each call as a slot frees, up to the backend's ``max_parallel`` in flight. Retrieval runs on the
 retrieval executor (``retrieval.py``), so while one session retrieves the worker serves
 the others. Non-stall: when the worker finds the queue empty while retrievals have run
 past ``retrieval_budget_s``, it sets their cancel events and they return best-so-far.
@@ -56,13 +58,19 @@ class RetrievalHandle:
 def backend_batch_size(backend: Any, wanted: int) -> int:
     """How many calls one ``generate`` may carry. A backend that decodes a list one by one
     (llama.cpp here) gets 1: batching it would only make early calls wait for late ones.
-    The transformers backend pads a list into one batch (its ``batch_size``); the
-    OpenAI-HTTP backend sends a list concurrently, so a batching server runs it together;
-    any backend may state its own ``max_batch``."""
-    limit = getattr(backend, "max_batch", None) or getattr(backend, "batch_size", None)
-    if limit is None:
-        limit = wanted if getattr(backend, "name", "") in CONCURRENT_BACKENDS else 1
+    The transformers backend pads a list into one batch (its ``batch_size``); a concurrent
+    backend (``calls_in_flight``) gets 1 per dispatch, several dispatches at once; any
+    backend may state its own ``max_batch``."""
+    limit = getattr(backend, "max_batch", None) or getattr(backend, "batch_size", None) or 1
     return max(1, min(wanted, int(limit)))
+
+
+def calls_in_flight(backend: Any) -> int:
+    """How many ``generate`` calls may run at once: the backend's ``max_parallel`` for one
+    that sends each call to a server (which batches them itself), else 1."""
+    if getattr(backend, "name", "") in CONCURRENT_BACKENDS:
+        return max(1, int(getattr(backend, "max_parallel", 1)))
+    return 1
 
 
 class Scheduler:
@@ -71,6 +79,9 @@ class Scheduler:
         self.options = options or SchedulerOptions()
         self.queue = make_queue(self.options.queue, self.options.weights)
         self.batch_size = backend_batch_size(backend, self.options.max_batch)
+        in_flight = calls_in_flight(backend)
+        self._slots = threading.BoundedSemaphore(in_flight)
+        self._dispatch = ThreadPoolExecutor(in_flight, "generation") if in_flight > 1 else None
         self.stats = SchedulerStats()
         self.generator = SchedulingGenerator(self)
         self.last_backend_error: str | None = None
@@ -136,18 +147,29 @@ class Scheduler:
 
     def _run_worker(self) -> None:
         while True:
+            self._slots.acquire()           # a call in flight fewer than the backend allows
             with self._cond:
                 batch = self.queue.pop_batch(self.batch_size, time.monotonic())
                 while not batch:
                     if self._stopping:
+                        self._slots.release()
                         return
                     wait = self._cut_stalled_retrievals() if self.options.non_stall \
                         else IDLE_POLL_S
                     self._cond.wait(timeout=wait)
                     batch = self.queue.pop_batch(self.batch_size, time.monotonic())
-            self._serve(batch)
+            if self._dispatch is None:
+                self._serve(batch)
+            else:
+                self._dispatch.submit(self._serve, batch)
 
     def _serve(self, batch: list[Ticket]) -> None:
+        try:
+            self._complete(batch)
+        finally:
+            self._slots.release()
+
+    def _complete(self, batch: list[Ticket]) -> None:
         start = time.monotonic()
         for ticket in batch:
             ticket.started = start
@@ -218,4 +240,6 @@ class Scheduler:
             self._stopping = True
             self._cond.notify_all()
         self._worker.join(timeout=30)
+        if self._dispatch is not None:
+            self._dispatch.shutdown(wait=False)
         self.retrieval_pool.shutdown(wait=False, cancel_futures=True)

@@ -50,7 +50,7 @@ class SchedulerStats:
         self._lock = threading.Lock()
         self._last = clock()
         self.sessions = self.retrievals_in_flight = 0
-        self.busy = False
+        self.busy, self.calls_running = False, 0
         self.active_s = self.busy_s = self.stall_s = 0.0
         self.counters = {"sessions_total": 0, "generations_total": 0, "batches_total": 0,
                          "retrievals_total": 0, "nonstall_cuts_total": 0,
@@ -89,9 +89,11 @@ class SchedulerStats:
                 self.retrieval_seconds.observe(seconds)
 
     def generator(self, busy: bool) -> None:
+        """A backend call starts (``busy``) or ends; the generator is busy while any runs."""
         with self._lock:
             self._advance()
-            self.busy = busy
+            self.calls_running += 1 if busy else -1
+            self.busy = self.calls_running > 0
 
     def batch(self, waits: list[float], results: list) -> None:
         """One backend call served len(results) generation calls after these queue waits."""
