@@ -107,6 +107,28 @@ def test_a_cancelled_request_stops_decoding(llama):
     assert none.finish_reason == "cancelled" and none.completion_tokens == 0
 
 
+def test_a_cancel_stops_the_prompt_evaluation_and_the_next_call_is_unharmed(llama):
+    """A cancel was looked at only before the prompt and after each new token, so a
+    1,500-token prompt kept a cancelled request (and every request queued behind it) for
+    29 s. The prompt is now evaluated in chunks, the cancel checked between them."""
+    from searchagent.generators.llama_cpp import PREFILL_CHUNK
+
+    long = ask("Summarise: " + " ".join(f"item {i} is blue;" for i in range(120)),
+               max_new_tokens=4, logprobs=True)
+    assert len(llama.prompt_tokens(long.messages)) > 3 * PREFILL_CHUNK
+    llama.llm.reset()
+    [reference] = llama.generate([long])
+    llama.llm.reset()
+    long.cancel = CancelledAfter(2)      # before the prompt, before chunk 1, before chunk 2
+    [cut] = llama.generate([long])
+    assert cut.finish_reason == "cancelled" and cut.completion_tokens == 0
+    assert llama.llm.n_tokens == PREFILL_CHUNK          # one chunk evaluated, then it stopped
+    long.cancel = None                   # the next call continues from the chunk it has
+    [again] = llama.generate([long])
+    assert again.text == reference.text and again.cached_tokens == PREFILL_CHUNK
+    assert again.token_logprobs == pytest.approx(reference.token_logprobs, abs=2e-3)
+
+
 def test_session_state_reuse_survives_interleaving(llama):
     first = ask("Tell me about llamas.", max_new_tokens=2, session="s1")
     follow = ask("Tell me about llamas.", max_new_tokens=3, session="s1")

@@ -28,6 +28,8 @@ from searchagent.generators.base import (GenRequest, GenResult, check_request, c
 from searchagent.generators.prompt_pieces import marked, pieces
 from searchagent.models import gguf_path
 
+PREFILL_CHUNK = 128      # prompt tokens evaluated between two looks at the request's cancel
+
 
 class LlamaCppGenerator:
     """Thread-safe, batched (sequentially decoded) generator over one GGUF model."""
@@ -103,7 +105,7 @@ class LlamaCppGenerator:
         out: list[int] = []
         logprobs: list[float] = []
         text, finish = "", "length"
-        if request.cancelled():
+        if request.cancelled() or self._prefill(tokens, request):
             return text, 0, logprobs, "cancelled"
         for token in llm.generate(tokens, temp=request.temperature, top_k=40, top_p=0.95,
                                   repeat_penalty=1.0, reset=True):
@@ -123,6 +125,20 @@ class LlamaCppGenerator:
             if len(out) >= request.max_new_tokens:
                 break
         return text, len(out), logprobs, finish
+
+    def _prefill(self, tokens: list[int], request: GenRequest) -> bool:
+        """Evaluate the prompt but its last token in chunks of ``PREFILL_CHUNK``, the
+        cancel checked between them (``Llama.generate`` evaluates a whole prompt before
+        its first token: a 1,500-token prompt kept a cancelled request for 29 s). The
+        tokens already in the context are kept; ``generate`` then runs the last one.
+        True when the request was cancelled."""
+        llm = self.llm
+        llm.n_tokens = min(_common_prefix(llm._input_ids, tokens), len(tokens) - 1)
+        for start in range(llm.n_tokens, len(tokens) - 1, PREFILL_CHUNK):
+            if request.cancelled():
+                return True
+            llm.eval(tokens[start:min(start + PREFILL_CHUNK, len(tokens) - 1)])
+        return False
 
     def _last_logits(self) -> np.ndarray:
         import llama_cpp
