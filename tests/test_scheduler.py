@@ -116,6 +116,25 @@ def test_expired_session_is_cancelled_before_generating(generator):
         scheduler.stop()
 
 
+def test_timings_count_the_wait_for_a_session_thread(generator):
+    """A request admitted while every session thread was busy waited for one, and its
+    timings left that out: the parts did not add up to its total."""
+    scheduler = Scheduler(generator, SchedulerOptions(sessions=1))
+    release = threading.Event()
+    try:
+        busy = scheduler.submit(Session(id="busy"), lambda s: release.wait(timeout=30))
+        waiting = Session(id="waiting")
+        future = scheduler.submit(waiting, lambda s: s.timings())
+        time.sleep(0.3)                     # it cannot start before ``busy`` ends
+        release.set()
+        assert busy.result(timeout=30)
+        timings = future.result(timeout=30)
+    finally:
+        scheduler.stop()
+    assert timings["session_wait_s"] >= 0.3 and timings["queue_wait_s"] == 0
+    assert timings["session_wait_s"] <= timings["total_s"]
+
+
 class Delayed:
     """A retriever that is slow to answer (like a remote or disk-bound one)."""
 

@@ -73,6 +73,9 @@ def test_every_422_has_the_documented_shape(live):
         assert all(set(d) == {"field", "message", "type"} for d in body["detail"]), body
     lam = live.client.post("/v1/answer", json={"question": "q", "lambda": False}).json()
     assert lam["detail"][0]["field"] == "body.lambda"
+    # the attribute's own name was accepted too, though the schema forbids other fields
+    internal = live.client.post("/v1/answer", json={"question": "q", "lam": 1.0})
+    assert internal.status_code == 422 and internal.json()["detail"][0]["field"] == "body.lam"
 
 
 def test_unparseable_body_is_a_400_that_says_where(live):

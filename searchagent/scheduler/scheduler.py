@@ -106,6 +106,7 @@ class Scheduler:
             self._sessions[session.id] = session
 
         def run() -> Any:
+            session.session_wait_s = time.monotonic() - session.started
             self._local.session = session
             self.stats.session(+1)
             try:

@@ -26,7 +26,8 @@ class Session:
     retrievals: int = 0
     generations: int = 0
     context_tokens: int = 0
-    queue_wait_s: float = 0.0
+    session_wait_s: float = 0.0                    # admitted, waiting for a session thread
+    queue_wait_s: float = 0.0                      # generation calls waiting in the queue
     run_s: float | None = None                     # its work's run time, once finished
     generate_s: float = 0.0
     retrieve_s: float = 0.0
@@ -65,6 +66,7 @@ class Session:
 
     def timings(self) -> dict[str, float | int]:
         return {"total_s": round(time.monotonic() - self.started, 4),
+                "session_wait_s": round(self.session_wait_s, 4),
                 "queue_wait_s": round(self.queue_wait_s, 4),
                 "generate_s": round(self.generate_s, 4),
                 "retrieve_s": round(self.retrieve_s, 4),

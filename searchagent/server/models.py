@@ -44,7 +44,7 @@ Text = Annotated[str, Field(min_length=1, max_length=2000,
 
 
 class AnswerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     question: Text = Field(description="the question")
     strategy: StrategyName = Field("auto", description="an arm, or auto (the policy picks)")
