@@ -28,6 +28,10 @@ _NONE = re.compile(r"(?:not (?:in|mentioned|given|stated|provided|available|spec
                    r"clear|found)|unknown|unclear)\b")     # lower case: 'Not Fade Away' is one
 _PLACEHOLDER = re.compile(r"^[\s\"'*]*<\s*short\s+answer\s*>", re.IGNORECASE)
 _DOTTED = re.compile(r"(?:^|\s)(?:[A-Za-z]\.){2,}$")     # "U.S.", "D.C.": keep the final period
+# a question answered yes or no: it opens with an auxiliary verb ("Are ... both ...?")
+_YES_NO_QUESTION = re.compile(r"^\s*(?:is|are|was|were|do|does|did|can|could|has|have|had|"
+                              r"will|would|should|shall|may|might|must)\b", re.IGNORECASE)
+_YES_NO_ANSWER = re.compile(r"^(yes|no)\b(?:\s*[,;:!\u2014\u2013-]|\s*$)", re.IGNORECASE)
 
 
 def _sentence_end(text: str) -> int:
@@ -64,14 +68,17 @@ def has_answer(text: str) -> bool:
     return bool(_stated(text))
 
 
-def extract_answer(text: str) -> str:
+def extract_answer(text: str, question: str = "") -> str:
     """The short answer inside a generation; the whole first line when there is no marker;
-    empty when no marker is followed by an answer (only by the copied placeholder)."""
+    empty when no marker is followed by an answer (only by the copied placeholder). To a
+    yes/no ``question``, an answer that opens with "Yes," or "No," is that word (the
+    official HotpotQA F1 gives "No, it is in Korea" against "no" nothing)."""
     matches = _stated(text)
     if not matches and has_marker(text):
         return ""
-    span = text[matches[-1].end():] if matches else text
-    return clean_answer(span)
+    answer = clean_answer(text[matches[-1].end():] if matches else text)
+    said = _YES_NO_ANSWER.match(answer) if _YES_NO_QUESTION.match(question) else None
+    return said.group(1) if said else answer
 
 
 def clean_answer(span: str) -> str:

@@ -60,7 +60,7 @@ class MultiHopStrategy:
             result = track.generate(messages, self.step_tokens, stop=["\n"],
                                     purpose=f"reason hop {hop}")
             if has_answer(result.text) and hop >= self.min_hops:
-                answer, final = extract_answer(result.text), result
+                answer, final = extract_answer(result.text, question), result
                 break
             step = first_sentence(result.text)
             if step and not has_marker(step) and step not in steps:   # a repeat adds nothing
@@ -75,5 +75,5 @@ class MultiHopStrategy:
                 question, passages, self.max_new_tokens)
             final = track.generate(messages, self.max_new_tokens, stop=["\n"],
                                    purpose="final answer")
-            answer = extract_answer(final.text)
+            answer = extract_answer(final.text, question)
         return track.answer(answer, hops=hops, confidence=final.mean_logprob)

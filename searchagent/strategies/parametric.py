@@ -20,5 +20,5 @@ class ParametricStrategy:
         messages = track.fit(lambda q, _: prompts.parametric_messages(q, self.shots),
                              question, [], self.max_new_tokens)
         result = track.generate(messages, self.max_new_tokens, stop=["\n"])
-        return track.answer(extract_answer(result.text), hops=0,
+        return track.answer(extract_answer(result.text, question), hops=0,
                             confidence=result.mean_logprob)

@@ -29,5 +29,5 @@ class SingleStrategy:
         messages = track.fit(lambda q, p: prompts.reading_messages(q, p, self.shots),
                              question, passages, self.max_new_tokens)
         result = track.generate(messages, self.max_new_tokens, stop=["\n"])
-        return track.answer(extract_answer(result.text), hops=1,
+        return track.answer(extract_answer(result.text, question), hops=1,
                             confidence=result.mean_logprob)
