@@ -8,6 +8,7 @@ Each test was written from a finding of a browser audit and fails without its fi
 
 from __future__ import annotations
 
+import re
 import tempfile
 
 import pytest
@@ -140,6 +141,9 @@ def test_a_server_that_stops_mid_answer_is_named_and_the_page_recovers(
         expect(error).to_contain_text(f"Could not reach the server at {url}")
         expect(page.locator("#ask-button")).to_be_enabled()
         expect(page.locator("#readiness")).to_have_text("server unreachable")
+        # the server panel's last figures were shown as if current
+        expect(page.locator("#metrics")).to_have_class(re.compile(r"\bstale\b"))
+        expect(page.locator("#metrics-note")).to_contain_text("the server is not answering")
     finally:
         stop_server(process)
 

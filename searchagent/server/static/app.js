@@ -243,6 +243,8 @@ function parseMetrics(text) {
     .filter(([, value]) => value != null);
 }
 
+let metricsTakenAt = null;      // when the panel's figures were read
+
 async function refreshMetrics() {
   try {
     const [metrics, ready] = await Promise.all([fetch("/metrics"), fetch("/readyz")]);   // open: no key
@@ -251,9 +253,16 @@ async function refreshMetrics() {
     const state = await ready.json().catch(() => ({}));
     $("readiness").textContent = state.ready ? "ready" : `not ready: ${state.reason || ready.status}`;
     $("readiness").className = `badge ${state.ready ? "ok" : "warn"}`;
+    $("metrics").classList.remove("stale");
+    $("metrics-note").textContent = "";
+    metricsTakenAt = new Date();
   } catch (err) {
     $("readiness").textContent = "server unreachable";
     $("readiness").className = "badge warn";
+    $("metrics").classList.add("stale");   // the last figures stay, marked as old
+    $("metrics-note").textContent = metricsTakenAt
+      ? `Figures from ${metricsTakenAt.toLocaleTimeString()}: the server is not answering.`
+      : "The server is not answering.";
   }
 }
 
