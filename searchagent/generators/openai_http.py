@@ -28,6 +28,8 @@ from typing import Sequence
 
 from searchagent.errors import BackendError, BatchErrors, GenerationRefused, InputError
 from searchagent.generators.base import GenRequest, GenResult, check_request, cut_at_stop
+from searchagent.generators.openai_reply import (chat_logprobs, content_text, logprobs_of,
+                                                 retry_after)
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 REFUSED_STATUS = {400, 413, 422}        # this request, not the server: no outage
@@ -121,9 +123,9 @@ class OpenAIHTTPGenerator:
         seconds = time.perf_counter() - start
         try:
             choice = reply["choices"][0]
-            text = _content_text(choice["message"]["content"])
+            text = content_text(choice["message"]["content"])
             usage = reply.get("usage") or {}
-            tokens = _chat_logprobs(choice.get("logprobs")) if request.logprobs else None
+            tokens = chat_logprobs(choice.get("logprobs")) if request.logprobs else None
             details = usage.get("prompt_tokens_details") or {}
             counts = [int(value or 0) for value in (usage.get("prompt_tokens"),
                       usage.get("completion_tokens"), details.get("cached_tokens"))]
@@ -134,7 +136,7 @@ class OpenAIHTTPGenerator:
         text, cut = cut_at_stop(text, request.stop)
         result = GenResult(text=text.strip(), prompt_tokens=counts[0],
                            completion_tokens=counts[1], seconds=seconds,
-                           token_logprobs=_logprobs_of(tokens, len(text) if cut else None),
+                           token_logprobs=logprobs_of(tokens, len(text) if cut else None),
                            cached_tokens=counts[2],
                            finish_reason=str(choice.get("finish_reason") or ""))
         if blank_retry and not result.text and result.finish_reason == "stop" \
@@ -159,7 +161,7 @@ class OpenAIHTTPGenerator:
             except OSError as exc:       # _send's timeouts and transport failures
                 last = self._hide_key(str(exc))
                 continue
-            wait = _retry_after(headers.get("retry-after"), self.timeout_s)
+            wait = retry_after(headers.get("retry-after"), self.timeout_s)
             text = self._hide_key(raw.decode("utf-8", "replace"))   # a body may echo it
             if status in RETRYABLE_STATUS:
                 last = f"HTTP {status}: {text[:200]}"
@@ -258,56 +260,3 @@ class OpenAIHTTPGenerator:
             return route, {"input": text, "model": self.model}
         return route, {"prompt": text, "content": text, "model": self.model,
                        "add_special_tokens": False}
-
-
-def _content_text(content) -> str:
-    """A reply message's text: a string, null, or a list of content parts
-    (``[{"type": "text", "text": ...}]``); anything else is not a chat completion."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
-        return "".join(str(part.get("text") or "") for part in content
-                       if part.get("type", "text") == "text")
-    raise TypeError(f"choices[0].message.content is a {type(content).__name__}, "
-                    "expected a string")
-
-
-def _chat_logprobs(block) -> list[tuple[str | None, float]] | None:
-    """(token text, log-probability) pairs of ``choices[0].logprobs``, in the chat format
-    ({content: [{token, logprob}]}) or the older completions one ({tokens, token_logprobs})."""
-    if not block:
-        return None
-    if isinstance(block.get("content"), list):
-        return [(item.get("token"), float(item["logprob"])) for item in block["content"]]
-    if isinstance(block.get("token_logprobs"), list):
-        tokens = block.get("tokens") or [None] * len(block["token_logprobs"])
-        return [(token, float(x)) for token, x in zip(tokens, block["token_logprobs"])
-                if x is not None]
-    return None
-
-
-def _logprobs_of(tokens, kept_chars: int | None) -> list[float] | None:
-    """The log-probabilities of the tokens within the first ``kept_chars`` characters of
-    the reply (None: all of them): a reply cut at a stop string here is scored on what is
-    kept. Tokens without their text cannot be placed: no score then."""
-    if not tokens:
-        return None
-    if kept_chars is None:
-        return [logprob for _, logprob in tokens]
-    if any(token is None for token, _ in tokens):
-        return None
-    out, at = [], 0
-    for token, logprob in tokens:
-        if at >= kept_chars:
-            break
-        out.append(logprob)
-        at += len(token)
-    return out or None
-
-
-def _retry_after(value: str | None, cap: float) -> float:
-    """Seconds a ``Retry-After`` header asks for (a number; dates are not honoured)."""
-    try:
-        return min(max(float(value), 0.0), cap) if value else 0.0
-    except ValueError:
-        return 0.0
