@@ -22,7 +22,6 @@ import inspect
 import io
 import json
 import os
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -48,7 +47,7 @@ PARSED = pa.schema([("line", pa.int64()), ("source", pa.string()), ("id", pa.str
                     ("title", pa.string()), ("text", pa.string()), ("error", pa.string()),
                     ("field", pa.string()), ("term_ids", pa.list_(pa.int32())),
                     ("tfs", pa.list_(pa.int32())), ("doclen", pa.int32()),
-                    ("new_terms", pa.list_(pa.string()))])
+                    ("new_terms", pa.list_(pa.string())), ("block", pa.int64())])
 
 
 class _CorpusLines(Datasource):
@@ -57,7 +56,8 @@ class _CorpusLines(Datasource):
 
     def __init__(self, path: Path, name: str, range_bytes: int):
         super().__init__()
-        self.path, self.name, self.range_bytes = str(path.resolve()), name, range_bytes
+        # absolute, links kept: whether it is gzipped goes by the name given, as locally
+        self.path, self.name, self.range_bytes = os.path.abspath(path), name, range_bytes
 
     def estimate_inmemory_data_size(self) -> int:
         return os.path.getsize(self.path)
@@ -113,28 +113,25 @@ def _read_lines(path: str, name: str, start: int = 0, end: int | None = None, fi
             for number, raw in enumerate(handle, start=first):
                 if raw.strip():
                     lines.append(number)
-                    raws.append(_escaped(raw))
+                    raws.append(raw)
                     if len(raws) == LINES_PER_BLOCK:
-                        yield pa.table({"line": pa.array(lines, pa.int64()), "raw": raws})
+                        yield _lines_block(lines, raws)
                         lines, raws = [], []
     except (InputError, UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as exc:
         lines.append(-1)
         raws.append(str(exc if isinstance(exc, InputError) else
                         InputError(f"unreadable file: {exc}", path=name)))
     if raws:
-        yield pa.table({"line": pa.array(lines, pa.int64()), "raw": raws})
+        yield _lines_block(lines, raws)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _escaped(raw: str) -> str:
-    """``raw`` with each undecodable byte (a lone surrogate, as ``open_text`` reads it) as
-    its JSON escape: Arrow strings cannot hold one, and parsing the escape gives the same
-    text back, so the line fails in ``_parse_block`` exactly as it does locally."""
-    if raw.isascii():
-        return raw
-    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", raw)
+def _lines_block(lines: list[int], raws: list[str]) -> pa.Table:
+    """A block of (line, raw): the raw lines as bytes, undecodable ones as read (lone
+    surrogates, ``corpus.open_text``), which Arrow strings cannot hold; ``_parse_block``
+    decodes them back, so a line fails or passes exactly as it does locally."""
+    return pa.table({"line": pa.array(lines, pa.int64()),
+                     "raw": pa.array([raw.encode("utf-8", "surrogateescape") for raw in raws],
+                                     pa.binary())})
 
 
 def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: int,
@@ -142,9 +139,12 @@ def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: in
     """Validate, chunk and (for BM25) count one block into ``PARSED`` rows: ``source`` is the
     corpus id on a line's first chunk (for the duplicate check), ``error`` a bad line's
     message; ``term_ids`` index the block's own vocabulary, whose terms are listed in the
-    ``new_terms`` of the row that first uses them."""
+    ``new_terms`` of the row that first uses them; ``block`` (its first line number) says
+    which block a row is from, as Ray may split a large output into several batches."""
     rows, vocab = [], {}
+    key = block["line"][0].as_py() if len(block) else 0
     for line, raw in zip(block["line"].to_pylist(), block["raw"].to_pylist()):
+        raw = raw.decode("utf-8", "surrogateescape")      # the line exactly as read
         try:
             if line < 0:
                 raise InputError(raw)            # the reader's file error, already worded
@@ -156,7 +156,7 @@ def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: in
             if chunk_words:
                 refuse_window_id(passage.id, name, line)
         except InputError as exc:
-            rows.append((line, None, "", "", "", str(exc), exc.field, [], [], 0, []))
+            rows.append((line, None, "", "", "", str(exc), exc.field, [], [], 0, [], key))
             continue
         for n, chunk in enumerate(chunk_passage(passage, chunk_words, chunk_overlap)):
             counts = Counter(tokenize(f"{chunk.title} {chunk.text}")) if count_terms else {}
@@ -164,7 +164,7 @@ def _parse_block(block: pa.Table, name: str, chunk_words: int, chunk_overlap: in
             vocab.update(zip(new, range(len(vocab), len(vocab) + len(new))))
             rows.append((line, None if n else passage.id, chunk.id, chunk.title, chunk.text,
                          None, None, [vocab[t] for t in counts], list(counts.values()),
-                         sum(counts.values()), new))
+                         sum(counts.values()), new, key))
     columns = list(zip(*rows)) or [[]] * len(PARSED)
     return pa.table([pa.array(c, f.type) for c, f in zip(columns, PARSED)], schema=PARSED)
 
@@ -199,13 +199,15 @@ class Collected:
     def __init__(self, block: int, bm25: BM25Writer | None = None):
         self.block, self.bm25, self.refs, self.pending = block, bm25, [], []
         self.rows = self.last_line = 0
+        self.vocab_block, self.to_global = None, np.empty(0, np.int32)   # the block's terms
 
     def passages(self, batches, name: str):
         """(line, corpus id on a record's first chunk, passage) in corpus order, as
         ``write_docstore(..., sources=)`` takes them; a bad line raises the local error."""
         for batch in batches:
             lines = batch["line"].to_pylist()
-            if lines and 0 < lines[0] <= self.last_line:        # -1: a file error row
+            # -1: a file error row; a block split by Ray goes on at the line it stopped at
+            if lines and 0 < lines[0] < self.last_line:
                 raise RuntimeError("Ray returned corpus blocks out of order")
             ids, titles, texts, sources, errors, fields = (batch[k].to_pylist() for k in (
                 "id", "title", "text", "source", "error", "field"))
@@ -227,10 +229,16 @@ class Collected:
         self._put(final=True)
 
     def _count(self, batch: pa.Table) -> None:
+        """Add a batch's counts; its term ids index the vocabulary of its block, which
+        earlier batches of the same block (a block Ray split) began."""
+        if not len(batch):
+            return
+        if batch["block"][0].as_py() != self.vocab_block:
+            self.vocab_block, self.to_global = batch["block"][0].as_py(), np.empty(0, np.int32)
         new, vocab = pc.list_flatten(batch["new_terms"]).to_pylist(), self.bm25.vocab
-        to_global = np.fromiter((vocab.setdefault(t, len(vocab)) for t in new), np.int32,
-                                len(new))
-        self.bm25.add(to_global[pc.list_flatten(batch["term_ids"]).to_numpy()],
+        self.to_global = np.concatenate([self.to_global, np.fromiter(
+            (vocab.setdefault(t, len(vocab)) for t in new), np.int32, len(new))])
+        self.bm25.add(self.to_global[pc.list_flatten(batch["term_ids"]).to_numpy()],
                       pc.list_flatten(batch["tfs"]).to_numpy(), batch["doclen"].to_numpy(),
                       pc.list_value_length(batch["term_ids"]).to_numpy())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import warnings
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ def ray_session(address: str | None, num_cpus: int | None, num_gpus: int, timing
     with timed(timings, "ray_start"):
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
         if started and address:
+            check_reachable(address)
             ray.init(address=address, **quiet)
         elif started:
             ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
@@ -47,6 +49,19 @@ def ray_session(address: str | None, num_cpus: int | None, num_gpus: int, timing
     finally:
         if started:
             ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse a ``HOST:PORT`` nothing accepts connections at, before ``ray.init`` retries
+    it for about 14 minutes ('auto' and ``ray://`` addresses are Ray's to resolve)."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InputError(f"--ray-address {address}: no Ray cluster answers there "
+                         f"({exc.strerror or exc})", field="ray_address") from None
 
 
 def remote_args(call, *args, **kwargs):

@@ -70,7 +70,7 @@ def parse_record(record: object, path: str, line: int) -> Passage:
     title, text = title.strip(), text.strip()
     if not text and not title:
         raise InputError("empty passage", path=path, line=line, field="text")
-    for name, value in (("title", title), ("text", text)):
+    for name, value in (("id", str(pid)), ("title", title), ("text", text)):
         require_utf8(value, name, path, line)
     return Passage(id=str(pid), title=title, text=text)
 

@@ -192,7 +192,12 @@ def test_bad_lines_fail_as_locally_and_leave_nothing(ray_session, tmp_path, monk
             ({9: lines[2], 20: "[1]"}, r"line (10|21)", plain),      # the first of two
             ({17: '{"id": "x#2", "text": "t"}'}, r"line 18, field 'id': 'x#2' ends in", chunked),
             ({17: '{"id": "x", "text": "caf\udce9"}'},              # a raw Latin-1 byte: a
-             r"line 18, field 'text': not valid UTF-8", plain)):   # traceback from Arrow
+             r"line 18, field 'text': not valid UTF-8", plain),    # traceback from Arrow
+            # after a backslash Ray read it as an escaped one: built 'caf\\udce9', not refused
+            ({17: '{"id": "x", "text": "caf\\\udce9 au lait"}'},
+             r"line 18: malformed JSON \(Invalid \\escape", plain),
+            ({17: '{"id": "x\udce9", "text": "t"}'},       # DuckDB's error on a staging file
+             r"line 18, field 'id': not valid UTF-8", plain)):
         text = "\n".join(changes.get(i, line) for i, line in enumerate(lines)) + "\n"
         corpus.write_bytes(text.encode("utf-8", "surrogateescape"))
         with pytest.raises(InputError, match=r"c\.jsonl, " + expected) as local:
@@ -235,4 +240,62 @@ def test_a_factory_faiss_cannot_make_is_refused_before_ray_starts(tmp_path, monk
     with pytest.raises(InputError, match=r"--faiss PQ7: faiss cannot make this index for "
                                          r"384-d vectors"):
         build_index(corpus, tmp_path / "idx", config, engine="ray")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_a_parsed_block_ray_splits_and_a_linked_gzip_build_as_locally(ray_session, tmp_path):
+    """Ray Data splits a map_batches output over its block size target: the driver took
+    each piece for a whole block (its term ids index the block's vocabulary, begun in the
+    earlier pieces) and failed, or could have counted the wrong terms. A corpus.jsonl.gz
+    that is a link to a hash-named blob (a Hugging Face cache) was read as plain text."""
+    import gzip
+    import os
+    import random
+
+    from ray.data import DataContext
+
+    rng = random.Random(5)
+    rows = [{"id": f"d{i}", "title": "", "text": " ".join(
+        [f"t{i}x{j}" for j in range(200)] + rng.choices(["alpha", "beta", "gamma"], k=20))}
+        for i in range(300)]
+    (tmp_path / "blobs").mkdir()
+    blob = tmp_path / "blobs" / "3f2a9c"
+    blob.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    corpus = tmp_path / "corpus.jsonl.gz"
+    os.symlink(blob, corpus)
+    config = load_config(env={}, cli={"index": {"dense": False}})
+    build_index(corpus, tmp_path / "local", config)
+    context = DataContext.get_current()
+    target = context.target_max_block_size
+    context.target_max_block_size = 64 << 10         # parse outputs of ~1 MB: split
+    try:
+        build_index(corpus, tmp_path / "ray", config, engine="ray")
+    finally:
+        context.target_max_block_size = target
+    with np.load(tmp_path / "local/bm25/postings.npz") as x, \
+            np.load(tmp_path / "ray/bm25/postings.npz") as y:
+        for name in x.files:
+            np.testing.assert_array_equal(x[name], y[name])
+    assert (tmp_path / "local/bm25/vocab.json").read_bytes() == \
+        (tmp_path / "ray/bm25/vocab.json").read_bytes()
+    x, y = BM25Index.load(tmp_path / "local/bm25"), BM25Index.load(tmp_path / "ray/bm25")
+    for query in ("t5x3 alpha", "t250x7", "t299x199 beta"):
+        np.testing.assert_array_equal(x.scores(tokenize(query)), y.scores(tokenize(query)))
+
+
+def test_an_address_nothing_answers_and_gpus_for_a_bm25_build_are_refused(tmp_path, capsys):
+    """--ray-address 127.0.0.1:1 made ray.init retry for about 14 minutes; --num-gpus on a
+    build that embeds nothing was accepted (or refused only after Ray had started)."""
+    from searchagent.cli import main
+
+    pytest.importorskip("ray.data", reason="Ray Data is not installed")
+    from index.build_ray_session import check_reachable
+
+    with pytest.raises(InputError, match=r"--ray-address 127.0.0.1:1: no Ray cluster answers"):
+        check_reachable("127.0.0.1:1")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "text": "fine"}\n')
+    assert main(["index", "build", str(corpus), "--out", str(tmp_path / "idx"), "--bm25",
+                 "--engine", "ray", "--num-gpus", "1"]) == 2
+    assert "--num-gpus applies to the dense index" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]

@@ -89,7 +89,8 @@ def refuse_ignored_flags(args, cfg) -> None:
         given = [flag for flag, value in (("--faiss", args.faiss), ("--index", args.index),
                                           ("--dtype", args.dtype),
                                           ("--batch-size", args.batch_size),
-                                          ("--embed-backend", args.embed_backend))
+                                          ("--embed-backend", args.embed_backend),
+                                          ("--num-gpus", args.num_gpus))   # embedding only
                  if value is not None]
         if given:
             raise InputError(f"{given[0]} applies to the dense index, which this build skips "
