@@ -66,6 +66,16 @@ class LivingIndex:
     def generation(self) -> int:
         return int(self.manifest.get("generation", 0))
 
+    def updates_since_compaction(self) -> int:
+        """Updates committed since the last compaction or the build (as far back as the
+        manifest's history of the last 100 goes)."""
+        count = 0
+        for entry in reversed(self.manifest.get("history", [])):
+            if entry["op"] == "compact":
+                break
+            count += 1
+        return count
+
     def use_encoder(self, encoder) -> None:
         """Embed with ``encoder`` (a model already loaded elsewhere) instead of loading one,
         unless this index already has one."""

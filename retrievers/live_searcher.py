@@ -6,7 +6,10 @@ readers and the writer share. Each search runs on the generation current when it
 replaced searcher is closed as soon as no search pins it (at once when none did); until
 then its generation stays leased (``index/leases.py``): updates append to the SPANN
 posting file instead of reusing space, and a compaction keeps the text of passages it
-still sees.
+still sees. Every ``server.compact_every`` updates the update that reaches it also
+compacts (``compact(drop_old=True)``): otherwise each update's files (BM25 segments,
+document frequencies, leases) stay, and the next update reads them all, until the server
+stops and ``index compact`` runs.
 """
 
 from __future__ import annotations
@@ -92,6 +95,12 @@ class LiveSearcher:
             if encoder is not None:
                 self.writer.use_encoder(encoder)        # embed with the loaded model
             result = change()
+            every = self.config.server.compact_every
+            if every and self.writer.updates_since_compaction() >= every:
+                compacted = self.writer.compact(drop_old=True)
+                result = {**result, "compacted": {
+                    "generation": compacted["generation"], "seconds": compacted["seconds"],
+                    "files_removed": len(compacted.get("removed", []))}}
             fresh = Searcher(self.folder, self.config, verify="size", docstore=self.docstore)
             for name in SHARED:
                 if name in self.current.__dict__:

@@ -114,6 +114,9 @@ class ServerConfig:
     retrieval_budget_ms: float = bounded(50.0, 0.0)
     retrieval_workers: int = bounded(2, 1)
     allow_updates: bool = False           # POST/DELETE /v1/documents change the index
+    # with updates on: compact after this many updates since the last compaction (0: never;
+    # the manifest's history reaches back 100)
+    compact_every: int = bounded(50, 0, 100)
 
 
 @dataclass

@@ -158,6 +158,28 @@ def test_a_searcher_keeps_its_generation_while_the_next_commits(index_dir, pool)
         live.close()
 
 
+def test_a_server_compacts_every_n_updates(index_dir, pool):
+    """A server with updates on never compacted (and ``index compact`` cannot run beside
+    it): a soak test's 446 updates left 5,281 files and made each update 3x slower."""
+    from retrievers.live_searcher import LiveSearcher
+
+    config = Config().updated({"server": {"compact_every": 3}}, "test")
+    live = LiveSearcher(index_dir, config)
+    try:
+        results = [live.add([Passage(**{k: p[k] for k in ("id", "title", "text")})])
+                   for p in pool[BASE:BASE + 7]]
+        assert ["compacted" in r for r in results] == [False, False, True] * 2 + [False]
+        assert results[2]["compacted"]["generation"] == 4 and \
+            results[5]["compacted"]["generation"] == 8
+        assert results[5]["compacted"]["files_removed"] > 0
+        assert live.counts()["generation"] == 9
+        assert len(list((index_dir / "bm25").glob("gen-*.json"))) <= 4
+        assert [h.id for h in live.search(pool[BASE + 6]["title"], 1, "bm25")] == \
+            [pool[BASE + 6]["id"]]
+    finally:
+        live.close()
+
+
 def test_a_funnel_search_reads_one_generation_and_replaced_searchers_close_when_idle(
         index_dir, pool):
     """A server's multi-hop funnel read BM25, the query vector and the vector index one by

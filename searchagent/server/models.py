@@ -185,3 +185,6 @@ class UpdateResponse(BaseModel):
     deleted_ids: int = 0
     missing_ids: list[str] = []
     seconds: float
+    compacted: Optional[dict[str, Any]] = Field(
+        None, description="this update also compacted the index (server.compact_every): "
+        "the generation that committed, its seconds and the files it removed")
