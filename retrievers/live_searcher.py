@@ -23,6 +23,7 @@ from index.manifest import verify_index
 from retrievers.docstore_live import LiveDocStore
 from retrievers.searcher import Searcher
 from searchagent.config import Config
+from searchagent.errors import SearchAgentError
 from searchagent.types import Passage, search_with_stats
 
 SHARED = ("encoder",)     # loaded pieces that do not change between generations
@@ -42,6 +43,7 @@ class LiveSearcher:
         self._pins_lock = threading.Lock()
         self._pins: dict[int, int] = {}       # id(searcher) -> searches running on it
         self._retired: list[Searcher] = []    # replaced, still pinned
+        self._compact_from = 0                # no periodic compaction before this generation
 
     def __getattr__(self, name: str):
         """Everything else (bm25, dense, stored_vectors, manifest...) of the current
@@ -96,11 +98,9 @@ class LiveSearcher:
                 self.writer.use_encoder(encoder)        # embed with the loaded model
             result = change()
             every = self.config.server.compact_every
-            if every and self.writer.updates_since_compaction() >= every:
-                compacted = self.writer.compact(drop_old=True)
-                result = {**result, "compacted": {
-                    "generation": compacted["generation"], "seconds": compacted["seconds"],
-                    "files_removed": len(compacted.get("removed", []))}}
+            if every and self.writer.updates_since_compaction() >= every and \
+                    self.writer.generation >= self._compact_from:
+                result = {**result, "compacted": self._compact(every)}
             fresh = Searcher(self.folder, self.config, verify="size", docstore=self.docstore)
             for name in SHARED:
                 if name in self.current.__dict__:
@@ -112,6 +112,18 @@ class LiveSearcher:
                 self.current = fresh
         self._close_retired()
         return result
+
+    def _compact(self, every: int) -> dict:
+        """The periodic compaction, after an update that committed: a failure (a full
+        disk) is reported with that update, rolled back, and tried again ``every``
+        updates later; it never stops the update from being served."""
+        try:
+            done = self.writer.compact(drop_old=True)
+        except (SearchAgentError, OSError) as exc:
+            self._compact_from = self.writer.generation + every
+            return {"error": str(exc), "retry_at_generation": self._compact_from}
+        return {"generation": done["generation"], "seconds": done["seconds"],
+                "files_removed": len(done.get("removed", []))}
 
     def _close_retired(self) -> None:
         """Close the replaced searchers no search pins any more (their vector index and

@@ -180,6 +180,33 @@ def test_a_server_compacts_every_n_updates(index_dir, pool):
         live.close()
 
 
+def test_a_failed_periodic_compaction_leaves_the_update_served(index_dir, pool, monkeypatch):
+    """The update commits before the compaction: a compaction that failed (a full disk)
+    raised out of it, so its client got an error for a committed update and the server
+    went on searching the generation before, for this and every later update."""
+    from index.living import LivingIndex
+    from retrievers.live_searcher import LiveSearcher
+
+    def disk_full(self, drop_old=False):
+        raise OSError(28, "No space left on device")
+
+    config = Config().updated({"server": {"compact_every": 2}}, "test")
+    live = LiveSearcher(index_dir, config)
+    add = [Passage(**{k: p[k] for k in ("id", "title", "text")}) for p in pool[BASE:BASE + 4]]
+    try:
+        live.add(add[:1])
+        with monkeypatch.context() as patch:
+            patch.setattr(LivingIndex, "compact", disk_full)
+            failed = live.add(add[1:2])
+        assert "No space left" in failed["compacted"]["error"] and failed["generation"] == 2
+        assert live.counts()["generation"] == 2                  # the update is served
+        assert [h.id for h in live.search(add[1].title, 1, "bm25")] == [add[1].id]
+        assert "compacted" not in live.add(add[2:3])            # not retried at once
+        assert live.add(add[3:4])["compacted"]["generation"] == 5
+    finally:
+        live.close()
+
+
 def test_a_funnel_search_reads_one_generation_and_replaced_searchers_close_when_idle(
         index_dir, pool):
     """A server's multi-hop funnel read BM25, the query vector and the vector index one by

@@ -324,6 +324,15 @@ def test_a_cancel_returns_before_the_server_answers(held):
     [cut] = OpenAIHTTPGenerator(url, retries=0, timeout_s=30).generate(
         [ask("capital?", cancel=cancel)])
     assert cut.finish_reason == "cancelled" and handler.answered == 0   # still held there
+    # an abandoned call holds its slot until it ends: the server never runs more than
+    # max_parallel of ours (cancelled calls piled up there, each still generating)
+    held_before = handler.in_flight                    # the call above, still held there
+    gen = OpenAIHTTPGenerator(url, retries=0, timeout_s=30, max_parallel=2)
+    for _ in range(3):
+        cancel = threading.Event()
+        threading.Timer(0.2, cancel.set).start()
+        assert gen.generate([ask("hi", cancel=cancel)])[0].finish_reason == "cancelled"
+    assert handler.most - held_before == 2
 
 
 def test_the_scheduler_sends_calls_to_a_server_while_others_are_in_flight(held):
@@ -366,6 +375,11 @@ def test_an_echoed_key_a_long_backoff_and_odd_content_are_handled(scripted):
         gen.generate([ask("hi")])
     assert "SECRET" not in str(refused.value) + str(down.value)
     assert waits == [0.5] * 4 and handler.calls == 5
+    escaped = 'sk-SECRET\\"x'                   # echoed JSON-escaped: sk-SECRET\\\"x
+    handler.script, handler.calls = [(401, json.dumps({"error": f"bad key {escaped}"}))], 0
+    with pytest.raises(BackendError, match="HTTP 401") as refused:
+        OpenAIHTTPGenerator(url, api_key=escaped, retries=0).generate([ask("hi")])
+    assert "SECRET" not in str(refused.value)
     parts = {"choices": [{"message": {"content": [{"type": "text", "text": "Paris"}]},
                           "finish_reason": "stop"}]}
     handler.script, handler.calls = [(200, json.dumps(parts))], 0

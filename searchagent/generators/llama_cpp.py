@@ -133,7 +133,11 @@ class LlamaCppGenerator:
         tokens already in the context are kept; ``generate`` then runs the last one.
         True when the request was cancelled."""
         llm = self.llm
-        llm.n_tokens = min(_common_prefix(llm._input_ids, tokens), len(tokens) - 1)
+        keep = min(_common_prefix(llm._input_ids, tokens), len(tokens) - 1)
+        if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.reset()     # a recurrent model's memory cannot be cut back: start over
+            keep = 0
+        llm.n_tokens = keep
         for start in range(llm.n_tokens, len(tokens) - 1, PREFILL_CHUNK):
             if request.cancelled():
                 return True

@@ -66,6 +66,9 @@ class OpenAIHTTPGenerator:
         self.base_url = base_url.rstrip("/")
         self.model, self.retries, self.backoff_s = model, retries, backoff_s
         self.max_parallel = max_parallel      # calls in flight at once (the scheduler's too)
+        # held by a call's thread until it ends, a cancelled one included: the server never
+        # runs more than max_parallel of our calls, however many were abandoned
+        self._calls = threading.BoundedSemaphore(max_parallel)
         self.timeout_s = float(timeout_s)
         self._key = check_api_key(api_key)
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
@@ -191,16 +194,24 @@ class OpenAIHTTPGenerator:
         the server answers; the abandoned call stops at its next chunk or read timeout."""
         outcome: dict = {}
         stop = threading.Event()
+        deadline = time.monotonic() + self.timeout_s
+        while not self._calls.acquire(timeout=0.05):      # an abandoned call may hold one
+            if cancelled():
+                raise _Cancelled()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no free call slot within timeout_s={self.timeout_s:g} "
+                                   f"({self.max_parallel} calls still running)")
 
         def call() -> None:
             try:
                 outcome["reply"] = self._read_reply(url, body, stop)
             except BaseException as exc:   # noqa: BLE001 -- re-raised on the caller's thread
                 outcome["error"] = exc
+            finally:
+                self._calls.release()
 
         thread = threading.Thread(target=call, name="openai-http-call", daemon=True)
         thread.start()
-        deadline = time.monotonic() + self.timeout_s
         while thread.is_alive():
             thread.join(timeout=0.05)
             if thread.is_alive() and cancelled():
@@ -241,7 +252,12 @@ class OpenAIHTTPGenerator:
             time.sleep(min(left, 0.1))
 
     def _hide_key(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        """``text`` without the API key, as sent or as a JSON string or repr escapes it."""
+        if not self._key:
+            return text
+        for form in {self._key, json.dumps(self._key)[1:-1], repr(self._key)[1:-1]}:
+            text = text.replace(form, "***")
+        return text
 
     def _find_tokenize_route(self) -> str:
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url

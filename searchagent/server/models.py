@@ -187,4 +187,5 @@ class UpdateResponse(BaseModel):
     seconds: float
     compacted: Optional[dict[str, Any]] = Field(
         None, description="this update also compacted the index (server.compact_every): "
-        "the generation that committed, its seconds and the files it removed")
+        "the generation that committed, its seconds and the files it removed; or the "
+        "error, when the compaction failed and was rolled back (the update stands)")
