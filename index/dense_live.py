@@ -6,7 +6,8 @@ are contiguous) and writes ``dense/deleted-N.npy`` (bits over all rows). A FAISS
 is opened as the build's index plus the segments added in row order (FAISS numbers added
 vectors sequentially, so its ids stay the rows) and searched with deleted rows masked
 out by over-fetching. ``index compact`` folds the segments into ``dense/faiss-N.index``
-(``fold_segments``), so an open adds only the segments written since; a server's next
+(``fold_segments``), so an open adds only the segments written since, and merges them
+into one segment file (``merge_segments``); a server's next
 generation copies its previous FAISS index and adds only the new segment
 (``LiveFaiss.following``). SPANN keeps its own tombstones; the segments are kept for it
 too, so an index can always be rebuilt without embedding again.
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from index.faiss_index import FaissIndex, import_faiss
-from index.files import durable_save, durable_write, file_entry
+from index.files import durable_save, durable_write, file_entry, write_durably
 from searchagent.errors import IndexFormatError
 from searchagent.files import UNREADABLE
 from searchagent.types import SearchStats
@@ -159,6 +160,42 @@ def fold_segments(folder: Path, info: dict, generation: int) -> tuple[dict, dict
     durable_write(folder / name, import_faiss().serialize_index(base.index).tobytes())
     return ({**info, "index": {**index, "file": name, "rows": int(base.index.ntotal)}},
             {name: file_entry(folder / name)})
+
+
+def merge_segments(folder: Path, info: dict, generation: int) -> tuple[dict, dict]:
+    """Write every appended segment into one ``dense/add-<generation>.npy`` (streamed; a
+    compaction adds no rows), so the folder keeps one segment file, not one per update.
+    Returns (new ``dense`` info, the new file's entry); ``info`` unchanged for fewer than
+    two segments."""
+    segments = info.get("segments", [])
+    if len(segments) < 2 or any(b["first_row"] != a["first_row"] + a["count"]
+                                for a, b in zip(segments, segments[1:])):
+        return info, {}
+    parts = [vectors for _, vectors in segment_vectors(folder, info)]
+    header = {"descr": np.lib.format.dtype_to_descr(parts[0].dtype), "fortran_order": False,
+              "shape": (sum(len(v) for v in parts), parts[0].shape[1])}
+
+    def save(handle) -> None:
+        np.lib.format.write_array_header_2_0(handle, header)
+        for vectors in parts:
+            for start in range(0, len(vectors), 65536):
+                handle.write(np.ascontiguousarray(vectors[start:start + 65536]).tobytes())
+
+    name = f"dense/add-{generation}.npy"
+    write_durably(folder / name, save)
+    merged = {"file": name, "first_row": segments[0]["first_row"], "count": header["shape"][0]}
+    return ({**info, "segments": [merged], "segments_merged_at": generation},
+            {name: file_entry(folder / name)})
+
+
+def unread_segment_files(folder: Path, info: dict, oldest: int) -> list[Path]:
+    """Segment files that no generation from ``oldest`` on reads: those written before the
+    last merge, once every reader is at or past it (``info``: the committed ``dense``)."""
+    merged = info.get("segments_merged_at")
+    if merged is None or merged > oldest:
+        return []
+    made = {path: path.stem.rsplit("-", 1)[1] for path in (folder / "dense").glob("add-*.npy")}
+    return sorted(path for path, gen in made.items() if gen.isdigit() and int(gen) < merged)
 
 
 class LiveFaiss:

@@ -50,7 +50,7 @@ def held_generations(folder: Path, generation: int) -> list[int]:
 def drop_unread(folder: Path, generation: int, oldest: int) -> list[str]:
     """Delete the files no generation from ``oldest`` to ``generation`` (committed) reads:
     BM25's segments and bitmaps, SPANN's posting files and arrays, dense deleted masks,
-    FAISS files a later compaction folded the segments into. Returns their paths, relative to ``folder``."""
+    FAISS files and vector segments a later compaction folded or merged. Returns their paths, relative to ``folder``."""
     removed = []
     if (folder / "bm25" / f"gen-{generation}.json").is_file():
         from retrievers.bm25_files import prune
@@ -61,9 +61,11 @@ def drop_unread(folder: Path, generation: int, oldest: int) -> list[str]:
 
         removed += [f"{SPANN}/{name}" for name in cleanup(folder / SPANN, oldest)]
     if (folder / "dense").is_dir():
-        from index.dense_live import unread_faiss_files
+        from index.dense_live import unread_faiss_files, unread_segment_files
 
-        for path in unread_faiss_files(folder, oldest):
+        dense = read_manifest(folder)["components"].get("dense", {})
+        for path in unread_faiss_files(folder, oldest) + unread_segment_files(folder, dense,
+                                                                              oldest):
             path.unlink()
             removed.append(f"dense/{path.name}")
     for path in sorted((folder / "dense").glob("deleted-*.npy")):

@@ -19,14 +19,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from index.corpus import check_passages, chunk_passage, refuse_window_id
-from index.dense_live import DenseSegments, fold_segments
+from index.dense_live import DenseSegments, fold_segments, merge_segments
 from index.files import durable_write
 from index.journal import (WriterLock, clear_journal, fault_point, recover, rollback,
                            write_journal)
 from index.leases import drop_unread, held_generations
 from index.living_manifest import (SPANN, committed_generation, merge_files, now_iso,
-                                   replaced_each_generation, update_summary, without,
-                                   without_files)
+                                   replace_files, replaced_each_generation, update_summary,
+                                   without, without_files)
 from index.manifest import MANIFEST, check_files, read_manifest
 from index.spann.leases import held_below
 from retrievers.docstore_live import LiveDocStore
@@ -252,9 +252,10 @@ class LivingIndex:
                 files = merge_files(files, SPANN + "/", summary["files"])
             elif op == "compact":           # FAISS: an open adds no segment written before
                 dense, folded = fold_segments(self.folder, dense, gen)
-                if folded:
-                    files = {**{name: entry for name, entry in files.items()
-                                if not name.startswith("dense/faiss")}, **folded}
+                files = replace_files(files, "dense/faiss", folded)
+            if op == "compact":
+                dense, merged = merge_segments(self.folder, dense, gen)
+                files = replace_files(files, "dense/add-", merged)
             components["dense"] = dense
         fault_point("after-components")
         return components, files

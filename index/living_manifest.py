@@ -46,6 +46,14 @@ def without_files(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in ("files", "written")}
 
 
+def replace_files(files: dict, prefix: str, new: dict) -> dict:
+    """``files`` with the entries under ``prefix`` replaced by ``new`` (when there is one)."""
+    if not new:
+        return files
+    return {**{name: entry for name, entry in files.items() if not name.startswith(prefix)},
+            **new}
+
+
 def merge_files(files: dict, prefix: str, new: dict) -> dict:
     """``files`` plus ``new`` (paths relative to ``prefix``)."""
     return {**files, **{prefix + rel: entry for rel, entry in new.items()}}

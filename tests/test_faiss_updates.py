@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import faiss
+import numpy as np
 import pytest
 
 from index.build import build_index
@@ -65,6 +66,7 @@ def test_compaction_folds_the_segments_and_drops_what_no_reader_reads(index_dir,
         living.delete([pool[7].id])                                       # generation 3
         held = Searcher(index_dir, docstore=living.docstore)              # reads generation 3
         before = dense_hits(held, queries)
+        vectors = held.stored_vectors[list(range(BASE + EXTRA))]
         compacted = living.compact(drop_old=True)                         # generation 4
         assert "dense/faiss.index" not in compacted["removed"]            # held reads it
         assert (index_dir / "dense" / "faiss.index").is_file()
@@ -84,10 +86,15 @@ def test_compaction_folds_the_segments_and_drops_what_no_reader_reads(index_dir,
         assert "dense/faiss.index" in again["removed"]
         assert "dense/faiss-4.index" in again["removed"]
     assert sorted(p.name for p in (index_dir / "dense").glob("faiss*")) == ["faiss-6.index"]
+    # the segments merge into one file too (one file per update stayed there for good)
+    assert sorted(p.name for p in (index_dir / "dense").glob("add-*")) == ["add-6.npy"]
+    assert "dense/add-4.npy" in again["removed"] and "dense/add-1.npy" in again["removed"]
     searcher = Searcher(index_dir, verify="full")
     try:
         assert searcher.vector_index.base.index.ntotal == BASE + EXTRA + 1
         assert dense_hits(searcher, [pool[0].title])[0][0][0] == pool[0].id
+        np.testing.assert_array_equal(searcher.stored_vectors[list(range(BASE + EXTRA))],
+                                      vectors)           # what the funnel reads, unchanged
     finally:
         searcher.close()
 
