@@ -7,10 +7,10 @@ is opened as the build's index plus the segments added in row order (FAISS numbe
 vectors sequentially, so its ids stay the rows) and searched with deleted rows masked
 out by over-fetching. ``index compact`` folds the segments into ``dense/faiss-N.index``
 (``fold_segments``), so an open adds only the segments written since, and merges them
-into one segment file (``merge_segments``); a server's next
-generation copies its previous FAISS index and adds only the new segment
-(``LiveFaiss.following``). SPANN keeps its own tombstones; the segments are kept for it
-too, so an index can always be rebuilt without embedding again.
+into one segment file (``merge_segments``); a server's next generation copies its
+previous FAISS index and adds only the new segment (``LiveFaiss.following``). SPANN keeps
+its own tombstones; the segments are kept for it too, so an index can always be rebuilt
+without embedding again.
 """
 
 from __future__ import annotations
