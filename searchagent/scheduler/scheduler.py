@@ -159,10 +159,13 @@ class Scheduler:
                         else IDLE_POLL_S
                     self._cond.wait(timeout=wait)
                     batch = self.queue.pop_batch(self.batch_size, time.monotonic())
-            if self._dispatch is None:
-                self._serve(batch)
-            else:
-                self._dispatch.submit(self._serve, batch)
+            try:
+                if self._dispatch is not None:
+                    self._dispatch.submit(self._serve, batch)
+                    continue
+            except RuntimeError:            # shut down by stop(): serve it here instead
+                pass
+            self._serve(batch)
 
     def _serve(self, batch: list[Ticket]) -> None:
         try:
