@@ -28,6 +28,7 @@ from searchagent.types import SearchStats
 
 EMBEDDINGS = "dense/embeddings.npy"      # the build's vectors, rows 0..n-1
 FAISS_FILE = "dense/faiss.index"         # the build's FAISS index (rows 0..n-1)
+MERGED = "segments"                      # dense/segments-N.npy: a compaction's merged segments
 
 
 class DenseSegments:
@@ -163,10 +164,10 @@ def fold_segments(folder: Path, info: dict, generation: int) -> tuple[dict, dict
 
 
 def merge_segments(folder: Path, info: dict, generation: int) -> tuple[dict, dict]:
-    """Write every appended segment into one ``dense/add-<generation>.npy`` (streamed; a
-    compaction adds no rows), so the folder keeps one segment file, not one per update.
-    Returns (new ``dense`` info, the new file's entry); ``info`` unchanged for fewer than
-    two segments."""
+    """Write every appended segment into one ``dense/segments-<generation>.npy``
+    (streamed; a compaction adds no rows), so the folder keeps one segment file, not one
+    per update. Returns (new ``dense`` info, the new file's entry); ``info`` unchanged for
+    fewer than two segments."""
     segments = info.get("segments", [])
     if len(segments) < 2 or any(b["first_row"] != a["first_row"] + a["count"]
                                 for a, b in zip(segments, segments[1:])):
@@ -181,21 +182,21 @@ def merge_segments(folder: Path, info: dict, generation: int) -> tuple[dict, dic
             for start in range(0, len(vectors), 65536):
                 handle.write(np.ascontiguousarray(vectors[start:start + 65536]).tobytes())
 
-    name = f"dense/add-{generation}.npy"
+    name = f"dense/{MERGED}-{generation}.npy"
     write_durably(folder / name, save)
     merged = {"file": name, "first_row": segments[0]["first_row"], "count": header["shape"][0]}
-    return ({**info, "segments": [merged], "segments_merged_at": generation},
-            {name: file_entry(folder / name)})
+    return {**info, "segments": [merged]}, {name: file_entry(folder / name)}
 
 
-def unread_segment_files(folder: Path, info: dict, oldest: int) -> list[Path]:
-    """Segment files that no generation from ``oldest`` on reads: those written before the
-    last merge, once every reader is at or past it (``info``: the committed ``dense``)."""
-    merged = info.get("segments_merged_at")
-    if merged is None or merged > oldest:
-        return []
-    made = {path: path.stem.rsplit("-", 1)[1] for path in (folder / "dense").glob("add-*.npy")}
-    return sorted(path for path, gen in made.items() if gen.isdigit() and int(gen) < merged)
+def unread_segment_files(folder: Path, oldest: int) -> list[Path]:
+    """Segment files no generation from ``oldest`` on reads: each reads the newest merge
+    made at or before it, and the segments appended after that."""
+    made = {path: path.stem.rsplit("-", 1) for path in (folder / "dense").glob("*-*.npy")}
+    made = {path: (kind, int(gen)) for path, (kind, gen) in made.items()
+            if kind in ("add", MERGED) and gen.isdigit()}
+    read_from = max((gen for kind, gen in made.values() if kind == MERGED and gen <= oldest),
+                    default=0)
+    return sorted(path for path, (_, gen) in made.items() if gen < read_from)
 
 
 class LiveFaiss:

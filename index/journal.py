@@ -16,7 +16,7 @@ import re
 import signal
 from pathlib import Path
 
-from index.dense_live import fold_generation
+from index.dense_live import MERGED, fold_generation
 from index.files import durable_write
 from index.living_manifest import SPANN
 from index.manifest import read_manifest
@@ -144,7 +144,8 @@ def rollback(folder: Path, docstore, committed: int) -> None:
         spann_rollback(folder / SPANN, committed)
     for path in (folder / "dense").glob("*-*.npy"):
         stem = path.stem.rsplit("-", 1)
-        if stem[0] in ("add", "deleted") and stem[1].isdigit() and int(stem[1]) > committed:
+        if stem[0] in ("add", "deleted", MERGED) and stem[1].isdigit() and \
+                int(stem[1]) > committed:
             path.unlink()
     for path in (folder / "dense").glob("faiss-*.index"):     # a compaction's fold
         if (fold_generation(path) or 0) > committed:

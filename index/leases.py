@@ -63,9 +63,7 @@ def drop_unread(folder: Path, generation: int, oldest: int) -> list[str]:
     if (folder / "dense").is_dir():
         from index.dense_live import unread_faiss_files, unread_segment_files
 
-        dense = read_manifest(folder)["components"].get("dense", {})
-        for path in unread_faiss_files(folder, oldest) + unread_segment_files(folder, dense,
-                                                                              oldest):
+        for path in unread_faiss_files(folder, oldest) + unread_segment_files(folder, oldest):
             path.unlink()
             removed.append(f"dense/{path.name}")
     for path in sorted((folder / "dense").glob("deleted-*.npy")):

@@ -255,7 +255,7 @@ class LivingIndex:
                 files = replace_files(files, "dense/faiss", folded)
             if op == "compact":
                 dense, merged = merge_segments(self.folder, dense, gen)
-                files = replace_files(files, "dense/add-", merged)
+                files = replace_files(files, ("dense/add-", "dense/segments-"), merged)
             components["dense"] = dense
         fault_point("after-components")
         return components, files

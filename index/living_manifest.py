@@ -46,8 +46,9 @@ def without_files(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in ("files", "written")}
 
 
-def replace_files(files: dict, prefix: str, new: dict) -> dict:
-    """``files`` with the entries under ``prefix`` replaced by ``new`` (when there is one)."""
+def replace_files(files: dict, prefix: str | tuple[str, ...], new: dict) -> dict:
+    """``files`` with the entries under ``prefix`` (or any of several) replaced by ``new``
+    (when there is one)."""
     if not new:
         return files
     return {**{name: entry for name, entry in files.items() if not name.startswith(prefix)},
