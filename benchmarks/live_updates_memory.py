@@ -6,8 +6,10 @@ A copy of ``--index`` is opened as ``retrievers.live_searcher.LiveSearcher`` (wh
 ``searchagent serve --allow-updates`` holds); then ``--updates`` times: add one passage
 (one generation, as one small ``POST /v1/documents`` does) and run one hybrid search.
 Prints resident memory, open file descriptors and the generations readers still lease,
-every ``--every`` updates. Each update opens the new generation's searcher; what happens
-to the replaced one decides whether memory stays flat.
+every ``--every`` updates, and the index folder's files and size with the mean seconds
+per update since the last row. Each update opens the new generation's searcher; what
+happens to the replaced one decides whether memory stays flat. ``--compact-every``
+(``server.compact_every``; 0: never, as before that setting) bounds the folder.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from index.leases import held_generations  # noqa: E402
 from retrievers.live_searcher import LiveSearcher  # noqa: E402
+from searchagent.config import Config  # noqa: E402
 from searchagent.types import Passage  # noqa: E402
 
 
@@ -37,26 +40,41 @@ def open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def file_size(path: Path) -> int | None:
+    """A file's size; None for a folder, or a file removed since it was listed (a lease)."""
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except FileNotFoundError:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", default="demo-index", type=Path)
     parser.add_argument("--updates", type=int, default=150)
     parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--compact-every", type=int, default=Config().server.compact_every)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="live-memory-") as scratch:
         folder = Path(scratch) / "index"
         shutil.copytree(args.index, folder)
-        live = LiveSearcher(folder)
+        config = Config().updated({"server": {"compact_every": args.compact_every}}, "bench")
+        live = LiveSearcher(folder, config)
         live.search("Insomnia director", 10, "hybrid")      # every component loaded
         print(f"index {args.index}: {live.counts()['live']} passages, {args.updates} "
-              "updates of one passage, a hybrid search after each\n")
-        print("| updates | RSS MB | open files | generations still leased | s per update |")
-        print("|---|---|---|---|---|")
-        started = time.perf_counter()
+              f"updates of one passage, a hybrid search after each, compact every "
+              f"{args.compact_every or 'never'}\n")
+        print("| updates | RSS MB | open files | generations still leased | index files | "
+              "index MB | s per update (since the last row) |")
+        print("|---|---|---|---|---|---|---|")
+        started, last = time.perf_counter(), 0
 
         def row(n: int, seconds: str) -> None:
+            sizes = [file_size(f) for f in folder.rglob("*")]
+            sizes = [size for size in sizes if size is not None]
             print(f"| {n} | {rss_mb():.0f} | {open_files()} | "
-                  f"{len(held_generations(folder, live.generation))} | {seconds} |", flush=True)
+                  f"{len(held_generations(folder, live.generation))} | {len(sizes)} | "
+                  f"{sum(sizes) / 1e6:.1f} | {seconds} |", flush=True)
 
         row(0, "-")
         for n in range(1, args.updates + 1):
@@ -64,7 +82,8 @@ def main() -> None:
                               f"Passage number {n} added while the server searches.")])
             live.search(f"Benchmark passage {n}", 10, "hybrid")
             if n % args.every == 0 or n == args.updates:
-                row(n, f"{(time.perf_counter() - started) / n:.2f}")
+                row(n, f"{(time.perf_counter() - started) / (n - last):.2f}")
+                started, last = time.perf_counter(), n
         live.close()
 
 
