@@ -145,7 +145,7 @@ def test_plain_text_corpus_is_read_in_ranges_of_whole_lines(tmp_path):
         assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
         assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
         assert len(ranges) > 1 or range_bytes == 1000
-        got = [(n, raw) for start, end, first in ranges
+        got = [(n, raw.decode()) for start, end, first in ranges
                for block in _read_lines(str(path), "c", start, end, first)
                for n, raw in zip(block["line"].to_pylist(), block["raw"].to_pylist())]
         assert got == expected, range_bytes

@@ -85,6 +85,12 @@ def refuse_ignored_flags(args, cfg) -> None:
     """A flag this build would not use is an error, not a silent no-op."""
     from searchagent.errors import InputError
 
+    if args.engine != "ray":
+        given = [flag for flag, value in (("--ray-address", args.ray_address),
+                                          ("--num-gpus", args.num_gpus),
+                                          ("--num-cpus", args.num_cpus)) if value is not None]
+        if given:
+            raise InputError(f"{given[0]} applies to a Ray build only (add --engine ray)")
     if not cfg.dense:
         given = [flag for flag, value in (("--faiss", args.faiss), ("--index", args.index),
                                           ("--dtype", args.dtype),
@@ -98,12 +104,6 @@ def refuse_ignored_flags(args, cfg) -> None:
     if args.index == "spann" and args.faiss is not None:
         raise InputError(f"--faiss {args.faiss} applies to a FAISS vector index, which "
                          "--index spann replaces (drop one of them)")
-    if args.engine != "ray":
-        given = [flag for flag, value in (("--ray-address", args.ray_address),
-                                          ("--num-gpus", args.num_gpus),
-                                          ("--num-cpus", args.num_cpus)) if value is not None]
-        if given:
-            raise InputError(f"{given[0]} applies to a Ray build only (add --engine ray)")
     if args.chunk_overlap and not cfg.chunk_words:
         raise InputError(f"--chunk-overlap {args.chunk_overlap} needs --chunk-words N "
                          "(without it passages are kept whole)")
