@@ -50,7 +50,8 @@ def held_generations(folder: Path, generation: int) -> list[int]:
 def drop_unread(folder: Path, generation: int, oldest: int) -> list[str]:
     """Delete the files no generation from ``oldest`` to ``generation`` (committed) reads:
     BM25's segments and bitmaps, SPANN's posting files and arrays, dense deleted masks,
-    FAISS files and vector segments a later compaction folded or merged. Returns their paths, relative to ``folder``."""
+    FAISS files and vector segments a later compaction folded or merged. Returns their
+    paths, relative to ``folder``."""
     removed = []
     if (folder / "bm25" / f"gen-{generation}.json").is_file():
         from retrievers.bm25_files import prune

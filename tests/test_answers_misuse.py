@@ -130,14 +130,17 @@ def test_saying_there_is_no_answer_is_not_an_answer():
 def test_a_yes_no_question_answered_yes_or_no_and_more_is_that_word():
     """HotpotQA's official F1 gives 'No, Seoul High School is located in South Korea'
     against the gold 'no' nothing; SmolLM2 answers comparison questions that way."""
-    both = "Are North Marion High School (Oregon) and Seoul High School both located in the same country?"
+    both = ("Are North Marion High School (Oregon) and Seoul High School both located in the "
+            "same country?")
     assert extract_answer("No, Seoul High School is located in South Korea.", both) == "No"
     assert extract_answer("So the answer is: yes — both are American.", both) == "yes"
     assert extract_answer("Yes", "Were Scott Derrickson and Ed Wood of the same nationality?") \
         == "Yes"
     # not a yes/no question, or not a yes/no answer: unchanged
-    assert extract_answer("Yes, Minister", "Which sitcom starred Paul Eddington?") == "Yes, Minister"
-    assert extract_answer("No, Seoul High School is in Korea.") == "No, Seoul High School is in Korea"
+    assert extract_answer("Yes, Minister", "Which sitcom starred Paul Eddington?") == \
+        "Yes, Minister"
+    assert extract_answer("No, Seoul High School is in Korea.") == \
+        "No, Seoul High School is in Korea"
     assert extract_answer("Nobody knows", both) == "Nobody knows"
     assert extract_answer("No. 5", "Is Chanel's best seller a perfume?") == "No. 5"
     from searchagent.strategies.parametric import ParametricStrategy    # what the arms serve
