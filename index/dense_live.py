@@ -188,17 +188,6 @@ def merge_segments(folder: Path, info: dict, generation: int) -> tuple[dict, dic
     return {**info, "segments": [merged]}, {name: file_entry(folder / name)}
 
 
-def unread_segment_files(folder: Path, oldest: int) -> list[Path]:
-    """Segment files no generation from ``oldest`` on reads: each reads the newest merge
-    made at or before it, and the segments appended after that."""
-    made = {path: path.stem.rsplit("-", 1) for path in (folder / "dense").glob("*-*.npy")}
-    made = {path: (kind, int(gen)) for path, (kind, gen) in made.items()
-            if kind in ("add", MERGED) and gen.isdigit()}
-    read_from = max((gen for kind, gen in made.values() if kind == MERGED and gen <= oldest),
-                    default=0)
-    return sorted(path for path, (_, gen) in made.items() if gen < read_from)
-
-
 class LiveFaiss:
     """A FAISS index with appended segments and deleted rows masked (VectorIndex protocol)."""
 
@@ -245,19 +234,28 @@ class LiveFaiss:
         return out_ids, out_scores, SearchStats(seconds=time.perf_counter() - start)
 
 
-def fold_generation(path: Path) -> int | None:
-    """The generation whose compaction wrote FAISS file ``path`` (0: the build's; None:
-    not a FAISS file of ``dense/``)."""
-    if path.name == Path(FAISS_FILE).name:
-        return 0
-    stem = path.name.removesuffix(".index").rsplit("-", 1)
-    return int(stem[1]) if stem[0] == "faiss" and stem[1:] and stem[1].isdigit() else None
+def dense_files(folder: Path) -> dict[Path, tuple[str, int]]:
+    """The files of ``folder/dense`` a generation wrote, as (kind, generation): ``add``,
+    ``deleted`` and ``segments`` (.npy), ``faiss`` (.index; the build's is generation 0)."""
+    found = {}
+    for path in (folder / "dense").glob("*"):
+        kind, _, made = path.stem.rpartition("-")
+        if path.name == Path(FAISS_FILE).name:
+            found[path] = ("faiss", 0)
+        elif made.isdigit() and (kind, path.suffix) in {
+                ("add", ".npy"), ("deleted", ".npy"), (MERGED, ".npy"), ("faiss", ".index")}:
+            found[path] = (kind, int(made))
+    return found
 
 
-def unread_faiss_files(folder: Path, oldest: int) -> list[Path]:
-    """FAISS files of ``folder/dense`` that no generation from ``oldest`` on reads: each
-    reads the newest file folded at or before it."""
-    made = {path: fold_generation(path) for path in (folder / "dense").glob("faiss*.index")}
-    made = {path: gen for path, gen in made.items() if gen is not None}
-    read_from = max((gen for gen in made.values() if gen <= oldest), default=0)
-    return sorted(path for path, gen in made.items() if gen < read_from)
+def unread_dense_files(folder: Path, oldest: int) -> list[Path]:
+    """Files of ``folder/dense`` no generation from ``oldest`` on reads: the deleted masks
+    of earlier generations, and the FAISS files and vector segments from before the newest
+    fold or merge made at or before ``oldest`` (a generation reads that one, and the
+    segments appended after it)."""
+    files = dense_files(folder)
+    newest = {kind: max((made for k, made in files.values() if k == kind and made <= oldest),
+                        default=0) for kind in ("faiss", MERGED)}
+    before = {"deleted": oldest, "faiss": newest["faiss"], "add": newest[MERGED],
+              MERGED: newest[MERGED]}
+    return sorted(path for path, (kind, made) in files.items() if made < before[kind])

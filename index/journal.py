@@ -16,7 +16,7 @@ import re
 import signal
 from pathlib import Path
 
-from index.dense_live import MERGED, fold_generation
+from index.dense_live import dense_files
 from index.files import durable_write
 from index.living_manifest import SPANN
 from index.manifest import read_manifest
@@ -142,13 +142,8 @@ def rollback(folder: Path, docstore, committed: int) -> None:
         from index.spann.lire import rollback as spann_rollback
 
         spann_rollback(folder / SPANN, committed)
-    for path in (folder / "dense").glob("*-*.npy"):
-        stem = path.stem.rsplit("-", 1)
-        if stem[0] in ("add", "deleted", MERGED) and stem[1].isdigit() and \
-                int(stem[1]) > committed:
-            path.unlink()
-    for path in (folder / "dense").glob("faiss-*.index"):     # a compaction's fold
-        if (fold_generation(path) or 0) > committed:
+    for path, (_, made) in dense_files(folder).items():
+        if made > committed:
             path.unlink()
     fsync_dir(folder)
     clear_journal(folder)

@@ -61,15 +61,9 @@ def drop_unread(folder: Path, generation: int, oldest: int) -> list[str]:
         from index.spann.generations import cleanup
 
         removed += [f"{SPANN}/{name}" for name in cleanup(folder / SPANN, oldest)]
-    if (folder / "dense").is_dir():
-        from index.dense_live import unread_faiss_files, unread_segment_files
+    from index.dense_live import unread_dense_files
 
-        for path in unread_faiss_files(folder, oldest) + unread_segment_files(folder, oldest):
-            path.unlink()
-            removed.append(f"dense/{path.name}")
-    for path in sorted((folder / "dense").glob("deleted-*.npy")):
-        made = path.stem.rsplit("-", 1)[1]             # the generation that wrote the mask
-        if made.isdigit() and int(made) < oldest:
-            path.unlink()
-            removed.append(f"dense/{path.name}")
+    for path in unread_dense_files(folder, oldest):
+        path.unlink()
+        removed.append(f"dense/{path.name}")
     return removed

@@ -50,7 +50,7 @@ class SchedulerStats:
         self._lock = threading.Lock()
         self._last = clock()
         self.sessions = self.retrievals_in_flight = 0
-        self.busy, self.calls_running = False, 0
+        self.calls_running = 0                # backend calls under way
         self.active_s = self.busy_s = self.stall_s = 0.0
         self.counters = {"sessions_total": 0, "generations_total": 0, "batches_total": 0,
                          "retrievals_total": 0, "nonstall_cuts_total": 0,
@@ -61,6 +61,11 @@ class SchedulerStats:
         self.queue_wait = Histogram()
         self.retrieval_seconds = Histogram()
         self.max_batch_seen = 0
+
+    @property
+    def busy(self) -> bool:
+        """The generator is working: some backend call is under way."""
+        return self.calls_running > 0
 
     def _advance(self) -> None:
         now = self._clock()
@@ -93,7 +98,6 @@ class SchedulerStats:
         with self._lock:
             self._advance()
             self.calls_running += 1 if busy else -1
-            self.busy = self.calls_running > 0
 
     def batch(self, waits: list[float], results: list) -> None:
         """One backend call served len(results) generation calls after these queue waits."""
