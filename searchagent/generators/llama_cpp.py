@@ -92,7 +92,7 @@ class LlamaCppGenerator:
             self._restore_longest_prefix(tokens)
             cached = _common_prefix(self.llm._input_ids, tokens)
             cached = min(cached, len(tokens) - 1)   # the last prompt token is always re-run
-            text, n_out, logprobs, finish = self._decode(tokens, request)
+            text, n_out, logprobs, finish = self._decode(tokens, cached, request)
             if request.session:
                 self._save_session(request.session)
             seconds = time.perf_counter() - start
@@ -100,12 +100,12 @@ class LlamaCppGenerator:
                          seconds=seconds, token_logprobs=logprobs if request.logprobs else None,
                          cached_tokens=max(cached, 0), finish_reason=finish)
 
-    def _decode(self, tokens: list[int], request: GenRequest):
+    def _decode(self, tokens: list[int], cached: int, request: GenRequest):
         llm = self.llm
         out: list[int] = []
         logprobs: list[float] = []
         text, finish = "", "length"
-        if request.cancelled() or self._prefill(tokens, request):
+        if request.cancelled() or self._prefill(tokens, cached, request):
             return text, 0, logprobs, "cancelled"
         for token in llm.generate(tokens, temp=request.temperature, top_k=40, top_p=0.95,
                                   repeat_penalty=1.0, reset=True):
@@ -126,14 +126,13 @@ class LlamaCppGenerator:
                 break
         return text, len(out), logprobs, finish
 
-    def _prefill(self, tokens: list[int], request: GenRequest) -> bool:
+    def _prefill(self, tokens: list[int], keep: int, request: GenRequest) -> bool:
         """Evaluate the prompt but its last token in chunks of ``PREFILL_CHUNK``, the
         cancel checked between them (``Llama.generate`` evaluates a whole prompt before
         its first token: a 1,500-token prompt kept a cancelled request for 29 s). The
-        tokens already in the context are kept; ``generate`` then runs the last one.
-        True when the request was cancelled."""
+        ``keep`` tokens already in the context are kept; ``generate`` then runs the last
+        one. True when the request was cancelled."""
         llm = self.llm
-        keep = min(_common_prefix(llm._input_ids, tokens), len(tokens) - 1)
         if keep < llm.n_tokens and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
             llm.reset()     # a recurrent model's memory cannot be cut back: start over
             keep = 0
